@@ -1,0 +1,1 @@
+"""Built-in plugins: backbones, croppers and fusions, registered through the public hooks."""

@@ -1,0 +1,1 @@
+"""Model bundles (safetensors + manifest) and model registries (local, Hugging Face Hub)."""

@@ -1,0 +1,90 @@
+"""fashion: multi-task product attribute models for retail catalogs.
+
+Build a model from a spec, train it on several partially labeled datasets at once, publish it
+as a safetensors bundle, and predict with ``Predictor.from_hub()``.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+from .components import (
+    AttributePrediction,
+    Backbone,
+    Component,
+    ComponentOptions,
+    Cropper,
+    Fusion,
+    Head,
+    ImageBackbone,
+    TextBackbone,
+    View,
+)
+from .errors import (
+    BundleError,
+    ConfigError,
+    DataError,
+    FashionError,
+    MissingPluginError,
+    PluginError,
+    UnknownComponentError,
+    WeightsNotFoundError,
+)
+from .hookspecs import hookimpl, hookspec
+from .manager import build_component, get_registration, list_components
+from .model import FashionModel, Product
+from .spec import AttributeSpec, BackboneSpec, ComponentSpec, ModelSpec
+
+__version__ = "0.1.0"
+
+# Heavier entry points load on first use, so `import fashion` stays quick.
+_LAZY = {
+    "Predictor": "fashion.predictor",
+    "Trainer": "fashion.training",
+    "TrainConfig": "fashion.training",
+    "add_attribute": "fashion.add_attribute",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'fashion' has no attribute {name!r}")
+
+
+__all__ = [
+    "AttributePrediction",
+    "AttributeSpec",
+    "Backbone",
+    "BackboneSpec",
+    "BundleError",
+    "Component",
+    "ComponentOptions",
+    "ComponentSpec",
+    "ConfigError",
+    "Cropper",
+    "DataError",
+    "FashionError",
+    "FashionModel",
+    "Fusion",
+    "Head",
+    "ImageBackbone",
+    "MissingPluginError",
+    "ModelSpec",
+    "PluginError",
+    "Predictor",
+    "Product",
+    "TextBackbone",
+    "TrainConfig",
+    "Trainer",
+    "UnknownComponentError",
+    "View",
+    "WeightsNotFoundError",
+    "add_attribute",
+    "build_component",
+    "get_registration",
+    "hookimpl",
+    "hookspec",
+    "list_components",
+]

@@ -1,0 +1,151 @@
+"""The ``fashion`` command line.
+
+Errors raised on purpose (:class:`fashion.FashionError`) become one-line messages in
+:func:`main`; ``FASHION_DEBUG=1`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from . import __version__
+from .errors import FashionError
+from .manager import get_plugin_manager, list_components
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="fashion")
+def cli() -> None:
+    """Product attribute models: train, publish and predict category, color, pattern, ...
+
+    Start with `fashion demo`, or `fashion plugins` to see what is installed.
+    """
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (with options schemas).")
+@click.option(
+    "--kind", type=click.Choice(["backbone", "cropper", "fusion", "head"]), help="Only this kind."
+)
+def plugins(as_json: bool, kind: str | None) -> None:
+    """List registered components: name, kind, distribution, version."""
+    rows = list_components(kind)
+    if as_json:
+        click.echo(json.dumps([r.describe() for r in rows], indent=2))
+        return
+    table = Table(title="fashion components")
+    for column in ("name", "kind", "distribution", "version", "plugin"):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(r.name, r.kind, r.distribution or "-", r.version or "-", r.plugin)
+    console.print(table)
+
+
+def _pip(args: list[str]) -> None:
+    command = [sys.executable, "-m", "pip", *args]
+    result = subprocess.run(command, check=False)
+    if result.returncode != 0:
+        raise click.ClickException(f"pip exited with status {result.returncode}")
+
+
+@cli.command()
+@click.argument("packages", nargs=-1, required=True)
+@click.option("-U", "--upgrade", is_flag=True, help="Upgrade packages to the latest version.")
+@click.option("-e", "--editable", help="Install a project in editable mode from this path.")
+@click.option("--no-cache-dir", is_flag=True, help="Disable the pip cache.")
+def install(packages: tuple[str, ...], upgrade: bool, editable: str | None, no_cache_dir: bool) -> None:
+    """Install plugins with pip into the environment this `fashion` runs in."""
+    args = ["install"]
+    if upgrade:
+        args.append("--upgrade")
+    if no_cache_dir:
+        args.append("--no-cache-dir")
+    if editable:
+        args.extend(["--editable", editable])
+    _pip(args + list(packages))
+
+
+@cli.command()
+@click.argument("packages", nargs=-1, required=True)
+@click.option("-y", "--yes", is_flag=True, help="Don't ask for confirmation.")
+def uninstall(packages: tuple[str, ...], yes: bool) -> None:
+    """Uninstall plugins from the environment this `fashion` runs in."""
+    _pip(["uninstall", *packages] + (["-y"] if yes else []))
+
+
+# Commands that live beside the code they drive; attached when their module is present.
+_COMMAND_MODULES = (
+    "fashion.catalog:make_catalog_command",
+    "fashion.training.cli:train_command",
+    "fashion.training.cli:evaluate_command",
+    "fashion.registry.cli:push_command",
+    "fashion.registry.cli:pull_command",
+    "fashion.registry.cli:models_command",
+    "fashion.registry.cli:show_command",
+    "fashion.registry.cli:compose_command",
+    "fashion.predictor:predict_command",
+    "fashion.add_attribute:add_attribute_command",
+    "fashion.demo:demo_command",
+    "fashion.plugins.box:train_detector_command",
+)
+
+
+def _attach_commands(group: click.Group) -> None:
+    import importlib
+
+    for target in _COMMAND_MODULES:
+        module_name, attr = target.split(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name and module_name.startswith(exc.name):
+                continue  # not part of this build
+            raise
+        command = getattr(module, attr, None)
+        if command is not None:
+            group.add_command(command)
+    get_plugin_manager().hook.register_commands(cli=group)
+
+
+_attach_commands(cli)
+
+# Error type -> how to introduce it on one line. The first matching entry wins.
+_ERROR_PREFIXES: tuple[tuple[type[BaseException], str], ...] = (
+    (FashionError, "Error"),
+    (KeyboardInterrupt, "Interrupted"),
+)
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Console-script entry point: run the CLI, turning known errors into one line."""
+    debug = os.environ.get("FASHION_DEBUG", "") not in ("", "0")
+    try:
+        return cli.main(args=argv, prog_name="fashion", standalone_mode=False)
+    except click.exceptions.Abort:
+        err_console.print("Aborted.")
+        sys.exit(1)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except BaseException as exc:  # noqa: BLE001 - the one place errors become messages
+        if debug:
+            raise
+        for error_type, prefix in _ERROR_PREFIXES:
+            if isinstance(exc, error_type):
+                err_console.print(f"[bold red]{prefix}:[/] {exc}", highlight=False, soft_wrap=True)
+                err_console.print("[dim](set FASHION_DEBUG=1 for the traceback)[/]")
+                sys.exit(130 if isinstance(exc, KeyboardInterrupt) else 1)
+        raise

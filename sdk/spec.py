@@ -1,0 +1,148 @@
+"""The model spec: which croppers, backbones, fusion and attribute heads make a model.
+
+Everything a bundle needs to rebuild a model is this spec (registered names + options) plus the
+tensors. Specs are pydantic models with ``extra="forbid"`` and load from JSON, TOML or YAML.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import ConfigError
+
+_ATTRIBUTE = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ComponentSpec(_Strict):
+    """A registered component name and its options."""
+
+    name: str
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class BackboneSpec(ComponentSpec):
+    """A backbone; image backbones list the views they encode (their weights are shared)."""
+
+    views: list[str] = Field(default_factory=list)
+
+
+class AttributeSpec(_Strict):
+    """One attribute: its label vocabulary, head, vendor synonyms and abstain threshold."""
+
+    labels: list[str]
+    head: ComponentSpec = Field(default_factory=lambda: ComponentSpec(name="linear"))
+    synonyms: dict[str, str] = Field(default_factory=dict)
+    threshold: float = Field(0.0, ge=0.0, le=1.0)
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _check(self) -> AttributeSpec:
+        if len(set(self.labels)) != len(self.labels):
+            raise ValueError(f"duplicate labels in {self.labels}")
+        bad = {k: v for k, v in self.synonyms.items() if v not in self.labels}
+        if bad:
+            raise ValueError(f"synonyms point at labels that do not exist: {bad}")
+        return self
+
+
+class ModelSpec(_Strict):
+    """Views (croppers) -> backbones -> fusion -> one head per attribute."""
+
+    views: dict[str, ComponentSpec] = Field(
+        default_factory=lambda: {"full": ComponentSpec(name="full")}
+    )
+    backbones: dict[str, BackboneSpec]
+    fusion: ComponentSpec = Field(default_factory=lambda: ComponentSpec(name="concat"))
+    attributes: dict[str, AttributeSpec] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelSpec:
+        if not self.backbones:
+            raise ValueError("a model needs at least one backbone")
+        used: set[str] = set()
+        for key, backbone in self.backbones.items():
+            if ":" in key or "/" in key:
+                raise ValueError(f"backbone key {key!r} may not contain ':' or '/'")
+            missing = [v for v in backbone.views if v not in self.views]
+            if missing:
+                raise ValueError(
+                    f"backbone {key!r} reads views {missing} that are not defined in `views` "
+                    f"(defined: {sorted(self.views)})"
+                )
+            used.update(backbone.views)
+        unused = sorted(set(self.views) - used)
+        if unused:
+            raise ValueError(f"views {unused} are defined but no backbone reads them")
+        for name in self.attributes:
+            if not _ATTRIBUTE.match(name):
+                raise ValueError(
+                    f"attribute name {name!r} must be lowercase letters, digits and '_' "
+                    "(e.g. sleeve_length)"
+                )
+        return self
+
+    def input_names(self) -> list[str]:
+        """Fusion inputs: ``backbone:view`` for image backbones, the key for text backbones."""
+        names = []
+        for key, backbone in self.backbones.items():
+            if backbone.views:
+                names.extend(f"{key}:{view}" for view in backbone.views)
+            else:
+                names.append(key)
+        return names
+
+    @classmethod
+    def parse(cls, data: Any, source: str = "model spec") -> ModelSpec:
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(f"invalid {source}: {_explain(exc)}") from None
+
+    @classmethod
+    def load(cls, path: str | Path) -> ModelSpec:
+        return cls.parse(load_config_file(path), source=f"model spec {path}")
+
+
+def _explain(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}"
+        for err in exc.errors()
+    )
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a JSON, TOML or YAML mapping, with an error naming the file on any problem."""
+    import json
+    import tomllib
+
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; check the path.")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix == ".json":
+            data = json.loads(text)
+        elif path.suffix == ".toml":
+            data = tomllib.loads(text)
+        elif path.suffix in (".yaml", ".yml"):
+            data = yaml.safe_load(text)
+        else:
+            raise ConfigError(f"config file {path}: use a .toml, .yaml, .yml or .json file.")
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"config file {path} is not valid {path.suffix[1:]}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level.")
+    return data
+
+
+__all__ = ["AttributeSpec", "BackboneSpec", "ComponentSpec", "ModelSpec", "load_config_file"]

@@ -1,0 +1,1 @@
+"""Multi-data multi-task training: datasets, samplers, loss combination, trainer."""

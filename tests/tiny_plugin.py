@@ -1,0 +1,140 @@
+"""A tiny plugin for tests: one of each component kind, small enough to train in milliseconds."""
+
+from __future__ import annotations
+
+import hashlib
+
+import torch
+from torch import nn
+
+from fashion import (
+    ComponentOptions,
+    Cropper,
+    Fusion,
+    Head,
+    ImageBackbone,
+    TextBackbone,
+    View,
+    hookimpl,
+)
+
+
+class TinyImageOptions(ComponentOptions):
+    width: int = 8
+
+
+class TinyImage(ImageBackbone):
+    """Conv -> global average pool."""
+
+    name = "tiny_image"
+    Options = TinyImageOptions
+
+    def __init__(self, options=None, *, assets=None, pretrained=True):
+        super().__init__(options)
+        self.net = nn.Sequential(nn.Conv2d(3, self.options.width, 3, stride=2), nn.ReLU())
+        self.output_dim = self.options.width
+
+    def forward(self, pixels):
+        return self.net(pixels).mean(dim=(2, 3))
+
+
+class TinyTextOptions(ComponentOptions):
+    dim: int = 8
+    buckets: int = 64
+
+
+class TinyText(TextBackbone):
+    """Hashed bag of words -> embedding bag."""
+
+    name = "tiny_text"
+    Options = TinyTextOptions
+
+    def __init__(self, options=None, *, assets=None, pretrained=True):
+        super().__init__(options)
+        self.embed = nn.EmbeddingBag(self.options.buckets, self.options.dim, mode="mean")
+        self.output_dim = self.options.dim
+
+    def preprocess(self, inputs):
+        ids, offsets = [], []
+        for fields in inputs:
+            offsets.append(len(ids))
+            words = " ".join(fields.values()).lower().split() or [""]
+            ids.extend(
+                int(hashlib.md5(w.encode()).hexdigest(), 16) % self.options.buckets for w in words
+            )
+        return {"ids": torch.tensor(ids), "offsets": torch.tensor(offsets)}
+
+    def forward(self, batch):
+        return self.embed(batch["ids"], batch["offsets"])
+
+
+class TinyCropOptions(ComponentOptions):
+    size: int = 16
+
+
+class TinyCrop(Cropper):
+    """The whole image, squashed to size x size."""
+
+    name = "tiny_crop"
+    Options = TinyCropOptions
+
+    def crop(self, image):
+        s = self.options.size
+        return [View(image.resize((s, s)), box=(0, 0, *image.size))]
+
+
+class TinyConcat(Fusion):
+    name = "tiny_concat"
+
+    def __init__(self, options=None, *, input_dims):
+        super().__init__(options, input_dims=input_dims)
+        self.output_dim = sum(input_dims.values())
+
+    def forward(self, features, masks):
+        return torch.cat([features[k] * masks[k].unsqueeze(1) for k in self.input_dims], dim=1)
+
+
+class TinyHead(Head):
+    name = "tiny_head"
+
+    def __init__(self, options=None, *, input_dim, labels):
+        super().__init__(options, input_dim=input_dim, labels=labels)
+        self.linear = nn.Linear(input_dim, len(self.labels))
+
+    def forward(self, x):
+        return self.linear(x)
+
+
+@hookimpl
+def register_backbones(register):
+    register(TinyImage)
+    register(TinyText)
+
+
+@hookimpl
+def register_croppers(register):
+    register(TinyCrop)
+
+
+@hookimpl
+def register_fusions(register):
+    register(TinyConcat)
+
+
+@hookimpl
+def register_heads(register):
+    register(TinyHead)
+
+
+TINY_SPEC = {
+    "views": {"full": {"name": "tiny_crop"}},
+    "backbones": {
+        "image": {"name": "tiny_image", "views": ["full"]},
+        "text": {"name": "tiny_text"},
+    },
+    "fusion": {"name": "tiny_concat"},
+    "attributes": {
+        "color": {"labels": ["red", "blue"], "head": {"name": "tiny_head"}},
+        "category": {"labels": ["dress", "shirt", "pants"], "head": {"name": "tiny_head"}},
+    },
+}
