@@ -1,0 +1,1 @@
+"""Attribute heads and attribute taxonomies."""
