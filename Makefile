@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.fashion-installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test bench lint install clean
+.PHONY: demo test bench lint install clean docs
 
 install: $(STAMP)
 
@@ -31,3 +31,6 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+docs: $(STAMP)
+	FASHION_DISABLE_PLUGIN_AUTOLOAD=1 $(VENV)/bin/fashion --reference > docs/cli.md

@@ -120,6 +120,25 @@ def _attach_commands(group: click.Group) -> None:
 
 _attach_commands(cli)
 
+def cli_reference() -> str:
+    """docs/cli.md: every command's --help, generated (``fashion --reference``)."""
+    lines = [
+        "# CLI reference",
+        "",
+        "Generated from `--help` by `make docs` (`fashion --reference > docs/cli.md`);",
+        "a test fails when this file and the CLI disagree.",
+        "",
+    ]
+    settings = {**cli.context_settings, "terminal_width": 100, "max_content_width": 100}
+    root = click.Context(cli, info_name="fashion", **settings)
+    lines += ["## `fashion`", "", "```text", cli.get_help(root), "```", ""]
+    for name in sorted(cli.commands):
+        command = cli.commands[name]
+        ctx = click.Context(command, info_name=name, parent=root, **settings)
+        lines += [f"## `fashion {name}`", "", "```text", command.get_help(ctx), "```", ""]
+    return "\n".join(lines)
+
+
 # Error type -> how to introduce it on one line. The first matching entry wins.
 _ERROR_PREFIXES: tuple[tuple[type[BaseException], str], ...] = (
     (FashionError, "Error"),
@@ -130,6 +149,9 @@ _ERROR_PREFIXES: tuple[tuple[type[BaseException], str], ...] = (
 def main(argv: list[str] | None = None) -> Any:
     """Console-script entry point: run the CLI, turning known errors into one line."""
     debug = os.environ.get("FASHION_DEBUG", "") not in ("", "0")
+    if argv is None and sys.argv[1:] == ["--reference"]:
+        click.echo(cli_reference(), nl=False)
+        return None
     try:
         return cli.main(args=argv, prog_name="fashion", standalone_mode=False)
     except click.exceptions.Abort:
