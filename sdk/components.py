@@ -83,7 +83,7 @@ class Component(nn.Module):
         for key, tensor in sorted(self.state_dict().items()):
             digest.update(key.encode())
             digest.update(str(tuple(tensor.shape)).encode())
-            digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes()
+            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
                           if tensor.numel() else b"")
         return digest.hexdigest()[:16]
 
@@ -306,7 +306,7 @@ class Head(Component):
     def decode(
         self, logits: Tensor, *, threshold: float = 0.0, top_k: int = 3
     ) -> list[AttributePrediction]:
-        probs = self.probabilities(logits).cpu()
+        probs = self.probabilities(logits.detach()).cpu()
         k = min(top_k, len(self.labels))
         values, indices = probs.topk(k, dim=-1)
         out = []
