@@ -1,0 +1,149 @@
+"""Built-in image backbones ``resnet18``, ``resnet34`` and ``resnet50`` (torchvision).
+
+Output: the globally pooled features before the classifier (512-d for 18/34, 2048-d for 50).
+
+ImageNet weights are never downloaded. With ``pretrained=True`` (default) they come from
+``weights_path`` (a torchvision ``.pth`` state_dict or a ``.safetensors`` file), else from the
+torch hub cache (``torch.hub.get_dir()/checkpoints/resnet50-11ad3fa6.pth``, the file torchvision
+itself would download); if neither exists the build fails with a message saying how to supply
+one. Built with ``pretrained=False`` (the bundle loader does this, its weights come from the
+bundle) or ``options.pretrained=False``, the network is randomly initialised and no file is read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+import torchvision
+from pydantic import model_validator
+from torch import Tensor, nn
+
+from fashion import ComponentOptions, ConfigError, ImageBackbone, WeightsNotFoundError, hookimpl
+from fashion.hookspecs import Register
+
+
+class ResNetOptions(ComponentOptions):
+    weights_path: str | None = None
+    pretrained: bool = True
+    channels_last: bool = True
+
+    @model_validator(mode="after")
+    def _weights_need_pretrained(self) -> ResNetOptions:
+        if self.weights_path and not self.pretrained:
+            raise ValueError("weights_path is only read when pretrained=true; drop one of them")
+        return self
+
+
+def load_state_dict_file(path: Path) -> dict[str, Tensor]:
+    """Tensors of a ``.safetensors`` file or a ``.pth`` state_dict (read with weights_only=True)."""
+    if not path.is_file():
+        raise WeightsNotFoundError(
+            f"weights file {path} does not exist; fix the `weights_path` option or remove it."
+        )
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
+        state = state["state_dict"]
+    if not isinstance(state, Mapping):
+        raise ConfigError(f"{path} holds a {type(state).__name__}, not a state_dict of tensors.")
+    return dict(state)
+
+
+def contiguous_state(module: nn.Module, state: dict[str, Any], prefix: str, _meta: Any) -> None:
+    """State-dict post hook: channels_last weights are saved packed (safetensors needs that)."""
+    for key, value in state.items():
+        if key.startswith(prefix) and isinstance(value, Tensor) and not isinstance(value, nn.Parameter):
+            if not value.is_contiguous():
+                state[key] = value.contiguous()
+
+
+class ResNet50(ImageBackbone):
+    """torchvision ResNet-50 without its classifier: pooled 2048-d features."""
+
+    name = "resnet50"
+    Options = ResNetOptions
+    weights_enum: ClassVar[Any] = torchvision.models.ResNet50_Weights
+    options: ResNetOptions
+
+    def __init__(
+        self,
+        options: ResNetOptions | Mapping[str, Any] | None = None,
+        *,
+        assets: Path | None = None,
+        pretrained: bool = True,
+    ) -> None:
+        super().__init__(options)
+        self.body = getattr(torchvision.models, self.name)(weights=None)
+        self.output_dim = int(self.body.fc.in_features)
+        self.body.fc = nn.Identity()
+        if pretrained and self.options.pretrained:
+            self._load_imagenet()
+        if self.options.channels_last:
+            self.body.to(memory_format=torch.channels_last)
+        self.register_state_dict_post_hook(contiguous_state)
+
+    @classmethod
+    def hub_file_names(cls) -> list[str]:
+        """torchvision's checkpoint file names for this architecture, the default first."""
+        names = [cls.weights_enum.DEFAULT.url.rsplit("/", 1)[-1]]
+        names += [w.url.rsplit("/", 1)[-1] for w in cls.weights_enum if w != cls.weights_enum.DEFAULT]
+        return names
+
+    def _load_imagenet(self) -> None:
+        if self.options.weights_path:
+            path = Path(self.options.weights_path).expanduser()
+        else:
+            cache = Path(torch.hub.get_dir()) / "checkpoints"
+            found = [cache / n for n in self.hub_file_names() if (cache / n).is_file()]
+            if not found:
+                raise WeightsNotFoundError(
+                    f"no ImageNet weights for {self.name} are available offline (nothing at "
+                    f"{cache / self.hub_file_names()[0]}). Set the `weights_path` option to a "
+                    f"local torchvision .pth or .safetensors file, or copy torchvision's "
+                    f"{self.hub_file_names()[0]} into {cache}/, or set `pretrained: false` to "
+                    "start from random weights."
+                )
+            path = found[0]
+        state = load_state_dict_file(path)
+        if all(k.startswith("body.") for k in state):  # a file saved from this component
+            state = {k[len("body."):]: v for k, v in state.items()}
+        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+        try:
+            self.body.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            raise ConfigError(
+                f"weights file {path} does not fit {self.name}: {str(exc)[:400]}. Use the "
+                f"torchvision ImageNet file for {self.name} ({self.hub_file_names()[0]})."
+            ) from None
+
+    def forward(self, pixels: Tensor) -> Tensor:
+        if self.options.channels_last:
+            pixels = pixels.contiguous(memory_format=torch.channels_last)
+        return self.body(pixels)
+
+
+class ResNet18(ResNet50):
+    """torchvision ResNet-18 without its classifier: pooled 512-d features."""
+
+    name = "resnet18"
+    weights_enum = torchvision.models.ResNet18_Weights
+
+
+class ResNet34(ResNet50):
+    """torchvision ResNet-34 without its classifier: pooled 512-d features."""
+
+    name = "resnet34"
+    weights_enum = torchvision.models.ResNet34_Weights
+
+
+@hookimpl
+def register_backbones(register: Register) -> None:
+    register(ResNet18)
+    register(ResNet34)
+    register(ResNet50)
