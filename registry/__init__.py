@@ -1,1 +1,36 @@
-"""Model bundles (safetensors + manifest) and model registries (local, Hugging Face Hub)."""
+"""Model bundles (safetensors + manifest) and model registries (local, Hugging Face Hub).
+
+- :func:`save_bundle` / :func:`load_bundle`: a folder with ``fashion.json`` and one safetensors
+  file per component (docs/bundle-format.md).
+- :class:`LocalRegistry` (``local://name@rev``) and :class:`HubRegistry` (``hf://org/name@rev``)
+  publish bundles as revisions with tags (docs/registries.md).
+- :func:`compose_bundles`: heads trained on one shared base, combined into one bundle.
+"""
+
+from __future__ import annotations
+
+from .base import ModelSummary, Registry, Revision
+from .bundle import Bundle, BundleManifest, load_bundle, read_manifest, save_bundle, verify_bundle
+from .compose import compose_bundles
+from .hub import HubRegistry
+from .local import LocalRegistry
+from .uri import ModelURI, fetch_uri, get_registry, parse_uri
+
+__all__ = [
+    "Bundle",
+    "BundleManifest",
+    "HubRegistry",
+    "LocalRegistry",
+    "ModelSummary",
+    "ModelURI",
+    "Registry",
+    "Revision",
+    "compose_bundles",
+    "fetch_uri",
+    "get_registry",
+    "load_bundle",
+    "parse_uri",
+    "read_manifest",
+    "save_bundle",
+    "verify_bundle",
+]

@@ -73,6 +73,7 @@ __all__ = [
     "MissingPluginError",
     "ModelSpec",
     "PluginError",
+    "Predictor",
     "Product",
     "TextBackbone",
     "UnknownComponentError",

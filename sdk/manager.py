@@ -11,6 +11,7 @@ Environment:
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.metadata
 import os
@@ -138,14 +139,19 @@ def unregister_plugin(plugin: object | None = None, name: str | None = None) -> 
     get_plugin_manager().unregister(plugin, name=name)
 
 
+@functools.lru_cache(maxsize=1)
+def _packages_distributions() -> Mapping[str, list[str]]:
+    return importlib.metadata.packages_distributions()
+
+
 def _distribution_of(plugin_name: str, plugin: object) -> tuple[str | None, str | None]:
     if plugin_name in _entry_point_dists:
         return _entry_point_dists[plugin_name]
     module = getattr(plugin, "__name__", None) or type(plugin).__module__
     top = module.split(".")[0]
-    names = importlib.metadata.packages_distributions().get(top, [])
-    if top == "fashion":
-        names = [_SDK_DISTRIBUTION]
+    # packages_distributions() scans every installed distribution (~0.3 s): ask it once, and
+    # never for built-ins.
+    names = [_SDK_DISTRIBUTION] if top == "fashion" else _packages_distributions().get(top, [])
     for dist_name in names:
         try:
             return dist_name, importlib.metadata.version(dist_name)

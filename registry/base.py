@@ -1,0 +1,80 @@
+"""The registry interface shared by the local and the Hugging Face Hub registries."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from fashion.errors import ConfigError
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*(/[A-Za-z0-9][A-Za-z0-9_.\-]*)?$")
+_TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+
+
+@dataclass
+class Revision:
+    """One published revision of a model."""
+
+    name: str
+    id: str
+    uri: str
+    tags: list[str] = field(default_factory=list)
+    created: str | None = None
+    message: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class ModelSummary:
+    """One model in a registry: its latest revision and tags."""
+
+    name: str
+    uri: str
+    latest: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)  # tag -> revision id
+    revisions: int | None = None
+    updated: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@runtime_checkable
+class Registry(Protocol):
+    """Publish bundle folders as revisions of a named model and fetch them back."""
+
+    scheme: str
+
+    def publish(
+        self, bundle_dir: str | Path, name: str, *, tag: str | None = None, message: str | None = None
+    ) -> Revision: ...
+
+    def fetch(self, name: str, revision: str | None = None) -> Path: ...
+
+    def list_models(self) -> list[ModelSummary]: ...
+
+    def list_revisions(self, name: str) -> list[Revision]: ...
+
+    def show(self, name: str, revision: str | None = None) -> dict[str, Any]: ...
+
+
+def check_name(name: str) -> str:
+    if not _NAME.match(name) or "--" in name:
+        raise ConfigError(
+            f"invalid model name {name!r}: use 'name' or 'org/name' with letters, digits, "
+            "'_', '-', '.' (no '--'), e.g. team/shoes."
+        )
+    return name
+
+
+def check_tag(tag: str) -> str:
+    if not _TAG.match(tag):
+        raise ConfigError(f"invalid tag {tag!r}: use letters, digits, '_', '-', '.' (e.g. v1).")
+    return tag
+
+
+__all__ = ["ModelSummary", "Registry", "Revision", "check_name", "check_tag"]

@@ -1,0 +1,124 @@
+"""Compose bundles: heads trained by different teams on one shared base become one model.
+
+Every head bundle must have been trained on the same base: its croppers, backbones and fusion
+must have the same fingerprints as the base bundle's (heads read the fusion's output, so any
+difference there would silently change what a head sees). An attribute found in a head bundle
+replaces the base's attribute of the same name (heads a bundle carries unchanged from the
+base are ignored); two head bundles may not both retrain one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from fashion.errors import BundleError
+from fashion.registry.bundle import BundleManifest, load_bundle, read_manifest, save_bundle
+from fashion.registry.uri import fetch_uri
+from fashion.spec import ModelSpec
+
+
+def _shared(manifest: BundleManifest) -> dict[str, str]:
+    """Fingerprints of everything but the heads."""
+    return {p: c.fingerprint for p, c in manifest.components.items() if c.kind != "head"}
+
+
+def check_compatible(base: BundleManifest, head: BundleManifest, base_name: str, head_name: str) -> None:
+    """Refuse a head bundle whose shared components differ from the base's, naming both prints."""
+    ours, theirs = _shared(base), _shared(head)
+    problems = []
+    for path in sorted(set(ours) | set(theirs)):
+        a, b = ours.get(path), theirs.get(path)
+        if a != b:
+            problems.append(f"{path}: base {a or '(absent)'} vs {head_name} {b or '(absent)'}")
+    if problems:
+        raise BundleError(
+            f"{head_name} was not trained on the base {base_name}: its shared components differ "
+            f"({'; '.join(problems)}). Retrain its heads on the base bundle (freeze the "
+            "backbones), or compose it with the base it was trained on."
+        )
+
+
+def compose_bundles(
+    base: str | Path,
+    heads: Sequence[str | Path],
+    out: str | Path,
+    *,
+    device: str | None = None,
+) -> Path:
+    """Write a bundle at ``out``: the base model plus every head bundle's attributes."""
+    if not heads:
+        raise BundleError("compose needs at least one head bundle besides the base.")
+    base_dir, base_uri = fetch_uri(base)
+    base_manifest = read_manifest(base_dir)
+    sources: list[tuple[Path, str, BundleManifest, list[str]]] = []
+    owner: dict[str, tuple[str, str]] = {}  # attribute -> (bundle, head fingerprint)
+    for head in heads:
+        head_dir, head_uri = fetch_uri(head)
+        label = head_uri or str(head_dir)
+        manifest = read_manifest(head_dir)
+        check_compatible(base_manifest, manifest, base_uri or str(base_dir), label)
+        contributed = []
+        for attribute in manifest.attributes:
+            fingerprint = manifest.components[f"heads/{attribute}"].fingerprint
+            base_head = base_manifest.components.get(f"heads/{attribute}")
+            if base_head is not None and base_head.fingerprint == fingerprint:
+                continue  # the base's own head, carried along unchanged
+            if attribute in owner and owner[attribute][1] != fingerprint:
+                raise BundleError(
+                    f"attribute {attribute!r} was retrained in two head bundles "
+                    f"({owner[attribute][0]} and {label}); compose only one of them."
+                )
+            owner[attribute] = (label, fingerprint)
+            contributed.append(attribute)
+        sources.append((head_dir, label, manifest, contributed))
+
+    composed = load_bundle(base_dir, device=device)
+    model = composed.model
+    metrics: dict[str, dict[str, Any]] = dict(base_manifest.metrics)
+    datasets = list(base_manifest.provenance.datasets)
+    for head_dir, _, manifest, contributed in sources:
+        if not contributed:
+            continue
+        donor = load_bundle(head_dir, device=device).model
+        for attribute in contributed:
+            spec = manifest.spec.attributes[attribute]
+            if attribute in model.heads:
+                del model.heads[attribute]
+                data = model.spec.model_dump()
+                del data["attributes"][attribute]
+                model.spec = ModelSpec.parse(data)
+            model.add_attribute(attribute, spec)
+            model.heads[attribute].load_state_dict(donor.heads[attribute].state_dict(), strict=True)
+            if attribute in manifest.metrics:
+                metrics[attribute] = manifest.metrics[attribute]
+            else:
+                metrics.pop(attribute, None)
+        datasets.extend(d for d in manifest.provenance.datasets if d not in datasets)
+    order = list(base_manifest.attributes) + [a for a in model.heads if a not in base_manifest.attributes]
+    data = model.spec.model_dump()
+    data["attributes"] = {a: data["attributes"][a] for a in order}
+    model.spec = ModelSpec.parse(data)
+    model.heads = nn.ModuleDict({a: model.heads[a] for a in order})  # keep the base's order
+    provenance = {
+        "datasets": datasets,
+        "parent": base_uri or str(base_dir),
+        "composed_from": [
+            {"bundle": label, "attributes": contributed,
+             "manifest_sha256": _manifest_sha(head_dir)}
+            for head_dir, label, _, contributed in sources
+        ],
+    }
+    return save_bundle(model.eval(), out, metrics=metrics, provenance=provenance, reuse_from=base_dir)
+
+
+def _manifest_sha(directory: Path) -> str:
+    from fashion.registry.bundle import MANIFEST_NAME, sha256_file
+
+    return sha256_file(directory / MANIFEST_NAME)
+
+
+__all__ = ["check_compatible", "compose_bundles"]

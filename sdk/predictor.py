@@ -1,0 +1,375 @@
+"""Predict attributes with a trained bundle: in Python (:class:`Predictor`) or ``fashion predict``.
+
+``Predictor.from_pretrained("hf://org/name")`` (or a folder, or ``local://name@tag``) loads a
+bundle; :meth:`Predictor.predict` takes products (``fashion.Product`` or mappings with images,
+title, description, brand; any of them may be missing) and returns one
+:class:`ProductPrediction` per product.
+
+``fashion predict MODEL INPUT --out predictions.jsonl`` streams a CSV/JSONL/Parquet manifest in
+batches (memory stays flat), writes one JSON line per product, and one line per unreadable row to
+a rejects file; ``--resume`` continues an interrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import click
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from .components import AttributePrediction
+from .errors import ConfigError, DataError
+from .model import Batch, FashionModel, Product, ProductError
+
+_FIELD = re.compile(r"field '(\w+)'")
+
+
+@dataclass
+class ProductPrediction:
+    """Predictions for one product plus diagnostics (cropper notes, missing modalities)."""
+
+    id: str | None
+    attributes: dict[str, AttributePrediction]
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "attributes": {a: p.to_dict() for a, p in self.attributes.items()},
+            "diagnostics": self.diagnostics,
+        }
+
+
+class Predictor:
+    """Runs a :class:`FashionModel` in eval mode, in batches, without gradients."""
+
+    def __init__(self, model: Any, *, device: str | torch.device | None = None) -> None:
+        from fashion.registry.bundle import Bundle
+
+        self.bundle = model if isinstance(model, Bundle) else None
+        self.model: FashionModel = model.model if isinstance(model, Bundle) else model
+        if not isinstance(self.model, FashionModel):
+            raise ConfigError(
+                f"Predictor needs a FashionModel or a loaded bundle, got {type(model).__name__}; "
+                "use Predictor.from_pretrained(path_or_uri)."
+            )
+        if device is not None:
+            self.model.to(device)
+        self.model.eval()
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        uri_or_path: str | Path,
+        *,
+        device: str | torch.device | None = None,
+        revision: str | None = None,
+    ) -> Predictor:
+        """Load a bundle folder, ``hf://org/name[@rev]`` or ``local://name[@rev]``."""
+        from fashion.registry.bundle import load_bundle
+
+        return cls(load_bundle(uri_or_path, device=device, revision=revision))
+
+    @classmethod
+    def from_hub(
+        cls,
+        repo_id: str,
+        revision: str | None = None,
+        *,
+        endpoint: str | None = None,
+        token: str | None = None,
+        cache_dir: str | Path | None = None,
+        local_files_only: bool = False,
+        device: str | torch.device | None = None,
+    ) -> Predictor:
+        """Download (or read from the cache) ``repo_id`` from the Hub and load it."""
+        from fashion.registry.bundle import load_bundle
+        from fashion.registry.hub import HubRegistry
+
+        registry = HubRegistry(endpoint=endpoint, token=token, cache_dir=cache_dir,
+                               local_files_only=local_files_only)
+        folder = registry.fetch(repo_id, revision)
+        bundle = load_bundle(folder, device=device)
+        bundle.uri = f"hf://{repo_id}" + (f"@{revision}" if revision else "")
+        return cls(bundle)
+
+    @property
+    def attributes(self) -> list[str]:
+        return self.model.attributes
+
+    # ------------------------------------------------------------------ predict
+
+    def predict(
+        self,
+        products: Iterable[Product | Mapping[str, Any]],
+        *,
+        batch_size: int = 32,
+        top_k: int = 3,
+        num_workers: int = 0,
+    ) -> list[ProductPrediction]:
+        """One :class:`ProductPrediction` per product, in order. Unreadable images raise
+        :class:`fashion.DataError` naming the product (``fashion predict`` rejects them instead)."""
+        if batch_size < 1:
+            raise ConfigError("batch_size must be at least 1")
+        items = [Product.coerce(p) for p in products]
+        if not items:
+            return []
+        loader: Iterable[Batch]
+        if num_workers > 0:
+            from torch.utils.data import DataLoader
+
+            loader = DataLoader(
+                items, batch_size=batch_size, collate_fn=self.model.prepare,
+                num_workers=num_workers, worker_init_fn=_quiet_worker,
+            )
+        else:
+            loader = (self.model.prepare(items[i:i + batch_size])
+                      for i in range(0, len(items), batch_size))
+        out: list[ProductPrediction] = []
+        for batch in loader:
+            out.extend(self.run_batch(batch, top_k=top_k))
+        return out
+
+    @torch.inference_mode()
+    def run_batch(self, batch: Batch, *, top_k: int = 3) -> list[ProductPrediction]:
+        """Model + decoding for one prepared batch."""
+        self.model.eval()
+        decoded = self.model.decode(self.model(batch), top_k=top_k)
+        if not decoded:  # a model without attributes still reports diagnostics
+            decoded = [{} for _ in range(batch.size)]
+        missing = _missing_modalities(self.model, batch)
+        return [
+            ProductPrediction(
+                id=batch.ids[i],
+                attributes=decoded[i],
+                diagnostics={"notes": list(batch.notes[i]), "missing": missing[i]},
+            )
+            for i in range(batch.size)
+        ]
+
+
+def _quiet_worker(_: int) -> None:
+    torch.set_num_threads(1)
+
+
+def _missing_modalities(model: FashionModel, batch: Batch) -> list[list[str]]:
+    """Per product, the modalities the model reads but the product lacks (``image``, ``text``)."""
+    present: dict[str, set[int]] = {}
+    for name, (payload, owner) in batch.inputs.items():
+        modality = model.backbones[name.split(":")[0]].modality
+        rows = present.setdefault(modality, set())
+        if payload is not None:
+            rows.update(int(r) for r in owner.tolist())
+    return [sorted(m for m, rows in present.items() if i not in rows) for i in range(batch.size)]
+
+
+# ------------------------------------------------------------------------ fashion predict
+
+
+@dataclass
+class PredictSummary:
+    rows_in: int = 0
+    predicted: int = 0
+    rejected: int = 0
+    resumed: int = 0  # rows already done by an earlier run
+
+    def line(self) -> str:
+        text = f"{self.rows_in} rows in = {self.predicted} predicted + {self.rejected} rejected"
+        return text + (f" ({self.resumed} from the earlier run)" if self.resumed else "")
+
+
+def _reject(row: int, product_id: str | None, fieldname: str | None, reason: str) -> dict[str, Any]:
+    return {"row": row, "id": product_id, "field": fieldname, "reason": reason}
+
+
+def _prepare_rows(model: FashionModel, rows: Sequence[Any], manifest: Path) -> tuple[
+    Batch | None, list[int], list[dict[str, Any]]
+]:
+    """Turn manifest rows into one batch; bad rows become rejects and the rest still run."""
+    from .manifest import row_to_product
+
+    products: list[Product] = []
+    numbers: list[int] = []
+    rejects: list[dict[str, Any]] = []
+    for row in rows:
+        try:
+            products.append(row_to_product(row, manifest))
+            numbers.append(row.row)
+        except DataError as exc:
+            match = _FIELD.search(str(exc))
+            raw_id = row.values.get("id") if isinstance(row.values, Mapping) else None
+            rejects.append(_reject(row.row, None if raw_id in (None, "") else str(raw_id),
+                                   match.group(1) if match else None, str(exc)))
+    batch = None
+    while products:
+        try:
+            batch = model.prepare(products)
+            break
+        except ProductError as exc:
+            rejects.append(_reject(numbers[exc.row], exc.product_id, "images", str(exc)))
+            del products[exc.row], numbers[exc.row]
+    return batch, numbers, sorted(rejects, key=lambda r: r["row"])
+
+
+class _Chunks(IterableDataset):
+    """Batches of manifest rows, prepared (in DataLoader workers when asked), in file order."""
+
+    def __init__(self, model: FashionModel, manifest: Path, done: set[int], batch_size: int) -> None:
+        self.model, self.manifest, self.done, self.batch_size = model, manifest, done, batch_size
+
+    def chunks(self) -> Iterator[list[Any]]:
+        from .manifest import iter_manifest
+
+        chunk: list[Any] = []
+        for row in iter_manifest(self.manifest):
+            if row.row in self.done:
+                continue
+            chunk.append(row)
+            if len(chunk) == self.batch_size:
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk
+
+    def __iter__(self) -> Iterator[tuple[Batch | None, list[int], list[dict[str, Any]]]]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        for index, chunk in enumerate(self.chunks()):
+            if index % workers == worker:  # workers take turns, so order is kept
+                yield _prepare_rows(self.model, chunk, self.manifest)
+
+
+def _read_done(path: Path | None) -> tuple[set[int], int]:
+    """Rows already written to a JSONL output; a truncated last line is cut off the file."""
+    if path is None or not path.is_file():
+        return set(), 0
+    data = path.read_bytes()
+    end = data.rfind(b"\n") + 1
+    if end < len(data):  # an interrupted write: drop the partial line
+        with open(path, "r+b") as f:
+            f.truncate(end)
+    rows: set[int] = set()
+    count = 0
+    for number, line in enumerate(data[:end].splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.add(int(json.loads(line)["row"]))
+        except (ValueError, KeyError, TypeError):
+            raise DataError(
+                f"{path}:{number} is not a line written by `fashion predict`; cannot resume. "
+                "Move the file away and run again without --resume."
+            ) from None
+        count += 1
+    return rows, count
+
+
+def run_predict(
+    predictor: Predictor,
+    manifest: str | Path,
+    out: str | Path,
+    *,
+    rejects: str | Path | None = None,
+    batch_size: int = 32,
+    workers: int = 0,
+    top_k: int = 3,
+    resume: bool = False,
+    overwrite: bool = False,
+) -> PredictSummary:
+    """Stream ``manifest`` through ``predictor``; write predictions and rejects as JSONL."""
+    from .manifest import iter_manifest, manifest_format
+
+    manifest, out = Path(manifest), Path(out)
+    manifest_format(manifest)
+    rejects_path = Path(rejects) if rejects else out.with_name(out.stem + ".rejects.jsonl")
+    if batch_size < 1:
+        raise ConfigError("--batch-size must be at least 1")
+    if not resume and not overwrite and out.is_file() and out.stat().st_size:
+        raise ConfigError(
+            f"{out} already exists; pass --resume to continue that run or --overwrite to start over."
+        )
+    done_predicted, n_predicted = _read_done(out) if resume else (set(), 0)
+    done_rejected, n_rejected = _read_done(rejects_path) if resume else (set(), 0)
+    done = done_predicted | done_rejected
+    summary = PredictSummary(predicted=n_predicted, rejected=n_rejected, resumed=len(done))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rejects_path.parent.mkdir(parents=True, exist_ok=True)
+    mode = "a" if resume else "w"
+    dataset = _Chunks(predictor.model, manifest, done, batch_size)
+    source: Iterable[tuple[Batch | None, list[int], list[dict[str, Any]]]]
+    if workers > 0:
+        from torch.utils.data import DataLoader
+
+        source = DataLoader(dataset, batch_size=None, num_workers=workers,
+                            worker_init_fn=_quiet_worker, collate_fn=_identity)
+    else:
+        source = iter(dataset)
+    with open(out, mode, encoding="utf-8") as pred_file, \
+            open(rejects_path, mode, encoding="utf-8") as reject_file:
+        for batch, numbers, bad in source:
+            _write_lines(reject_file, bad)
+            summary.rejected += len(bad)
+            if batch is not None:
+                results = predictor.run_batch(batch, top_k=top_k)
+                _write_lines(pred_file, [{"row": n, **r.to_dict()} for n, r in zip(numbers, results, strict=True)])
+                summary.predicted += len(results)
+    summary.rows_in = sum(1 for _ in iter_manifest(manifest))
+    return summary
+
+
+def _identity(x: Any) -> Any:
+    return x
+
+
+def _write_lines(handle: TextIO, records: Iterable[dict[str, Any]]) -> None:
+    for record in records:
+        handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+    handle.flush()
+
+
+@click.command("predict")
+@click.argument("model")
+@click.argument("input_path", metavar="INPUT",
+                type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Predictions, one JSON line per product.")
+@click.option("--rejects", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Unreadable rows (default: OUT's name + .rejects.jsonl).")
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
+@click.option("--workers", default=0, show_default=True, type=click.IntRange(min=0),
+              help="DataLoader worker processes that decode images.")
+@click.option("--top-k", default=3, show_default=True, type=click.IntRange(min=1))
+@click.option("--resume", is_flag=True, help="Continue an interrupted run (skip rows done).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing OUT file.")
+@click.option("--device", default=None, help="torch device, e.g. cuda:0 (default: cpu).")
+def predict_command(
+    model: str,
+    input_path: Path,
+    out: Path,
+    rejects: Path | None,
+    batch_size: int,
+    workers: int,
+    top_k: int,
+    resume: bool,
+    overwrite: bool,
+    device: str | None,
+) -> None:
+    """Predict every product of a CSV/JSONL/Parquet manifest with MODEL.
+
+    MODEL is a bundle folder, hf://org/name[@revision] or local://name[@revision].
+    """
+    predictor = Predictor.from_pretrained(model, device=device)
+    summary = run_predict(
+        predictor, input_path, out, rejects=rejects, batch_size=batch_size, workers=workers,
+        top_k=top_k, resume=resume, overwrite=overwrite,
+    )
+    click.echo(summary.line())
+
+
+__all__ = ["PredictSummary", "Predictor", "ProductPrediction", "predict_command", "run_predict"]
