@@ -467,7 +467,7 @@ def _train_and_publish(
     if new_report is not None:
         plot_dir = run_dir / "plots"
         plots[name] = new_report.plot_confusion(name, plot_dir / f"confusion_{name}.png")
-    parent = base_bundle.uri or str(base_bundle.path)
+    parent = _pinned_uri(base_bundle)
     new_provenance = dict(provenance)
     new_provenance["datasets"] = list(provenance.get("datasets") or []) + [
         d for d in result_provenance(result) if name in (d.get("attributes") or [])
@@ -494,6 +494,26 @@ def _train_and_publish(
         name, labels, label_counts=label_counts, bundle_path=bundle_path, gate=gate,
         revision=revision,
     )
+
+
+def _pinned_uri(bundle: Any) -> str:
+    """The base's URI pinned to its revision id (tags like ``latest`` move; parents must not)."""
+    import re
+
+    from fashion.registry import get_registry, parse_uri
+
+    if not bundle.uri:
+        return str(bundle.path)
+    uri = parse_uri(bundle.uri)
+    if uri.scheme == "local":
+        for revision in get_registry("local").list_revisions(uri.name):
+            if uri.revision in (None, revision.id, *revision.tags) and (
+                uri.revision is not None or "latest" in revision.tags
+            ):
+                return f"local://{uri.name}@{revision.id}"
+    if uri.scheme == "hf" and re.fullmatch(r"[0-9a-f]{40}", bundle.path.name):
+        return f"hf://{uri.name}@{bundle.path.name}"  # the snapshot folder is the commit
+    return bundle.uri
 
 
 def result_provenance(result: Any) -> list[dict[str, Any]]:

@@ -316,7 +316,7 @@ def _write_report(demo: DemoResult, report_dir: Path) -> Path:
              "## Test metrics (held-out test splits)", "",
              "| attribute | accuracy | macro-F1 | chance (1/labels) |", "|---|---|---|---|"]
     for attribute, m in demo.test_metrics.items():
-        chance = 1.0 / max(1, len(m.get("classes", {})) or 1)
+        chance = 1.0 / max(1, len(m.get("labels", [])))
         lines.append(f"| {attribute} | {m['accuracy']:.3f} | {m['macro_f1']:.3f} | {chance:.3f} |")
     if demo.ablation:
         a = demo.ablation

@@ -1,0 +1,155 @@
+"""`fashion add-attribute`: scaffold, label proposal, head-only training, the gate, publishing."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from fashion.add_attribute import add_attribute, propose_labels
+from fashion.heads.taxonomy import load_taxonomy
+from fashion.manifest import iter_manifest, row_to_product
+from fashion.registry import LocalRegistry, load_bundle
+from tests.sdk.training.mdmt_data import FILLER, make_catalog, write_manifest
+from tests.tiny_plugin import TINY_SPEC
+
+ROOT = Path(__file__).resolve().parents[2]
+# The CLI as a real subprocess; the tiny test plugin is registered before `main` runs.
+BOOT = (
+    "import sys; from fashion.manager import register_plugin; from tests import tiny_plugin; "
+    "register_plugin(tiny_plugin, name='tests.tiny_plugin'); from fashion.cli import main; "
+    "main(sys.argv[1:])"
+)
+SLEEVE_WORDS = {"sleeveless": ["sleeveless", "Tank"], "short": ["short sleeve", "SS"],
+                "long": ["long sleeve", "long-sleeved"]}
+
+
+def _sleeves(root: Path, n: int, seed: int, name: str) -> Path:
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = ["sleeveless", "short", "long"][i % 3]
+        words = rng.sample(FILLER, 2) + [SLEEVE_WORDS[label][0]]
+        rng.shuffle(words)
+        rows.append({"id": f"{name}{i}", "images": "", "title": " ".join(words),
+                     "sleeve_length": rng.choice(SLEEVE_WORDS[label])})
+    return write_manifest(root / f"{name}.csv", rows)
+
+
+def _cli(args: list[str], home: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "FASHION_HOME": str(home), "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-c", BOOT, *args], capture_output=True, text=True,
+                          env=env, cwd=ROOT, timeout=600)
+
+
+@pytest.fixture
+def base_model(tiny, tmp_path, fashion_home):
+    """A base model (color, category) trained by MDMT and published as local://shop."""
+    from fashion.training import Trainer
+
+    train = make_catalog(tmp_path / "train", seed=0)
+    val = make_catalog(tmp_path / "val", n_colors=24, n_categories=24, seed=1)
+    result = Trainer(None, {
+        "model": TINY_SPEC,
+        "datasets": [{"name": "colors", "path": train["colors"]},
+                     {"name": "categories", "path": train["categories"]}],
+        "validation": [{"name": "colors-val", "path": val["colors"]},
+                       {"name": "categories-val", "path": val["categories"]}],
+        "epochs": 6, "batch_size": 8, "device": "cpu", "progress": False,
+        "optimizer": {"lr_backbone": 0.03, "lr_head": 0.03, "weight_decay": 0.0},
+        "output_dir": tmp_path / "run",
+    }).fit()
+    revision = LocalRegistry().publish(result.bundle_path, "shop", tag="base")
+    return revision, val
+
+
+def _logits(model, products):
+    model.eval()
+    with torch.inference_mode():
+        return model(model.prepare(products))
+
+
+def test_head_only_adds_an_attribute_and_keeps_old_predictions_bit_identical(
+    base_model, tmp_path, fashion_home
+):
+    revision, val = base_model
+    data = tmp_path / "sleeves"
+    train, valid, test = (_sleeves(data, n, s, name) for n, s, name in
+                          ((90, 2, "train"), (30, 3, "val"), (30, 4, "test")))
+    result = _cli(["add-attribute", "sleeve_length", "--data", str(train), "--validation",
+                   str(valid), "--base", "local://shop@base", "--push", "shop", "--tag", "v2",
+                   "--epochs", "25", "--lr", "0.01", "--project-dir", str(tmp_path)], fashion_home)
+    assert result.returncode == 0, result.stderr
+    assert "labels proposed from the data" in result.stdout and "published" in result.stdout
+
+    old = load_bundle(f"local://shop@{revision.id}")
+    new = load_bundle("local://shop@v2")
+    assert new.model.attributes == ["color", "category", "sleeve_length"]
+    assert new.manifest.provenance.parent == f"local://shop@{revision.id}"
+    # unchanged components are the same files (content-addressed, shared between revisions)
+    for path in ("backbones/image", "backbones/text", "fusion", "heads/color", "heads/category"):
+        entry = new.manifest.components[path]
+        assert entry.fingerprint == old.manifest.components[path].fingerprint
+        if entry.weights:  # (a parameter-free fusion has no file)
+            assert (new.path / entry.weights).stat().st_ino == (old.path / entry.weights).stat().st_ino
+
+    products = [row_to_product(r, val["colors"]) for r in iter_manifest(val["colors"])]
+    products += [row_to_product(r, test) for r in iter_manifest(test)]
+    before, after = _logits(old.model, products), _logits(new.model, products)
+    for attribute in ("color", "category"):
+        assert torch.equal(before[attribute], after[attribute]), attribute
+
+    rows = list(iter_manifest(test))
+    taxonomy = load_taxonomy("sleeve_length")
+    truth = [taxonomy.normalize(r.values["sleeve_length"]) for r in rows]
+    predicted = [p["sleeve_length"].label for p in new.model.predict(
+        [row_to_product(r, test) for r in rows])]
+    accuracy = sum(p == t for p, t in zip(predicted, truth, strict=True)) / len(rows)
+    assert accuracy >= 0.8, (accuracy, predicted, truth)  # chance is 1/3
+
+
+def test_gate_refuses_a_harmful_finetune_and_publishes_nothing(base_model, tmp_path, fashion_home):
+    revision, _ = base_model
+    train = _sleeves(tmp_path / "sleeves", 60, 5, "train")
+    result = _cli(["add-attribute", "sleeve_length", "--data", str(train), "--base",
+                   "local://shop@base", "--push", "shop", "--strategy", "finetune", "--lr", "3",
+                   "--epochs", "2", "--max-regression", "0.01",
+                   "--project-dir", str(tmp_path)], fashion_home)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "nothing was published" in result.stderr and "REGRESSED" in result.stdout
+    assert [r.id for r in LocalRegistry().list_revisions("shop")] == [revision.id]
+
+
+def test_scaffold_writes_the_attribute_and_a_template(tmp_path):
+    result = add_attribute("neckline", labels=["crew", "v_neck", "collar"],
+                           synonyms={"V-Neck": "v_neck"}, project_dir=tmp_path)
+    assert not result.published and result.labels == ["crew", "v_neck", "collar"]
+    project = json.loads((tmp_path / "fashion-attributes.json").read_text())
+    assert project["attributes"]["neckline"]["labels"] == ["crew", "v_neck", "collar"]
+    template = tmp_path / "neckline-manifest.csv"
+    assert template.read_text().splitlines()[0] == "id,images,title,description,brand,neckline"
+    assert "fashion add-attribute neckline --data" in result.next_command
+
+
+def test_scaffold_cli_prints_the_next_command(tmp_path, fashion_home):
+    result = _cli(["add-attribute", "sleeve_length", "--project-dir", str(tmp_path)], fashion_home)
+    assert result.returncode == 0, result.stderr
+    assert "sleeveless, short, long" in result.stdout
+    assert "next:" in result.stdout and "--data" in result.stdout
+
+
+def test_labels_are_proposed_from_the_data_with_synonyms(tmp_path):
+    path = _sleeves(tmp_path, 30, 0, "m")
+    counts, unknown = propose_labels("sleeve_length", [path])
+    assert counts == {"sleeveless": 10, "short": 10, "long": 10} and unknown == {}
+    bad = write_manifest(tmp_path / "bad.csv", [{"id": "1", "title": "x", "sleeve_length": "elbow-ish"}])
+    counts, unknown = propose_labels("sleeve_length", [bad])
+    assert unknown == {"elbow-ish": 1}
+    with pytest.raises(Exception, match="elbow-ish"):
+        add_attribute("sleeve_length", data=[bad], base="unused", project_dir=tmp_path)

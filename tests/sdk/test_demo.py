@@ -1,0 +1,41 @@
+"""`fashion demo --small`: the whole story end to end, as the installed script."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = shutil.which("fashion", path=str(Path(sys.executable).parent))
+
+
+@pytest.mark.slow
+def test_small_demo_runs_end_to_end(tmp_path, fashion_home):
+    out = tmp_path / "demo"
+    result = subprocess.run(
+        [SCRIPT, "demo", "--small", "--out", str(out)], capture_output=True, text=True,
+        env={**os.environ, "FASHION_HOME": str(fashion_home), "COLUMNS": "120"}, timeout=900,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary = json.loads((out / "demo-result.json").read_text())
+    metrics = summary["test_metrics"]
+    assert set(metrics) == {"category", "color", "pattern", "style", "sleeve_length"}
+    for attribute, m in metrics.items():
+        chance = 1 / len(m["labels"])
+        assert m["accuracy"] > 1.2 * chance, (attribute, m["accuracy"], chance)
+    assert summary["gate"]["passed"] is True
+    assert len(summary["published"]) == 2 and len(summary["predictions"]) == 6
+    assert summary["ablation"]["pattern_macro_f1_full_only"] >= 0
+    report = (out / "report" / "report.md").read_text()
+    assert "## Test metrics" in report and "training_curves.png" in report
+    assert (out / "report" / "training_curves.png").stat().st_size > 0
+    assert list((out / "report").rglob("confusion_*.png"))
+    assert 'Predictor.from_pretrained("local://fashion-demo@latest")' in result.stdout
+    models = subprocess.run([SCRIPT, "models"], capture_output=True, text=True, check=True,
+                            env={**os.environ, "FASHION_HOME": str(fashion_home), "COLUMNS": "200"})
+    assert "fashion-demo" in models.stdout
