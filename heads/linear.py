@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from fashion import ComponentOptions, Head, hookimpl
-from fashion.hookspecs import Register
 from pydantic import Field
 from torch import Tensor, nn
+
+from fashion import ComponentOptions, Head, hookimpl
+from fashion.hookspecs import Register
 
 
 class LinearOptions(ComponentOptions):

@@ -8,10 +8,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-from fashion import ComponentOptions, Head, hookimpl
-from fashion.hookspecs import Register
 from pydantic import Field, PositiveInt
 from torch import Tensor, nn
+
+from fashion import ComponentOptions, Head, hookimpl
+from fashion.hookspecs import Register
 
 
 class MLPOptions(ComponentOptions):

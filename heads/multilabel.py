@@ -12,11 +12,12 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field, PositiveInt
+from torch import Tensor
+
 from fashion import AttributePrediction, ConfigError, Head, hookimpl
 from fashion.heads.mlp import MLPOptions, build_mlp
 from fashion.hookspecs import Register
-from pydantic import Field, PositiveInt
-from torch import Tensor
 
 
 class MultilabelOptions(MLPOptions):

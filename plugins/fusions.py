@@ -18,10 +18,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import torch
-from fashion import ComponentOptions, ConfigError, Fusion, hookimpl
-from fashion.hookspecs import Register
 from pydantic import Field
 from torch import Tensor, nn
+
+from fashion import ComponentOptions, ConfigError, Fusion, hookimpl
+from fashion.hookspecs import Register
 
 
 def _input_order(

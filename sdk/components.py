@@ -311,7 +311,10 @@ class Head(Component):
         values, indices = probs.topk(k, dim=-1)
         out = []
         for row in range(probs.shape[0]):
-            ranked = [(self.labels[int(i)], float(v)) for v, i in zip(values[row], indices[row])]
+            ranked = [
+                (self.labels[int(i)], float(v))
+                for v, i in zip(values[row], indices[row], strict=True)
+            ]
             label, score = ranked[0]
             abstained = score < threshold
             out.append(AttributePrediction(None if abstained else label, score, ranked, abstained))

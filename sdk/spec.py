@@ -121,8 +121,8 @@ def _explain(exc: ValidationError) -> str:
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """Read a JSON, TOML or YAML mapping, with an error naming the file on any problem."""
     import json
-    import tomllib
 
+    import tomllib
     import yaml
 
     path = Path(path)

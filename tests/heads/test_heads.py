@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 import torch
-from fashion import ConfigError, build_component
 from safetensors.torch import load_file, save_file
+
+from fashion import ConfigError, build_component
 
 LABELS = ["red", "blue", "green", "black"]
 CASES: list[tuple[str, dict[str, Any]]] = [

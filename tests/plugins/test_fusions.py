@@ -5,14 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import fashion
 import pytest
 import torch
-from fashion import ConfigError, FashionModel, build_component
-from fashion.model import LateAttribute
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
+import fashion
+from fashion import ConfigError, FashionModel, build_component
+from fashion.model import LateAttribute
 from tests.tiny_plugin import TINY_SPEC
 
 DIMS = {"image:full": 6, "image:center": 6, "text": 5}
