@@ -6,6 +6,7 @@ Errors raised on purpose (:class:`fashion.FashionError`) become one-line message
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
@@ -133,7 +134,10 @@ def cli_reference() -> str:
     root = click.Context(cli, info_name="fashion", **settings)
     lines += ["## `fashion`", "", "```text", cli.get_help(root), "```", ""]
     for name in sorted(cli.commands):
-        command = cli.commands[name]
+        # click caches each command's --help option from the first context that asked for it
+        # (a CliRunner call on the bare command caches plain --help); render from a fresh copy.
+        command = copy.copy(cli.commands[name])
+        command._help_option = None
         ctx = click.Context(command, info_name=name, parent=root, **settings)
         lines += [f"## `fashion {name}`", "", "```text", command.get_help(ctx), "```", ""]
     return "\n".join(lines)
