@@ -15,7 +15,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import timm
 from pydantic import model_validator
 from torch import Tensor
 
@@ -90,6 +89,8 @@ class EfficientNetLite0(ImageBackbone):
     ) -> None:
         super().__init__(options)
         classes = 1000 if self.options.keep_classifier else 0
+        import timm  # imported when used: it pulls in torchvision
+
         self.net = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=classes)
         self.output_dim = int(self.net.num_features)
         if pretrained and self.options.pretrained:

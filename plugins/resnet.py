@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-import torchvision
 from pydantic import model_validator
 from torch import Tensor, nn
 
@@ -68,7 +67,7 @@ class ResNet50(ImageBackbone):
 
     name = "resnet50"
     Options = ResNetOptions
-    weights_enum: ClassVar[Any] = torchvision.models.ResNet50_Weights
+    weights_enum_name: ClassVar[str] = "ResNet50_Weights"  # torchvision.models.<name>
     options: ResNetOptions
 
     def __init__(
@@ -79,6 +78,8 @@ class ResNet50(ImageBackbone):
         pretrained: bool = True,
     ) -> None:
         super().__init__(options)
+        import torchvision
+
         self.body = getattr(torchvision.models, self.name)(weights=None)
         self.output_dim = int(self.body.fc.in_features)
         self.body.fc = nn.Identity()
@@ -91,8 +92,11 @@ class ResNet50(ImageBackbone):
     @classmethod
     def hub_file_names(cls) -> list[str]:
         """torchvision's checkpoint file names for this architecture, the default first."""
-        names = [cls.weights_enum.DEFAULT.url.rsplit("/", 1)[-1]]
-        names += [w.url.rsplit("/", 1)[-1] for w in cls.weights_enum if w != cls.weights_enum.DEFAULT]
+        import torchvision  # imported when used: it costs about a second at start-up
+
+        weights = getattr(torchvision.models, cls.weights_enum_name)
+        names = [weights.DEFAULT.url.rsplit("/", 1)[-1]]
+        names += [w.url.rsplit("/", 1)[-1] for w in weights if w != weights.DEFAULT]
         return names
 
     def _load_imagenet(self) -> None:
@@ -132,14 +136,14 @@ class ResNet18(ResNet50):
     """torchvision ResNet-18 without its classifier: pooled 512-d features."""
 
     name = "resnet18"
-    weights_enum = torchvision.models.ResNet18_Weights
+    weights_enum_name = "ResNet18_Weights"
 
 
 class ResNet34(ResNet50):
     """torchvision ResNet-34 without its classifier: pooled 512-d features."""
 
     name = "resnet34"
-    weights_enum = torchvision.models.ResNet34_Weights
+    weights_enum_name = "ResNet34_Weights"
 
 
 @hookimpl
