@@ -100,5 +100,5 @@ def run(ctx: Context) -> dict[str, Any]:
         settings={"batches": list(BATCHES), "precisions": list(PRECISIONS), "device": str(device),
                   "gpu": torch.cuda.get_device_name(device)},
         metrics=metrics, comparisons=comparisons,
-        notes=["Inference runs under torch.autocast (Predictor has no precision option yet)."],
+        notes=["Inference runs under torch.autocast, as Predictor(precision=...) does."],
     )

@@ -126,15 +126,14 @@ class MultilabelHead(Head):
         self, logits: Tensor, *, threshold: float = 0.0, top_k: int = 3
     ) -> list[AttributePrediction]:
         probs = self.probabilities(logits.detach()).cpu()
-        cut = self.label_thresholds().clamp(min=threshold)
+        cut = self.label_thresholds().clamp(min=threshold).tolist()
         k = min(top_k, len(self.labels))
+        orders = probs.argsort(dim=-1, descending=True, stable=True).tolist()
         out = []
-        for row in range(probs.shape[0]):
-            p = probs[row]
-            order = p.argsort(descending=True).tolist()
+        for p, order in zip(probs.tolist(), orders, strict=True):  # plain floats: no per-element tensor reads
             chosen = [self.labels[i] for i in order if p[i] >= cut[i]]
-            ranked = [(self.labels[i], float(p[i])) for i in order[:k]]
-            score = float(p[self.index[chosen[0]]] if chosen else p[order[0]])
+            ranked = [(self.labels[i], p[i]) for i in order[:k]]
+            score = p[self.index[chosen[0]]] if chosen else p[order[0]]
             out.append(AttributePrediction(chosen, score, ranked, abstained=not chosen))
         return out
 

@@ -14,21 +14,11 @@ from PIL import Image, ImageColor
 from pydantic import Field, field_validator
 
 from fashion import ComponentOptions, Cropper, View, hookimpl
+from fashion.model import to_rgb
 
 RGB = tuple[int, int, int]
 Channel = Annotated[int, Field(ge=0, le=255)]
 RESAMPLE = Image.Resampling.BICUBIC  # PIL widens the kernel when reducing: an antialiased resize
-
-
-def to_rgb(image: Image.Image, background: RGB = (255, 255, 255)) -> Image.Image:
-    """``image`` as RGB; transparent pixels are composited onto ``background`` (white)."""
-    if image.mode == "RGB":
-        return image
-    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-        rgba = image.convert("RGBA")
-        canvas = Image.new("RGBA", rgba.size, (*background, 255))
-        return Image.alpha_composite(canvas, rgba).convert("RGB")
-    return image.convert("RGB")
 
 
 def resize_square(

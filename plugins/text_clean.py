@@ -21,6 +21,9 @@ _PARAGRAPH = re.compile(r"\n\s*\n|\n")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 _WHOLE_REPEAT = re.compile(r"^(.+?)(?:\s+\1)+$", re.S)
 _MIN_REPEAT_WORDS = 3  # "Bora Bora" is a name; "red silk dress red silk dress" is a paste
+# Printable ASCII, tabs and newlines, no '&': nothing ftfy repairs (no mojibake, entities,
+# control characters, terminal escapes or \r line breaks) can occur in it, so ftfy is skipped.
+_PLAIN = re.compile(r"[\t\n\x20-\x25\x27-\x7e]*")
 
 
 def _unescape(text: str) -> str:
@@ -50,7 +53,8 @@ def _drop_consecutive_repeats(items: list[str]) -> list[str]:
 
 def clean_text(text: str) -> str:
     """Repair, de-HTML, de-duplicate and whitespace-normalize one product text field."""
-    text = ftfy.fix_text(text)
+    if not _PLAIN.fullmatch(text):
+        text = ftfy.fix_text(text)
     text = _unescape(text)
     text = _COMMENT.sub(" ", text)
     text = _BLOCK_TAG.sub("\n", text)

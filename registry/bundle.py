@@ -25,7 +25,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import nn
 
-from fashion.components import Component, ImageBackbone
+from fashion.components import Component, ImageBackbone, module_fingerprint
 from fashion.errors import BundleError, ConfigError, MissingPluginError, UnknownComponentError
 from fashion.manager import get_registration
 from fashion.model import FashionModel, LateAttribute
@@ -137,15 +137,7 @@ def _module_fingerprint(module: nn.Module, name: str, options: Mapping[str, Any]
     """Component.fingerprint for any module (a late-fusion attribute is not a Component)."""
     if isinstance(module, Component):
         return module.fingerprint()
-    digest = hashlib.sha256()
-    digest.update(name.encode())
-    digest.update(json.dumps(dict(options), sort_keys=True).encode())
-    for key, tensor in sorted(module.state_dict().items()):
-        digest.update(key.encode())
-        digest.update(str(tuple(tensor.shape)).encode())
-        if tensor.numel():
-            digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()[:16]
+    return module_fingerprint(module, name, options)
 
 
 def _describing_component(module: nn.Module) -> Component:

@@ -153,13 +153,26 @@ class GateReport:
     max_regression: float
     rows: list[GateRow] = field(default_factory=list)
     new_metrics: dict[str, Any] | None = None
+    #: components of the base model that training changed; empty: the old attributes' outputs
+    #: are bit-identical (fingerprints verified) and "after" was not evaluated again.
+    changed_components: list[str] | None = None
+
+    @property
+    def unchanged(self) -> bool:
+        return self.changed_components == []
 
     @property
     def passed(self) -> bool:
         return all(row.passed for row in self.rows)
 
     def table(self) -> Table:
-        table = Table(title=f"no-regression gate (max drop {self.max_regression:.3f} macro-F1)")
+        table = Table(
+            title=f"no-regression gate (max drop {self.max_regression:.3f} macro-F1)",
+            caption=(
+                "old components bit-identical (fingerprints verified): after = before" if self.unchanged
+                else f"retrained: {', '.join(self.changed_components)}" if self.changed_components else None
+            ),
+        )
         for column in ("attribute", "before", "after", "delta", "verdict"):
             table.add_column(column, justify="right" if column != "attribute" else "left")
         def fmt(value: float | None) -> str:
@@ -183,6 +196,7 @@ class GateReport:
             "passed": self.passed,
             "rows": [r.__dict__ for r in self.rows],
             "new_metrics": self.new_metrics,
+            "changed_components": self.changed_components,
         }
 
 
@@ -403,6 +417,7 @@ def _train_and_publish(
             "the base model records no validation data for the gate; pass --gate-data MANIFEST..."
         )
     before = evaluate(model, gate_sets, on_unknown_label="skip")
+    base_prints = model.component_fingerprints()
 
     spec = AttributeSpec(
         labels=labels, head=ComponentSpec(name=head, options=dict(head_options or {})),
@@ -443,10 +458,15 @@ def _train_and_publish(
     )
     result = Trainer(model, config).fit()
     model.eval()
-    after = evaluate(model, gate_sets, on_unknown_label="skip")
+    # Every old attribute's prediction is a function of the old components alone. When training
+    # left all of them bit-identical (head-only), "after" equals "before" by construction and
+    # the gate does not run the backbones over the gate data a second time.
+    changed = sorted(p for p, fp in model.component_fingerprints().items() if p in base_prints and base_prints[p] != fp)
+    after = before if not changed else evaluate(model, gate_sets, on_unknown_label="skip")
     new_report = result.evaluation
     new_metrics = new_report.attributes[name].to_dict() if new_report and name in new_report.attributes else None
     gate = _gate(before, after, name, max_regression, new_metrics)
+    gate.changed_components = changed
     if not gate.passed:
         failed = ", ".join(f"{r.attribute} {r.before:.3f}->{r.after or 0:.3f}" for r in gate.rows if not r.passed)
         raise GateError(

@@ -77,15 +77,20 @@ class Component(nn.Module):
 
     def fingerprint(self) -> str:
         """A content hash of name, options and tensors: equal fingerprints compute equal outputs."""
-        digest = hashlib.sha256()
-        digest.update(self.component_name.encode())
-        digest.update(json.dumps(self.options_dict(), sort_keys=True).encode())
-        for key, tensor in sorted(self.state_dict().items()):
-            digest.update(key.encode())
-            digest.update(str(tuple(tensor.shape)).encode())
-            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
-                          if tensor.numel() else b"")
-        return digest.hexdigest()[:16]
+        return module_fingerprint(self, self.component_name, self.options_dict())
+
+
+def module_fingerprint(module: nn.Module, name: str, options: Mapping[str, Any]) -> str:
+    """A content hash of a module's registered name, options and every tensor of its state."""
+    digest = hashlib.sha256()
+    digest.update(name.encode())
+    digest.update(json.dumps(dict(options), sort_keys=True).encode())
+    for key, tensor in sorted(module.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(str(tuple(tensor.shape)).encode())
+        if tensor.numel():
+            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 # --------------------------------------------------------------------------------- backbones
@@ -128,17 +133,22 @@ class ImageBackbone(Backbone):
 
         if not inputs:
             return torch.zeros(0, 3, 1, 1)
-        arrays = [np.asarray(image.convert("RGB"), dtype=np.uint8) for image in inputs]
+        arrays = [
+            np.asarray(image if image.mode == "RGB" else image.convert("RGB"), dtype=np.uint8)
+            for image in inputs
+        ]
         sizes = {a.shape for a in arrays}
         if len(sizes) > 1:
             raise ConfigError(
                 f"backbone '{self.component_name}' got views of different sizes {sorted(sizes)}; "
                 "give every cropper feeding it the same `size` option."
             )
-        pixels = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().div_(255.0)
-        mean = torch.tensor(self.mean).view(1, 3, 1, 1)
+        # (x / 255 - mean) / std as one scale and one shift, in place. The permuted tensor keeps
+        # the NHWC layout of the stacked arrays: channels_last, which convolutions run fastest on.
         std = torch.tensor(self.std).view(1, 3, 1, 1)
-        return (pixels - mean) / std
+        scale = 1.0 / (255.0 * std)
+        shift = torch.tensor(self.mean).view(1, 3, 1, 1) / std
+        return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().mul_(scale).sub_(shift)
 
 
 class TextBackbone(Backbone):
@@ -310,10 +320,10 @@ class Head(Component):
         k = min(top_k, len(self.labels))
         values, indices = probs.topk(k, dim=-1)
         out = []
-        for row in range(probs.shape[0]):
+        # one tolist() per batch: reading tensors element by element costs more than the heads
+        for row_values, row_indices in zip(values.tolist(), indices.tolist(), strict=True):
             ranked = [
-                (self.labels[int(i)], float(v))
-                for v, i in zip(values[row], indices[row], strict=True)
+                (self.labels[i], float(v)) for v, i in zip(row_values, row_indices, strict=True)
             ]
             label, score = ranked[0]
             abstained = score < threshold

@@ -74,12 +74,29 @@ class Product:
         }
 
 
+def to_rgb(image: Any, background: tuple[int, int, int] = (255, 255, 255)) -> Any:
+    """A PIL ``image`` as RGB (itself when it already is); transparent pixels are composited
+    onto ``background`` (white, as on a product-on-white shot) rather than turning black."""
+    from PIL import Image
+
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, (*background, 255))
+        return Image.alpha_composite(canvas, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
 def load_image(source: Any, *, where: str = "image") -> Any:
-    """Open a path, bytes or PIL image as RGB, with an error naming the source on failure."""
+    """Open a path, bytes or PIL image as RGB, with an error naming the source on failure.
+
+    A PIL image already in RGB is returned as is (not copied); transparency becomes white.
+    """
     from PIL import Image, UnidentifiedImageError
 
     if hasattr(source, "convert"):
-        return source.convert("RGB")
+        return to_rgb(source)
     try:
         if isinstance(source, (bytes, bytearray)):
             if not source:
@@ -93,11 +110,47 @@ def load_image(source: Any, *, where: str = "image") -> Any:
                 raise DataError(f"{where}: image file {path} is empty (0 bytes)")
             image = Image.open(path)
         image.load()
-        return image.convert("RGB")
+        return to_rgb(image)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         if isinstance(exc, DataError):
             raise
         raise DataError(f"{where}: cannot decode image {str(source)[:200]}: {exc}") from None
+
+
+_POOL: tuple[int, Any] | None = None  # (pid, ThreadPoolExecutor): a forked child makes its own
+
+
+def _crop_pool() -> Any:
+    """The thread pool :meth:`FashionModel.prepare` cuts images in; ``None`` for no threads.
+
+    ``FASHION_PREPARE_THREADS`` sets its size (default: up to 4, one per available core; ``1``
+    turns it off). Inside DataLoader workers the images are cut in the worker itself: the
+    workers already run in parallel.
+    """
+    global _POOL
+    import os
+
+    from torch.utils.data import get_worker_info
+
+    if get_worker_info() is not None:
+        return None
+    setting = os.environ.get("FASHION_PREPARE_THREADS", "").strip()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        threads = int(setting) if setting else min(4, cores)
+    except ValueError:
+        raise ConfigError(
+            f"FASHION_PREPARE_THREADS={setting!r} is not a whole number; set it to e.g. 1 or 4."
+        ) from None
+    if threads <= 1:
+        return None
+    if _POOL is None or _POOL[0] != os.getpid() or _POOL[1]._max_workers != threads:
+        from concurrent.futures import ThreadPoolExecutor
+
+        if _POOL is not None and _POOL[0] == os.getpid():
+            _POOL[1].shutdown(wait=False)
+        _POOL = (os.getpid(), ThreadPoolExecutor(threads, thread_name_prefix="fashion-prepare"))
+    return _POOL[1]
 
 
 class ProductError(DataError):
@@ -254,19 +307,26 @@ class FashionModel(nn.Module):
         notes: list[list[str]] = [[] for _ in items]
         views: dict[str, list[Any]] = {view: [] for view in self.croppers}
         owners: dict[str, list[int]] = {view: [] for view in self.croppers}
-        for row, product in enumerate(items):
-            for k, source in enumerate(product.images):
-                where = f"product {product.id or row} image {k}"
-                try:
-                    image = load_image(source, where=where)
-                except DataError as exc:
-                    raise ProductError(str(exc), row, product.id) from None
-                for view, cropper in self.croppers.items():
-                    for cut in cropper.crop(image):
-                        views[view].append(cut.image)
-                        owners[view].append(row)
-                        if cut.note:
-                            notes[row].append(f"{view}: {cut.note}")
+        jobs = [(row, k, source) for row, product in enumerate(items) for k, source in enumerate(product.images)]
+
+        def cut(job: tuple[int, int, Any]) -> tuple[int, list[tuple[str, Any]]]:
+            row, k, source = job
+            product = items[row]
+            try:
+                image = load_image(source, where=f"product {product.id or row} image {k}")
+            except DataError as exc:
+                raise ProductError(str(exc), row, product.id) from None
+            return row, [(view, c) for view, cropper in self.croppers.items() for c in cropper.crop(image)]
+
+        # Decoding and resizing release the GIL: a batch's images are cut in a few threads.
+        # Results come back in order, so the first bad image raises, as in a plain loop.
+        pool = _crop_pool() if len(jobs) > 1 else None
+        for row, cuts in (pool.map(cut, jobs) if pool is not None else map(cut, jobs)):
+            for view, c in cuts:
+                views[view].append(c.image)
+                owners[view].append(row)
+                if c.note:
+                    notes[row].append(f"{view}: {c.note}")
         inputs: dict[str, tuple[Any, Tensor]] = {}
         for key, backbone in self.backbones.items():
             spec = self.spec.backbones[key]
@@ -354,6 +414,25 @@ class FashionModel(nn.Module):
         out["fusion"] = self.fusion
         out.update({f"heads/{k}": m for k, m in self.heads.items()})
         return out
+
+    def component_fingerprints(self) -> dict[str, str]:
+        """A content hash of every component (name, options, tensors) by its bundle path.
+
+        Equal fingerprints compute equal outputs: comparing them before and after training shows
+        which components training changed, without running the model.
+        """
+        return self.component_fingerprints_of(self.component_modules())
+
+    def component_fingerprints_of(self, paths: Iterable[str]) -> dict[str, str]:
+        """:meth:`component_fingerprints` of some components only (bundle paths)."""
+        from .components import Component, module_fingerprint
+
+        modules = self.component_modules()
+        return {
+            path: modules[path].fingerprint() if isinstance(modules[path], Component)
+            else module_fingerprint(modules[path], path, {})
+            for path in paths
+        }
 
     def freeze(self, groups: Iterable[str]) -> None:
         """Freeze parameter groups: ``image-backbone``, ``text-backbone``, ``backbones``,

@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
 
 import click
 import torch
@@ -46,10 +46,36 @@ class ProductPrediction:
         }
 
 
-class Predictor:
-    """Runs a :class:`FashionModel` in eval mode, in batches, without gradients."""
+Precision = Literal["fp32", "bf16", "fp16", "auto"]
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16", "auto")
 
-    def __init__(self, model: Any, *, device: str | torch.device | None = None) -> None:
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of a ``precision`` setting on ``device`` (``None``: plain fp32).
+
+    ``auto`` is bf16 on a CUDA device that supports it, fp16 on other CUDA devices and fp32
+    elsewhere; ``bf16``/``fp16`` are used as asked, on the CPU too (where only some processors
+    gain from them).
+    """
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+class Predictor:
+    """Runs a :class:`FashionModel` in eval mode, in batches, without gradients.
+
+    ``precision="bf16"``/``"fp16"``/``"auto"`` runs the model under :func:`torch.autocast`
+    (logits are cast back to fp32 before probabilities and labels are computed).
+    """
+
+    def __init__(
+        self, model: Any, *, device: str | torch.device | None = None, precision: Precision = "fp32",
+    ) -> None:
         from fashion.registry.bundle import Bundle
 
         self.bundle = model if isinstance(model, Bundle) else None
@@ -62,6 +88,8 @@ class Predictor:
         if device is not None:
             self.model.to(device)
         self.model.eval()
+        autocast_dtype(precision, self.model.device)  # refuse an unknown setting now
+        self.precision = precision
 
     @classmethod
     def from_pretrained(
@@ -70,11 +98,12 @@ class Predictor:
         *,
         device: str | torch.device | None = None,
         revision: str | None = None,
+        precision: Precision = "fp32",
     ) -> Predictor:
         """Load a bundle folder, ``hf://org/name[@rev]`` or ``local://name[@rev]``."""
         from fashion.registry.bundle import load_bundle
 
-        return cls(load_bundle(uri_or_path, device=device, revision=revision))
+        return cls(load_bundle(uri_or_path, device=device, revision=revision), precision=precision)
 
     @classmethod
     def from_hub(
@@ -87,6 +116,7 @@ class Predictor:
         cache_dir: str | Path | None = None,
         local_files_only: bool = False,
         device: str | torch.device | None = None,
+        precision: Precision = "fp32",
     ) -> Predictor:
         """Download (or read from the cache) ``repo_id`` from the Hub and load it."""
         from fashion.registry.bundle import load_bundle
@@ -97,7 +127,7 @@ class Predictor:
         folder = registry.fetch(repo_id, revision)
         bundle = load_bundle(folder, device=device)
         bundle.uri = f"hf://{repo_id}" + (f"@{revision}" if revision else "")
-        return cls(bundle)
+        return cls(bundle, precision=precision)
 
     @property
     def attributes(self) -> list[str]:
@@ -140,7 +170,14 @@ class Predictor:
     def run_batch(self, batch: Batch, *, top_k: int = 3) -> list[ProductPrediction]:
         """Model + decoding for one prepared batch."""
         self.model.eval()
-        decoded = self.model.decode(self.model(batch), top_k=top_k)
+        dtype = autocast_dtype(self.precision, self.model.device)
+        if dtype is None:
+            logits = self.model(batch)
+        else:
+            with torch.autocast(device_type=self.model.device.type, dtype=dtype):
+                logits = self.model(batch)
+            logits = {a: x.float() for a, x in logits.items()}
+        decoded = self.model.decode(logits, top_k=top_k)
         if not decoded:  # a model without attributes still reports diagnostics
             decoded = [{} for _ in range(batch.size)]
         missing = _missing_modalities(self.model, batch)
@@ -348,6 +385,8 @@ def _write_lines(handle: TextIO, records: Iterable[dict[str, Any]]) -> None:
 @click.option("--resume", is_flag=True, help="Continue an interrupted run (skip rows done).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing OUT file.")
 @click.option("--device", default=None, help="torch device, e.g. cuda:0 (default: cpu).")
+@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
+              help="Autocast precision (auto: bf16 or fp16 on CUDA, fp32 on the CPU).")
 def predict_command(
     model: str,
     input_path: Path,
@@ -359,12 +398,13 @@ def predict_command(
     resume: bool,
     overwrite: bool,
     device: str | None,
+    precision: str,
 ) -> None:
     """Predict every product of a CSV/JSONL/Parquet manifest with MODEL.
 
     MODEL is a bundle folder, hf://org/name[@revision] or local://name[@revision].
     """
-    predictor = Predictor.from_pretrained(model, device=device)
+    predictor = Predictor.from_pretrained(model, device=device, precision=precision)  # type: ignore[arg-type]
     summary = run_predict(
         predictor, input_path, out, rejects=rejects, batch_size=batch_size, workers=workers,
         top_k=top_k, resume=resume, overwrite=overwrite,

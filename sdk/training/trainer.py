@@ -17,7 +17,7 @@ import os
 import random
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -382,7 +382,36 @@ class Trainer:
             "loss_sums": self.loss_sums.detach().cpu(),
             "loss_counts": self.loss_counts.clone(),
         }
-        save_checkpoint(self._checkpoint_dir(), self.global_step, self.model.state_dict(), state)  # type: ignore[union-attr]
+        state["frozen"] = json.dumps(self._frozen)
+        save_checkpoint(self._checkpoint_dir(), self.global_step, self._trainable_state(), state)
+
+    def _frozen_components(self, model: FashionModel) -> dict[str, str]:
+        """Fully frozen components (state-dict prefix -> fingerprint): training cannot change
+        them (no gradients, eval mode), so checkpoints and best weights leave them out."""
+        frozen: dict[str, str] = {}
+        for path, module in model.component_modules().items():
+            params = list(module.parameters())
+            if params and not any(p.requires_grad for p in params):
+                frozen[path.replace("/", ".") + "."] = model.component_fingerprints_of([path])[path]
+        return frozen
+
+    def _trainable_state(self) -> dict[str, Tensor]:
+        """The model's tensors that training can change (everything but frozen components)."""
+        assert self.model is not None
+        prefixes = tuple(self._frozen)
+        return {k: v for k, v in self.model.state_dict().items() if not (prefixes and k.startswith(prefixes))}
+
+    def _load_trainable(self, tensors: Mapping[str, Tensor], source: Path) -> None:
+        """Load a (possibly partial) state: every key not under a frozen component must be there."""
+        assert self.model is not None
+        result = self.model.load_state_dict(dict(tensors), strict=False)
+        prefixes = tuple(self._frozen)
+        missing = [k for k in result.missing_keys if not (prefixes and k.startswith(prefixes))]
+        if missing or result.unexpected_keys:
+            raise ConfigError(
+                f"{source} does not match the model (missing {missing[:5]}, unexpected "
+                f"{list(result.unexpected_keys)[:5]}); train into a new output_dir or drop resume."
+            )
 
     def _restore(self) -> tuple[int, int] | None:
         found = load_checkpoint(self._checkpoint_dir())
@@ -395,8 +424,14 @@ class Trainer:
                 f"the checkpoint in {self._checkpoint_dir()} was made with a different model, data, "
                 "sampler, loss, batch size, freeze or seed; train into a new output_dir or drop resume."
             )
-        assert self.model is not None
-        self.model.load_state_dict(model_state, strict=True)
+        frozen = json.loads(state["frozen"]) if "frozen" in state else {}
+        if any(self._frozen.get(prefix) != fp for prefix, fp in frozen.items()):
+            raise ConfigError(
+                f"the frozen components of the model differ from those the checkpoint in "
+                f"{self._checkpoint_dir()} was trained with (their weights are not in the "
+                "checkpoint); resume with the same base weights, or train into a new output_dir."
+            )
+        self._load_trainable(model_state, self._checkpoint_dir())
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scaler is not None and state["scaler"]:
             self.scaler.load_state_dict(state["scaler"])
@@ -561,6 +596,7 @@ class Trainer:
         if self._amp_dtype is not None and config.loss == "pcgrad" and self._amp_dtype == torch.float16:
             raise ConfigError("loss 'pcgrad' does not support fp16; set precision = \"bf16\" or \"fp32\".")
         self._fingerprint = _config_fingerprint(config)
+        self._frozen = self._frozen_components(model)
         self._load_data(model)
 
         frozen_backbones = not any(p.requires_grad for p in model.backbones.parameters())
@@ -719,7 +755,7 @@ class Trainer:
         if score is not None and improved:
             self.best_score, self.best_epoch = score, epoch + 1
             self.bad_epochs = 0
-            self.best_state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}  # type: ignore[union-attr]
+            self.best_state = {k: v.detach().cpu().clone() for k, v in self._trainable_state().items()}
             if self.is_main:
                 save_tensors(self.best_state, config.output_dir / "best.safetensors")
         elif score is not None:
@@ -756,7 +792,7 @@ class Trainer:
         model = self.model
         assert model is not None
         if self.best_state is not None:
-            model.load_state_dict(self.best_state)
+            self._load_trainable(self.best_state, config.output_dir / "best.safetensors")
         evaluation: EvaluationReport | None = None
         if self.val_sets:
             attributes, per_dataset = score_datasets(

@@ -43,3 +43,25 @@ def test_legitimate_repeats_are_kept() -> None:
     assert clean_text("Bora Bora") == "Bora Bora"  # too short to be a paste
     text = "Lined. Two pockets. Lined hood."
     assert clean_text(text) == text
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "Slim fit jeans. Machine wash.",
+        "Red\r\nsilk dress\rsize 12",  # \r line breaks: ftfy turns them into \n
+        "Bold \x1b[1mred\x1b[0m tee",  # terminal escapes
+        "Null\x00byte\x07 and\x7f delete",  # control characters
+        "Tabs\tand\nnewlines & more",
+        "Form\x0cfeed",
+    ],
+)
+def test_plain_ascii_shortcut_matches_ftfy(raw: str) -> None:
+    """Plain ASCII skips ftfy; anything ftfy would change must still go through it."""
+    import ftfy
+
+    from fashion.plugins import text_clean
+
+    assert clean_text(raw) == clean_text(ftfy.fix_text(raw))
+    if text_clean._PLAIN.fullmatch(raw):
+        assert ftfy.fix_text(raw) == raw

@@ -146,3 +146,26 @@ def test_predict_command_with_workers_and_jsonl(tiny_model, catalog, tmp_path):
     assert result.output.strip() == "8 rows in = 6 predicted + 2 rejected"
     assert [p["row"] for p in _lines(parallel)] == [1, 3, 5, 6, 7, 8]  # file order is kept
     assert_close_predictions(_lines(parallel), _lines(serial))
+
+
+def test_bf16_autocast_predicts_like_fp32_and_bad_precision_is_refused(tiny_model, catalog, tmp_path):
+    fp32 = Predictor(tiny_model).predict(products())
+    bf16 = Predictor(tiny_model, precision="bf16").predict(products())
+    for a, b in zip(fp32, bf16, strict=True):
+        for name, p in a.attributes.items():
+            q = b.attributes[name]
+            assert isinstance(q.score, float) and abs(p.score - q.score) < 0.05, name
+            assert sum(s for _, s in q.top_k) <= 1.0 + 1e-5
+    # autocast really ran: bf16 rounding moves some score
+    assert any(p.score != b.attributes[n].score for a, b in zip(fp32, bf16, strict=True)
+               for n, p in a.attributes.items())
+    auto = Predictor(tiny_model, precision="auto")  # fp32 on the CPU
+    assert_close_predictions(as_plain(auto.predict(products())), as_plain(fp32))
+    with pytest.raises(ConfigError, match="unknown precision 'fp8'"):
+        Predictor(tiny_model, precision="fp8")  # type: ignore[arg-type]
+
+    bundle = save_bundle(tiny_model, tmp_path / "bundle")
+    out = tmp_path / "bf16.jsonl"
+    result = _run(bundle, catalog, out, "--precision", "bf16")
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == "8 rows in = 6 predicted + 2 rejected"

@@ -92,6 +92,10 @@ def test_head_only_adds_an_attribute_and_keeps_old_predictions_bit_identical(
     new = load_bundle("local://shop@v2")
     assert new.model.attributes == ["color", "category", "sleeve_length"]
     assert new.manifest.provenance.parent == f"local://shop@{revision.id}"
+    # the gate saw every old component unchanged (fingerprints), so "after" reused "before"
+    gate = new.manifest.provenance.model_dump()["added_attribute"]["gate"]
+    assert gate["changed_components"] == [] and gate["passed"]
+    assert "old components bit-identical" in result.stdout
     # unchanged components are the same files (content-addressed, shared between revisions)
     for path in ("backbones/image", "backbones/text", "fusion", "heads/color", "heads/category"):
         entry = new.manifest.components[path]
@@ -123,6 +127,7 @@ def test_gate_refuses_a_harmful_finetune_and_publishes_nothing(base_model, tmp_p
                    "--project-dir", str(tmp_path)], fashion_home)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "nothing was published" in result.stderr and "REGRESSED" in result.stdout
+    assert "retrained: backbones/image" in result.stdout  # so "after" was evaluated again
     assert [r.id for r in LocalRegistry().list_revisions("shop")] == [revision.id]
 
 

@@ -69,6 +69,49 @@ def test_bad_images_name_the_product_and_file(tiny, tmp_path, source, match):
     assert isinstance(info.value, DataError) and "bad" in str(info.value)
 
 
+@pytest.mark.parametrize("threads", ["1", "3"])
+def test_prepare_is_the_same_with_and_without_crop_threads(tiny, tmp_path, monkeypatch, threads):
+    """Images are cut in a thread pool; views keep their order and the first bad row raises."""
+    monkeypatch.setenv("FASHION_PREPARE_THREADS", threads)
+    model = FashionModel(TINY_SPEC)
+    colors = ["red", "blue", "green", "navy", "white", "black", "orange"]
+    products = [{"id": c, "images": [_image(c), _image(colors[-1 - i])]} for i, c in enumerate(colors)]
+    batch = model.prepare(products)
+    pixels, owners = batch.inputs["image:full"]
+    assert owners.tolist() == [r for r in range(len(colors)) for _ in range(2)]
+    expected = model.backbones["image"].preprocess(
+        [model.croppers["full"].crop(_image(c))[0].image for i, c in enumerate(colors)
+         for c in (c, colors[-1 - i])])
+    torch.testing.assert_close(pixels, expected, rtol=0, atol=0)
+    (tmp_path / "corrupt.png").write_bytes(b"not an image")
+    bad = [*products[:2], {"id": "bad1", "images": [str(tmp_path / "missing.png")]},
+           {"id": "bad2", "images": [str(tmp_path / "corrupt.png")]}]
+    with pytest.raises(ProductError, match="does not exist") as info:
+        model.prepare(bad)
+    assert info.value.product_id == "bad1"
+
+
+def test_prepare_threads_setting_must_be_a_number(tiny, monkeypatch):
+    monkeypatch.setenv("FASHION_PREPARE_THREADS", "many")
+    with pytest.raises(ConfigError, match="FASHION_PREPARE_THREADS"):
+        FashionModel(TINY_SPEC).prepare([{"images": [_image("red")]}, {"images": [_image("red")]}])
+
+
+def test_transparent_pixels_become_white_not_black():
+    from fashion.model import load_image
+
+    rgba = Image.new("RGBA", (4, 4), (0, 0, 0, 0))
+    rgba.putpixel((0, 0), (200, 10, 10, 255))
+    buffer = io.BytesIO()
+    rgba.save(buffer, format="PNG")
+    for source in (rgba, buffer.getvalue()):
+        image = load_image(source)
+        assert image.mode == "RGB"
+        assert image.getpixel((3, 3)) == (255, 255, 255) and image.getpixel((0, 0)) == (200, 10, 10)
+    rgb = _image("red")
+    assert load_image(rgb) is rgb  # no copy of an RGB image
+
+
 def test_unknown_product_fields_are_refused(tiny):
     model = FashionModel(TINY_SPEC)
     with pytest.raises(DataError, match="titel"):

@@ -93,6 +93,34 @@ def test_resume_after_a_kill_gives_the_same_final_weights(tiny, train_config, tm
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
 
 
+def test_checkpoints_leave_frozen_components_out_and_resume_exactly(tiny, train_config, tmp_path):
+    base = {"epochs": 2, "checkpoint_every": 5, "freeze": ["image-backbone"], "feature_cache": False}
+    full = train_config(**base, output_dir=tmp_path / "full")
+    Trainer(None, full).fit()
+    killed = train_config(**base, output_dir=tmp_path / "killed")
+
+    def kill(state):
+        if state.global_step == 7:
+            raise KeyboardInterrupt("simulated kill")
+
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(None, killed, callbacks=[kill]).fit()
+    last = _weights(killed.output_dir, "last")  # the step-5 checkpoint
+    assert not any(k.startswith("backbones.image.") for k in last)
+    assert any(k.startswith("backbones.text.") for k in last)
+    Trainer(None, killed.model_copy(update={"resume": True})).fit()
+    for name in ("best", "last"):
+        a, b = _weights(full.output_dir, name), _weights(killed.output_dir, name)
+        assert not any(k.startswith("backbones.image.") for k in a)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+
+    # a model whose frozen backbone differs cannot continue the checkpoint (not in its files)
+    torch.manual_seed(123)
+    other = FashionModel(TINY_SPEC)
+    with pytest.raises(ConfigError, match="frozen components"):
+        Trainer(other, killed.model_copy(update={"resume": True, "epochs": 3})).fit()
+
+
 def test_resume_refuses_a_different_config(tiny, train_config):
     Trainer(None, train_config(epochs=1)).fit()
     with pytest.raises(ConfigError, match="different"):
