@@ -53,7 +53,7 @@ class Sizes:
     mt_repeats: int = 3
     mt_products: int = 32
     mt_epochs: int = 20
-    add_finetune_epochs: int = 2
+    add_finetune_epochs: int | None = None  # None: the SDK default (5), replaying all base rows
     add_head_epochs: int | None = None  # None: the SDK default (30)
     train_warmup: int = 2
     train_steps: int = 4

@@ -13,8 +13,9 @@ without DataLoader workers, and one un-interleaved pass splits where the time go
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -145,63 +146,54 @@ def breakdown(model: Any, disk_products: Sequence[Any], batch_size: int,
     return {k: round(v, 4) for k, v in stages.items()}
 
 
-def fast_image_preprocess(self: Any, inputs: Sequence[Any]) -> torch.Tensor:
-    """The proposed ``ImageBackbone.preprocess``: no RGB copy, one fused in-place normalize.
-
-    Same values (to float rounding) and the same NHWC strides as today's version.
-    """
+def legacy_image_preprocess(self: Any, inputs: Sequence[Any]) -> torch.Tensor:
+    """``ImageBackbone.preprocess`` before the prepare fixes (commit 282e94f): an RGB copy of
+    every view and an out-of-place normalize. Kept to measure the fixes against, in one run."""
     import numpy as np
 
-    from fashion import ImageBackbone
-
-    arrays = [np.asarray(im if im.mode == "RGB" else im.convert("RGB"), dtype=np.uint8) for im in inputs]
-    if not arrays or len({a.shape for a in arrays}) > 1:
-        return ImageBackbone.preprocess(self, inputs)  # empty or mixed sizes: today's behavior
-    std = torch.tensor(self.std).view(1, 3, 1, 1)
-    scale = 1.0 / (255.0 * std)
-    shift = torch.tensor(self.mean).view(1, 3, 1, 1) / std
-    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().mul_(scale).sub_(shift)
+    arrays = [np.asarray(image.convert("RGB"), dtype=np.uint8) for image in inputs]
+    pixels = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().div_(255.0)
+    return (pixels - torch.tensor(self.mean).view(1, 3, 1, 1)) / torch.tensor(self.std).view(1, 3, 1, 1)
 
 
-def prepare_experiment(ctx: Context, model: Any, products: Sequence[Any], batch_size: int,
-                       predict_seconds: float) -> dict[str, Any]:
-    """Before/after of two ``prepare`` proposals on one batch, interleaved.
-
-    - :func:`fast_image_preprocess` for ``ImageBackbone.preprocess``;
-    - cropping a batch's images in a 2-thread pool (PIL releases the GIL while resizing).
-
-    Each saves about 1-2% of a whole ``Predictor.predict``, below this machine's run-to-run
-    noise, so they are timed alone and reported with their share of the measured predict time.
-    """
-    from concurrent.futures import ThreadPoolExecutor
+@contextlib.contextmanager
+def before_prepare_fixes() -> Iterator[None]:
+    """Run ``prepare`` as before the fixes: legacy preprocess, images cut in the calling thread."""
+    import os
 
     from fashion import ImageBackbone
 
-    backbone = next((b for b in model.backbones.values() if b.modality == "image"), None)
-    if backbone is None or "full" not in model.croppers:
-        return {}
-    cropper = model.croppers["full"]
-    images = [img for p in products[:batch_size] for img in p.images]
-    views = [v.image for img in images for v in cropper.crop(img)]
-    ctx.log("  experiment: prepare proposals (faster preprocess, threaded crops)")
-    with ThreadPoolExecutor(2) as pool:
-        times = interleaved({
-            "preprocess_current": lambda: ImageBackbone.preprocess(backbone, views),
-            "preprocess_proposed": lambda: fast_image_preprocess(backbone, views),
-            "crop_serial": lambda: [cropper.crop(img) for img in images],
-            "crop_2_threads": lambda: list(pool.map(cropper.crop, images)),
-        }, repeats=7, warmup=1)
-    ms = {k: median(v) * 1000 for k, v in times.items()}
-    batches = max(1, len(products) // batch_size)
-    saved = (ms["preprocess_current"] - ms["preprocess_proposed"]
-             + ms["crop_serial"] - ms["crop_2_threads"]) / 1000 * batches
+    saved, threads = ImageBackbone.preprocess, os.environ.get("FASHION_PREPARE_THREADS")
+    ImageBackbone.preprocess = legacy_image_preprocess  # type: ignore[method-assign]
+    os.environ["FASHION_PREPARE_THREADS"] = "1"
+    try:
+        yield
+    finally:
+        ImageBackbone.preprocess = saved  # type: ignore[method-assign]
+        if threads is None:
+            os.environ.pop("FASHION_PREPARE_THREADS", None)
+        else:
+            os.environ["FASHION_PREPARE_THREADS"] = threads
+
+
+def prepare_before_after(ctx: Context, model: Any, products: Sequence[Any], batch_size: int) -> dict[str, Any]:
+    """``model.prepare`` of the same batches before and after the fixes, interleaved."""
+    chunks = [products[i:i + batch_size] for i in range(0, len(products), batch_size)]
+
+    def before() -> Any:
+        with before_prepare_fixes():
+            return [model.prepare(c) for c in chunks]
+
+    ctx.log("  experiment: prepare before/after the fixes (RGB copy, normalize, threaded crops)")
+    times = interleaved({"before": before, "after": lambda: [model.prepare(c) for c in chunks]},
+                        repeats=7, warmup=1)
+    old, new = before(), [model.prepare(c) for c in chunks]
+    same = all(torch.allclose(a.inputs[k][0], b.inputs[k][0], atol=1e-5)
+               for a, b in zip(old, new, strict=True) for k in a.inputs if ":" in k)
     return {
-        "ms_per_batch": {k: round(v, 2) for k, v in ms.items()},
-        "images_per_batch": len(views),
-        "saved_share_of_predict": round(saved / predict_seconds, 4),
-        "preprocess_identical_up_to_float_rounding": bool(torch.allclose(
-            ImageBackbone.preprocess(backbone, views), fast_image_preprocess(backbone, views),
-            atol=1e-5)),
+        "ms_per_batch": {k: round(median(v) * 1000 / len(chunks), 2) for k, v in times.items()},
+        "speedup": round(paired_ratio(times["before"], times["after"]), 3),
+        "pixels_equal_to_1e-5": same,
     }
 
 
@@ -262,9 +254,14 @@ def measure(
         with autocast(device, precision):
             return [predictor.run_batch(b) for b in batches]
 
+    def sdk_predict_before_fixes() -> Any:
+        with before_prepare_fixes():
+            return sdk_predict()
+
     ctx.log(f"  {label}predict vs limit: {n_mem} products, batch {batch_size}, crop {crop}px, {precision}")
     times = interleaved(
-        {"limit": lambda: limit(batches), "predict": sdk_predict, "run_batch": sdk_run_batch},
+        {"limit": lambda: limit(batches), "predict": sdk_predict, "run_batch": sdk_run_batch,
+         "predict_before_fixes": sdk_predict_before_fixes},
         repeats=s.repeats, warmup=1, device=device,
     )
     per_s = {k: n_mem / median(v) for k, v in times.items()}
@@ -286,8 +283,7 @@ def measure(
 
     experiments = {
         "memory_format": memory_format_experiment(ctx, model, batches, limit, device, precision),
-        "prepare": prepare_experiment(ctx, model, mem_products, batch_size,
-                                      median(times["predict"])),
+        "prepare_before_after": prepare_before_after(ctx, model, mem_products, batch_size),
     }
 
     stages = breakdown(model, disk_products[:batch_size * 2], batch_size, device, precision)
@@ -302,6 +298,11 @@ def measure(
                 sdk=per_s["run_batch"], baseline=per_s["limit"], unit="products/s",
                 sdk_label="Predictor.run_batch", baseline_label="hand-written limit",
                 ratio=paired_ratio(times["run_batch"], times["limit"]), target=0.95),
+        compare(f"{label}Predictor.predict after vs before the prepare fixes (same run)",
+                sdk=per_s["predict"], baseline=per_s["predict_before_fixes"], unit="products/s",
+                sdk_label="after", baseline_label="before",
+                ratio=paired_ratio(times["predict"], times["predict_before_fixes"]),
+                note="before: an RGB copy per view, out-of-place normalize, crops in one thread"),
         compare(f"{label}from disk: predict with {workers} DataLoader workers vs none",
                 sdk=disk_per_s[f"disk_{workers}_workers"], baseline=disk_per_s["disk_0_workers"],
                 unit="products/s", sdk_label=f"{workers} workers", baseline_label="0 workers",
@@ -338,24 +339,18 @@ def run(ctx: Context) -> dict[str, Any]:
         "and skips turning probabilities into labels.",
     ]
     e = out["metrics"]["experiments"]
-    mf, pe = e["memory_format"], e["prepare"]
+    mf, pe = e["memory_format"], e["prepare_before_after"]
     notes.append(
         f"Memory format: the SDK's prepared pixels are NHWC-strided "
         f"({mf['prepared_pixels_channels_last']}); on this CPU that runs the limit "
         f"{mf['nhwc_speedup_over_nchw']:.2f}x as fast as the same pixels NCHW-contiguous "
         "(what a stack of torchvision ToTensor() outputs gives). Keep it."
     )
-    if pe:
-        ms = pe["ms_per_batch"]
-        ratio = out["comparisons"][0]["value"]
-        notes.append(
-            f"Prepare proposals, per batch of {pe['images_per_batch']} images: "
-            f"ImageBackbone.preprocess without the extra RGB copy and with a fused in-place "
-            f"normalize {ms['preprocess_current']:.0f} -> {ms['preprocess_proposed']:.0f} ms; "
-            f"crops in a 2-thread pool {ms['crop_serial']:.0f} -> {ms['crop_2_threads']:.0f} ms. "
-            f"Together about {pe['saved_share_of_predict'] * 100:.1f}% of Predictor.predict's time "
-            f"(estimate: the first row would go from {ratio:.2f}x to about "
-            f"{ratio / (1 - pe['saved_share_of_predict']):.2f}x)."
-        )
+    ms = pe["ms_per_batch"]
+    notes.append(
+        f"Prepare fixes, FashionModel.prepare per batch of {out['settings']['batch_size']} products: "
+        f"{ms['before']:.0f} ms before -> {ms['after']:.0f} ms after ({pe['speedup']:.2f}x; "
+        f"pixels equal to 1e-5: {pe['pixels_equal_to_1e-5']})."
+    )
     return result(NAME, TITLE, ctx, settings=out["settings"], metrics=out["metrics"],
                   comparisons=out["comparisons"], notes=notes)
