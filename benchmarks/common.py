@@ -48,7 +48,7 @@ class Sizes:
     batch_size: int = 32
     infer_batches: int = 2  # batches per timed predict call
     disk_batches: int = 3
-    repeats: int = 4
+    repeats: int = 8  # the shared 2-core VM swings +-10% between repeats: medians of 8
     disk_repeats: int = 3
     mt_repeats: int = 3
     mt_products: int = 32

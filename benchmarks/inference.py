@@ -192,7 +192,7 @@ def prepare_before_after(ctx: Context, model: Any, products: Sequence[Any], batc
                for a, b in zip(old, new, strict=True) for k in a.inputs if ":" in k)
     return {
         "ms_per_batch": {k: round(median(v) * 1000 / len(chunks), 2) for k, v in times.items()},
-        "speedup": round(paired_ratio(times["before"], times["after"]), 3),
+        "speedup": round(paired_ratio(times["after"], times["before"]), 3),
         "pixels_equal_to_1e-5": same,
     }
 
