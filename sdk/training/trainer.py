@@ -388,12 +388,11 @@ class Trainer:
     def _frozen_components(self, model: FashionModel) -> dict[str, str]:
         """Fully frozen components (state-dict prefix -> fingerprint): training cannot change
         them (no gradients, eval mode), so checkpoints and best weights leave them out."""
-        frozen: dict[str, str] = {}
-        for path, module in model.component_modules().items():
-            params = list(module.parameters())
-            if params and not any(p.requires_grad for p in params):
-                frozen[path.replace("/", ".") + "."] = model.component_fingerprints_of([path])[path]
-        return frozen
+        paths = [
+            path for path, module in model.component_modules().items()
+            if (params := list(module.parameters())) and not any(p.requires_grad for p in params)
+        ]
+        return {path.replace("/", ".") + ".": fp for path, fp in model.component_fingerprints_of(paths).items()}
 
     def _trainable_state(self) -> dict[str, Tensor]:
         """The model's tensors that training can change (everything but frozen components)."""
