@@ -415,7 +415,7 @@ def load_products(paths: Sequence[Path], limit: int | None = None) -> list[Any]:
 def decoded(products: Sequence[Any]) -> list[Any]:
     """The same products with their images already decoded (PIL, in memory)."""
     from fashion import Product
-    from fashion.model import load_image
+    from fashion.images import load_image
 
     return [
         Product(id=p.id, images=[load_image(s) for s in p.images], title=p.title,
@@ -484,7 +484,7 @@ def model_spec(
     text_finetune: bool = True,
 ) -> dict[str, Any]:
     """The benchmark model: image backbone on the ``full`` view + bert text, one head per attribute."""
-    from fashion.heads.taxonomy import builtin_taxonomies
+    from fashion.taxonomy import builtin_taxonomies
 
     taxonomies = builtin_taxonomies()
     spec: dict[str, Any] = {"views": {}, "backbones": {}}

@@ -107,7 +107,7 @@ def hand_written(
 def breakdown(model: Any, disk_products: Sequence[Any], batch_size: int,
               device: torch.device, precision: Precision) -> dict[str, float]:
     """Seconds per stage over the same products (one pass, after the timed runs)."""
-    from fashion.model import load_image
+    from fashion.images import load_image
 
     stages: dict[str, float] = {}
 

@@ -16,11 +16,10 @@ class LinearOptions(ComponentOptions):
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
 
 
-class LinearHead(Head):
+class LinearHead(Head[LinearOptions]):
     """Dropout -> Linear(input_dim, len(labels)); single-label softmax (see fashion.Head)."""
 
     name = "linear"
-    Options = LinearOptions
 
     def __init__(
         self,
@@ -30,7 +29,7 @@ class LinearHead(Head):
         labels: Sequence[str],
     ) -> None:
         super().__init__(options, input_dim=input_dim, labels=labels)
-        self.dropout = nn.Dropout(self.options.dropout)  # type: ignore[attr-defined]
+        self.dropout = nn.Dropout(self.options.dropout)
         self.linear = nn.Linear(self.input_dim, len(self.labels))
 
     def forward(self, x: Tensor) -> Tensor:

@@ -37,12 +37,11 @@ def build_mlp(input_dim: int, num_outputs: int, options: MLPOptions) -> nn.Seque
     return nn.Sequential(*layers)
 
 
-class MLPHead(Head):
+class MLPHead(Head[MLPOptions]):
     """A small MLP classifier; single-label softmax (see fashion.Head). ``hidden=[]`` is a
     linear layer."""
 
     name = "mlp"
-    Options = MLPOptions
 
     def __init__(
         self,
@@ -52,7 +51,7 @@ class MLPHead(Head):
         labels: Sequence[str],
     ) -> None:
         super().__init__(options, input_dim=input_dim, labels=labels)
-        opts: MLPOptions = self.options  # type: ignore[assignment]
+        opts = self.options
         self.net = build_mlp(self.input_dim, len(self.labels), opts)
 
     def forward(self, x: Tensor) -> Tensor:

@@ -35,7 +35,7 @@ def _is_missing(value: Any) -> bool:
     return isinstance(value, str) and not value.strip()
 
 
-class MultilabelHead(Head):
+class MultilabelHead(Head[MultilabelOptions]):
     """Multi-label classification: an MLP (``hidden``, default none) and one logit per label.
 
     - ``encode``: rows of label lists / ``"a|b"`` strings / ``None`` -> multi-hot float targets
@@ -51,7 +51,6 @@ class MultilabelHead(Head):
 
     name = "multilabel"
     multilabel = True
-    Options = MultilabelOptions
 
     def __init__(
         self,
@@ -61,7 +60,7 @@ class MultilabelHead(Head):
         labels: Sequence[str],
     ) -> None:
         super().__init__(options, input_dim=input_dim, labels=labels)
-        opts: MultilabelOptions = self.options  # type: ignore[assignment]
+        opts = self.options
         if not self.labels:
             raise ConfigError(
                 "head 'multilabel' needs at least one label; list the attribute's labels in "
@@ -81,7 +80,7 @@ class MultilabelHead(Head):
 
     def label_thresholds(self) -> Tensor:
         """Per-label decision thresholds ``(L,)`` in label order."""
-        opts: MultilabelOptions = self.options  # type: ignore[assignment]
+        opts = self.options
         return torch.tensor([opts.thresholds.get(lb, opts.default_threshold) for lb in self.labels])
 
     def encode(self, values: Sequence[Any]) -> tuple[Tensor, Tensor]:

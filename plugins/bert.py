@@ -20,7 +20,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from fashion import ComponentOptions, TextBackbone, WeightsNotFoundError, hookimpl
+from fashion import BundleError, ComponentOptions, TextBackbone, WeightsNotFoundError, hookimpl
 from fashion.hookspecs import Register
 from fashion.plugins.text_clean import clean_text
 
@@ -59,12 +59,10 @@ def _load(source: str, what: str, load: Any) -> Any:
         ) from None
 
 
-class Bert(TextBackbone):
+class Bert(TextBackbone[BertOptions]):
     """A Hugging Face text encoder with masked mean (or CLS) pooling."""
 
     name = "bert"
-    Options = BertOptions
-    options: BertOptions
 
     def __init__(
         self,
@@ -76,6 +74,14 @@ class Bert(TextBackbone):
         super().__init__(options)
         from transformers import AutoConfig, AutoModel, AutoTokenizer
 
+        if assets is None and not pretrained and self.options.model is not None:
+            # Built for a bundle (pretrained=False): the tokenizer and config come from the
+            # bundle's verified assets, never from a path or Hub id its options name.
+            raise BundleError(
+                f"a bert component with options.model={self.options.model!r} and no bundled "
+                "assets: a bundle must carry its tokenizer and config; refusing to read files "
+                "from outside the bundle. Save the bundle again with save_bundle."
+            )
         source = str(assets) if assets is not None else self.options.model or default_model()
         if Path(source).expanduser().is_dir():
             source = str(Path(source).expanduser())

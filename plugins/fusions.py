@@ -60,7 +60,7 @@ class ConcatOptions(ComponentOptions):
     order: list[str] | None = None
 
 
-class ConcatFusion(Fusion):
+class ConcatFusion(Fusion[ConcatOptions]):
     """Concatenate the inputs in a fixed order, each optionally LayerNorm-ed first.
 
     ``normalize="layernorm"`` (default) puts every input on the same scale before the heads
@@ -82,7 +82,6 @@ class ConcatFusion(Fusion):
     """
 
     name = "concat"
-    Options = ConcatOptions
 
     def __init__(
         self,
@@ -91,7 +90,7 @@ class ConcatFusion(Fusion):
         input_dims: Mapping[str, int],
     ) -> None:
         super().__init__(options, input_dims=input_dims)
-        opts: ConcatOptions = self.options  # type: ignore[assignment]
+        opts = self.options
         self.names = _input_order(self.input_dims, opts.order, self.name)
         self.norms = nn.ModuleList(
             nn.LayerNorm(self.input_dims[n]) if opts.normalize == "layernorm" else nn.Identity()
@@ -108,7 +107,7 @@ class ConcatFusion(Fusion):
             norm(features[n]) * present[:, i : i + 1].to(features[n].dtype)
             for i, (n, norm) in enumerate(zip(self.names, self.norms, strict=True))
         ]
-        if self.options.missing_indicator:  # type: ignore[attr-defined]
+        if self.options.missing_indicator:
             parts.append(present.to(parts[0].dtype))
         return torch.cat(parts, dim=1)
 
@@ -122,12 +121,11 @@ class MeanOptions(ComponentOptions):
     order: list[str] | None = None
 
 
-class MeanFusion(Fusion):
+class MeanFusion(Fusion[MeanOptions]):
     """Project every input to ``dim`` (Linear, then LayerNorm unless ``norm="none"``) and
     average over the inputs a product has. A product with no inputs gets zeros."""
 
     name = "mean"
-    Options = MeanOptions
 
     def __init__(
         self,
@@ -136,7 +134,7 @@ class MeanFusion(Fusion):
         input_dims: Mapping[str, int],
     ) -> None:
         super().__init__(options, input_dims=input_dims)
-        opts: MeanOptions = self.options  # type: ignore[assignment]
+        opts = self.options
         self.names = _input_order(self.input_dims, opts.order, self.name)
         self.projections = nn.ModuleList(
             _project(self.input_dims[n], opts.dim, opts.norm) for n in self.names
@@ -163,7 +161,7 @@ class GatedOptions(ComponentOptions):
     order: list[str] | None = None
 
 
-class GatedFusion(Fusion):
+class GatedFusion(Fusion[GatedOptions]):
     """Attention over inputs: project each to ``dim``, score it, softmax over present inputs.
 
     score_i = MLP(proj_i) + bias_i (a Linear when ``score_hidden=0``; ``bias_i`` is a learned
@@ -172,7 +170,6 @@ class GatedFusion(Fusion):
     """
 
     name = "gated"
-    Options = GatedOptions
 
     def __init__(
         self,
@@ -181,7 +178,7 @@ class GatedFusion(Fusion):
         input_dims: Mapping[str, int],
     ) -> None:
         super().__init__(options, input_dims=input_dims)
-        opts: GatedOptions = self.options  # type: ignore[assignment]
+        opts = self.options
         self.names = _input_order(self.input_dims, opts.order, self.name)
         self.projections = nn.ModuleList(
             _project(self.input_dims[n], opts.dim, opts.norm) for n in self.names
@@ -239,7 +236,7 @@ class LateOptions(ComponentOptions):
     pass
 
 
-class LateFusion(Fusion):
+class LateFusion(Fusion[LateOptions]):
     """Late fusion ("aggregate model"): every attribute gets one head per input and a
     :class:`LateCombiner` over their logits, kept together in the model's ``LateAttribute``.
 
@@ -248,7 +245,6 @@ class LateFusion(Fusion):
 
     name = "late"
     late = True
-    Options = LateOptions
 
     def __init__(
         self,

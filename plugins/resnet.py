@@ -20,11 +20,18 @@ import torch
 from pydantic import model_validator
 from torch import Tensor, nn
 
-from fashion import ComponentOptions, ConfigError, ImageBackbone, WeightsNotFoundError, hookimpl
+from fashion import (
+    ConfigError,
+    ImageBackbone,
+    ImageBackboneOptions,
+    WeightsNotFoundError,
+    hookimpl,
+)
 from fashion.hookspecs import Register
+from fashion.weights import contiguous_state, load_state_dict_file, strip_prefix
 
 
-class ResNetOptions(ComponentOptions):
+class ResNetOptions(ImageBackboneOptions):
     weights_path: str | None = None
     pretrained: bool = True
     channels_last: bool = True
@@ -36,37 +43,10 @@ class ResNetOptions(ComponentOptions):
         return self
 
 
-def load_state_dict_file(path: Path) -> dict[str, Tensor]:
-    """Tensors of a ``.safetensors`` file or a ``.pth`` state_dict (read with weights_only=True)."""
-    if not path.is_file():
-        raise WeightsNotFoundError(
-            f"weights file {path} does not exist; fix the `weights_path` option or remove it."
-        )
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
-        state = state["state_dict"]
-    if not isinstance(state, Mapping):
-        raise ConfigError(f"{path} holds a {type(state).__name__}, not a state_dict of tensors.")
-    return dict(state)
-
-
-def contiguous_state(module: nn.Module, state: dict[str, Any], prefix: str, _meta: Any) -> None:
-    """State-dict post hook: channels_last weights are saved packed (safetensors needs that)."""
-    for key, value in state.items():
-        if key.startswith(prefix) and isinstance(value, Tensor) and not isinstance(value, nn.Parameter):
-            if not value.is_contiguous():
-                state[key] = value.contiguous()
-
-
-class ResNet50(ImageBackbone):
+class ResNet50(ImageBackbone[ResNetOptions]):
     """torchvision ResNet-50 without its classifier: pooled 2048-d features."""
 
     name = "resnet50"
-    Options = ResNetOptions
     weights_enum_name: ClassVar[str] = "ResNet50_Weights"  # torchvision.models.<name>
     options: ResNetOptions
 
@@ -115,8 +95,7 @@ class ResNet50(ImageBackbone):
                 )
             path = found[0]
         state = load_state_dict_file(path)
-        if all(k.startswith("body.") for k in state):  # a file saved from this component
-            state = {k[len("body."):]: v for k, v in state.items()}
+        state = strip_prefix(state, "body.")  # a file saved from this component
         state = {k: v for k, v in state.items() if not k.startswith("fc.")}
         try:
             self.body.load_state_dict(state, strict=True)

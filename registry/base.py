@@ -9,8 +9,9 @@ from typing import Any, Protocol, runtime_checkable
 
 from fashion.errors import ConfigError
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*(/[A-Za-z0-9][A-Za-z0-9_.\-]*)?$")
-_TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+# \Z, not $: "$" also matches before a trailing newline ("name\n" would pass).
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}(/[A-Za-z0-9][A-Za-z0-9_.\-]{0,95})?\Z")
+_TAG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}\Z")
 
 
 @dataclass
@@ -63,17 +64,18 @@ class Registry(Protocol):
 
 
 def check_name(name: str) -> str:
-    if not _NAME.match(name) or "--" in name:
+    if not isinstance(name, str) or not _NAME.match(name) or "--" in name:
         raise ConfigError(
-            f"invalid model name {name!r}: use 'name' or 'org/name' with letters, digits, "
-            "'_', '-', '.' (no '--'), e.g. team/shoes."
+            f"invalid model name {str(name)[:120]!r}: use 'name' or 'org/name' with letters, "
+            "digits, '_', '-', '.' (no '--', at most 96 characters each), e.g. team/shoes."
         )
     return name
 
 
 def check_tag(tag: str) -> str:
-    if not _TAG.match(tag):
-        raise ConfigError(f"invalid tag {tag!r}: use letters, digits, '_', '-', '.' (e.g. v1).")
+    if not isinstance(tag, str) or not _TAG.match(tag):
+        raise ConfigError(f"invalid tag {str(tag)[:120]!r}: use letters, digits, '_', '-', '.' "
+                          "(at most 96 characters, e.g. v1).")
     return tag
 
 

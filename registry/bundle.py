@@ -1,601 +1,138 @@
-"""Model bundles: one folder with a ``fashion.json`` manifest, one safetensors file per component.
+"""Model bundles: one folder with a ``fashion.json`` index, one safetensors file per component.
 
-A bundle is everything needed to rebuild a :class:`fashion.FashionModel` without running any
-code from the bundle: components are named by their registered plugin name plus options, tensors
-are safetensors, other files (tokenizers) are plain asset files, and every file is listed with
-its sha256. See docs/bundle-format.md for the layout and the manifest fields.
+This module loads bundles (:func:`load_bundle`) and is the public face of the bundle code:
+the format and its checks live in :mod:`fashion.registry.bundle_format`, writing in
+:mod:`fashion.registry.bundle_write`, the model card in :mod:`fashion.registry.model_card`.
+
+Loading is strict: every file's sha256 is checked, every component's tensors must match its
+module, and the inputs the rebuilt model would compute must be the ones the bundle was saved
+with. Image preprocessing is part of the backbone's options (format 2), so a bundle keeps using
+its saved normalization after a plugin upgrade changes the plugin's default; the loader warns
+about such a change and shows it. The ``preprocessing`` block of ``fashion.json`` is compared
+with the rebuilt model, and a difference (a plugin that ignores an option, an edited block) is
+refused with every differing value named.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import math
-import os
-import re
-import shutil
-import uuid
-from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import datetime, timezone
-from pathlib import Path, PurePosixPath
-from typing import Any, Literal
+import warnings
+from pathlib import Path
+from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import nn
 
-from fashion.components import Component, ImageBackbone, module_fingerprint
-from fashion.errors import BundleError, ConfigError, MissingPluginError, UnknownComponentError
-from fashion.manager import get_registration
-from fashion.model import FashionModel, LateAttribute
+from fashion._files import sha256_file
+from fashion.components import ImageBackbone
+from fashion.errors import BundleError
+from fashion.manager import get_component_info
+from fashion.model import FashionModel
+from fashion.registry.bundle_format import (
+    FORMAT_VERSION,
+    MANIFEST_NAME,
+    AttributeEntry,
+    Bundle,
+    BundleManifest,
+    ComponentEntry,
+    FileEntry,
+    Provenance,
+    _safe_path,
+    check_plugins,
+    read_manifest,
+    verify_bundle,
+)
+from fashion.registry.bundle_write import preprocessing_block, save_bundle
+from fashion.registry.model_card import model_card
 from fashion.spec import ModelSpec
 
-FORMAT_VERSION = 1
-MANIFEST_NAME = "fashion.json"
-README_NAME = "README.md"
-KIND_OF_PREFIX = {"croppers": "cropper", "backbones": "backbone", "fusion": "fusion", "heads": "head"}
-_PLOT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
-_CHUNK = 1 << 20
 
-ComponentKind = Literal["cropper", "backbone", "fusion", "head"]
+class PreprocessingChangedWarning(UserWarning):
+    """An installed plugin's default preprocessing differs from what a bundle was saved with."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+def spec_with_saved_preprocessing(manifest: BundleManifest, directory: Path) -> ModelSpec:
+    """The bundle's spec with each image backbone's saved normalization in its options.
 
-
-class FileEntry(_Strict):
-    """One file of the bundle (any file but fashion.json itself)."""
-
-    sha256: str
-    size: int
-
-
-class ComponentEntry(_Strict):
-    """How to rebuild one component, and where its files are."""
-
-    kind: ComponentKind
-    name: str
-    options: dict[str, Any] = Field(default_factory=dict)
-    distribution: str | None = None
-    version: str | None = None
-    plugin: str | None = None
-    weights: str | None = None  # e.g. "backbones/image.safetensors"; None = no tensors
-    assets: str | None = None  # e.g. "backbones/text" (folder written by save_assets)
-    fingerprint: str
-    tensors: int = 0
-
-
-class AttributeEntry(_Strict):
-    """An attribute as the model predicts it (a summary of the spec's AttributeSpec)."""
-
-    labels: list[str]
-    head: str
-    multilabel: bool = False
-    synonyms: dict[str, str] = Field(default_factory=dict)
-    threshold: float = 0.0
-    description: str = ""
-
-
-class Provenance(BaseModel):
-    """Where the weights came from. Extra keys (a git commit, a run id) are kept as given."""
-
-    model_config = ConfigDict(extra="allow")
-
-    datasets: list[dict[str, Any]] = Field(default_factory=list)  # name, rows, sha256, uri
-    training_config: dict[str, Any] | None = None
-    parent: str | None = None  # the revision this model was fine-tuned or composed from
-
-
-class BundleManifest(_Strict):
-    """The ``fashion.json`` file of a bundle."""
-
-    format_version: int
-    sdk_version: str
-    created: str
-    spec: ModelSpec
-    components: dict[str, ComponentEntry]
-    attributes: dict[str, AttributeEntry]
-    preprocessing: dict[str, Any] = Field(default_factory=dict)
-    files: dict[str, FileEntry]
-    metrics: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    provenance: Provenance = Field(default_factory=Provenance)
-
-    def backbone_fingerprints(self) -> dict[str, str]:
-        return {p: c.fingerprint for p, c in self.components.items() if c.kind == "backbone"}
-
-
-@dataclass
-class Bundle:
-    """A loaded bundle: the model (eval mode), its manifest and the folder it was read from."""
-
-    model: FashionModel
-    manifest: BundleManifest
-    path: Path
-    uri: str | None = None
-
-
-# ----------------------------------------------------------------------------------- helpers
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _sdk_version() -> str:
-    from fashion import __version__
-
-    return __version__
-
-
-def _module_fingerprint(module: nn.Module, name: str, options: Mapping[str, Any]) -> str:
-    """Component.fingerprint for any module (a late-fusion attribute is not a Component)."""
-    if isinstance(module, Component):
-        return module.fingerprint()
-    return module_fingerprint(module, name, options)
-
-
-def _describing_component(module: nn.Module) -> Component:
-    """The Component that names a module: itself, or a late attribute's per-input head."""
-    if isinstance(module, LateAttribute):
-        return module.task
-    if not isinstance(module, Component):
-        raise BundleError(f"{type(module).__name__} is not a fashion component; cannot save it.")
-    return module
-
-
-def _tensors_for_saving(module: nn.Module) -> dict[str, torch.Tensor]:
-    """CPU, contiguous tensors; tensors sharing memory (tied weights) are cloned apart."""
-    out: dict[str, torch.Tensor] = {}
-    seen: set[tuple[int, int]] = set()
-    for key, tensor in module.state_dict().items():
-        tensor = tensor.detach().cpu().contiguous()
-        ident = (tensor.untyped_storage().data_ptr(), tensor.storage_offset())
-        if tensor.numel() and ident in seen:
-            tensor = tensor.clone()
-        seen.add(ident)
-        out[key] = tensor
-    return out
-
-
-def _link_or_copy(source: Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copyfile(source, target)
-
-
-def _list_files(root: Path) -> list[str]:
-    """Every file under ``root`` (posix paths) but the manifest itself."""
-    files = (p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
-    return sorted(rel for rel in files if rel != MANIFEST_NAME)
-
-
-# -------------------------------------------------------------------------------------- save
-
-
-def save_bundle(
-    model: FashionModel,
-    directory: str | Path,
-    *,
-    metrics: Mapping[str, Mapping[str, Any]] | None = None,
-    provenance: Mapping[str, Any] | Provenance | None = None,
-    training_config: Mapping[str, Any] | None = None,
-    parent: str | None = None,
-    plots: Mapping[str, str | Path] | None = None,
-    reuse_from: str | Path | None = None,
-) -> Path:
-    """Write ``model`` as a bundle folder at ``directory`` (atomically) and return its path.
-
-    ``metrics`` maps attribute -> {metric: value}; ``provenance`` holds ``datasets`` (name, rows,
-    sha256) and any extra keys; ``plots`` maps attribute -> a PNG (a confusion matrix) copied to
-    ``plots/``. With ``reuse_from`` (an earlier bundle of the same model), components whose
-    fingerprint did not change are linked from there instead of being written again.
+    Format 2 bundles carry it in the options already. Format 1 bundles kept it only in the
+    ``preprocessing`` block: it is read back from there.
     """
-    directory = Path(directory)
-    if directory.exists() and not directory.is_dir():
-        raise BundleError(f"{directory} exists and is not a folder; choose another --out path.")
-    if directory.is_dir() and any(directory.iterdir()) and not (directory / MANIFEST_NAME).is_file():
-        raise BundleError(
-            f"{directory} is a non-empty folder that is not a fashion bundle; refusing to "
-            "overwrite it. Choose an empty or new folder."
-        )
-    previous = _reusable(reuse_from)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = directory.parent / f".{directory.name}.tmp-{uuid.uuid4().hex[:8]}"
-    staging.mkdir()
-    try:
-        manifest = _write_bundle(
-            model, staging, metrics, provenance, training_config, parent, plots, previous
-        )
-        (staging / MANIFEST_NAME).write_text(
-            manifest.model_dump_json(indent=2) + "\n", encoding="utf-8"
-        )
-        _move_into_place(staging, directory)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return directory
-
-
-def _reusable(reuse_from: str | Path | None) -> tuple[Path, BundleManifest] | None:
-    if reuse_from is None:
-        return None
-    root = Path(reuse_from)
-    try:
-        return root, read_manifest(root)
-    except BundleError:
-        return None  # nothing to reuse; everything is written afresh
-
-
-def _move_into_place(staging: Path, directory: Path) -> None:
-    if not directory.exists():
-        os.rename(staging, directory)
-        return
-    old = directory.parent / f".{directory.name}.old-{uuid.uuid4().hex[:8]}"
-    os.rename(directory, old)
-    os.rename(staging, directory)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _write_bundle(
-    model: FashionModel,
-    staging: Path,
-    metrics: Mapping[str, Mapping[str, Any]] | None,
-    provenance: Mapping[str, Any] | Provenance | None,
-    training_config: Mapping[str, Any] | None,
-    parent: str | None,
-    plots: Mapping[str, str | Path] | None,
-    previous: tuple[Path, BundleManifest] | None,
-) -> BundleManifest:
-    from safetensors.torch import save_file
-
-    components: dict[str, ComponentEntry] = {}
-    for path, module in model.component_modules().items():
-        kind = KIND_OF_PREFIX[path.split("/")[0]]
-        component = _describing_component(module)
-        name = component.component_name
-        try:
-            registration = get_registration(kind, name)
-        except UnknownComponentError:
-            raise BundleError(
-                f"{kind} '{name}' at {path} is not registered by any plugin, so a bundle could "
-                "not rebuild it. Register it through a plugin (fashion.hookimpl) before saving."
-            ) from None
-        options = component.options_dict()
-        entry = ComponentEntry(
-            kind=kind, name=name, options=options,
-            distribution=registration.distribution, version=registration.version,
-            plugin=registration.plugin, fingerprint=_module_fingerprint(module, name, options),
-        )
-        old = previous[1].components.get(path) if previous else None
-        if previous and old and old.fingerprint == entry.fingerprint and old.name == name:
-            _reuse_component(previous[0], previous[1], old, staging)
-            entry.weights, entry.assets, entry.tensors = old.weights, old.assets, old.tensors
-        else:
-            tensors = _tensors_for_saving(module)
-            if tensors:
-                entry.weights = f"{path}.safetensors"
-                entry.tensors = len(tensors)
-                target = staging / entry.weights
-                target.parent.mkdir(parents=True, exist_ok=True)
-                # One metadata key only: safetensors writes metadata in hash order, and equal
-                # tensors must give byte-equal files (registries deduplicate by content).
-                save_file(tensors, str(target), metadata={"format": "pt"})
-            if isinstance(module, Component):
-                asset_dir = staging / path
-                asset_dir.mkdir(parents=True, exist_ok=True)
-                module.save_assets(asset_dir)
-                if any(asset_dir.iterdir()):
-                    entry.assets = path
-                else:
-                    asset_dir.rmdir()
-        components[path] = entry
-
-    for folder in sorted(staging.rglob("*"), key=lambda p: len(p.parts), reverse=True):
-        if folder.is_dir() and not any(folder.iterdir()):
-            folder.rmdir()  # e.g. croppers/ when no cropper has tensors or assets
-    spec = _resolved_spec(model, components)
-    attributes = {
-        a: AttributeEntry(
-            labels=list(s.labels), head=s.head.name, multilabel=model.task(a).multilabel,
-            synonyms=dict(s.synonyms), threshold=s.threshold, description=s.description,
-        )
-        for a, s in spec.attributes.items()
-    }
-    copied_plots = _copy_plots(plots, staging)
-    prov = provenance if isinstance(provenance, Provenance) else Provenance(**dict(provenance or {}))
-    if training_config is not None:
-        prov.training_config = dict(training_config)
-    if parent is not None:
-        prov.parent = parent
-    manifest = BundleManifest(
-        format_version=FORMAT_VERSION,
-        sdk_version=_sdk_version(),
-        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        spec=spec,
-        components=components,
-        attributes=attributes,
-        preprocessing=_preprocessing(model, spec),
-        files={},
-        metrics={a: dict(m) for a, m in (metrics or {}).items()},
-        provenance=prov,
-    )
-    (staging / README_NAME).write_text(model_card(manifest, copied_plots), encoding="utf-8")
-    manifest.files = {
-        rel: FileEntry(sha256=sha256_file(staging / rel), size=(staging / rel).stat().st_size)
-        for rel in _list_files(staging)
-    }
-    return manifest
-
-
-def _reuse_component(root: Path, manifest: BundleManifest, old: ComponentEntry, staging: Path) -> None:
-    wanted = [old.weights] if old.weights else []
-    if old.assets:
-        prefix = old.assets.rstrip("/") + "/"
-        wanted += [p for p in manifest.files if p.startswith(prefix)]
-    for rel in wanted:
-        source = _safe_path(root, rel)
-        entry = manifest.files.get(rel)
-        if entry is None or sha256_file(source) != entry.sha256:
-            raise BundleError(
-                f"cannot reuse {rel} from {root}: the file changed since that bundle was written. "
-                "Save without reuse_from."
-            )
-        _link_or_copy(source, staging / rel)
-
-
-def _resolved_spec(model: FashionModel, components: Mapping[str, ComponentEntry]) -> ModelSpec:
-    """The model's spec with every component's full options (defaults pinned)."""
-    data = model.spec.model_dump(mode="json")
-    for view in data["views"]:
-        data["views"][view]["options"] = components[f"croppers/{view}"].options
-    for key in data["backbones"]:
-        data["backbones"][key]["options"] = components[f"backbones/{key}"].options
-    data["fusion"]["options"] = components["fusion"].options
-    for attribute in data["attributes"]:
-        data["attributes"][attribute]["head"]["options"] = components[f"heads/{attribute}"].options
-    return ModelSpec.parse(data, source="resolved model spec")
-
-
-def _preprocessing(model: FashionModel, spec: ModelSpec) -> dict[str, Any]:
-    images: dict[str, Any] = {}
-    text: dict[str, Any] = {}
-    for key, backbone in model.backbones.items():
-        s = spec.backbones[key]
-        if isinstance(backbone, ImageBackbone):
-            images[key] = {
-                "backbone": s.name,
-                "mean": [float(x) for x in backbone.mean],
-                "std": [float(x) for x in backbone.std],
-                "views": {
-                    v: {"cropper": spec.views[v].name, "options": spec.views[v].options}
-                    for v in s.views
-                },
-            }
-        else:
-            text[key] = {"backbone": s.name, "options": s.options}
-    return {"images": images, "text": text}
-
-
-def _copy_plots(plots: Mapping[str, str | Path] | None, staging: Path) -> dict[str, str]:
-    copied: dict[str, str] = {}
-    for attribute, source in (plots or {}).items():
-        source = Path(source)
-        if not _PLOT_NAME.match(attribute):
-            raise ConfigError(f"plot name {attribute!r} must be letters, digits, '_', '-' or '.'")
-        if not source.is_file():
-            raise ConfigError(f"plot for {attribute!r} not found: {source}")
-        rel = f"plots/{attribute}{source.suffix.lower() or '.png'}"
-        (staging / "plots").mkdir(exist_ok=True)
-        shutil.copyfile(source, staging / rel)
-        copied[attribute] = rel
-    return copied
-
-
-def model_card(manifest: BundleManifest, plots: Mapping[str, str] | None = None) -> str:
-    """README.md with Hugging Face front matter (library_name, tags, model-index metrics)."""
-    import yaml
-
-    attributes = list(manifest.attributes)
-    results = []
-    for attribute, values in manifest.metrics.items():
-        numeric = {k: v for k, v in values.items() if isinstance(v, (int, float))
-                   and not isinstance(v, bool) and math.isfinite(v)}
-        if not numeric:
+    if manifest.format_version >= 2:
+        return manifest.spec
+    data = manifest.spec.model_dump(mode="json")
+    images = manifest.preprocessing.get("images", {})
+    for key, backbone in data["backbones"].items():
+        if not backbone["views"] or "preprocessing" in backbone["options"]:
             continue
-        results.append({
-            "task": {"type": "image-classification", "name": f"{attribute} classification"},
-            "dataset": {"name": "validation", "type": "fashion-validation"},
-            "metrics": [
-                {"type": metric, "value": float(value), "name": f"{attribute} {metric}"}
-                for metric, value in numeric.items()
-            ],
-        })
-    meta: dict[str, Any] = {
-        "library_name": "fashion",
-        "tags": ["fashion", "product-attributes", "multi-task", *[f"attribute:{a}" for a in attributes]],
-    }
-    if results:
-        meta["model-index"] = [{"name": "fashion-model", "results": results}]
-    lines = ["---", yaml.safe_dump(meta, sort_keys=False).rstrip(), "---", "",
-             "# fashion product-attribute model", "",
-             f"Predicts {', '.join(attributes) or 'no attributes yet'} from product photos and "
-             "text. Load it with:", "", "```python", "from fashion import Predictor", "",
-             'predictor = Predictor.from_pretrained("path/or/hf://org/name")',
-             'print(predictor.predict([{"images": ["shoe.jpg"], "title": "Red sneaker"}]))',
-             "```", "", "## Attributes", "", "| attribute | labels | head | threshold |",
-             "|---|---|---|---|"]
-    for a, entry in manifest.attributes.items():
-        labels = ", ".join(entry.labels[:12]) + (" …" if len(entry.labels) > 12 else "")
-        lines.append(f"| {a} | {labels} | {entry.head} | {entry.threshold} |")
-    lines += ["", "## Components", "", "| path | component | plugin distribution |", "|---|---|---|"]
-    for path, c in manifest.components.items():
-        dist = f"{c.distribution} {c.version or ''}".strip() if c.distribution else "(not packaged)"
-        lines.append(f"| {path} | {c.name} | {dist} |")
-    if manifest.metrics:
-        lines += ["", "## Metrics", ""]
-        for attribute, values in manifest.metrics.items():
-            shown = ", ".join(f"{k} = {v:.4g}" if isinstance(v, float) else f"{k} = {v}"
-                              for k, v in values.items() if not isinstance(v, (list, dict)))
-            lines.append(f"- **{attribute}**: {shown}")
-    for attribute, rel in (plots or {}).items():
-        lines += ["", f"### {attribute} confusion matrix", "", f"![{attribute} confusion matrix]({rel})"]
-    if manifest.provenance.datasets:
-        lines += ["", "## Training data", ""]
-        for d in manifest.provenance.datasets:
-            lines.append(f"- {d.get('name', '?')}: {d.get('rows', '?')} rows"
-                         + (f", sha256 {str(d['sha256'])[:12]}" if d.get("sha256") else ""))
-    lines += ["", f"Bundle format {manifest.format_version}, written by fashion-sdk "
-              f"{manifest.sdk_version}. See docs/bundle-format.md.", ""]
-    return "\n".join(lines)
-
-
-# -------------------------------------------------------------------------------------- load
-
-
-def read_manifest(directory: str | Path) -> BundleManifest:
-    """Parse ``fashion.json`` (format version checked first); files are not verified here."""
-    directory = Path(directory)
-    path = directory / MANIFEST_NAME
-    if not path.is_file():
-        raise BundleError(
-            f"{directory} is not a fashion bundle (no {MANIFEST_NAME}). Pass the folder written "
-            "by save_bundle / `fashion train`, or a model URI such as hf://org/name."
-        )
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BundleError(
-            f"{path} is not valid JSON ({exc}); the bundle is damaged. Re-download it "
-            "(`fashion pull <uri>`) or save it again."
-        ) from None
-    version = raw.get("format_version") if isinstance(raw, dict) else None
-    if not isinstance(version, int):
-        raise BundleError(f"{path} has no integer format_version; it is not a fashion bundle.")
-    if version > FORMAT_VERSION:
-        raise BundleError(
-            f"{directory} uses bundle format {version} (written by fashion-sdk "
-            f"{raw.get('sdk_version', '?')}), but this fashion-sdk {_sdk_version()} reads format "
-            f"{FORMAT_VERSION} at most. Upgrade: pip install -U fashion-sdk"
-        )
-    try:
-        return BundleManifest.model_validate(raw)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}" for e in exc.errors()
-        )
-        raise BundleError(
-            f"{path} is malformed: {problems}. Re-download the bundle (`fashion pull <uri>`)."
-        ) from None
-
-
-def _allowed_roots(directory: Path) -> list[Path]:
-    """Where a bundle's files may live: the folder itself (plus, for a Hugging Face cache
-    snapshot, the repo's ``blobs/`` folder that the snapshot's symlinks point into)."""
-    directory = directory.resolve()
-    roots = [directory]
-    if directory.parent.name == "snapshots" and (directory.parent.parent / "blobs").is_dir():
-        roots.append(directory.parent.parent / "blobs")
-    return roots
-
-
-def _safe_path(directory: Path, rel: str, roots: list[Path] | None = None) -> Path:
-    """``directory / rel``, refusing absolute paths, ``..`` and links that leave the bundle."""
-    pure = PurePosixPath(rel)
-    if (not rel or pure.is_absolute() or "\\" in rel or rel.startswith("~") or ":" in rel
-            or any(part in ("", ".", "..") for part in rel.split("/"))):
-        raise BundleError(
-            f"bundle {directory} lists the unsafe path {rel!r} (absolute or containing '..'); "
-            "refusing to read it. Do not use this bundle; re-download it from a trusted source."
-        )
-    path = directory / pure
-    resolved = path.resolve()
-    for root in roots or _allowed_roots(directory):
-        if resolved == root or resolved.is_relative_to(root):
-            return path
-    raise BundleError(
-        f"bundle {directory}: {rel} is a link to {resolved}, outside the bundle; refusing to "
-        "read it. Do not use this bundle; re-download it from a trusted source."
-    )
-
-
-def verify_bundle(directory: str | Path, manifest: BundleManifest | None = None) -> BundleManifest:
-    """Check paths and the sha256 of every listed file; return the manifest."""
-    directory = Path(directory)
-    manifest = manifest or read_manifest(directory)
-    roots = _allowed_roots(directory)
-    for path, component in manifest.components.items():
-        for rel in (component.weights, component.assets):
-            if rel is not None:
-                _safe_path(directory, rel, roots)
-        if component.weights and component.weights not in manifest.files:
+        saved = images.get(key) if isinstance(images, dict) else None
+        if not isinstance(saved, dict) or "mean" not in saved or "std" not in saved:
             raise BundleError(
-                f"bundle {directory}: {path}'s weights {component.weights} are not listed in "
-                f"{MANIFEST_NAME}; the bundle is damaged. Re-download it (`fashion pull <uri>`)."
+                f"bundle {directory} (format 1) has no saved mean/std for image backbone {key!r} "
+                f"in the preprocessing block of {MANIFEST_NAME}, so its inputs cannot be "
+                f"reproduced. Save it again with the current fashion-sdk (format {FORMAT_VERSION})"
+                " from the training run, or retrain it."
             )
-    for rel, entry in manifest.files.items():
-        path = _safe_path(directory, rel, roots)
-        if not path.is_file():
-            raise BundleError(
-                f"bundle {directory} is incomplete: {rel} is missing. Re-download it "
-                "(`fashion pull <uri>`) or save it again."
-            )
-        if path.stat().st_size != entry.size or sha256_file(path) != entry.sha256:
-            raise BundleError(
-                f"bundle {directory}: {rel} does not match its sha256 in {MANIFEST_NAME} (the "
-                "file was modified or truncated). Re-download the model (`fashion pull <uri>`) "
-                "or save it again."
-            )
-    for component in manifest.components.values():
-        if component.assets:
-            folder = _safe_path(directory, component.assets, roots)
-            for file in folder.rglob("*"):
-                rel = file.relative_to(directory).as_posix()
-                if file.is_file() and rel not in manifest.files:
-                    raise BundleError(
-                        f"bundle {directory}: {rel} is in an asset folder but not listed in "
-                        f"{MANIFEST_NAME}; refusing to load unverified files. Re-download it."
-                    )
-    return manifest
+        backbone["options"]["preprocessing"] = {"mean": saved["mean"], "std": saved["std"]}
+    return ModelSpec.parse(data, source=f"model spec of bundle {directory}")
 
 
-def check_plugins(manifest: BundleManifest, where: str = "this bundle") -> None:
-    """Raise MissingPluginError naming every component whose plugin is not installed."""
-    missing = []
-    for path, c in manifest.components.items():
+def _differences(saved: Any, now: Any, where: str) -> list[str]:
+    """``where: saved -> now`` for every value of ``saved`` that ``now`` differs in."""
+    if isinstance(saved, dict) and isinstance(now, dict):
+        out: list[str] = []
+        for key, value in saved.items():
+            if key not in now:
+                out.append(f"{where}.{key}: {value!r} -> (absent)")
+            else:
+                out.extend(_differences(value, now[key], f"{where}.{key}"))
+        return out
+    if isinstance(saved, (list, tuple)) and isinstance(now, (list, tuple)):
+        if len(saved) == len(now) and all(
+            not _differences(a, b, where) for a, b in zip(saved, now, strict=True)
+        ):
+            return []
+        return [f"{where}: {list(saved)!r} -> {list(now)!r}"]
+    if isinstance(saved, float) or isinstance(now, float):
         try:
-            get_registration(c.kind, c.name)
-        except UnknownComponentError:
-            missing.append((path, c))
-    if not missing:
-        return
-    lines = []
-    installs = []
-    for path, c in missing:
-        if c.distribution:
-            requirement = f"{c.distribution}=={c.version}" if c.version else c.distribution
-            installs.append(requirement)
-            lines.append(f"{c.kind} '{c.name}' ({path}) comes from {requirement}")
-        else:
-            lines.append(
-                f"{c.kind} '{c.name}' ({path}) was registered by plugin '{c.plugin}', which is not "
-                "a published distribution: register that plugin (fashion.manager.register_plugin) "
-                "or install the package that provides it"
+            if abs(float(saved) - float(now)) <= 1e-6 * max(1.0, abs(float(saved))):
+                return []
+        except (TypeError, ValueError):
+            pass
+    return [] if saved == now else [f"{where}: {saved!r} -> {now!r}"]
+
+
+def check_preprocessing(model: FashionModel, manifest: BundleManifest, directory: Path) -> None:
+    """Refuse a model whose inputs differ from the saved ``preprocessing`` block; warn when an
+    installed plugin's default normalization differs from the saved one (the saved one is used)."""
+    saved = manifest.preprocessing
+    if saved:
+        now = preprocessing_block(model, model.spec)
+        problems = _differences(saved, now, "preprocessing")
+        if problems:
+            raise BundleError(
+                f"bundle {directory}: the installed plugins would feed this model other inputs "
+                f"than it was saved with ({'; '.join(problems[:8])}"
+                f"{' …' if len(problems) > 8 else ''}; saved -> now). Install the plugin "
+                "versions the bundle names (`fashion show` lists them), or re-save the bundle."
             )
-    advice = ""
-    if installs:
-        unique = " ".join(dict.fromkeys(installs))
-        advice = f" Install it: pip install {unique} (or `fashion install {unique}`)."
-    raise MissingPluginError(
-        f"{where} needs components that are not installed: {'; '.join(lines)}.{advice}"
-    )
+    for key, backbone in model.backbones.items():
+        if not isinstance(backbone, ImageBackbone):
+            continue
+        default = type(backbone).default_preprocessing()
+        used = backbone.preprocessing
+        if (default.mean, default.std) != (used.mean, used.std):
+            entry = manifest.components.get(f"backbones/{key}")
+            installed = get_component_info("backbone", backbone.component_name)
+            warnings.warn(
+                f"bundle {directory}: backbone {key!r} ({backbone.component_name}) was saved with "
+                f"mean {list(used.mean)}, std {list(used.std)}; the installed plugin "
+                f"({installed.distribution or installed.plugin} {installed.version or ''}) now "
+                f"defaults to mean {list(default.mean)}, std {list(default.std)}"
+                + (f" (the bundle was written with {entry.distribution or entry.plugin} "
+                   f"{entry.version or ''})" if entry else "")
+                + ". The saved values are used.",
+                PreprocessingChangedWarning,
+                stacklevel=3,
+            )
 
 
 def load_bundle(
@@ -624,7 +161,9 @@ def load_bundle(
     verify_bundle(directory, manifest)
     check_plugins(manifest, where=f"bundle {uri or directory}")
     assets = {p: directory / c.assets for p, c in manifest.components.items() if c.assets}
-    model = FashionModel(manifest.spec, assets=assets, pretrained=False)
+    spec = spec_with_saved_preprocessing(manifest, directory)
+    model = FashionModel(spec, assets=assets, pretrained=False)
+    check_preprocessing(model, manifest, directory)
     modules = model.component_modules()
     unknown = sorted(set(manifest.components) - set(modules))
     absent = sorted(set(modules) - set(manifest.components))
@@ -672,7 +211,7 @@ def _load_component(directory: Path, path: str, entry: ComponentEntry, module: n
             parts.append(f"unexpected tensors {unexpected[:10]}{' …' if len(unexpected) > 10 else ''}")
         if wrong:
             parts.append(f"wrong shapes {wrong[:10]}")
-        installed = get_registration(entry.kind, entry.name)
+        installed = get_component_info(entry.kind, entry.name)
         raise BundleError(
             f"bundle {directory}: {where} does not fit {entry.kind} '{entry.name}' at {path}: "
             f"{'; '.join(parts)}. The file is damaged, or the installed plugin "
@@ -692,8 +231,10 @@ __all__ = [
     "BundleManifest",
     "ComponentEntry",
     "FileEntry",
+    "PreprocessingChangedWarning",
     "Provenance",
     "check_plugins",
+    "check_preprocessing",
     "load_bundle",
     "model_card",
     "read_manifest",

@@ -172,4 +172,33 @@ def compose_command(base: str, heads: tuple[str, ...], out: Path) -> None:
     click.echo(f"composed {path} with attributes: {attributes}")
 
 
-__all__ = ["compose_command", "models_command", "pull_command", "push_command", "show_command"]
+@click.command("doctor")
+@click.option("--repair", is_flag=True,
+              help="Fix what has one right answer (leftovers, journals, damaged blobs, tags).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def doctor_command(repair: bool, as_json: bool) -> None:
+    """Check the local registry: every blob and revision against its hash, tags, leftovers.
+
+    Exits with status 1 when problems are left (run again with --repair).
+    """
+    from fashion.registry.local import LocalRegistry
+
+    report = LocalRegistry().doctor(repair=repair)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        for finding in report.findings:
+            click.echo(finding.line())
+        click.echo(report.summary())
+    if not report.ok:
+        raise SystemExit(1)
+
+
+__all__ = [
+    "compose_command",
+    "doctor_command",
+    "models_command",
+    "pull_command",
+    "push_command",
+    "show_command",
+]

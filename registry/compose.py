@@ -116,7 +116,8 @@ def compose_bundles(
 
 
 def _manifest_sha(directory: Path) -> str:
-    from fashion.registry.bundle import MANIFEST_NAME, sha256_file
+    from fashion._files import sha256_file
+    from fashion.registry.bundle import MANIFEST_NAME
 
     return sha256_file(directory / MANIFEST_NAME)
 

@@ -12,8 +12,15 @@ Layout::
           .revision.json             id, created, message
 
 A revision id is the first 16 hex digits of the sha256 of the bundle's ``fashion.json`` (which
-lists the sha256 of every other file), so equal bundles get equal ids. A publish stages the
-revision in ``tmp/`` and renames it into place, so a killed publish leaves no partial revision.
+lists the sha256 of every other file), so equal bundles get equal ids, and every read
+(:meth:`LocalRegistry.fetch`, hence loading, ``fashion pull`` and ``fashion show``) checks that
+the revision still hashes to its id and its files to their sha256: an edited or damaged revision
+is refused, never loaded. A publish stages the revision in ``tmp/`` and renames it into place,
+so a killed publish leaves no partial revision; the tag moves it intends are written to a journal
+(``models/<name>/.pending-<revision>.json``) first and replayed by the next writer (or
+``fashion doctor --repair``), so a publish killed after its rename still moves ``latest``. An
+existing blob is re-hashed before it is reused: a damaged one is replaced, never linked into a
+new revision. :meth:`LocalRegistry.doctor` checks all of this for the whole registry.
 """
 
 from __future__ import annotations
@@ -25,11 +32,12 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from fashion.errors import ModelNotFoundError, RegistryError
+from fashion._faults import fault_point
+from fashion.errors import BundleError, ModelNotFoundError, RegistryError
 from fashion.registry.base import ModelSummary, Revision, check_name, check_tag
 from fashion.registry.bundle import MANIFEST_NAME, sha256_file, verify_bundle
 
@@ -74,13 +82,26 @@ class LocalRegistry:
 
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / ".lock", "a+") as handle:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        """The writers' lock; pending tag journals of killed publishes are replayed first.
+
+        An OS error while writing (a read-only ``FASHION_HOME``, a full disk, a name too long
+        for the filesystem) becomes a :class:`RegistryError` naming the registry folder.
+        """
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            with open(self.root / ".lock", "a+") as handle:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+                try:
+                    self._replay_journals()
+                    yield
+                finally:
+                    fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        except OSError as exc:
+            raise RegistryError(
+                f"cannot write to the local registry {self.root}: {exc.strerror or exc}"
+                f"{f' ({exc.filename})' if exc.filename else ''}. Set FASHION_HOME to a writable "
+                "folder with free space."
+            ) from None
 
     # ------------------------------------------------------------------ publish
 
@@ -95,10 +116,15 @@ class LocalRegistry:
         manifest = verify_bundle(bundle_dir)
         files = sorted(manifest.files) + [MANIFEST_NAME]
         revision = sha256_file(bundle_dir / MANIFEST_NAME)[:16]
-        created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        created = datetime.now(UTC).isoformat(timespec="seconds")
         with self._lock():
             self._clear_staging()
             target = self._model_dir(name) / "revisions" / revision
+            stage: Path | None = None
+            if target.is_dir() and self.check_revision(name, revision) is not None:
+                # the same revision, damaged since: set it aside and store it afresh
+                (self.root / "tmp").mkdir(parents=True, exist_ok=True)
+                os.rename(target, self.root / "tmp" / f"damaged-{uuid.uuid4().hex}")
             if not target.is_dir():
                 stage = self.root / "tmp" / uuid.uuid4().hex
                 stage.mkdir(parents=True)
@@ -112,9 +138,15 @@ class LocalRegistry:
                         "sequence": sequence}
                 (stage / _META).write_text(json.dumps(meta, indent=2), encoding="utf-8")
                 target.parent.mkdir(parents=True, exist_ok=True)
-                os.rename(stage, target)
             moved = [LATEST] + ([tag] if tag and tag != LATEST else [])
+            journal = self._journal(name, revision)
+            journal.parent.mkdir(parents=True, exist_ok=True)
+            journal.write_text(json.dumps({t: revision for t in moved}), encoding="utf-8")
+            if stage is not None:
+                os.rename(stage, target)
+            fault_point("push.renamed")
             self._set_tags(name, {t: revision for t in moved})
+            journal.unlink(missing_ok=True)
         return Revision(name=name, id=revision, uri=self._uri(name, revision),
                         tags=self._tags_of(name, revision), created=created, message=message)
 
@@ -125,6 +157,26 @@ class LocalRegistry:
             revision_id = self._resolve(name, revision)
             self._set_tags(name, {tag: revision_id})
         return self._revision(name, revision_id)
+
+    def _journal(self, name: str, revision: str) -> Path:
+        return self._model_dir(name) / f".pending-{revision}.json"
+
+    def _replay_journals(self) -> list[str]:
+        """Finish the tag moves of publishes killed after their rename (lock held)."""
+        done = []
+        models = self.root / "models"
+        for journal in sorted(models.glob("*/.pending-*.json")) if models.is_dir() else []:
+            name = _decode(journal.parent.name)
+            revision = journal.name[len(".pending-"):-len(".json")]
+            try:
+                moves = dict(json.loads(journal.read_text(encoding="utf-8")))
+            except (ValueError, TypeError, UnicodeDecodeError):
+                moves = {}
+            if moves and (journal.parent / "revisions" / revision).is_dir():
+                self._set_tags(name, {str(t): str(r) for t, r in moves.items()})
+                done.append(f"{name}@{revision}: moved {', '.join(sorted(moves))}")
+            journal.unlink(missing_ok=True)
+        return done
 
     def _clear_staging(self) -> None:
         """Remove what killed publishers left behind (only called with the lock held)."""
@@ -140,8 +192,9 @@ class LocalRegistry:
         """Copy ``source`` into ``blobs/`` by content (once) and return the blob path."""
         digest = expected or sha256_file(source)
         blob = self.blobs / digest
-        if blob.is_file():
+        if blob.is_file() and sha256_file(blob) == digest:
             return blob
+        fault_point("push.blob")
         self.blobs.mkdir(parents=True, exist_ok=True)
         temp = self.root / "tmp" / f"blob-{uuid.uuid4().hex}"
         temp.parent.mkdir(parents=True, exist_ok=True)
@@ -152,7 +205,7 @@ class LocalRegistry:
                 f"{source} changed while it was being published; publish the bundle again."
             )
         os.chmod(temp, 0o444)
-        os.replace(temp, blob)
+        os.replace(temp, blob)  # over a damaged blob too: new revisions get a good copy
         return blob
 
     def _tags_path(self, name: str) -> Path:
@@ -162,12 +215,25 @@ class LocalRegistry:
         path = self._tags_path(name)
         if not path.is_file():
             return {}
-        return dict(json.loads(path.read_text(encoding="utf-8")))
+        try:
+            tags = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(tags, dict) or not all(isinstance(v, str) for v in tags.values()):
+                raise ValueError("not an object of tag -> revision")
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise RegistryError(
+                f"{path} is damaged ({exc}); run `fashion doctor --repair` to rebuild the tags."
+            ) from None
+        return {str(k): v for k, v in tags.items()}
 
     def _set_tags(self, name: str, changes: dict[str, str]) -> None:
-        tags = self._read_tags(name)
+        try:
+            tags = self._read_tags(name)
+        except RegistryError:
+            tags = {}  # rebuilt from the moves at hand (doctor restores `latest`)
         tags.update(changes)
         path = self._tags_path(name)
+        for leftover in path.parent.glob(".tags-*.json"):  # from writers killed mid-write
+            leftover.unlink(missing_ok=True)
         temp = path.with_name(f".tags-{uuid.uuid4().hex}.json")
         temp.write_text(json.dumps(tags, indent=2, sort_keys=True), encoding="utf-8")
         os.replace(temp, path)
@@ -212,9 +278,37 @@ class LocalRegistry:
                         tags=self._tags_of(name, revision_id), created=meta.get("created"),
                         message=meta.get("message"))
 
-    def fetch(self, name: str, revision: str | None = None) -> Path:
-        """The folder of a revision (``latest`` by default); it is a loadable bundle."""
-        return self._model_dir(name) / "revisions" / self._resolve(name, revision)
+    def fetch(self, name: str, revision: str | None = None, *, verify: bool = True) -> Path:
+        """The folder of a revision (``latest`` by default), checked against its id (the hash of
+        its ``fashion.json``) and, with ``verify``, every file against its sha256."""
+        revision_id = self._resolve(name, revision)
+        folder = self._model_dir(name) / "revisions" / revision_id
+        problem = self.check_revision(name, revision_id, files=verify)
+        if problem is not None:
+            raise BundleError(
+                f"local://{name}@{revision_id} in the local registry {self.root} is damaged: "
+                f"{problem}. It is refused, not loaded. Run `fashion doctor --repair` to set it "
+                "aside, then publish the bundle again (`fashion push BUNDLE "
+                f"{name}`)."
+            )
+        return folder
+
+    def check_revision(self, name: str, revision_id: str, *, files: bool = True) -> str | None:
+        """Why the revision is damaged, or ``None`` when it hashes to its id (and, with
+        ``files``, every file matches its sha256 in ``fashion.json``)."""
+        folder = self._model_dir(name) / "revisions" / revision_id
+        manifest = folder / MANIFEST_NAME
+        if not manifest.is_file():
+            return f"its {MANIFEST_NAME} is missing"
+        if sha256_file(manifest)[:16] != revision_id:
+            return (f"its {MANIFEST_NAME} was changed after publishing (it no longer hashes to "
+                    "the revision id)")
+        if files:
+            try:
+                verify_bundle(folder)
+            except BundleError as exc:
+                return str(exc).split(". ")[0].replace(f"bundle {folder}: ", "")
+        return None
 
     def list_models(self) -> list[ModelSummary]:
         models = self.root / "models"
@@ -240,8 +334,18 @@ class LocalRegistry:
         return [self._revision(name, i) for i in sorted(ids, key=lambda i: (order[i], i))]
 
     def show(self, name: str, revision: str | None = None) -> dict[str, Any]:
-        path = self.fetch(name, revision) / MANIFEST_NAME
-        return json.loads(path.read_text(encoding="utf-8"))
+        path = self.fetch(name, revision, verify=False) / MANIFEST_NAME
+        return dict(json.loads(path.read_text(encoding="utf-8")))
+
+    def doctor(self, *, repair: bool = False) -> DoctorReport:
+        """Check every blob and revision against its hash, the tags and leftovers of killed
+        writers; with ``repair``, fix what has one right answer (see :mod:`.doctor`)."""
+        from fashion.registry.doctor import run_doctor
+
+        return run_doctor(self, repair=repair)
+
+
+from fashion.registry.doctor import DoctorReport  # noqa: E402  (doctor imports this module lazily)
 
 
 def _link_or_copy(source: Path, target: Path) -> None:

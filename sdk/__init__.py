@@ -18,6 +18,8 @@ from .components import (
     Fusion,
     Head,
     ImageBackbone,
+    ImageBackboneOptions,
+    ImagePreprocessing,
     TextBackbone,
     View,
 )
@@ -32,7 +34,7 @@ from .errors import (
     WeightsNotFoundError,
 )
 from .hookspecs import hookimpl, hookspec
-from .manager import build_component, get_registration, list_components
+from .manager import build_component, get_component_info, list_components
 from .model import FashionModel, Product
 from .spec import AttributeSpec, BackboneSpec, ComponentSpec, ModelSpec
 
@@ -70,6 +72,8 @@ __all__ = [
     "Fusion",
     "Head",
     "ImageBackbone",
+    "ImageBackboneOptions",
+    "ImagePreprocessing",
     "MissingPluginError",
     "ModelSpec",
     "PluginError",
@@ -83,7 +87,7 @@ __all__ = [
     "WeightsNotFoundError",
     "add_attribute",
     "build_component",
-    "get_registration",
+    "get_component_info",
     "hookimpl",
     "hookspec",
     "list_components",

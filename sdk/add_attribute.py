@@ -24,11 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import click
+from pydantic import Field, ValidationError
 from rich.console import Console
-from rich.table import Table
 
+from ._config import StrictModel, explain_validation_error
 from .errors import ConfigError, DataError, GateError
+from .gate import GateReport, gate_report
 from .manifest import iter_manifest, manifest_columns
 from .spec import AttributeSpec, ComponentSpec
 
@@ -41,7 +42,7 @@ console = Console(stderr=True)
 
 def _taxonomy_for(name: str, project_dir: Path | None) -> Any:
     """The team's project taxonomy for ``name``, else the built-in one, else None."""
-    from fashion.heads.taxonomy import PROJECT_FILE, builtin_taxonomies, load_project_taxonomies
+    from fashion.taxonomy import PROJECT_FILE, builtin_taxonomies, load_project_taxonomies
 
     if project_dir is not None and (project_dir / PROJECT_FILE).is_file():
         project = load_project_taxonomies(project_dir / PROJECT_FILE)
@@ -51,7 +52,7 @@ def _taxonomy_for(name: str, project_dir: Path | None) -> Any:
 
 
 def _slug(value: str) -> str:
-    from fashion.heads.taxonomy import normalize_text
+    from fashion.taxonomy import normalize_text
 
     return normalize_text(value).replace(" ", "_")
 
@@ -98,7 +99,7 @@ def scaffold_attribute(
     project_dir: Path,
 ) -> list[Path]:
     """Write the attribute into the project's taxonomy file and a manifest template."""
-    from fashion.heads.taxonomy import PROJECT_FILE, Taxonomy, save_project_taxonomy
+    from fashion.taxonomy import PROJECT_FILE, Taxonomy, save_project_taxonomy
 
     taxonomy = Taxonomy(
         name=name, labels=list(labels), synonyms=dict(synonyms or {}),
@@ -131,89 +132,6 @@ def _read_synonyms(synonyms: str | Path | Mapping[str, str] | None) -> dict[str,
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
         raise ConfigError(f"{synonyms}: synonyms must map vendor words to labels (strings).")
     return dict(data)
-
-
-# ------------------------------------------------------------------------------- gate
-
-
-@dataclass
-class GateRow:
-    attribute: str
-    before: float | None
-    after: float | None
-    delta: float | None
-    passed: bool
-
-
-@dataclass
-class GateReport:
-    """Before/after macro-F1 of every existing attribute, and the new attribute's metrics."""
-
-    attribute: str
-    max_regression: float
-    rows: list[GateRow] = field(default_factory=list)
-    new_metrics: dict[str, Any] | None = None
-    #: components of the base model that training changed; empty: the old attributes' outputs
-    #: are bit-identical (fingerprints verified) and "after" was not evaluated again.
-    changed_components: list[str] | None = None
-
-    @property
-    def unchanged(self) -> bool:
-        return self.changed_components == []
-
-    @property
-    def passed(self) -> bool:
-        return all(row.passed for row in self.rows)
-
-    def table(self) -> Table:
-        table = Table(
-            title=f"no-regression gate (max drop {self.max_regression:.3f} macro-F1)",
-            caption=(
-                "old components bit-identical (fingerprints verified): after = before" if self.unchanged
-                else f"retrained: {', '.join(self.changed_components)}" if self.changed_components else None
-            ),
-        )
-        for column in ("attribute", "before", "after", "delta", "verdict"):
-            table.add_column(column, justify="right" if column != "attribute" else "left")
-        def fmt(value: float | None) -> str:
-            return "-" if value is None else f"{value:.3f}"
-
-        for r in self.rows:
-            verdict = "[green]ok[/]" if r.passed else "[red]REGRESSED[/]"
-            table.add_row(r.attribute, fmt(r.before), fmt(r.after),
-                          "-" if r.delta is None else f"{r.delta:+.3f}", verdict)
-        if self.new_metrics is not None:
-            table.add_row(
-                f"{self.attribute} (new)", "-", f"{self.new_metrics.get('macro_f1', 0.0):.3f}",
-                "-", "[cyan]new[/]",
-            )
-        return table
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "attribute": self.attribute,
-            "max_regression": self.max_regression,
-            "passed": self.passed,
-            "rows": [r.__dict__ for r in self.rows],
-            "new_metrics": self.new_metrics,
-            "changed_components": self.changed_components,
-        }
-
-
-def _gate(
-    before: Any, after: Any, attribute: str, max_regression: float, new_metrics: dict | None
-) -> GateReport:
-    report = GateReport(attribute, max_regression, new_metrics=new_metrics)
-    for name in sorted(before.attributes):
-        if name == attribute:
-            continue
-        b = before.attributes[name].macro_f1
-        a = after.attributes[name].macro_f1 if name in after.attributes else None
-        delta = None if a is None else a - b
-        report.rows.append(
-            GateRow(name, b, a, delta, a is not None and (b - a) <= max_regression + 1e-12)
-        )
-    return report
 
 
 # ------------------------------------------------------------------------------ result
@@ -265,54 +183,105 @@ def _as_configs(paths: Sequence[str | Path], attributes: list[str] | None, tag: 
     ]
 
 
+class AddAttributeConfig(StrictModel):
+    """Every option of :func:`add_attribute` (``fashion add-attribute`` flags have the same names).
+
+    ``data`` absent: scaffold only. ``base`` is required to train.
+    """
+
+    labels: list[str] | None = None
+    synonyms: Path | dict[str, str] | None = None
+    data: list[Path] = Field(default_factory=list)
+    validation: list[Path] = Field(default_factory=list)
+    base: str | None = None
+    head: str = "mlp"
+    head_options: dict[str, Any] = Field(default_factory=dict)
+    strategy: Strategy = "head-only"
+    max_regression: float = Field(0.01, ge=0.0)
+    push: str | None = None
+    registry: Literal["local", "hf"] = "local"
+    out: Path | None = None
+    replay: list[Path] = Field(default_factory=list)
+    gate_data: list[Path] = Field(default_factory=list)
+    epochs: int | None = Field(None, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float | None = Field(None, gt=0.0)
+    seed: int = 0
+    device: str = "auto"
+    project_dir: Path | None = None
+    endpoint: str | None = None
+    token: str | None = None
+    tag: str | None = None
+    progress: bool | None = None
+    work_dir: Path | None = None
+
+    @classmethod
+    def parse(cls, data: Mapping[str, Any]) -> AddAttributeConfig:
+        """Validate options; a bad one raises :class:`ConfigError` naming it."""
+        try:
+            return cls.model_validate(dict(data))
+        except ValidationError as exc:
+            raise ConfigError(
+                f"invalid add-attribute options: {explain_validation_error(exc)}. "
+                f"Accepted options: {', '.join(cls.model_fields)}."
+            ) from None
+
+
 def add_attribute(
-    name: str,
-    *,
-    labels: Sequence[str] | None = None,
-    synonyms: str | Path | Mapping[str, str] | None = None,
-    data: Sequence[str | Path] = (),
-    validation: Sequence[str | Path] = (),
-    base: str | Path | None = None,
-    head: str = "mlp",
-    head_options: Mapping[str, Any] | None = None,
-    strategy: Strategy = "head-only",
-    max_regression: float = 0.01,
-    push: str | None = None,
-    registry: Literal["local", "hf"] = "local",
-    out: str | Path | None = None,
-    replay: Sequence[str | Path] = (),
-    gate_data: Sequence[str | Path] = (),
-    epochs: int | None = None,
-    batch_size: int = 32,
-    lr: float | None = None,
-    seed: int = 0,
-    device: str = "auto",
-    project_dir: str | Path | None = None,
-    endpoint: str | None = None,
-    token: str | None = None,
-    tag: str | None = None,
-    progress: bool | None = None,
-    work_dir: str | Path | None = None,
+    name: str, config: AddAttributeConfig | Mapping[str, Any] | None = None, **options: Any
 ) -> AddAttributeResult:
     """Add attribute ``name`` to a published model; see the module docstring and
-    ``docs/add-attribute.md``. Raises :class:`fashion.errors.GateError` (with ``.report``)
-    when an existing attribute regresses; nothing is published then."""
-    from fashion.heads.taxonomy import normalize_text
+    ``docs/add-attribute.md``. ``config`` (an :class:`AddAttributeConfig` or a mapping) and/or
+    keyword options (its fields, e.g. ``data=[...]``, ``base="local://shop@latest"``) say how.
 
+    Scaffold (no ``data``), or :func:`train_attribute` -> :func:`gate_attribute` ->
+    :func:`publish_attribute`. Raises :class:`fashion.errors.GateError` (with ``.report``) when
+    an existing attribute regresses; nothing is published then.
+    """
+    if isinstance(config, AddAttributeConfig):
+        config = AddAttributeConfig.parse({**config.model_dump(exclude_unset=True), **options}) if options else config
+    else:
+        config = AddAttributeConfig.parse({**dict(config or {}), **options})
     if not name or _slug(name) != name:
         raise ConfigError(f"attribute name {name!r} must be lowercase snake_case, e.g. sleeve_length.")
-    if strategy not in ("head-only", "finetune"):
-        raise ConfigError(f"unknown strategy {strategy!r}; use head-only or finetune.")
-    project = Path(project_dir) if project_dir is not None else Path.cwd()
-    synonym_map = _read_synonyms(synonyms)
+    label_list, synonym_map, label_counts = resolve_labels(name, config)
+    if not config.data:
+        project = config.project_dir if config.project_dir is not None else Path.cwd()
+        written = scaffold_attribute(
+            name, labels=label_list, synonyms=synonym_map, head=config.head, project_dir=project
+        )
+        template = written[-1]
+        next_command = (
+            f"fashion add-attribute {name} --data {template} --base "
+            f"{config.base or 'local://MODEL@latest'}"
+        )
+        return AddAttributeResult(name, label_list, scaffolded=written, next_command=next_command)
+    if config.base is None:
+        raise ConfigError("--base MODEL_URI is required to train (e.g. local://catalog@latest).")
+    run = train_attribute(name, label_list, synonym_map, config)
+    gate = gate_attribute(run, config)
+    result = publish_attribute(run, gate, config)
+    result.label_counts = label_counts
+    return result
+
+
+def resolve_labels(
+    name: str, config: AddAttributeConfig
+) -> tuple[list[str], dict[str, str], dict[str, int] | None]:
+    """The attribute's labels (given, proposed from the data, or its taxonomy's), its synonyms
+    (normalized vendor word -> label) and, when proposed from the data, the label counts."""
+    from fashion.taxonomy import normalize_text
+
+    project = config.project_dir if config.project_dir is not None else Path.cwd()
+    synonym_map = _read_synonyms(config.synonyms)
     taxonomy = _taxonomy_for(name, project)
     label_counts: dict[str, int] | None = None
 
     # 1. labels: given, proposed from the data, or the taxonomy's
-    if labels:
-        label_list = [_slug(label) for label in labels]
-    elif data:
-        label_counts, unmapped = propose_labels(name, data, project_dir=project)
+    if config.labels:
+        label_list = [_slug(label) for label in config.labels]
+    elif config.data:
+        label_counts, unmapped = propose_labels(name, config.data, project_dir=project)
         if unmapped:
             shown = ", ".join(f"{v!r} ({n})" for v, n in list(unmapped.items())[:10])
             raise DataError(
@@ -341,65 +310,39 @@ def add_attribute(
     if bad:
         raise ConfigError(f"synonyms point at labels that are not in {label_list}: {bad}")
 
-    # 2. scaffold only
-    if not data:
-        written = scaffold_attribute(
-            name, labels=label_list, synonyms=synonym_map, head=head, project_dir=project
-        )
-        template = written[-1]
-        next_command = (
-            f"fashion add-attribute {name} --data {template} --base "
-            f"{base or 'local://MODEL@latest'}"
-        )
-        return AddAttributeResult(name, label_list, scaffolded=written, next_command=next_command)
-
-    if base is None:
-        raise ConfigError("--base MODEL_URI is required to train (e.g. local://catalog@latest).")
-    return _train_and_publish(
-        name, label_list, synonym_map, label_counts, data=data, validation=validation, base=base,
-        head=head, head_options=head_options, strategy=strategy, max_regression=max_regression,
-        push=push, registry=registry, out=out, replay=replay, gate_data=gate_data, epochs=epochs,
-        batch_size=batch_size, lr=lr, seed=seed, device=device, endpoint=endpoint, token=token,
-        tag=tag, progress=progress, work_dir=work_dir,
-    )
+    return label_list, synonym_map, label_counts
 
 
-def _train_and_publish(
-    name: str,
-    labels: list[str],
-    synonyms: dict[str, str],
-    label_counts: dict[str, int] | None,
-    *,
-    data: Sequence[str | Path],
-    validation: Sequence[str | Path],
-    base: str | Path,
-    head: str,
-    head_options: Mapping[str, Any] | None,
-    strategy: Strategy,
-    max_regression: float,
-    push: str | None,
-    registry: str,
-    out: str | Path | None,
-    replay: Sequence[str | Path],
-    gate_data: Sequence[str | Path],
-    epochs: int | None,
-    batch_size: int,
-    lr: float | None,
-    seed: int,
-    device: str,
-    endpoint: str | None,
-    token: str | None,
-    tag: str | None,
-    progress: bool | None,
-    work_dir: str | Path | None,
-) -> AddAttributeResult:
-    from fashion.registry import load_bundle, save_bundle
+@dataclass
+class AttributeRun:
+    """A trained candidate: the base bundle, the extended model and what the gate needs."""
+
+    name: str
+    labels: list[str]
+    base_bundle: Any
+    model: Any
+    provenance: dict[str, Any]
+    before: Any  # EvaluationReport of the old attributes on the gate data, before training
+    gate_sets: list[Any]
+    base_prints: dict[str, str]
+    result: Any  # TrainResult
+    train_config: Any  # TrainConfig
+    run_dir: Path
+    after: Any = None  # EvaluationReport after training (set by gate_attribute)
+
+
+def train_attribute(
+    name: str, labels: list[str], synonyms: dict[str, str], config: AddAttributeConfig
+) -> AttributeRun:
+    """Load the base, score its attributes on the gate data, add the head and train it."""
+    from fashion.registry import load_bundle
     from fashion.training import OptimizerConfig, TrainConfig, Trainer, evaluate
 
-    hub_options = {"endpoint": endpoint, "token": token} if str(base).startswith("hf://") else {}
+    assert config.base is not None
+    base = config.base
+    hub_options = {"endpoint": config.endpoint, "token": config.token} if str(base).startswith("hf://") else {}
     base_bundle = load_bundle(base, **hub_options)
     model = base_bundle.model
-    manifest = base_bundle.manifest
     if name in model.spec.attributes:
         raise ConfigError(
             f"the base model already predicts {name!r}; choose a new attribute name."
@@ -407,9 +350,9 @@ def _train_and_publish(
     old_attributes = list(model.spec.attributes)
 
     # gate data: given, else the base model's recorded validation sets
-    provenance = manifest.provenance.model_dump()
-    if gate_data:
-        gate_sets = _as_configs(gate_data, None, "gate")
+    provenance = base_bundle.manifest.provenance.model_dump()
+    if config.gate_data:
+        gate_sets = _as_configs(config.gate_data, None, "gate")
     else:
         gate_sets = _dataset_configs(provenance.get("validation") or [], "validation")
     if not gate_sets:
@@ -420,100 +363,115 @@ def _train_and_publish(
     base_prints = model.component_fingerprints()
 
     spec = AttributeSpec(
-        labels=labels, head=ComponentSpec(name=head, options=dict(head_options or {})),
+        labels=labels, head=ComponentSpec(name=config.head, options=dict(config.head_options)),
         synonyms=synonyms,
     )
     model.add_attribute(name, spec)
     model.train()
 
-    train_sets = _as_configs(data, [name], "new")
-    val_sets = _as_configs(validation, [name], "new-val") if validation else None
-    if strategy == "head-only":
+    train_sets = _as_configs(config.data, [name], "new")
+    val_sets = _as_configs(config.validation, [name], "new-val") if config.validation else None
+    lr = config.lr
+    if config.strategy == "head-only":
         freeze = ["croppers", "backbones", "fusion"] + [f"heads/{a}" for a in old_attributes]
         default_epochs, lr_head, lr_backbone = 30, lr or 3e-3, 0.0
     else:
         freeze = []
         replayed = (
-            _as_configs(replay, None, "replay") if replay
+            _as_configs(config.replay, None, "replay") if config.replay
             else _dataset_configs(provenance.get("datasets") or [], "training")
         )
         train_sets = train_sets + replayed
         default_epochs, lr_head, lr_backbone = 5, lr or 1e-3, (lr or 1e-3) * 0.1
-    run_dir = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix=f"fashion-add-{name}-"))
-    config = TrainConfig(
+    run_dir = config.work_dir or Path(tempfile.mkdtemp(prefix=f"fashion-add-{name}-"))
+    train_config = TrainConfig(
         datasets=train_sets,
         validation=val_sets,
-        epochs=epochs or default_epochs,
-        batch_size=batch_size,
+        epochs=config.epochs or default_epochs,
+        batch_size=config.batch_size,
         freeze=freeze,
-        seed=seed,
-        device=device,
+        seed=config.seed,
+        device=config.device,
         optimizer=OptimizerConfig(lr_head=lr_head, lr_backbone=lr_backbone),
         output_dir=run_dir / "train",
         cache_dir=run_dir / "cache",
         save_bundle=False,
         on_unknown_label="error",
-        progress=progress,
+        progress=config.progress,
         pretrained=False,
     )
-    result = Trainer(model, config).fit()
+    result = Trainer(model, train_config).fit()
     model.eval()
+    return AttributeRun(
+        name, labels, base_bundle, model, provenance, before, gate_sets, base_prints, result,
+        train_config, run_dir,
+    )
+
+
+def gate_attribute(run: AttributeRun, config: AddAttributeConfig) -> GateReport:
+    """Compare every old attribute before and after; raise :class:`GateError` on a regression."""
+    from fashion.training import evaluate
+
     # Every old attribute's prediction is a function of the old components alone. When training
     # left all of them bit-identical (head-only), "after" equals "before" by construction and
     # the gate does not run the backbones over the gate data a second time.
-    changed = sorted(p for p, fp in model.component_fingerprints().items() if p in base_prints and base_prints[p] != fp)
-    after = before if not changed else evaluate(model, gate_sets, on_unknown_label="skip")
-    new_report = result.evaluation
+    prints = run.model.component_fingerprints()
+    changed = sorted(p for p, fp in prints.items() if p in run.base_prints and run.base_prints[p] != fp)
+    run.after = run.before if not changed else evaluate(run.model, run.gate_sets, on_unknown_label="skip")
+    new_report = run.result.evaluation
+    name = run.name
     new_metrics = new_report.attributes[name].to_dict() if new_report and name in new_report.attributes else None
-    gate = _gate(before, after, name, max_regression, new_metrics)
+    gate = gate_report(run.before, run.after, name, config.max_regression, new_metrics)
     gate.changed_components = changed
     if not gate.passed:
         failed = ", ".join(f"{r.attribute} {r.before:.3f}->{r.after or 0:.3f}" for r in gate.rows if not r.passed)
         raise GateError(
-            f"the new revision would regress {failed} (more than {max_regression:.3f} macro-F1); "
+            f"the new revision would regress {failed} (more than {config.max_regression:.3f} macro-F1); "
             "nothing was published. Use --strategy head-only, lower the learning rate, replay "
             "more of the base data, or raise --max-regression if the drop is acceptable.",
             report=gate,
         )
+    return gate
 
-    # 4. publish: a new bundle whose unchanged component files are reused from the base
-    out_dir = Path(out) if out else run_dir / "bundle"
+
+def publish_attribute(run: AttributeRun, gate: GateReport, config: AddAttributeConfig) -> AddAttributeResult:
+    """Write the new bundle (unchanged component files reused from the base) and push it."""
+    from fashion.registry import save_bundle
+
+    name, manifest = run.name, run.base_bundle.manifest
+    out_dir = config.out or run.run_dir / "bundle"
     metrics = {a: dict(m) for a, m in manifest.metrics.items()}
-    for attribute, m in after.attributes.items():
+    for attribute, m in run.after.attributes.items():
         metrics[attribute] = m.to_dict()
-    if new_metrics is not None:
-        metrics[name] = new_metrics
+    if gate.new_metrics is not None:
+        metrics[name] = gate.new_metrics
     plots: dict[str, Path] = {}
+    new_report = run.result.evaluation
     if new_report is not None:
-        plot_dir = run_dir / "plots"
-        plots[name] = new_report.plot_confusion(name, plot_dir / f"confusion_{name}.png")
-    parent = _pinned_uri(base_bundle)
-    new_provenance = dict(provenance)
-    new_provenance["datasets"] = list(provenance.get("datasets") or []) + [
-        d for d in result_provenance(result) if name in (d.get("attributes") or [])
+        plots[name] = new_report.plot_confusion(name, run.run_dir / "plots" / f"confusion_{name}.png")
+    parent = _pinned_uri(run.base_bundle)
+    new_provenance = dict(run.provenance)
+    new_provenance["datasets"] = list(run.provenance.get("datasets") or []) + [
+        d for d in result_provenance(run.result) if name in (d.get("attributes") or [])
     ]
     new_provenance["parent"] = parent
-    new_provenance["added_attribute"] = {"name": name, "strategy": strategy,
-                                         "gate": gate.to_dict()}
+    new_provenance["added_attribute"] = {"name": name, "strategy": config.strategy, "gate": gate.to_dict()}
     if out_dir.exists():
         shutil.rmtree(out_dir)
     bundle_path = save_bundle(
-        model, out_dir, metrics=metrics, provenance=new_provenance,
-        training_config=config.model_dump(mode="json"), parent=parent, plots=plots,
-        reuse_from=base_bundle.path,
+        run.model, out_dir, metrics=metrics, provenance=new_provenance,
+        training_config=run.train_config.model_dump(mode="json"), parent=parent, plots=plots,
+        reuse_from=run.base_bundle.path,
     )
     revision = None
-    if push:
+    if config.push:
         from fashion.registry import get_registry
 
-        options = {"endpoint": endpoint, "token": token} if registry == "hf" else {}
-        revision = get_registry(registry, **options).publish(
-            bundle_path, push, tag=tag, message=f"add attribute {name} ({strategy})"
+        options = {"endpoint": config.endpoint, "token": config.token} if config.registry == "hf" else {}
+        revision = get_registry(config.registry, **options).publish(
+            bundle_path, config.push, tag=config.tag, message=f"add attribute {name} ({config.strategy})"
         )
-    return AddAttributeResult(
-        name, labels, label_counts=label_counts, bundle_path=bundle_path, gate=gate,
-        revision=revision,
-    )
+    return AddAttributeResult(name, run.labels, bundle_path=bundle_path, gate=gate, revision=revision)
 
 
 def _pinned_uri(bundle: Any) -> str:
@@ -543,92 +501,3 @@ def result_provenance(result: Any) -> list[dict[str, Any]]:
          "attributes": list(r.attributes)}
         for r in result.data_reports
     ]
-
-
-def _split_labels(_: click.Context, __: click.Parameter, value: str | None) -> list[str] | None:
-    if value is None:
-        return None
-    labels = [v.strip() for v in value.split(",") if v.strip()]
-    if len(labels) < 2:
-        raise click.BadParameter("give at least two comma-separated labels, e.g. short,long")
-    return labels
-
-
-@click.command("add-attribute")
-@click.argument("name")
-@click.option("--labels", callback=_split_labels, help="Comma-separated labels (default: from the data or taxonomy).")
-@click.option("--synonyms", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="JSON/TOML/YAML file mapping vendor words to labels.")
-@click.option("--data", multiple=True, type=click.Path(exists=True, path_type=Path),
-              help="Manifest(s) labeling NAME (repeatable). Without it: scaffold only.")
-@click.option("--validation", multiple=True, type=click.Path(exists=True, path_type=Path),
-              help="Validation manifest(s) for NAME (default: split from --data).")
-@click.option("--base", help="The published model to extend: local://name@rev, hf://org/name@rev or a folder.")
-@click.option("--head", default="mlp", show_default=True, help="Head plugin for the new attribute.")
-@click.option("--strategy", type=click.Choice(["head-only", "finetune"]), default="head-only", show_default=True)
-@click.option("--max-regression", type=float, default=0.01, show_default=True,
-              help="Largest allowed macro-F1 drop of any existing attribute.")
-@click.option("--push", metavar="REPO", help="Publish the new revision as REPO.")
-@click.option("--registry", type=click.Choice(["local", "hf"]), default="local", show_default=True)
-@click.option("--tag", help="Tag the published revision.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Write the new bundle here.")
-@click.option("--replay", multiple=True, type=click.Path(exists=True, path_type=Path),
-              help="finetune: base datasets to replay (default: from the base's provenance).")
-@click.option("--gate-data", multiple=True, type=click.Path(exists=True, path_type=Path),
-              help="Validation data of the existing attributes (default: from the base's provenance).")
-@click.option("--epochs", type=int, help="Training epochs (default: 30 head-only, 5 finetune).")
-@click.option("--batch-size", type=int, default=32, show_default=True)
-@click.option("--lr", type=float, help="Learning rate of the new head.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", default="auto", show_default=True)
-@click.option("--project-dir", type=click.Path(file_okay=False, path_type=Path), default=".",
-              show_default=True, help="Where the team's attribute file lives.")
-@click.option("--endpoint", help="Hub endpoint (hf registry).")
-@click.option("--json", "as_json", is_flag=True, help="Print the gate report as JSON.")
-def add_attribute_command(
-    name: str, labels: list[str] | None, synonyms: Path | None, data: tuple[Path, ...],
-    validation: tuple[Path, ...], base: str | None, head: str, strategy: Strategy,
-    max_regression: float, push: str | None, registry: str, tag: str | None, out: Path | None,
-    replay: tuple[Path, ...], gate_data: tuple[Path, ...], epochs: int | None, batch_size: int,
-    lr: float | None, seed: int, device: str, project_dir: Path, endpoint: str | None,
-    as_json: bool,
-) -> None:
-    """Add attribute NAME: scaffold -> train -> no-regression gate -> publish.
-
-    Without --data it writes NAME into the team's attribute file and a manifest template, and
-    prints the next command. With --data and --base it trains the new head (head-only by
-    default: everything else frozen, on cached features), checks that no existing attribute
-    regresses, and publishes a new revision whose parent is the base.
-    """
-    import json
-
-    out_console = Console()
-    try:
-        result = add_attribute(
-            name, labels=labels, synonyms=synonyms, data=data, validation=validation, base=base,
-            head=head, strategy=strategy, max_regression=max_regression, push=push,
-            registry=registry, out=out, replay=replay, gate_data=gate_data, epochs=epochs,
-            batch_size=batch_size, lr=lr, seed=seed, device=device, project_dir=project_dir,
-            endpoint=endpoint, tag=tag,
-        )
-    except GateError as exc:
-        if exc.report is not None:
-            out_console.print(exc.report.table())
-        raise
-    if result.scaffolded:
-        for path in result.scaffolded:
-            out_console.print(f"wrote {path}")
-        out_console.print(f"labels: {', '.join(result.labels)}")
-        out_console.print(f"next: fill the manifest, then run\n  {result.next_command}")
-        return
-    if result.label_counts:
-        counts = ", ".join(f"{k} ({v})" for k, v in result.label_counts.items())
-        out_console.print(f"labels proposed from the data: {counts}")
-    assert result.gate is not None
-    if as_json:
-        click.echo(json.dumps(result.gate.to_dict(), indent=2, default=str))
-    else:
-        out_console.print(result.gate.table())
-    out_console.print(f"bundle: {result.bundle_path}")
-    if result.revision is not None:
-        out_console.print(f"published: {result.revision.uri}")

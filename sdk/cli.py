@@ -37,7 +37,7 @@ def cli() -> None:
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (with options schemas).")
 @click.option(
-    "--kind", type=click.Choice(["backbone", "cropper", "fusion", "head"]), help="Only this kind."
+    "--kind", type=click.Choice(["backbone", "cropper", "fusion", "head", "loss", "sampler"]), help="Only this kind."
 )
 def plugins(as_json: bool, kind: str | None) -> None:
     """List registered components: name, kind, distribution, version."""
@@ -95,10 +95,10 @@ _COMMAND_MODULES = (
     "fashion.registry.cli:models_command",
     "fashion.registry.cli:show_command",
     "fashion.registry.cli:compose_command",
+    "fashion.registry.cli:doctor_command",
     "fashion.predictor:predict_command",
-    "fashion.add_attribute:add_attribute_command",
+    "fashion.add_attribute_cli:add_attribute_command",
     "fashion.demo:demo_command",
-    "fashion.plugins.box:train_detector_command",
 )
 
 

@@ -5,9 +5,20 @@ the specs below. Plugins are found through the ``fashion`` entry-point group of 
 distributions, and the built-in ones register through the very same hooks.
 
 Each ``register_*`` hook receives a host-owned ``register`` callback. The host validates every
-registration, refuses a duplicate name with an error naming both distributions, and records
-which distribution registered what. Every implementation is called (none stops the call early)
-and the order in which plugins are called carries no meaning.
+registration (required methods implemented, options model, name), refuses a duplicate name with
+an error naming both distributions, and records which distribution registered what. Every
+implementation is called (none stops the call early) and the order in which plugins are called
+carries no meaning.
+
+When hooks run:
+
+- ``register_*`` component hooks run when the component table is first needed (the first
+  ``list_components``, ``get_component_info`` or ``build_component`` of the process, e.g. when a
+  model is built or a bundle loaded), not at import. They run again, every implementation,
+  whenever the set of plugins changes (``register_plugin`` / ``unregister_plugin``), so an
+  implementation must only call ``register`` and keep no state of its own.
+- ``register_commands`` runs once per process, when ``fashion.cli`` is imported (the ``fashion``
+  command builds its command group then), for every plugin loaded at that moment.
 """
 
 from __future__ import annotations
@@ -36,16 +47,19 @@ class Register(Protocol):
 def register_backbones(register: Register) -> None:
     """Register feature extractors (:class:`fashion.Backbone` subclasses).
 
-    Called once per plugin; all implementations run. Example::
+    Required: ``forward`` (and ``preprocess`` for text backbones) and ``output_dim`` set in
+    ``__init__``; ``build_component`` runs two probe inputs through a new backbone and refuses it
+    when the width differs from ``output_dim``.
 
-        from fashion import hookimpl, ImageBackbone, ComponentOptions
+    Runs when the component table is (re)built; see the module docstring. Example::
 
-        class TinyOptions(ComponentOptions):
+        from fashion import hookimpl, ImageBackbone, ImageBackboneOptions
+
+        class TinyOptions(ImageBackboneOptions):  # carries the pixel normalization
             width: int = 8
 
-        class Tiny(ImageBackbone):
+        class Tiny(ImageBackbone[TinyOptions]):  # sets Options and types self.options
             name = "tiny"
-            Options = TinyOptions
 
             def __init__(self, options=None, *, assets=None, pretrained=True):
                 super().__init__(options)
@@ -65,7 +79,7 @@ def register_backbones(register: Register) -> None:
 def register_heads(register: Register) -> None:
     """Register attribute heads (:class:`fashion.Head` subclasses): vector -> logits.
 
-    Called once per plugin; all implementations run. Example::
+    Runs when the component table is (re)built; see the module docstring. Example::
 
         from fashion import hookimpl, Head
 
@@ -89,7 +103,7 @@ def register_heads(register: Register) -> None:
 def register_croppers(register: Register) -> None:
     """Register croppers (:class:`fashion.Cropper` subclasses): PIL image -> views.
 
-    Called once per plugin; all implementations run. Example::
+    Runs when the component table is (re)built; see the module docstring. Example::
 
         from fashion import hookimpl, Cropper, View
 
@@ -110,7 +124,7 @@ def register_croppers(register: Register) -> None:
 def register_fusions(register: Register) -> None:
     """Register fusions (:class:`fashion.Fusion` subclasses): named features -> one vector.
 
-    Called once per plugin; all implementations run. Example::
+    Runs when the component table is (re)built; see the module docstring. Example::
 
         from fashion import hookimpl, Fusion
 
@@ -135,10 +149,58 @@ def register_fusions(register: Register) -> None:
 
 
 @hookspec
+def register_samplers(register: Register) -> None:
+    """Register batch samplers (:class:`fashion.training.Sampler` subclasses) for training.
+
+    A sampler turns dataset sizes into an epoch's schedule of steps; ``TrainConfig.sampler``
+    names one. All implementations run, when the plugin manager first collects components.
+    Example::
+
+        from fashion import hookimpl
+        from fashion.training import Sampler
+
+        class Sequential(Sampler):
+            name = "sequential"
+
+            def schedule(self, sizes, batch_size, *, epoch, seed):
+                return [((d, list(range(i, min(i + batch_size, n)))),)
+                        for d, n in enumerate(sizes) for i in range(0, n, batch_size)]
+
+        @hookimpl
+        def register_samplers(register):
+            register(Sequential)
+    """
+
+
+@hookspec
+def register_losses(register: Register) -> None:
+    """Register loss combinations (:class:`fashion.training.LossCombiner` subclasses).
+
+    A combination turns a step's per-attribute losses into one loss; ``TrainConfig.loss`` names
+    one. All implementations run, when the plugin manager first collects components. Example::
+
+        import torch
+        from fashion import hookimpl
+        from fashion.training import LossCombiner
+
+        class Max(LossCombiner):
+            name = "max"
+
+            def forward(self, losses):
+                return torch.stack(list(losses.values())).max()
+
+        @hookimpl
+        def register_losses(register):
+            register(Max)
+    """
+
+
+@hookspec
 def register_commands(cli: click.Group) -> None:
     """Add commands to the ``fashion`` CLI.
 
-    Called once per plugin when the CLI is built; all implementations run. Example::
+    Runs once per process when ``fashion.cli`` is imported; every implementation runs. The
+    built-in ``box`` cropper adds ``fashion train-detector`` this way. Example::
 
         import click
         from fashion import hookimpl
@@ -157,5 +219,7 @@ HOOKS = (
     "register_heads",
     "register_croppers",
     "register_fusions",
+    "register_samplers",
+    "register_losses",
     "register_commands",
 )

@@ -24,8 +24,11 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
+from ._contract import check_built, check_class
 from .components import Backbone, Component, ComponentOptions, Cropper, Fusion, Head
 from .errors import DuplicateComponentError, PluginError, UnknownComponentError
+from .training.losses import LossCombiner
+from .training.samplers import Sampler
 
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "fashion.plugins.resnet",
@@ -37,21 +40,25 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "fashion.heads.linear",
     "fashion.heads.mlp",
     "fashion.heads.multilabel",
+    "fashion.training.builtins",
 )
 
 ENTRY_POINT_GROUP = "fashion"
-KINDS: dict[str, tuple[str, type[Component]]] = {
+KINDS: dict[str, tuple[str, type[Any]]] = {
     "backbone": ("register_backbones", Backbone),
     "head": ("register_heads", Head),
     "cropper": ("register_croppers", Cropper),
     "fusion": ("register_fusions", Fusion),
+    "sampler": ("register_samplers", Sampler),
+    "loss": ("register_losses", LossCombiner),
 }
+_CHECKED_KINDS = ("backbone", "fusion", "head")  # output_dim checked when built
 _NAME = re.compile(r"^[a-z][a-z0-9_.\-]*$")
 _SDK_DISTRIBUTION = "fashion-sdk"
 
 
 @dataclass(frozen=True)
-class Registration:
+class ComponentInfo:
     """One registered component and where it came from."""
 
     kind: str
@@ -75,7 +82,7 @@ class Registration:
 
 _lock = threading.RLock()
 _pm: pluggy.PluginManager | None = None
-_cache: tuple[tuple[int, ...], dict[str, dict[str, Registration]]] | None = None
+_cache: tuple[tuple[int, ...], dict[str, dict[str, ComponentInfo]]] | None = None
 _entry_point_dists: dict[str, tuple[str | None, str | None]] = {}
 
 
@@ -160,8 +167,8 @@ def _distribution_of(plugin_name: str, plugin: object) -> tuple[str | None, str 
     return None, None
 
 
-def _collect(pm: pluggy.PluginManager) -> dict[str, dict[str, Registration]]:
-    table: dict[str, dict[str, Registration]] = {kind: {} for kind in KINDS}
+def _collect(pm: pluggy.PluginManager) -> dict[str, dict[str, ComponentInfo]]:
+    table: dict[str, dict[str, ComponentInfo]] = {kind: {} for kind in KINDS}
     for kind, (hook_name, base) in KINDS.items():
         for impl in getattr(pm.hook, hook_name).get_hookimpls():
             dist, version = _distribution_of(impl.plugin_name, impl.plugin)
@@ -188,6 +195,7 @@ def _collect(pm: pluggy.PluginManager) -> dict[str, dict[str, Registration]]:
                         f"{who} registered a {_kind} with invalid name {name!r}: use lowercase "
                         "letters, digits, '_', '-' or '.', starting with a letter."
                     )
+                check_class(component, _kind, name, who)
                 options = component.Options
                 if not (isinstance(options, type) and issubclass(options, ComponentOptions)):
                     raise PluginError(
@@ -201,7 +209,7 @@ def _collect(pm: pluggy.PluginManager) -> dict[str, dict[str, Registration]]:
                         f"Uninstall one of them (`fashion uninstall <distribution>`) or set "
                         "FASHION_LOAD_PLUGINS to the ones you want."
                     )
-                table[_kind][name] = Registration(_kind, name, component, _plugin, _dist, _version)
+                table[_kind][name] = ComponentInfo(_kind, name, component, _plugin, _dist, _version)
 
             try:
                 impl.function(register=register)
@@ -214,7 +222,7 @@ def _collect(pm: pluggy.PluginManager) -> dict[str, dict[str, Registration]]:
     return table
 
 
-def registrations(kind: str | None = None) -> dict[str, dict[str, Registration]]:
+def component_table(kind: str | None = None) -> dict[str, dict[str, ComponentInfo]]:
     """Every registered component, by kind then name (recomputed when plugins change)."""
     global _cache
     pm = get_plugin_manager()
@@ -234,8 +242,8 @@ def _check_kind(kind: str) -> None:
         raise UnknownComponentError(f"unknown component kind {kind!r}; kinds: {', '.join(KINDS)}")
 
 
-def get_registration(kind: str, name: str) -> Registration:
-    table = registrations(kind)[kind]
+def get_component_info(kind: str, name: str) -> ComponentInfo:
+    table = component_table(kind)[kind]
     if name not in table:
         known = ", ".join(sorted(table)) or "none"
         raise UnknownComponentError(
@@ -245,9 +253,9 @@ def get_registration(kind: str, name: str) -> Registration:
     return table[name]
 
 
-def list_components(kind: str | None = None) -> list[Registration]:
-    """All registrations, sorted by kind and name."""
-    table = registrations(kind)
+def list_components(kind: str | None = None) -> list[ComponentInfo]:
+    """Every registered component's :class:`ComponentInfo`, sorted by kind and name."""
+    table = component_table(kind)
     return [table[k][n] for k in sorted(table) for n in sorted(table[k])]
 
 
@@ -255,7 +263,10 @@ def build_component(
     kind: str, name: str, options: ComponentOptions | Mapping[str, Any] | None = None, **kwargs: Any
 ) -> Any:
     """Build the ``kind`` component registered as ``name`` with ``options`` (validated)."""
-    registration = get_registration(kind, name)
-    component = registration.cls(options, **kwargs)
+    info = get_component_info(kind, name)
+    component = info.cls(options, **kwargs)
     component.component_name = name
+    if kind in _CHECKED_KINDS:
+        who = f"plugin '{info.plugin}' ({info.distribution or 'not installed as a distribution'})"
+        check_built(component, kind, name, who)
     return component

@@ -3,7 +3,8 @@
 The work is split so each part can run where it belongs:
 
 - :meth:`FashionModel.prepare` (CPU, picklable, safe in DataLoader workers): decode images,
-  cut views, preprocess pixels, clean and tokenize text.
+  cut views, preprocess pixels, clean and tokenize text. The input layer (products, image
+  loading, the thread pool, batches, input names) is :mod:`fashion.inputs`.
 - :meth:`FashionModel.encode`: backbones -> per-input features ``(B, D)`` and presence masks.
   This is what the feature cache stores when backbones are frozen.
 - :meth:`FashionModel.head_logits`: fusion + heads, from features.
@@ -14,9 +15,7 @@ False mask, and fusions ignore them.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,167 +23,10 @@ import torch
 from torch import Tensor, nn
 
 from .components import AttributePrediction, Backbone, Fusion, Head
-from .errors import ConfigError, DataError
+from .errors import ConfigError
+from .inputs import TEXT_FIELDS, Batch, InputName, Product, ProductError, prepare_batch
 from .manager import build_component
 from .spec import AttributeSpec, ModelSpec
-
-TEXT_FIELDS = ("title", "description", "brand")
-
-
-@dataclass
-class Product:
-    """One product listing. Images are paths, bytes or PIL images; any field may be missing."""
-
-    id: str | None = None
-    images: list[Any] = field(default_factory=list)
-    title: str | None = None
-    description: str | None = None
-    brand: str | None = None
-
-    @classmethod
-    def coerce(cls, value: Product | Mapping[str, Any]) -> Product:
-        if isinstance(value, Product):
-            return value
-        if not isinstance(value, Mapping):
-            raise DataError(
-                f"a product must be a fashion.Product or a mapping, got {type(value).__name__}"
-            )
-        unknown = set(value) - {"id", "images", "image", "title", "description", "brand"}
-        if unknown:
-            raise DataError(
-                f"product {value.get('id')!r} has unknown fields {sorted(unknown)}; "
-                "use id, images, title, description, brand."
-            )
-        images = value.get("images", value.get("image")) or []
-        if isinstance(images, (str, Path, bytes)) or hasattr(images, "convert"):
-            images = [images]
-        return cls(
-            id=None if value.get("id") is None else str(value["id"]),
-            images=list(images),
-            title=value.get("title"),
-            description=value.get("description"),
-            brand=value.get("brand"),
-        )
-
-    def text_fields(self) -> dict[str, str]:
-        return {
-            name: getattr(self, name)
-            for name in TEXT_FIELDS
-            if isinstance(getattr(self, name), str) and getattr(self, name).strip()
-        }
-
-
-def to_rgb(image: Any, background: tuple[int, int, int] = (255, 255, 255)) -> Any:
-    """A PIL ``image`` as RGB (itself when it already is); transparent pixels are composited
-    onto ``background`` (white, as on a product-on-white shot) rather than turning black."""
-    from PIL import Image
-
-    if image.mode == "RGB":
-        return image
-    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-        rgba = image.convert("RGBA")
-        canvas = Image.new("RGBA", rgba.size, (*background, 255))
-        return Image.alpha_composite(canvas, rgba).convert("RGB")
-    return image.convert("RGB")
-
-
-def load_image(source: Any, *, where: str = "image") -> Any:
-    """Open a path, bytes or PIL image as RGB, with an error naming the source on failure.
-
-    A PIL image already in RGB is returned as is (not copied); transparency becomes white.
-    """
-    from PIL import Image, UnidentifiedImageError
-
-    if hasattr(source, "convert"):
-        return to_rgb(source)
-    try:
-        if isinstance(source, (bytes, bytearray)):
-            if not source:
-                raise DataError(f"{where}: the image bytes are empty")
-            image = Image.open(io.BytesIO(source))
-        else:
-            path = Path(source)
-            if not path.is_file():
-                raise DataError(f"{where}: image file {path} does not exist")
-            if path.stat().st_size == 0:
-                raise DataError(f"{where}: image file {path} is empty (0 bytes)")
-            image = Image.open(path)
-        image.load()
-        return to_rgb(image)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        if isinstance(exc, DataError):
-            raise
-        raise DataError(f"{where}: cannot decode image {str(source)[:200]}: {exc}") from None
-
-
-_POOL: tuple[int, Any] | None = None  # (pid, ThreadPoolExecutor): a forked child makes its own
-
-
-def _crop_pool() -> Any:
-    """The thread pool :meth:`FashionModel.prepare` cuts images in; ``None`` for no threads.
-
-    ``FASHION_PREPARE_THREADS`` sets its size (default: up to 4, one per available core; ``1``
-    turns it off). Inside DataLoader workers the images are cut in the worker itself: the
-    workers already run in parallel.
-    """
-    global _POOL
-    import os
-
-    from torch.utils.data import get_worker_info
-
-    if get_worker_info() is not None:
-        return None
-    setting = os.environ.get("FASHION_PREPARE_THREADS", "").strip()
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    try:
-        threads = int(setting) if setting else min(4, cores)
-    except ValueError:
-        raise ConfigError(
-            f"FASHION_PREPARE_THREADS={setting!r} is not a whole number; set it to e.g. 1 or 4."
-        ) from None
-    if threads <= 1:
-        return None
-    if _POOL is None or _POOL[0] != os.getpid() or _POOL[1]._max_workers != threads:
-        from concurrent.futures import ThreadPoolExecutor
-
-        if _POOL is not None and _POOL[0] == os.getpid():
-            _POOL[1].shutdown(wait=False)
-        _POOL = (os.getpid(), ThreadPoolExecutor(threads, thread_name_prefix="fashion-prepare"))
-    return _POOL[1]
-
-
-class ProductError(DataError):
-    """A product in a batch could not be prepared; ``row`` is its index in the batch."""
-
-    def __init__(self, message: str, row: int, product_id: str | None) -> None:
-        super().__init__(message)
-        self.row = row
-        self.product_id = product_id
-
-
-@dataclass
-class Batch:
-    """Preprocessed inputs. ``inputs[name] = (payload, owner)``: owner maps payload rows to products."""
-
-    size: int
-    inputs: dict[str, tuple[Any, Tensor]]
-    notes: list[list[str]]
-    ids: list[str | None]
-
-    def to(self, device: torch.device | str) -> Batch:
-        def move(x: Any) -> Any:
-            if isinstance(x, Tensor):
-                return x.to(device, non_blocking=True)
-            if isinstance(x, Mapping):
-                return {k: move(v) for k, v in x.items()}
-            return x
-
-        return Batch(
-            self.size,
-            {k: (move(p), o.to(device)) for k, (p, o) in self.inputs.items()},
-            self.notes,
-            self.ids,
-        )
 
 
 class LateAttribute(nn.Module):
@@ -247,7 +89,7 @@ class FashionModel(nn.Module):
                 raise ConfigError(f"text backbone {key!r} ({s.name}) cannot read image views.")
             self.backbones[key] = backbone
         self.input_dims = {
-            name: self.backbones[name.split(":")[0]].output_dim for name in self.spec.input_names()
+            name: self.backbones[InputName.parse(name).backbone].output_dim for name in self.spec.input_names()
         }
         self.fusion: Fusion = build_component(
             "fusion", self.spec.fusion.name, self.spec.fusion.options, input_dims=self.input_dims
@@ -303,43 +145,7 @@ class FashionModel(nn.Module):
 
     def prepare(self, products: Sequence[Product | Mapping[str, Any]]) -> Batch:
         """Decode, crop and preprocess a list of products (CPU; raises ProductError per row)."""
-        items = [Product.coerce(p) for p in products]
-        notes: list[list[str]] = [[] for _ in items]
-        views: dict[str, list[Any]] = {view: [] for view in self.croppers}
-        owners: dict[str, list[int]] = {view: [] for view in self.croppers}
-        jobs = [(row, k, source) for row, product in enumerate(items) for k, source in enumerate(product.images)]
-
-        def cut(job: tuple[int, int, Any]) -> tuple[int, list[tuple[str, Any]]]:
-            row, k, source = job
-            product = items[row]
-            try:
-                image = load_image(source, where=f"product {product.id or row} image {k}")
-            except DataError as exc:
-                raise ProductError(str(exc), row, product.id) from None
-            return row, [(view, c) for view, cropper in self.croppers.items() for c in cropper.crop(image)]
-
-        # Decoding and resizing release the GIL: a batch's images are cut in a few threads.
-        # Results come back in order, so the first bad image raises, as in a plain loop.
-        pool = _crop_pool() if len(jobs) > 1 else None
-        for row, cuts in (pool.map(cut, jobs) if pool is not None else map(cut, jobs)):
-            for view, c in cuts:
-                views[view].append(c.image)
-                owners[view].append(row)
-                if c.note:
-                    notes[row].append(f"{view}: {c.note}")
-        inputs: dict[str, tuple[Any, Tensor]] = {}
-        for key, backbone in self.backbones.items():
-            spec = self.spec.backbones[key]
-            if backbone.modality == "image":
-                for view in spec.views:
-                    pixels = backbone.preprocess(views[view])
-                    inputs[f"{key}:{view}"] = (pixels, torch.tensor(owners[view], dtype=torch.long))
-            else:
-                rows = [r for r, p in enumerate(items) if p.text_fields()]
-                texts = [items[r].text_fields() for r in rows]
-                payload = backbone.preprocess(texts) if texts else None
-                inputs[key] = (payload, torch.tensor(rows, dtype=torch.long))
-        return Batch(len(items), inputs, notes, [p.id for p in items])
+        return prepare_batch(products, croppers=self.croppers, backbones=self.backbones, spec=self.spec)  # type: ignore[arg-type]
 
     def encode(self, batch: Batch) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         """Backbone features per fusion input, averaged over a product's images, and masks."""
@@ -348,7 +154,7 @@ class FashionModel(nn.Module):
         masks: dict[str, Tensor] = {}
         for name in self.input_dims:
             payload, owner = batch.inputs[name]
-            backbone = self.backbones[name.split(":")[0]]
+            backbone = self.backbones[InputName.parse(name).backbone]
             if owner.numel() == 0 or payload is None:
                 features[name] = torch.zeros(batch.size, backbone.output_dim, device=self.device)
                 masks[name] = torch.zeros(batch.size, dtype=torch.bool, device=self.device)
@@ -457,3 +263,7 @@ class FashionModel(nn.Module):
                 module.requires_grad_(False)
 
 
+
+
+# The input layer lives in fashion.inputs; its names stay importable from here.
+__all__ = ["TEXT_FIELDS", "Batch", "FashionModel", "InputName", "LateAttribute", "Product", "ProductError"]

@@ -13,6 +13,8 @@ a rejects file; ``--resume`` continues an interrupted run.
 from __future__ import annotations
 
 import json
+import math
+import os
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,9 +25,11 @@ import click
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from ._faults import fault_point
 from .components import AttributePrediction
 from .errors import ConfigError, DataError
-from .model import Batch, FashionModel, Product, ProductError
+from .inputs import Batch, InputName, Product, ProductError
+from .model import FashionModel
 
 _FIELD = re.compile(r"field '(\w+)'")
 
@@ -86,7 +90,7 @@ class Predictor:
                 "use Predictor.from_pretrained(path_or_uri)."
             )
         if device is not None:
-            self.model.to(device)
+            self.model.to(parse_device(device))
         self.model.eval()
         autocast_dtype(precision, self.model.device)  # refuse an unknown setting now
         self.precision = precision
@@ -103,6 +107,7 @@ class Predictor:
         """Load a bundle folder, ``hf://org/name[@rev]`` or ``local://name[@rev]``."""
         from fashion.registry.bundle import load_bundle
 
+        device = parse_device(device) if device is not None else None
         return cls(load_bundle(uri_or_path, device=device, revision=revision), precision=precision)
 
     @classmethod
@@ -143,11 +148,13 @@ class Predictor:
         top_k: int = 3,
         num_workers: int = 0,
     ) -> list[ProductPrediction]:
-        """One :class:`ProductPrediction` per product, in order. Unreadable images raise
-        :class:`fashion.DataError` naming the product (``fashion predict`` rejects them instead)."""
+        """One :class:`ProductPrediction` per product, in order. Unreadable images and fields of
+        the wrong type raise :class:`fashion.DataError` naming the product (``fashion predict``
+        rejects those rows instead)."""
         if batch_size < 1:
-            raise ConfigError("batch_size must be at least 1")
-        items = [Product.coerce(p) for p in products]
+            raise ConfigError(f"batch_size must be at least 1, got {batch_size!r}")
+        check_top_k(top_k)
+        items = check_products(products)
         if not items:
             return []
         loader: Iterable[Batch]
@@ -177,29 +184,130 @@ class Predictor:
             with torch.autocast(device_type=self.model.device.type, dtype=dtype):
                 logits = self.model(batch)
             logits = {a: x.float() for a, x in logits.items()}
+        finite = {a: torch.isfinite(x.reshape(x.shape[0], -1)).all(dim=1) for a, x in logits.items()}
         decoded = self.model.decode(logits, top_k=top_k)
         if not decoded:  # a model without attributes still reports diagnostics
             decoded = [{} for _ in range(batch.size)]
         missing = _missing_modalities(self.model, batch)
-        return [
-            ProductPrediction(
-                id=batch.ids[i],
-                attributes=decoded[i],
-                diagnostics={"notes": list(batch.notes[i]), "missing": missing[i]},
-            )
-            for i in range(batch.size)
-        ]
+        out = []
+        for i in range(batch.size):
+            notes = list(batch.notes[i])
+            attributes = decoded[i]
+            for name, ok in finite.items():
+                if not bool(ok[i]):  # NaN/inf weights or inputs: no label, not a NaN score
+                    attributes[name] = AttributePrediction(label=None, score=0.0, top_k=[],
+                                                           abstained=True)
+                    notes.append(f"{name}: the model computed non-finite scores (NaN or inf); "
+                                 "abstained. The bundle's weights may be damaged.")
+            for prediction in attributes.values():  # a NaN that slipped through decoding
+                if not math.isfinite(prediction.score):
+                    prediction.score, prediction.abstained, prediction.label = 0.0, True, None
+            out.append(ProductPrediction(id=batch.ids[i], attributes=attributes,
+                                         diagnostics={"notes": notes, "missing": missing[i]}))
+        return out
+
+
+def parse_device(device: str | torch.device) -> torch.device:
+    """``device`` as a :class:`torch.device` this machine has; a clear error otherwise."""
+    if isinstance(device, torch.device):
+        parsed = device
+    else:
+        try:
+            parsed = torch.device(str(device).strip())
+        except (RuntimeError, ValueError, TypeError):
+            raise ConfigError(
+                f"unknown device {device!r}; use cpu, cuda, cuda:N or mps."
+            ) from None
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError(f"device {device!r} asked for, but this machine has no usable CUDA "
+                              "GPU; use --device cpu.")
+        if parsed.index is not None and parsed.index >= count:
+            raise ConfigError(f"device {device!r} does not exist: this machine has {count} CUDA "
+                              f"GPU(s) (cuda:0..cuda:{count - 1}).")
+    elif parsed.type == "mps":
+        if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+            raise ConfigError(f"device {device!r} is not available on this machine; use cpu.")
+    elif parsed.type != "cpu":
+        raise ConfigError(f"device {device!r} is not supported; use cpu, cuda, cuda:N or mps.")
+    return parsed
+
+
+def check_top_k(top_k: Any) -> int:
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise ConfigError(f"top_k must be a whole number of at least 1, got {top_k!r}")
+    return top_k
+
+
+def check_products(products: Any) -> list[Product]:
+    """The products of a ``Predictor.predict`` call, checked with the rules of a manifest row.
+
+    A single product (a mapping or :class:`Product`) instead of a list, a text field that is not
+    a string and an ``images`` value that is neither a path, bytes, a PIL image nor a list of
+    them are errors (:class:`DataError`) naming the product, like the rejects of ``fashion predict``.
+    """
+    from .manifest import TEXT_FIELDS, text_value
+
+    if isinstance(products, (Mapping, Product, str, bytes)) or not isinstance(products, Iterable):
+        raise DataError(
+            f"predict() takes a list of products, got {type(products).__name__}; "
+            "wrap a single product in a list: predict([product])."
+        )
+    items: list[Product] = []
+    for index, value in enumerate(products):
+        name = f"product {index}"
+        if isinstance(value, Mapping) and value.get("id") is not None:
+            name = f"product {value.get('id')!s:.80}"
+        elif isinstance(value, Product) and value.id is not None:
+            name = f"product {value.id:.80}"
+        if isinstance(value, Mapping):
+            images = value.get("images", value.get("image"))
+            if type(images).__module__ == "numpy":
+                raise DataError(f"{name}: 'images' is a numpy array; pass a list of images "
+                                "(PIL.Image.fromarray(array) for pixels).")
+            if images is not None and not isinstance(images, (str, bytes, os.PathLike, list, tuple)) \
+                    and not hasattr(images, "convert"):
+                raise DataError(f"{name}: 'images' must be a path, bytes, a PIL image or a list "
+                                f"of them, got {type(images).__name__}.")
+        try:
+            product = Product.coerce(value)
+        except DataError as exc:
+            raise DataError(f"{name}: {exc}") from None
+        for field_name in TEXT_FIELDS:
+            text_value(getattr(product, field_name), name, field_name)
+        if not isinstance(product.images, list):
+            product.images = list(product.images)
+        items.append(product)
+    return items
 
 
 def _quiet_worker(_: int) -> None:
     torch.set_num_threads(1)
+    _die_with_parent()
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL this worker when its parent dies (no lingering workers)."""
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def _missing_modalities(model: FashionModel, batch: Batch) -> list[list[str]]:
     """Per product, the modalities the model reads but the product lacks (``image``, ``text``)."""
     present: dict[str, set[int]] = {}
     for name, (payload, owner) in batch.inputs.items():
-        modality = model.backbones[name.split(":")[0]].modality
+        modality = model.backbones[InputName.parse(name).backbone].modality
         rows = present.setdefault(modality, set())
         if payload is not None:
             rows.update(int(r) for r in owner.tolist())
@@ -236,7 +344,11 @@ def _prepare_rows(model: FashionModel, rows: Sequence[Any], manifest: Path) -> t
     rejects: list[dict[str, Any]] = []
     for row in rows:
         try:
-            products.append(row_to_product(row, manifest))
+            product = row_to_product(row, manifest)
+            if not product.images and not product.text_fields():
+                raise DataError(f"{manifest}:{row.line or row.row}: the row has no image and no "
+                                "text (title, description, brand); nothing to predict from")
+            products.append(product)
             numbers.append(row.row)
         except DataError as exc:
             match = _FIELD.search(str(exc))
@@ -320,17 +432,16 @@ def run_predict(
     overwrite: bool = False,
 ) -> PredictSummary:
     """Stream ``manifest`` through ``predictor``; write predictions and rejects as JSONL."""
-    from .manifest import iter_manifest, manifest_format
+    from .manifest import check_input_columns, count_rows
 
     manifest, out = Path(manifest), Path(out)
-    manifest_format(manifest)
     rejects_path = Path(rejects) if rejects else out.with_name(out.stem + ".rejects.jsonl")
     if batch_size < 1:
         raise ConfigError("--batch-size must be at least 1")
-    if not resume and not overwrite and out.is_file() and out.stat().st_size:
-        raise ConfigError(
-            f"{out} already exists; pass --resume to continue that run or --overwrite to start over."
-        )
+    check_top_k(top_k)
+    check_output_paths(manifest, {"--out": out, "--rejects": rejects_path},
+                       resume=resume, overwrite=overwrite)
+    check_input_columns(manifest)
     done_predicted, n_predicted = _read_done(out) if resume else (set(), 0)
     done_rejected, n_rejected = _read_done(rejects_path) if resume else (set(), 0)
     done = done_predicted | done_rejected
@@ -356,8 +467,56 @@ def run_predict(
                 results = predictor.run_batch(batch, top_k=top_k)
                 _write_lines(pred_file, [{"row": n, **r.to_dict()} for n, r in zip(numbers, results, strict=True)])
                 summary.predicted += len(results)
-    summary.rows_in = sum(1 for _ in iter_manifest(manifest))
+            fault_point("predict.batch")
+    summary.rows_in = count_rows(manifest)
     return summary
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def check_output_paths(
+    source: Path, outputs: Mapping[str, Path], *, resume: bool, overwrite: bool
+) -> None:
+    """The one guard of every file ``fashion predict`` writes.
+
+    An output is never the input (nor a link to it), two outputs are never the same file, an
+    output is not a folder, and an existing non-empty output is replaced only with
+    ``overwrite`` (or appended to with ``resume``).
+    """
+    names = list(outputs)
+    for name in names:
+        path = outputs[name]
+        if _same_file(path, source):
+            raise ConfigError(
+                f"{name} {path} is the input manifest; writing there would destroy the input. "
+                "Choose another file."
+            )
+        if path.is_dir():
+            raise ConfigError(f"{name} {path} is a folder; give a file path such as {path}/out.jsonl.")
+    for i, first in enumerate(names):
+        for second in names[i + 1:]:
+            if _same_file(outputs[first], outputs[second]):
+                raise ConfigError(
+                    f"{first} and {second} are the same file ({outputs[first]}); predictions and "
+                    "rejects need a file each."
+                )
+    if resume and overwrite:
+        raise ConfigError("--resume and --overwrite contradict each other; pass one of them.")
+    if not resume and not overwrite:
+        for name in names:
+            path = outputs[name]
+            if path.is_file() and path.stat().st_size:
+                raise ConfigError(
+                    f"{name} {path} already exists; pass --resume to continue that run or "
+                    "--overwrite to start over."
+                )
 
 
 def _identity(x: Any) -> Any:
@@ -366,7 +525,16 @@ def _identity(x: Any) -> Any:
 
 def _write_lines(handle: TextIO, records: Iterable[dict[str, Any]]) -> None:
     for record in records:
-        handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        line = json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n"
+        try:
+            line.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate from the input: escape it
+            line = json.dumps(record, ensure_ascii=True, allow_nan=False) + "\n"
+        if os.environ.get("FASHION_FAULT_INJECT", "").startswith("predict.partial-line"):
+            handle.write(line[: len(line) // 2])
+            handle.flush()
+            fault_point("predict.partial-line")
+        handle.write(line)
     handle.flush()
 
 
@@ -384,7 +552,7 @@ def _write_lines(handle: TextIO, records: Iterable[dict[str, Any]]) -> None:
 @click.option("--top-k", default=3, show_default=True, type=click.IntRange(min=1))
 @click.option("--resume", is_flag=True, help="Continue an interrupted run (skip rows done).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing OUT file.")
-@click.option("--device", default=None, help="torch device, e.g. cuda:0 (default: cpu).")
+@click.option("--device", default=None, help="torch device: cpu, cuda, cuda:N (default: cpu).")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
               help="Autocast precision (auto: bf16 or fp16 on CUDA, fp32 on the CPU).")
 def predict_command(
@@ -412,4 +580,13 @@ def predict_command(
     click.echo(summary.line())
 
 
-__all__ = ["PredictSummary", "Predictor", "ProductPrediction", "predict_command", "run_predict"]
+__all__ = [
+    "PredictSummary",
+    "Predictor",
+    "ProductPrediction",
+    "check_output_paths",
+    "check_products",
+    "parse_device",
+    "predict_command",
+    "run_predict",
+]

@@ -10,18 +10,15 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
+from ._config import StrictModel, explain_validation_error
 from .errors import ConfigError
 
 _ATTRIBUTE = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class ComponentSpec(_Strict):
+class ComponentSpec(StrictModel):
     """A registered component name and its options."""
 
     name: str
@@ -34,7 +31,7 @@ class BackboneSpec(ComponentSpec):
     views: list[str] = Field(default_factory=list)
 
 
-class AttributeSpec(_Strict):
+class AttributeSpec(StrictModel):
     """One attribute: its label vocabulary, head, vendor synonyms and abstain threshold."""
 
     labels: list[str]
@@ -53,7 +50,7 @@ class AttributeSpec(_Strict):
         return self
 
 
-class ModelSpec(_Strict):
+class ModelSpec(StrictModel):
     """Views (croppers) -> backbones -> fusion -> one head per attribute."""
 
     views: dict[str, ComponentSpec] = Field(
@@ -91,12 +88,14 @@ class ModelSpec(_Strict):
 
     def input_names(self) -> list[str]:
         """Fusion inputs: ``backbone:view`` for image backbones, the key for text backbones."""
+        from .inputs import InputName
+
         names = []
         for key, backbone in self.backbones.items():
             if backbone.views:
-                names.extend(f"{key}:{view}" for view in backbone.views)
+                names.extend(str(InputName(key, view)) for view in backbone.views)
             else:
-                names.append(key)
+                names.append(str(InputName(key)))
         return names
 
     @classmethod
@@ -104,25 +103,18 @@ class ModelSpec(_Strict):
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            raise ConfigError(f"invalid {source}: {_explain(exc)}") from None
+            raise ConfigError(f"invalid {source}: {explain_validation_error(exc)}") from None
 
     @classmethod
     def load(cls, path: str | Path) -> ModelSpec:
         return cls.parse(load_config_file(path), source=f"model spec {path}")
 
 
-def _explain(exc: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}"
-        for err in exc.errors()
-    )
-
-
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """Read a JSON, TOML or YAML mapping, with an error naming the file on any problem."""
     import json
-
     import tomllib
+
     import yaml
 
     path = Path(path)

@@ -13,21 +13,21 @@ from fashion import (
     Fusion,
     Head,
     ImageBackbone,
+    ImageBackboneOptions,
     TextBackbone,
     View,
     hookimpl,
 )
 
 
-class TinyImageOptions(ComponentOptions):
+class TinyImageOptions(ImageBackboneOptions):
     width: int = 8
 
 
-class TinyImage(ImageBackbone):
+class TinyImage(ImageBackbone[TinyImageOptions]):
     """Conv -> global average pool."""
 
     name = "tiny_image"
-    Options = TinyImageOptions
 
     def __init__(self, options=None, *, assets=None, pretrained=True):
         super().__init__(options)
@@ -43,11 +43,10 @@ class TinyTextOptions(ComponentOptions):
     buckets: int = 64
 
 
-class TinyText(TextBackbone):
+class TinyText(TextBackbone[TinyTextOptions]):
     """Hashed bag of words -> embedding bag."""
 
     name = "tiny_text"
-    Options = TinyTextOptions
 
     def __init__(self, options=None, *, assets=None, pretrained=True):
         super().__init__(options)
@@ -72,11 +71,10 @@ class TinyCropOptions(ComponentOptions):
     size: int = 16
 
 
-class TinyCrop(Cropper):
+class TinyCrop(Cropper[TinyCropOptions]):
     """The whole image, squashed to size x size."""
 
     name = "tiny_crop"
-    Options = TinyCropOptions
 
     def crop(self, image):
         s = self.options.size

@@ -3,31 +3,89 @@
 >>> from fashion.training import Trainer, TrainConfig
 >>> result = Trainer(None, TrainConfig.load("train.toml")).fit()   # doctest: +SKIP
 
-See ``docs/training.md`` and ``docs/evaluation.md``.
+Names load on first use: the plugin manager imports :mod:`fashion.training.samplers` and
+:mod:`fashion.training.losses` (the base classes of two component kinds) without pulling in the
+trainer. See ``docs/training.md`` and ``docs/evaluation.md``.
 """
 
 from __future__ import annotations
 
-from .cache import CachedFeatures, FeatureCache
-from .config import DatasetConfig, OptimizerConfig, ScheduleConfig, TrainConfig
-from .data import DataReport, LabeledDataset, Problem, label_normalizers, load_dataset
-from .evaluation import AttributeMetrics, ClassMetrics, EvaluationReport, evaluate
-from .losses import LossCombiner, get_loss
-from .samplers import Sampler, get_sampler, list_samplers, register_sampler
-from .trainer import Trainer, TrainingError, TrainResult, TrainState
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .cache import CachedFeatures, FeatureCache
+    from .callbacks import BestWeights, Callback, Checkpointing, EarlyStopping, ProgressBar
+    from .config import DatasetConfig, OptimizerConfig, ScheduleConfig, TrainConfig
+    from .data import DataReport, LabeledDataset, Problem, label_normalizers, load_dataset
+    from .evaluation import AttributeMetrics, ClassMetrics, EvaluationReport, evaluate
+    from .losses import LossCombiner, get_loss, list_losses
+    from .samplers import Sampler, get_sampler, list_samplers
+    from .state import TrainingState
+    from .trainer import Trainer, TrainingError, TrainResult, TrainState
+
+_LAZY = {
+    "CachedFeatures": "cache",
+    "FeatureCache": "cache",
+    "BestWeights": "callbacks",
+    "Callback": "callbacks",
+    "Checkpointing": "callbacks",
+    "EarlyStopping": "callbacks",
+    "ProgressBar": "callbacks",
+    "DatasetConfig": "config",
+    "OptimizerConfig": "config",
+    "ScheduleConfig": "config",
+    "TrainConfig": "config",
+    "DataReport": "data",
+    "LabeledDataset": "data",
+    "Problem": "data",
+    "label_normalizers": "data",
+    "load_dataset": "data",
+    "AttributeMetrics": "evaluation",
+    "ClassMetrics": "evaluation",
+    "EvaluationReport": "evaluation",
+    "evaluate": "evaluation",
+    "LossCombiner": "losses",
+    "get_loss": "losses",
+    "list_losses": "losses",
+    "Sampler": "samplers",
+    "get_sampler": "samplers",
+    "list_samplers": "samplers",
+    "TrainingState": "state",
+    "Trainer": "trainer",
+    "TrainingError": "trainer",
+    "TrainResult": "trainer",
+    "TrainState": "trainer",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
 
 __all__ = [
     "AttributeMetrics",
+    "BestWeights",
     "CachedFeatures",
+    "Callback",
+    "Checkpointing",
     "ClassMetrics",
     "DataReport",
     "DatasetConfig",
+    "EarlyStopping",
     "EvaluationReport",
     "FeatureCache",
     "LabeledDataset",
     "LossCombiner",
     "OptimizerConfig",
     "Problem",
+    "ProgressBar",
     "Sampler",
     "ScheduleConfig",
     "TrainConfig",
@@ -35,11 +93,12 @@ __all__ = [
     "TrainState",
     "Trainer",
     "TrainingError",
+    "TrainingState",
     "evaluate",
     "get_loss",
     "get_sampler",
     "label_normalizers",
+    "list_losses",
     "list_samplers",
     "load_dataset",
-    "register_sampler",
 ]

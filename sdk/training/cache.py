@@ -31,7 +31,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..model import FashionModel, Product
+from ..inputs import InputName, Product
+from ..model import FashionModel
 from .data import LabeledDataset
 
 
@@ -80,11 +81,11 @@ class FeatureCache:
     def input_prefix(self, name: str) -> str:
         """``<input>-<fingerprint>``: the folder of one fusion input's entries."""
         if name not in self._prefixes:
-            key, _, view = name.partition(":")
-            digest = hashlib.sha256(self.model.backbones[key].fingerprint().encode())
-            if view:
-                digest.update(f"|{view}|".encode())
-                digest.update(self.model.croppers[view].fingerprint().encode())
+            parsed = InputName.parse(name)
+            digest = hashlib.sha256(self.model.backbones[parsed.backbone].fingerprint().encode())
+            if parsed.view is not None:
+                digest.update(f"|{parsed.view}|".encode())
+                digest.update(self.model.croppers[parsed.view].fingerprint().encode())
             safe = name.replace(":", "_").replace("/", "_")
             self._prefixes[name] = f"{safe}-{digest.hexdigest()[:20]}"
         return self._prefixes[name]
@@ -101,7 +102,7 @@ class FeatureCache:
             text_content.append(json.dumps(product.text_fields(), sort_keys=True, ensure_ascii=False))
         keys: dict[str, list[str]] = {}
         for name in self.model.input_dims:
-            content = image_content if ":" in name else text_content
+            content = image_content if InputName.parse(name).is_image else text_content
             keys[name] = [hashlib.sha256(c.encode()).hexdigest()[:32] for c in content]
         return keys
 

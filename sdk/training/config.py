@@ -9,19 +9,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 
+from .._config import StrictModel, explain_validation_error
 from ..errors import ConfigError
 from ..spec import ModelSpec, load_config_file
 
 MANIFEST_SUFFIXES = (".csv", ".jsonl", ".ndjson", ".parquet")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class DatasetConfig(_Strict):
+class DatasetConfig(StrictModel):
     """One labeled dataset.
 
     ``path`` is a manifest file (CSV, JSONL, Parquet) or a folder holding ``<split>.csv``
@@ -49,7 +46,7 @@ class DatasetConfig(_Strict):
         return self.path
 
 
-class OptimizerConfig(_Strict):
+class OptimizerConfig(StrictModel):
     """AdamW with one learning rate for backbones and one for fusion + heads."""
 
     lr_backbone: float = Field(1e-4, ge=0.0)
@@ -58,7 +55,7 @@ class OptimizerConfig(_Strict):
     betas: tuple[float, float] = (0.9, 0.999)
 
 
-class ScheduleConfig(_Strict):
+class ScheduleConfig(StrictModel):
     """Linear warmup over ``warmup_steps``, then cosine decay to ``min_lr_ratio`` (or constant)."""
 
     warmup_steps: int = Field(0, ge=0)
@@ -66,10 +63,7 @@ class ScheduleConfig(_Strict):
     min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0)
 
 
-LossName = Literal["sum", "mean", "uncertainty", "dwa", "pcgrad"]
-
-
-class TrainConfig(_Strict):
+class TrainConfig(StrictModel):
     """Everything a training run needs. Build it in code or load it with :meth:`load`."""
 
     model: ModelSpec | None = None
@@ -79,7 +73,7 @@ class TrainConfig(_Strict):
 
     sampler: str = "proportional"
     sampler_options: dict[str, Any] = Field(default_factory=dict)
-    loss: LossName = "sum"
+    loss: str = "sum"
     loss_options: dict[str, Any] = Field(default_factory=dict)
     class_weights: Literal["balanced"] | None = None
 
@@ -130,12 +124,9 @@ class TrainConfig(_Strict):
         try:
             config = cls.model_validate(data)
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}"
-                for err in exc.errors()
-            )
             raise ConfigError(
-                f"invalid {source}: {problems}. Accepted keys: {', '.join(cls.model_fields)}."
+                f"invalid {source}: {explain_validation_error(exc)}. "
+                f"Accepted keys: {', '.join(cls.model_fields)}."
             ) from None
         check_compatible(config.sampler, config.loss)
         return config
@@ -176,18 +167,26 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
 
 
 def check_compatible(sampler: str, loss: str) -> None:
-    """Refuse a loss that needs several tasks per step with a sampler that gives one dataset."""
-    from .losses import get_loss_class
-    from .samplers import get_sampler_class
+    """Refuse an unregistered sampler or loss, and a loss that needs several tasks per step with
+    a sampler that gives one dataset."""
+    from ..manager import component_table
 
-    sampler_cls = get_sampler_class(sampler)
-    loss_cls = get_loss_class(loss)
+    table = component_table()
+    for kind, name, hook in (("sampler", sampler, "register_samplers"), ("loss", loss, "register_losses")):
+        if name not in table[kind]:
+            raise ConfigError(
+                f"{kind} = {name!r} is not registered; registered: "
+                f"{', '.join(sorted(table[kind])) or 'none'}. A plugin adds one through the "
+                f"`{hook}` hook (see `fashion plugins --kind {kind}`)."
+            )
+    sampler_cls = table["sampler"][sampler].cls
+    loss_cls = table["loss"][loss].cls
     if loss_cls.requires_all_tasks and not sampler_cls.all_tasks_per_step:
+        others = [n for n, r in sorted(table["loss"].items()) if not r.cls.requires_all_tasks]
         raise ConfigError(
             f"loss {loss!r} projects the gradients of several tasks within one step, but sampler "
             f"{sampler!r} gives each step a batch of one dataset. Set sampler = \"all_tasks\" "
-            f"(one batch from every dataset per step) or choose another loss (sum, mean, "
-            "uncertainty, dwa)."
+            f"(one batch from every dataset per step) or choose another loss ({', '.join(others)})."
         )
 
 

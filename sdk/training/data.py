@@ -26,8 +26,9 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError, DataError
+from ..inputs import Product
 from ..manifest import iter_manifest, manifest_columns, row_to_product
-from ..model import FashionModel, Product, ProductError
+from ..model import FashionModel
 from .config import DatasetConfig
 
 MAX_LISTED_PROBLEMS = 10
@@ -107,7 +108,7 @@ class _ExactNormalizer:
     """Fallback for label vocabularies a Taxonomy refuses: case/spacing-insensitive exact match."""
 
     def __init__(self, labels: Sequence[str], synonyms: Mapping[str, str], multilabel: bool) -> None:
-        from fashion.heads.taxonomy import normalize_text
+        from fashion.taxonomy import normalize_text
 
         self._fold = normalize_text
         self.table = {normalize_text(k): v for k, v in synonyms.items()}
@@ -115,7 +116,7 @@ class _ExactNormalizer:
         self.multilabel = multilabel
 
     def resolve(self, value: Any) -> Any:
-        from fashion.heads.taxonomy import Resolution
+        from fashion.taxonomy import Resolution
 
         if value is None or (isinstance(value, float) and value != value):
             return Resolution(None, True)
@@ -138,7 +139,7 @@ def label_normalizers(
     (``taxonomies``), and the built-in taxonomy of the same name. Synonyms pointing at labels the
     model does not have are ignored (such values are reported as unknown).
     """
-    from fashion.heads.taxonomy import (
+    from fashion.taxonomy import (
         Taxonomy,
         builtin_taxonomies,
         load_project_taxonomies,
@@ -426,46 +427,6 @@ def stratified_split(
     return sorted(train), sorted(val)
 
 
-class BatchCollator:
-    """Turns a step part ``(dataset index, rows)`` into ``(Batch, targets)`` (picklable).
-
-    Runs ``model.prepare`` on the products and indexes the dataset's pre-encoded targets, for
-    the attributes that dataset labels only: heads of other attributes get no target and so no
-    loss.
-    """
-
-    def __init__(self, model: FashionModel, datasets: Sequence[LabeledDataset]) -> None:
-        self.prepare = model.prepare
-        self.datasets = list(datasets)
-
-    def __call__(self, part: tuple[int, Sequence[int]]) -> tuple[Any, dict[str, tuple[Tensor, Tensor]]]:
-        d, rows = part
-        dataset = self.datasets[d]
-        products = [dataset.products[i] for i in rows]
-        try:
-            batch = self.prepare(products)
-        except ProductError as exc:
-            row = dataset.rows[rows[exc.row]]
-            raise DataError(f"{dataset.path}:{row}: {exc}") from None
-        index = torch.as_tensor(rows, dtype=torch.long)
-        targets = {a: (t.index_select(0, index), m.index_select(0, index)) for a, (t, m) in dataset.targets.items()}
-        return batch, targets
-
-
-class StepDataset(torch.utils.data.Dataset):
-    """A DataLoader-friendly view of a schedule: item ``i`` is step ``i``, collated."""
-
-    def __init__(self, steps: Sequence[Any], collate: BatchCollator) -> None:
-        self.steps = list(steps)
-        self.collate = collate
-
-    def __len__(self) -> int:
-        return len(self.steps)
-
-    def __getitem__(self, i: int) -> list[tuple[int, Any, dict[str, tuple[Tensor, Tensor]]]]:
-        return [(d, *self.collate((d, rows))) for d, rows in self.steps[i]]
-
-
 def describe_datasets(datasets: Sequence[LabeledDataset]) -> list[dict[str, Any]]:
     """Provenance entries: name, path, sha256, rows and attributes of each dataset."""
     return [
@@ -487,11 +448,9 @@ def dumps_reports(reports: Sequence[DataReport]) -> str:
 
 
 __all__ = [
-    "BatchCollator",
     "DataReport",
     "LabeledDataset",
     "Problem",
-    "StepDataset",
     "check_image",
     "describe_datasets",
     "label_normalizers",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -21,7 +21,8 @@ from torch import Tensor
 
 from ..model import FashionModel
 from .config import DatasetConfig
-from .data import BatchCollator, DataReport, LabeledDataset, StepDataset, load_dataset
+from .data import DataReport, LabeledDataset, load_dataset
+from .loader import BatchCollator, iterate_steps
 
 
 @dataclass
@@ -280,26 +281,6 @@ class EvaluationReport:
 
 
 # ---------------------------------------------------------------------------- running
-
-
-def _identity(x: Any) -> Any:
-    return x
-
-
-def iterate_steps(
-    steps: Sequence[Any], collate: BatchCollator, num_workers: int = 0
-) -> Iterator[list[tuple[int, Any, dict[str, tuple[Tensor, Tensor]]]]]:
-    """Collated steps in order, prepared in ``num_workers`` DataLoader workers when > 0."""
-    dataset = StepDataset(steps, collate)
-    if num_workers <= 0:
-        for i in range(len(dataset)):
-            yield dataset[i]
-        return
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_size=None, shuffle=False, num_workers=num_workers, collate_fn=_identity,
-        prefetch_factor=2, persistent_workers=False,
-    )
-    yield from loader
 
 
 def score_datasets(

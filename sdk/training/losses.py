@@ -12,11 +12,14 @@
   so it requires the ``all_tasks`` sampler.
 
 A combiner is an ``nn.Module``; its parameters (``uncertainty``) train with the heads' learning
-rate and its state (``dwa``'s loss history) is saved in checkpoints.
+rate and its state (``dwa``'s loss history) is saved in checkpoints. Combinations register
+through the ``register_losses`` plugin hook (the built-in ones in
+:mod:`fashion.training.builtins`).
 """
 
 from __future__ import annotations
 
+import abc
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
@@ -26,10 +29,9 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from ..components import ComponentOptions, validate_options
-from ..errors import UnknownComponentError
 
 
-class LossCombiner(nn.Module):
+class LossCombiner(nn.Module, abc.ABC):
     """Base class. ``tasks`` are the model's attribute names."""
 
     name: ClassVar[str] = ""
@@ -53,8 +55,9 @@ class LossCombiner(nn.Module):
             self._positions[key] = found
         return found
 
+    @abc.abstractmethod
     def forward(self, losses: Mapping[str, Tensor]) -> Tensor:
-        raise NotImplementedError
+        """The step's per-attribute losses (only those labeled in it) -> one loss."""
 
     def end_epoch(self, mean_losses: Mapping[str, float]) -> None:
         """Called once per epoch with each attribute's mean training loss (NaN when unseen)."""
@@ -160,21 +163,23 @@ class PCGradLoss(LossCombiner):
         return projected.sum(dim=0)
 
 
-_LOSSES: dict[str, type[LossCombiner]] = {
-    cls.name: cls for cls in (SumLoss, MeanLoss, UncertaintyLoss, DWALoss, PCGradLoss)
-}
-
-
 def get_loss_class(name: str) -> type[LossCombiner]:
-    if name not in _LOSSES:
-        raise UnknownComponentError(
-            f"no loss combination named {name!r}; use one of {', '.join(sorted(_LOSSES))}."
-        )
-    return _LOSSES[name]
+    """The loss combination registered as ``name`` (through the ``register_losses`` hook)."""
+    from ..manager import get_component_info
+
+    return get_component_info("loss", name).cls  # type: ignore[return-value]
 
 
 def get_loss(name: str, tasks: Sequence[str], options: Mapping[str, Any] | None = None) -> LossCombiner:
+    """Build the loss combination registered as ``name`` for ``tasks`` (options validated)."""
     return get_loss_class(name)(tasks, options)
+
+
+def list_losses() -> list[str]:
+    """The names of the registered loss combinations, sorted."""
+    from ..manager import component_table
+
+    return sorted(component_table("loss")["loss"])
 
 
 def balanced_class_weights(counts: Tensor) -> Tensor:
@@ -198,4 +203,5 @@ __all__ = [
     "balanced_class_weights",
     "get_loss",
     "get_loss_class",
+    "list_losses",
 ]

@@ -18,11 +18,13 @@ Built-in samplers (``docs/training.md`` has the details):
 - ``all_tasks``: each step takes one batch from every dataset (losses are combined). An epoch
   ends when the largest dataset is exhausted; smaller ones restart.
 
-Add one with :func:`register_sampler`.
+Samplers register through the ``register_samplers`` plugin hook (the built-in ones in
+:mod:`fashion.training.builtins`); ``docs/plugins.md`` shows a plugin that adds one.
 """
 
 from __future__ import annotations
 
+import abc
 import hashlib
 import math
 from collections.abc import Iterator, Sequence
@@ -32,7 +34,7 @@ import torch
 from pydantic import Field
 
 from ..components import ComponentOptions, validate_options
-from ..errors import ConfigError, UnknownComponentError
+from ..errors import ConfigError
 
 Part = tuple[int, list[int]]
 Step = tuple[Part, ...]
@@ -64,7 +66,7 @@ def num_batches(size: int, batch_size: int) -> int:
     return math.ceil(size / batch_size)
 
 
-class Sampler:
+class Sampler(abc.ABC):
     """Base class: subclasses set ``name`` and implement :meth:`schedule`."""
 
     name: ClassVar[str] = ""
@@ -75,10 +77,11 @@ class Sampler:
     def __init__(self, options: ComponentOptions | dict[str, Any] | None = None) -> None:
         self.options = validate_options(self.Options, options, f"sampler '{self.name}'")
 
+    @abc.abstractmethod
     def schedule(
         self, sizes: Sequence[int], batch_size: int, *, epoch: int, seed: int
     ) -> list[Step]:
-        raise NotImplementedError
+        """An epoch's steps; a pure function of the arguments (resume rebuilds it)."""
 
     def _check(self, sizes: Sequence[int], batch_size: int) -> None:
         if not sizes or any(n <= 0 for n in sizes):
@@ -174,29 +177,11 @@ def shard_step(step: Step, rank: int, world_size: int) -> Step:
     return tuple(out)
 
 
-_SAMPLERS: dict[str, type[Sampler]] = {}
-
-
-def register_sampler(cls: type[Sampler], name: str | None = None) -> type[Sampler]:
-    """Register a :class:`Sampler` subclass under ``name`` (default ``cls.name``); usable as a decorator."""
-    name = name or cls.name
-    if not (isinstance(cls, type) and issubclass(cls, Sampler)):
-        raise ConfigError(f"{cls!r} is not a fashion.training.Sampler subclass")
-    if not name:
-        raise ConfigError(f"sampler {cls.__name__} has no name; set the `name` class attribute")
-    if name in _SAMPLERS and _SAMPLERS[name] is not cls:
-        raise ConfigError(f"a sampler named {name!r} is already registered ({_SAMPLERS[name].__name__})")
-    _SAMPLERS[name] = cls
-    return cls
-
-
 def get_sampler_class(name: str) -> type[Sampler]:
-    if name not in _SAMPLERS:
-        raise UnknownComponentError(
-            f"no sampler named {name!r}; registered samplers: {', '.join(sorted(_SAMPLERS))}. "
-            "Register your own with fashion.training.register_sampler."
-        )
-    return _SAMPLERS[name]
+    """The sampler class registered as ``name`` (through the ``register_samplers`` hook)."""
+    from ..manager import get_component_info
+
+    return get_component_info("sampler", name).cls  # type: ignore[return-value]
 
 
 def get_sampler(name: str, options: dict[str, Any] | None = None) -> Sampler:
@@ -205,11 +190,11 @@ def get_sampler(name: str, options: dict[str, Any] | None = None) -> Sampler:
 
 
 def list_samplers() -> list[str]:
-    return sorted(_SAMPLERS)
+    """The names of the registered samplers, sorted."""
+    from ..manager import component_table
 
+    return sorted(component_table("sampler")["sampler"])
 
-for _cls in (ProportionalSampler, RoundRobinSampler, TemperatureSampler, AllTasksSampler):
-    register_sampler(_cls)
 
 __all__ = [
     "AllTasksSampler",
@@ -224,6 +209,5 @@ __all__ = [
     "get_sampler_class",
     "list_samplers",
     "make_generator",
-    "register_sampler",
     "shard_step",
 ]

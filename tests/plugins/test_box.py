@@ -16,15 +16,8 @@ from safetensors.torch import load_file, save_file
 
 import fashion
 from fashion import ConfigError, DataError, build_component
-from fashion.plugins.box import (
-    NO_GARMENT,
-    BoxCropper,
-    _components,
-    load_box_cropper,
-    read_coco,
-    train_detector,
-    train_detector_command,
-)
+from fashion.plugins.box import NO_GARMENT, BoxCropper, _components, load_box_cropper
+from fashion.plugins.box_training import read_coco, train_detector, train_detector_command
 from fashion.plugins.croppers import CenterCropper, FullCropper
 
 SHAPE = (300, 40, 460, 200)  # an off-center garment in a 512 x 512 shot
@@ -310,3 +303,16 @@ def test_read_coco_reports_missing_images(tmp_path: Path) -> None:
     path.write_text("{}")
     with pytest.raises(DataError, match="COCO"):
         read_coco(path)
+
+
+def test_train_detector_reaches_the_cli_through_register_commands():
+    import click
+
+    from fashion.manager import get_plugin_manager
+    from fashion.plugins import box
+
+    plugins = [i.plugin_name for i in get_plugin_manager().hook.register_commands.get_hookimpls()]
+    assert "fashion.plugins.box" in plugins
+    group = click.Group()
+    box.register_commands(cli=group)
+    assert group.commands["train-detector"] is train_detector_command

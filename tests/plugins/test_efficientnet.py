@@ -31,7 +31,11 @@ def grace_hopper(size: int = 224) -> Image.Image:
 
 def test_mean_std_match_timm() -> None:
     cfg = timm.create_model("tf_efficientnet_lite0", pretrained=False).pretrained_cfg
-    assert (EfficientNetLite0.mean, EfficientNetLite0.std) == (cfg["mean"], cfg["std"])
+    default = EfficientNetLite0.default_preprocessing()
+    assert (default.mean, default.std) == (cfg["mean"], cfg["std"])
+    backbone = EfficientNetLite0(pretrained=False)
+    assert (backbone.mean, backbone.std) == (cfg["mean"], cfg["std"])
+    assert backbone.options_dict()["preprocessing"] == {"mean": [0.5] * 3, "std": [0.5] * 3}
 
 
 @pytest.mark.pretrained

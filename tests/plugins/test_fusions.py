@@ -48,7 +48,7 @@ def test_registered_names() -> None:
     expected |= {("head", n) for n in ("linear", "mlp", "multilabel")}
     assert expected <= names
     for kind, name in expected:
-        assert fashion.get_registration(kind, name).plugin.startswith("fashion.")
+        assert fashion.get_component_info(kind, name).plugin.startswith("fashion.")
 
 
 @pytest.mark.parametrize(("name", "options"), _cases())

@@ -52,7 +52,10 @@ def test_round_trip_layout_and_manifest(tiny_model, tmp_path):
         assert entry.fingerprint == modules[component_path].fingerprint()
         assert entry.distribution is None and entry.plugin == "tests.tiny_plugin"
     image = manifest.components["backbones/image"]
-    assert (image.kind, image.name, image.options) == ("backbone", "tiny_image", {"width": 8})
+    imagenet = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+    assert (image.kind, image.name, image.options) == (
+        "backbone", "tiny_image", {"width": 8, "preprocessing": imagenet}
+    )  # the pixel normalization is part of the saved options
     assert image.weights == "backbones/image.safetensors" and manifest.components["fusion"].weights is None
     assert manifest.spec.views["full"].options == {"size": 16}  # defaults pinned in the spec
     assert manifest.attributes["category"].labels == ["dress", "shirt", "pants"]
@@ -92,7 +95,7 @@ def test_save_replaces_a_bundle_atomically_and_cleans_up_on_failure(tiny_model, 
     def boom(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr("fashion.registry.bundle.model_card", boom)
+    monkeypatch.setattr("fashion.registry.bundle_write.model_card", boom)
     with pytest.raises(RuntimeError, match="disk full"):
         save_bundle(other, path)
     assert (path / "fashion.json").read_text() == before  # the old bundle is untouched
@@ -260,3 +263,74 @@ def test_bundle_with_late_fusion_attribute(tiny, tmp_path):
     assert manifest.components["fusion"].distribution == "fashion-sdk"
     loaded = load_bundle(path).model
     assert as_plain(loaded.predict(products())) == as_plain(model.predict(products()))
+
+
+# ------------------------------------------------------------- preprocessing saved and compared
+
+
+def test_a_changed_plugin_default_warns_with_the_difference_and_keeps_the_saved_values(
+    tiny_model, tmp_path, monkeypatch
+):
+    from fashion import ImagePreprocessing
+    from fashion.registry.bundle import PreprocessingChangedWarning
+    from tests.tiny_plugin import TinyImage
+
+    path = _save(tiny_model, tmp_path / "bundle")
+    before = tiny_model.predict(products())
+    # a plugin upgrade that changes the backbone's default normalization
+    monkeypatch.setattr(
+        TinyImage, "default_preprocessing",
+        classmethod(lambda cls: ImagePreprocessing(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))),
+    )
+    with pytest.warns(PreprocessingChangedWarning) as caught:
+        loaded = load_bundle(path)
+    message = str(caught[0].message)
+    assert "backbone 'image' (tiny_image)" in message
+    assert "saved with mean [0.485, 0.456, 0.406], std [0.229, 0.224, 0.225]" in message
+    assert "now defaults to mean [0.5, 0.5, 0.5], std [0.5, 0.5, 0.5]" in message
+    assert loaded.model.backbones["image"].mean == (0.485, 0.456, 0.406)
+    assert as_plain(loaded.model.predict(products())) == as_plain(before)
+
+
+def test_a_preprocessing_block_the_model_would_not_reproduce_is_refused(tiny_model, tmp_path):
+    path = _save(tiny_model, tmp_path / "bundle")
+    _edit_manifest(path, lambda d: d["preprocessing"]["images"]["image"].update(std=[1, 1, 1]))
+    with pytest.raises(BundleError) as info:
+        load_bundle(path)
+    message = str(info.value)
+    assert "preprocessing.images.image.std: [1, 1, 1] -> [0.229, 0.224, 0.225]" in message
+    assert "saved -> now" in message
+
+
+def test_a_cropper_that_now_resizes_differently_is_refused(tiny_model, tmp_path):
+    path = _save(tiny_model, tmp_path / "bundle")
+
+    def edit(data):  # the saved view options say size 12; the spec rebuilds size 16
+        for view in data["preprocessing"]["images"]["image"]["views"].values():
+            view["options"]["size"] = 12
+
+    _edit_manifest(path, edit)
+    with pytest.raises(BundleError, match=r"views\.\w+\.options\.size: 12 -> 16"):
+        load_bundle(path)
+
+
+def test_format_1_bundles_read_their_normalization_back_from_the_preprocessing_block(
+    tiny_model, tmp_path
+):
+    path = _save(tiny_model, tmp_path / "bundle")
+
+    def to_format_1(data):
+        data["format_version"] = 1
+        for backbone in data["spec"]["backbones"].values():
+            backbone["options"].pop("preprocessing", None)
+        data["preprocessing"]["images"]["image"].update(mean=[0.4, 0.4, 0.4], std=[0.2, 0.2, 0.2])
+
+    _edit_manifest(path, to_format_1)
+    with pytest.warns(UserWarning, match="saved with mean \\[0.4, 0.4, 0.4\\]"):
+        loaded = load_bundle(path)
+    assert loaded.model.backbones["image"].mean == (0.4, 0.4, 0.4)
+    assert loaded.model.backbones["image"].std == (0.2, 0.2, 0.2)
+
+    _edit_manifest(path, lambda d: d["preprocessing"]["images"].clear())
+    with pytest.raises(BundleError, match="format 1.*no saved mean/std.*Save it again"):
+        load_bundle(path)

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from fashion.errors import ConfigError, ModelNotFoundError
 from fashion.registry import LocalRegistry, get_registry, load_bundle, save_bundle
-from fashion.registry.bundle import read_manifest, sha256_file, verify_bundle
+from fashion.registry.bundle import FORMAT_VERSION, read_manifest, sha256_file, verify_bundle
 from fashion.registry.cli import models_command, pull_command, push_command, show_command
 from tests.registry.conftest import as_plain, products, train_briefly
 
@@ -172,7 +172,7 @@ def test_cli_push_models_show_pull(two_bundles, tmp_path):
     result = runner.invoke(models_command, [])
     assert "local://team/shoes" in result.output and "v1" in result.output
     result = runner.invoke(show_command, ["local://team/shoes@v1", "--json"])
-    assert json.loads(result.output)["format_version"] == 1
+    assert json.loads(result.output)["format_version"] == FORMAT_VERSION
     result = runner.invoke(show_command, ["local://team/shoes@v1"])
     assert result.exit_code == 0 and "tiny_image" in result.output and "color" in result.output
     result = runner.invoke(pull_command, ["local://team/shoes@v1", "--out", str(tmp_path / "copy")])

@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from fashion.add_attribute import add_attribute, propose_labels
-from fashion.heads.taxonomy import load_taxonomy
 from fashion.manifest import iter_manifest, row_to_product
 from fashion.registry import LocalRegistry, load_bundle
+from fashion.taxonomy import load_taxonomy
 from tests.sdk.training.mdmt_data import FILLER, make_catalog, write_manifest
 from tests.tiny_plugin import TINY_SPEC
 
@@ -158,3 +158,19 @@ def test_labels_are_proposed_from_the_data_with_synonyms(tmp_path):
     assert unknown == {"elbow-ish": 1}
     with pytest.raises(Exception, match="elbow-ish"):
         add_attribute("sleeve_length", data=[bad], base="unused", project_dir=tmp_path)
+
+
+def test_options_come_as_a_config_object_or_keywords_and_bad_ones_are_named(tmp_path):
+    from fashion.add_attribute import AddAttributeConfig
+    from fashion.errors import ConfigError
+
+    config = AddAttributeConfig(labels=["crew", "v_neck"], project_dir=tmp_path, head="linear")
+    by_object = add_attribute("neckline", config)
+    assert by_object.labels == ["crew", "v_neck"] and by_object.scaffolded
+    # keywords override the object's fields
+    by_both = add_attribute("neckline", config, labels=["crew", "v_neck", "collar"])
+    assert by_both.labels == ["crew", "v_neck", "collar"]
+    with pytest.raises(ConfigError, match=r"strategy: .*Accepted options: labels"):
+        add_attribute("neckline", strategy="retrain-all", project_dir=tmp_path)
+    with pytest.raises(ConfigError, match="colour: Extra inputs are not permitted"):
+        add_attribute("neckline", {"colour": "red"})

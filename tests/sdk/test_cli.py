@@ -99,45 +99,55 @@ def test_installed_script_help_and_plugins():
 
 
 def test_third_party_plugin_installs_and_is_usable(tmp_path):
-    """`fashion install` a real plugin distribution, see it, use it in a model, uninstall it."""
-    example = ROOT / "docs" / "plugins" / "fashion-plugin-example"
-    env = {"FASHION_DISABLE_PLUGIN_AUTOLOAD": "", "PIP_NO_BUILD_ISOLATION": "0"}
+    """`fashion install` a real plugin distribution, see it and use it in a model.
+
+    It is built from a copy (no build/ or *.egg-info in the tree) and installed into a temporary
+    folder (pip's ``--target`` through ``PIP_TARGET``), never into the running environment.
+    """
+    example = tmp_path / "fashion-plugin-example"
+    shutil.copytree(ROOT / "docs" / "plugins" / "fashion-plugin-example", example)
+    target = tmp_path / "site"
+    env = {"FASHION_DISABLE_PLUGIN_AUTOLOAD": "", "PIP_NO_BUILD_ISOLATION": "0",
+           "PIP_TARGET": str(target), "PIP_NO_DEPS": "1"}
     env_no_auto = {k: v for k, v in os.environ.items() if k != "FASHION_DISABLE_PLUGIN_AUTOLOAD"}
+    env_no_auto["PYTHONPATH"] = os.pathsep.join(
+        [str(target), *filter(None, [os.environ.get("PYTHONPATH")])]
+    )
     _run("install", "--no-cache-dir", str(example), env=env)
-    try:
-        result = subprocess.run(
-            [SCRIPT, "plugins", "--json"], capture_output=True, text=True, env=env_no_auto,
-            timeout=300, check=True,
-        )
-        rows = {r["name"]: r for r in json.loads(result.stdout)}
-        assert rows["color_histogram"]["distribution"] == "fashion-plugin-example"
-        assert rows["color_histogram"]["version"] == "0.1.0"
-        hello = subprocess.run(
-            [SCRIPT, "hello", "team"], capture_output=True, text=True, env=env_no_auto, check=True
-        )
-        assert hello.stdout.strip() == "hello team from fashion-plugin-example"
-        # The allow-list keeps it out when it is not named.
-        hidden = subprocess.run(
-            [SCRIPT, "plugins", "--json"], capture_output=True, text=True,
-            env={**env_no_auto, "FASHION_LOAD_PLUGINS": "something-else"}, check=True,
-        )
-        assert "color_histogram" not in hidden.stdout
-        script = (
-            "from PIL import Image\n"
-            "from fashion import FashionModel\n"
-            "spec = {'views': {'full': {'name': 'full', 'options': {'size': 32}}},\n"
-            "        'backbones': {'image': {'name': 'color_histogram', 'views': ['full']}},\n"
-            "        'fusion': {'name': 'concat'},\n"
-            "        'attributes': {'color': {'labels': ['red', 'blue']}}}\n"
-            "m = FashionModel(spec)\n"
-            "out = m.predict([{'images': [Image.new('RGB', (50, 40), 'red')]}])\n"
-            "print(m.backbones['image'].output_dim, out[0]['color'].label in ('red', 'blue'))\n"
-        )
-        used = subprocess.run(
-            [sys.executable, "-c", script], capture_output=True, text=True, env=env_no_auto,
-            timeout=300,
-        )
-        assert used.returncode == 0, used.stderr
-        assert used.stdout.split() == ["24", "True"]
-    finally:
-        _run("uninstall", "-y", "fashion-plugin-example")
+    assert (target / "fashion_plugin_example.py").is_file()
+    source = ROOT / "docs" / "plugins" / "fashion-plugin-example"
+    assert not (source / "build").exists() and not list(source.glob("*.egg-info"))
+    result = subprocess.run(
+        [SCRIPT, "plugins", "--json"], capture_output=True, text=True, env=env_no_auto,
+        timeout=300, check=True,
+    )
+    rows = {r["name"]: r for r in json.loads(result.stdout)}
+    assert rows["color_histogram"]["distribution"] == "fashion-plugin-example"
+    assert rows["color_histogram"]["version"] == "0.1.0"
+    hello = subprocess.run(
+        [SCRIPT, "hello", "team"], capture_output=True, text=True, env=env_no_auto, check=True
+    )
+    assert hello.stdout.strip() == "hello team from fashion-plugin-example"
+    # The allow-list keeps it out when it is not named.
+    hidden = subprocess.run(
+        [SCRIPT, "plugins", "--json"], capture_output=True, text=True,
+        env={**env_no_auto, "FASHION_LOAD_PLUGINS": "something-else"}, check=True,
+    )
+    assert "color_histogram" not in hidden.stdout
+    script = (
+        "from PIL import Image\n"
+        "from fashion import FashionModel\n"
+        "spec = {'views': {'full': {'name': 'full', 'options': {'size': 32}}},\n"
+        "        'backbones': {'image': {'name': 'color_histogram', 'views': ['full']}},\n"
+        "        'fusion': {'name': 'concat'},\n"
+        "        'attributes': {'color': {'labels': ['red', 'blue']}}}\n"
+        "m = FashionModel(spec)\n"
+        "out = m.predict([{'images': [Image.new('RGB', (50, 40), 'red')]}])\n"
+        "print(m.backbones['image'].output_dim, out[0]['color'].label in ('red', 'blue'))\n"
+    )
+    used = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env_no_auto,
+        timeout=300,
+    )
+    assert used.returncode == 0, used.stderr
+    assert used.stdout.split() == ["24", "True"]

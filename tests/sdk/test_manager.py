@@ -7,12 +7,11 @@ import types
 import pytest
 
 from fashion import (
-    Backbone,
     Head,
     PluginError,
     UnknownComponentError,
     build_component,
-    get_registration,
+    get_component_info,
     hookimpl,
     list_components,
 )
@@ -28,7 +27,7 @@ def _plugin(**hooks):
 
 
 def test_register_backbones_hook_records_plugin_and_kind(tiny):
-    registration = get_registration("backbone", "tiny_image")
+    registration = get_component_info("backbone", "tiny_image")
     assert registration.kind == "backbone"
     assert registration.plugin == "tests.tiny_plugin"
     assert registration.cls.modality == "image"
@@ -37,7 +36,7 @@ def test_register_backbones_hook_records_plugin_and_kind(tiny):
 
 
 def test_register_heads_hook(tiny):
-    assert get_registration("head", "tiny_head").cls.__name__ == "TinyHead"
+    assert get_component_info("head", "tiny_head").cls.__name__ == "TinyHead"
 
 
 def test_register_croppers_hook(tiny):
@@ -52,7 +51,7 @@ def test_unregistering_removes_components(tiny):
     unregister_plugin(name="tests.tiny_plugin")
     try:
         with pytest.raises(UnknownComponentError, match="fashion install"):
-            get_registration("backbone", "tiny_image")
+            get_component_info("backbone", "tiny_image")
     finally:
         register_plugin(tiny, name="tests.tiny_plugin")
 
@@ -69,9 +68,10 @@ def test_builtins_register_through_the_same_hooks():
 
 
 def test_duplicate_names_are_refused_naming_both(tiny):
-    class Again(Backbone):
+    from tests.tiny_plugin import TinyImage
+
+    class Again(TinyImage):
         name = "tiny_image"
-        modality = "image"
 
     def register_backbones(register):
         register(Again)
@@ -84,7 +84,7 @@ def test_duplicate_names_are_refused_naming_both(tiny):
         assert "tiny_image" in message and "tests.tiny_plugin" in message and "dupe" in message
     finally:
         unregister_plugin(name="dupe")
-    assert get_registration("backbone", "tiny_image").plugin == "tests.tiny_plugin"
+    assert get_component_info("backbone", "tiny_image").plugin == "tests.tiny_plugin"
 
 
 @pytest.mark.parametrize(
@@ -121,3 +121,109 @@ def test_unknown_component_lists_installed(tiny):
     assert "tiny_head" in str(info.value)
     with pytest.raises(UnknownComponentError, match="kinds"):
         list_components("gizmo")
+
+
+# ------------------------------------------------------------------ the contract is enforced
+
+
+def _register_one(hook: str, component: type, plugin_name: str) -> None:
+    def register_hook(register):
+        register(component)
+
+    register_plugin(_plugin(**{hook: register_hook}), name=plugin_name)
+
+
+def test_a_component_missing_a_required_method_is_refused_naming_plugin_and_method(tiny):
+    from fashion import Fusion
+
+    class NoForward(Fusion):
+        name = "no_forward"
+
+        def __init__(self, options=None, *, input_dims):
+            super().__init__(options, input_dims=input_dims)
+            self.output_dim = 4
+
+    _register_one("register_fusions", NoForward, "broken_fusion")
+    try:
+        with pytest.raises(PluginError) as info:
+            list_components()
+        message = str(info.value)
+        assert "plugin 'broken_fusion'" in message
+        assert "fusion 'no_forward'" in message and "forward()" in message
+    finally:
+        unregister_plugin(name="broken_fusion")
+
+
+def test_an_image_backbone_missing_preprocess_parts_is_refused(tiny):
+    from fashion import TextBackbone
+
+    class NoPreprocess(TextBackbone):
+        name = "no_preprocess"
+
+        def forward(self, batch):
+            return batch
+
+    _register_one("register_backbones", NoPreprocess, "broken_text")
+    try:
+        with pytest.raises(PluginError, match=r"plugin 'broken_text'.*preprocess\(\)"):
+            list_components()
+    finally:
+        unregister_plugin(name="broken_text")
+
+
+def test_a_wrong_output_dim_is_refused_at_build_time_naming_plugin_and_method(tiny):
+    from tests.tiny_plugin import TinyImage
+
+    class Liar(TinyImage):
+        name = "liar_image"
+
+        def __init__(self, options=None, *, assets=None, pretrained=True):
+            super().__init__(options)
+            self.output_dim = self.options.width + 3  # forward() returns `width` features
+
+    _register_one("register_backbones", Liar, "liar_plugin")
+    try:
+        with pytest.raises(PluginError) as info:
+            build_component("backbone", "liar_image", {"width": 8})
+        message = str(info.value)
+        assert "plugin 'liar_plugin'" in message and "backbone 'liar_image'" in message
+        assert "output_dim = 11" in message and "forward()" in message and "(2, 8)" in message
+    finally:
+        unregister_plugin(name="liar_plugin")
+
+
+def test_a_head_returning_the_wrong_number_of_logits_is_refused(tiny):
+    from tests.tiny_plugin import TinyHead
+
+    class Short(TinyHead):
+        name = "short_head"
+
+        def forward(self, x):
+            return super().forward(x)[:, :1]
+
+    _register_one("register_heads", Short, "short_plugin")
+    try:
+        with pytest.raises(PluginError, match=r"plugin 'short_plugin'.*head 'short_head'.*len\(labels\) = 3"):
+            build_component("head", "short_head", input_dim=4, labels=["a", "b", "c"])
+    finally:
+        unregister_plugin(name="short_plugin")
+
+
+def test_image_backbone_options_carry_the_resolved_preprocessing(tiny):
+    backbone = build_component("backbone", "tiny_image", {"width": 4})
+    assert backbone.options_dict()["preprocessing"] == {
+        "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]
+    }
+    custom = build_component(
+        "backbone", "tiny_image", {"preprocessing": {"mean": [0.5] * 3, "std": [0.5] * 3}}
+    )
+    assert custom.mean == (0.5, 0.5, 0.5)
+    assert custom.fingerprint() != build_component("backbone", "tiny_image").fingerprint()
+
+
+def test_typed_options_come_from_the_generic_parameter():
+    from fashion.heads.linear import LinearHead, LinearOptions
+
+    assert LinearHead.Options is LinearOptions
+    head = LinearHead({"dropout": 0.1}, input_dim=3, labels=["a", "b"])
+    assert isinstance(head.options, LinearOptions) and head.options.dropout == 0.1

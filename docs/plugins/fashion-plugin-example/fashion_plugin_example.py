@@ -10,20 +10,21 @@ from __future__ import annotations
 import click
 import torch
 
-from fashion import ComponentOptions, ImageBackbone, hookimpl
+from fashion import ImageBackbone, ImageBackboneOptions, ImagePreprocessing, hookimpl
 
 
-class ColorHistogramOptions(ComponentOptions):
+class ColorHistogramOptions(ImageBackboneOptions):
     bins: int = 8  # per channel
 
 
-class ColorHistogram(ImageBackbone):
+class ColorHistogram(ImageBackbone[ColorHistogramOptions]):
     """Soft per-channel intensity histograms: 3 x bins features, no weights to train."""
 
     name = "color_histogram"
-    Options = ColorHistogramOptions
-    mean = (0.0, 0.0, 0.0)
-    std = (1.0, 1.0, 1.0)
+
+    @classmethod
+    def default_preprocessing(cls) -> ImagePreprocessing:
+        return ImagePreprocessing(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))  # pixels in [0, 1]
 
     def __init__(self, options=None, *, assets=None, pretrained=True):
         super().__init__(options)

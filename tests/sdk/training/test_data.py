@@ -13,7 +13,8 @@ from PIL import Image
 
 from fashion import ConfigError, DataError, FashionModel
 from fashion.training import DatasetConfig, load_dataset
-from fashion.training.data import BatchCollator, stratified_split
+from fashion.training.data import stratified_split
+from fashion.training.loader import BatchCollator
 from tests.tiny_plugin import TINY_SPEC
 
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import math
+import types
 
 import pytest
 import torch
 
+from fashion import PluginError, get_component_info, hookimpl
 from fashion.errors import ConfigError
-from fashion.training import TrainConfig, Trainer, get_loss
+from fashion.manager import register_plugin, unregister_plugin
+from fashion.training import LossCombiner, TrainConfig, Trainer, get_loss, list_losses
 from fashion.training.config import check_compatible
 from fashion.training.losses import PCGradLoss, balanced_class_weights
 
@@ -75,3 +78,37 @@ def test_pcgrad_with_proportional_is_refused_clearly(tiny, train_config):
     with pytest.raises(ConfigError, match="all_tasks"):
         Trainer(None, config)
     assert isinstance(train_config(loss="pcgrad", sampler="all_tasks"), TrainConfig)
+
+
+def test_register_losses_hook_adds_a_combination_the_config_accepts(tmp_path):
+    class Max(LossCombiner):
+        name = "test_max"
+
+        def forward(self, losses):
+            return torch.stack(list(losses.values())).max()
+
+    plugin = types.ModuleType("loss_plugin")
+    plugin.register_losses = hookimpl(lambda register: register(Max))
+    datasets = [{"name": "a", "path": str(tmp_path / "a.csv")}]
+    with pytest.raises(ConfigError, match="loss = 'test_max' is not registered; registered: dwa, mean"):
+        TrainConfig.parse({"datasets": datasets, "loss": "test_max"})
+    register_plugin(plugin, name="loss_plugin")
+    try:
+        assert "test_max" in list_losses()
+        assert get_component_info("loss", "test_max").plugin == "loss_plugin"
+        assert float(get_loss("test_max", TASKS)(losses(color=1.0, style=3.0))) == 3.0
+        assert TrainConfig.parse({"datasets": datasets, "loss": "test_max"}).loss == "test_max"
+    finally:
+        unregister_plugin(plugin)
+    assert "test_max" not in list_losses()
+
+
+def test_a_registered_loss_must_subclass_loss_combiner():
+    plugin = types.ModuleType("bad_loss_plugin")
+    plugin.register_losses = hookimpl(lambda register: register(torch.nn.Module))
+    register_plugin(plugin, name="bad_loss_plugin")
+    try:
+        with pytest.raises(PluginError, match="not a subclass of fashion.LossCombiner"):
+            list_losses()
+    finally:
+        unregister_plugin(plugin)

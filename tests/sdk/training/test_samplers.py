@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import types
 from collections import Counter
 
 import pytest
 
-from fashion.errors import ConfigError, UnknownComponentError
-from fashion.training import Sampler, get_sampler, list_samplers, register_sampler
-from fashion.training.samplers import _SAMPLERS, shard_step
+from fashion import get_component_info, hookimpl
+from fashion.errors import ConfigError, DuplicateComponentError, PluginError, UnknownComponentError
+from fashion.manager import register_plugin, unregister_plugin
+from fashion.training import Sampler, TrainConfig, get_sampler, list_samplers
+from fashion.training.samplers import shard_step
 
 SIZES = [50, 20, 7]
 BS = 8
@@ -89,7 +92,7 @@ def test_shard_step_splits_rows_between_processes():
     assert shard_step(step, 0, 1) == step
 
 
-def test_register_a_custom_sampler():
+def test_register_samplers_hook_adds_a_sampler_the_config_accepts(tmp_path):
     class Sequential(Sampler):
         name = "test_sequential"
 
@@ -97,14 +100,31 @@ def test_register_a_custom_sampler():
             return [((d, list(range(i, min(n, i + batch_size)))),)
                     for d, n in enumerate(sizes) for i in range(0, n, batch_size)]
 
-    register_sampler(Sequential)
+    plugin = types.ModuleType("sampler_plugin")
+    plugin.register_samplers = hookimpl(lambda register: register(Sequential))
+    datasets = [{"name": "a", "path": str(tmp_path / "a.csv")}]
+    with pytest.raises(ConfigError, match="not registered; registered: all_tasks, proportional"):
+        TrainConfig.parse({"datasets": datasets, "sampler": "test_sequential"})
+    register_plugin(plugin, name="sampler_plugin")
     try:
+        assert "test_sequential" in list_samplers()
+        assert get_component_info("sampler", "test_sequential").plugin == "sampler_plugin"
         schedule = get_sampler("test_sequential").schedule([3], 2, epoch=0, seed=0)
         assert schedule == [((0, [0, 1]),), ((0, [2]),)]
-        with pytest.raises(ConfigError, match="already registered"):
-            register_sampler(type("Other", (Sampler,), {"name": "test_sequential"}))
+        assert TrainConfig.parse({"datasets": datasets, "sampler": "test_sequential"}).sampler == "test_sequential"
+        clash = types.ModuleType("clash_plugin")
+        clash.register_samplers = hookimpl(
+            lambda register: register(type("Other", (Sequential,), {"name": "test_sequential"}))
+        )
+        register_plugin(clash, name="clash_plugin")
+        try:
+            with pytest.raises(DuplicateComponentError, match="registered twice"):
+                list_samplers()
+        finally:
+            unregister_plugin(clash)
     finally:
-        _SAMPLERS.pop("test_sequential", None)
+        unregister_plugin(plugin)
+    assert "test_sequential" not in list_samplers()
 
 
 def test_unknown_sampler_and_bad_options_are_refused():
@@ -114,3 +134,16 @@ def test_unknown_sampler_and_bad_options_are_refused():
         get_sampler("temperature", {"temperature": -1})
     with pytest.raises(ConfigError, match="at least one usable row"):
         get_sampler("proportional").schedule([3, 0], 2, epoch=0, seed=0)
+
+
+def test_a_sampler_without_schedule_is_refused_at_registration():
+    plugin = types.ModuleType("lazy_sampler_plugin")
+    plugin.register_samplers = hookimpl(
+        lambda register: register(type("Lazy", (Sampler,), {"name": "test_lazy"}))
+    )
+    register_plugin(plugin, name="lazy_sampler_plugin")
+    try:
+        with pytest.raises(PluginError, match=r"sampler 'test_lazy' .*without the required method\(s\) schedule\(\)"):
+            list_samplers()
+    finally:
+        unregister_plugin(plugin)

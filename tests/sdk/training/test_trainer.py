@@ -10,9 +10,9 @@ from safetensors.torch import load_file
 
 from fashion import ConfigError, FashionModel
 from fashion.training import DatasetConfig, Trainer, load_dataset
-from fashion.training.data import BatchCollator
+from fashion.training.loader import BatchCollator
 from fashion.training.losses import get_loss
-from fashion.training.trainer import _StepModule
+from fashion.training.step import StepModule
 from tests.tiny_plugin import TINY_SPEC
 
 
@@ -38,7 +38,7 @@ def test_two_datasets_with_disjoint_attributes_train_together(tiny, train_config
 def test_a_batch_leaves_heads_of_unlabeled_attributes_without_gradient(tiny, catalog):
     model = FashionModel(TINY_SPEC)
     colors = load_dataset(DatasetConfig(name="c", path=catalog["colors"]), model).encode(model)
-    module = _StepModule(model, get_loss("sum", model.attributes), {}, cached=False, frozen_backbones=False)
+    module = StepModule(model, get_loss("sum", model.attributes), {}, cached=False, frozen_backbones=False)
     batch, targets = BatchCollator(model, [colors])((0, list(range(8))))
     total, losses = module([(batch, targets)])
     total.backward()

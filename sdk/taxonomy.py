@@ -6,7 +6,7 @@ raw catalog value to its canonical label whatever the casing, spacing, accents o
 (``"Polka-Dot"``, ``"POLKA DOT"`` and ``"polka_dot"`` all give ``"polka_dot"``);
 :meth:`Taxonomy.resolve` also tells an empty cell (missing) apart from a value nobody knows.
 
-Built-in taxonomies ship as ``fashion/heads/taxonomies/*.json``. A team keeps its own in a
+Built-in taxonomies ship as ``fashion/taxonomies/*.json``. A team keeps its own in a
 project file (``fashion-attributes.json``, or a TOML file with ``[attributes.NAME]`` tables)::
 
     {"attributes": {"fit": {"labels": ["slim", "regular"], "synonyms": {"skinny": "slim"}}}}
@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import sys
-import tempfile
+import tomllib
 import unicodedata
 from functools import lru_cache
 from pathlib import Path
@@ -27,15 +25,9 @@ from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError, model_validator
 
-from fashion.errors import ConfigError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10 reads TOML through the tomli backport when installed
-    try:
-        import tomli as tomllib
-    except ModuleNotFoundError:
-        tomllib = None
+from ._config import explain_validation_error
+from ._files import atomic_write_text
+from .errors import ConfigError
 
 PROJECT_FILE = "fashion-attributes.json"
 """Default name of a team's project taxonomy file."""
@@ -216,10 +208,6 @@ def _read_mapping(path: Path) -> dict[str, Any]:
         )
     if not path.is_file():
         raise ConfigError(f"{path}: taxonomy file not found; check the path")
-    if suffix == ".toml" and tomllib is None:
-        raise ConfigError(
-            f"{path}: reading TOML on Python 3.10 needs `pip install tomli`; or use JSON"
-        )
     try:
         text = path.read_text(encoding="utf-8")
         data = tomllib.loads(text) if suffix == ".toml" else json.loads(text)
@@ -234,11 +222,7 @@ def _validate(data: dict[str, Any], source: str) -> Taxonomy:
     try:
         return Taxonomy.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            (f"{'.'.join(str(p) for p in err['loc'])}: " if err["loc"] else "")
-            + str(err["msg"]).removeprefix("Value error, ")
-            for err in exc.errors()
-        )
+        problems = explain_validation_error(exc, "(taxonomy)")
         raise ConfigError(
             f"{source}: invalid taxonomy: {problems}. Accepted keys: "
             f"{', '.join(Taxonomy.model_fields)}."
@@ -331,50 +315,15 @@ def save_project_taxonomy(path: str | Path, taxonomy: Taxonomy) -> Path:
         raise ConfigError(f"{path}: 'attributes' must be a table/object; fix or remove it")
     attributes[taxonomy.name] = taxonomy.model_dump(exclude={"name"})
     if path.suffix.lower() == ".toml":
-        text = "\n".join(_toml_lines(data, (), str(path))).strip() + "\n"
+        import tomli_w
+
+        try:
+            text = tomli_w.dumps(data)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{path}: cannot write TOML ({exc}); save the project file as JSON") from None
     else:
         text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _toml_key(key: str) -> str:
-    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key, ensure_ascii=False)
-
-
-def _toml_value(value: object, where: str) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float) and math.isfinite(value):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)  # a JSON string is a valid TOML basic string
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(item, where) for item in value) + "]"
-    raise ConfigError(f"{where}: cannot write {value!r} to TOML; save the project file as JSON")
-
-
-def _toml_lines(data: dict[str, Any], prefix: tuple[str, ...], where: str) -> list[str]:
-    scalars = [(k, v) for k, v in data.items() if not isinstance(v, dict)]
-    tables = [(k, v) for k, v in data.items() if isinstance(v, dict)]
-    lines: list[str] = []
-    if prefix and (scalars or not tables):
-        lines.append("[" + ".".join(_toml_key(part) for part in prefix) + "]")
-    lines.extend(f"{_toml_key(k)} = {_toml_value(v, where)}" for k, v in scalars)
-    for key, table in tables:
-        lines.append("")
-        lines.extend(_toml_lines(table, (*prefix, key), where))
-    return lines
+    return atomic_write_text(path, text)
 
 
 __all__ = [

@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from fashion.errors import ConfigError
-from fashion.heads.taxonomy import (
+from fashion.taxonomy import (
     PROJECT_FILE,
     Resolution,
     Taxonomy,

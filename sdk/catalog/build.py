@@ -1,0 +1,349 @@
+"""The entry points: :func:`make_catalog`, :func:`read_ground_truth` and the ``make-catalog`` command."""
+
+from __future__ import annotations
+
+import csv
+import math
+import multiprocessing
+import os
+import random
+import shutil
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import click
+
+from fashion.errors import ConfigError
+from fashion.taxonomy import builtin_taxonomies
+
+from .info import (
+    ATTRIBUTES,
+    DATASET_SHARES,
+    DATASETS,
+    GROUND_TRUTH_COLUMNS,
+    MANIFEST_COLUMNS,
+    SLEEVED,
+    SPLITS,
+    CatalogInfo,
+    DatasetInfo,
+    ProgressCallback,
+)
+from .products import _Product, _sample_product
+from .render import _render_product
+from .text import _VENDORS, _label_cell, _write_text
+
+# ---------------------------------------------------------------------------------------------
+# datasets and splits
+
+
+def _split_counts(n: int, fractions: Sequence[float]) -> list[int]:
+    counts = [math.floor(n * f) for f in fractions]
+    remainders = sorted(range(len(fractions)), key=lambda i: n * fractions[i] - counts[i])
+    for i in reversed(remainders[len(remainders) - (n - sum(counts)) :]):
+        counts[i] += 1
+    if n >= len(fractions):  # every split with a positive share gets at least one row
+        for i, f in enumerate(fractions):
+            if f > 0 and counts[i] == 0:
+                donor = max(range(len(counts)), key=lambda j: counts[j])
+                counts[donor] -= 1
+                counts[i] += 1
+    return counts
+
+
+def _assign(rng: random.Random, products: list[_Product], fractions: Sequence[float]) -> None:
+    n = len(products)
+    order = list(range(n))
+    rng.shuffle(order)
+    sleeved = [i for i in order if products[i].category in SLEEVED]
+    n_sleeves = min(len(sleeved), round(n * DATASET_SHARES["sleeves"]))
+    chosen = set(sleeved[:n_sleeves])
+    rest = [i for i in order if i not in chosen]
+    n_colors = min(len(rest), round(n * DATASET_SHARES["colors_patterns"]))
+    members = {
+        "colors_patterns": sorted(rest[:n_colors]),
+        "categories": sorted(rest[n_colors:]),
+        "sleeves": sorted(chosen),
+    }
+    for name, indices in members.items():
+        rng.shuffle(indices)
+        start = 0
+        for split, count in zip(SPLITS, _split_counts(len(indices), fractions), strict=True):
+            for i in indices[start : start + count]:
+                products[i].dataset, products[i].split = name, split
+            start += count
+
+
+def _write_csv(path: Path, header: Sequence[str], rows: Iterator[Sequence[str]]) -> int:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    count = 0
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(header)
+        for row in rows:
+            writer.writerow(row)
+            count += 1
+    return count
+
+
+# ---------------------------------------------------------------------------------------------
+# entry points
+
+
+def _check_args(
+    products: int,
+    image_size: int,
+    images_per_product: tuple[int, int],
+    splits: tuple[float, float, float],
+) -> None:
+    if products < 1:
+        raise ConfigError(f"products must be at least 1 (got {products})")
+    if not 64 <= image_size <= 4096:
+        raise ConfigError(f"image_size must be between 64 and 4096 pixels (got {image_size})")
+    lo, hi = images_per_product
+    if not 1 <= lo <= hi <= 8:
+        raise ConfigError(
+            f"images_per_product must be (min, max) with 1 <= min <= max <= 8 (got {lo}, {hi})"
+        )
+    if len(splits) != 3 or any(f < 0 for f in splits) or abs(sum(splits) - 1.0) > 1e-6:
+        raise ConfigError(
+            f"splits must be three non-negative train/val/test fractions summing to 1 (got {splits})"
+        )
+
+
+def _prepare_out(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out} is a file; choose a folder for the catalog")
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / "catalog.json").is_file():
+            raise ConfigError(f"{out} is not empty and holds no catalog; choose an empty folder")
+        if not overwrite:
+            raise ConfigError(
+                f"{out} already holds a catalog; pass overwrite=True (`--overwrite`) to replace it"
+            )
+        for name in ("images", "datasets"):
+            shutil.rmtree(out / name, ignore_errors=True)
+        for name in ("catalog.json", "ground_truth.csv"):
+            (out / name).unlink(missing_ok=True)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+
+
+def make_catalog(
+    out: str | Path,
+    *,
+    products: int = 600,
+    seed: int = 0,
+    image_size: int = 512,
+    images_per_product: tuple[int, int] = (1, 3),
+    splits: tuple[float, float, float] = (0.7, 0.15, 0.15),
+    progress: ProgressCallback | None = None,
+    workers: int | None = None,
+    overwrite: bool = False,
+) -> CatalogInfo:
+    """Generate a synthetic catalog under ``out`` and return what was written.
+
+    ``progress(done, total)`` is called as products are rendered. ``workers`` processes draw
+    the images (default: up to 4, one per CPU, for catalogs of 200+ products); the output does
+    not depend on it. An existing catalog in ``out`` is only replaced with ``overwrite=True``.
+    """
+    out = Path(out)
+    _check_args(products, image_size, images_per_product, splits)
+    _prepare_out(out, overwrite)
+
+    rng = random.Random(f"fashion-catalog:{seed}")
+    plan = [_sample_product(rng, i, images_per_product) for i in range(products)]
+    text_rng = random.Random(f"fashion-catalog-text:{seed}")
+    for p in plan:
+        _write_text(text_rng, p, text_rng.choice(_VENDORS))
+    _assign(random.Random(f"fashion-catalog-split:{seed}"), plan, splits)
+
+    if workers is None:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        workers = min(cpus or 1, 4) if products >= 200 else 1
+    image_dir = str(out / "images")
+    tasks = [(p, image_size, seed, image_dir) for p in plan]
+    boxes: list[list[str]] = []
+    if workers <= 1:
+        for p_done, task in enumerate(tasks, start=1):
+            boxes.append(_render_product(task))
+            if progress:
+                progress(p_done, products)
+    else:
+        context = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            chunk = max(1, min(16, products // (workers * 8)))
+            for p_done, result in enumerate(pool.map(_render_product, tasks, chunksize=chunk), 1):
+                boxes.append(result)
+                if progress:
+                    progress(p_done, products)
+
+    # manifests: one dataset per product, canonical labels with some vendor noise
+    taxonomies = builtin_taxonomies()
+    synonyms: dict[str, dict[str, list[str]]] = {}
+    for name, tax in taxonomies.items():
+        by_label: dict[str, list[str]] = {}
+        for word, label in tax.synonyms.items():
+            if word.isascii():
+                by_label.setdefault(label, []).append(word)
+        synonyms[name] = by_label
+    label_rng = random.Random(f"fashion-catalog-labels:{seed}")
+    datasets: dict[str, DatasetInfo] = {}
+    for name, attributes in DATASETS.items():
+        manifests: dict[str, str] = {}
+        rows: dict[str, int] = {}
+        for split in SPLITS:
+            members = [p for p in plan if p.dataset == name and p.split == split]
+            rel = f"datasets/{name}/{split}.csv"
+            lines = (
+                [
+                    p.id,
+                    "|".join(f"../../images/{n}" for n in p.image_names),
+                    p.title,
+                    p.description,
+                    p.brand,
+                    *(_label_cell(label_rng, getattr(p, a), synonyms[a]) for a in attributes),
+                ]
+                for p in members
+            )
+            rows[split] = _write_csv(out / rel, (*MANIFEST_COLUMNS, *attributes), lines)
+            manifests[split] = rel
+        datasets[name] = DatasetInfo(
+            name=name, attributes=list(attributes), manifests=manifests, rows=rows
+        )
+
+    truth = (
+        [
+            p.id,
+            p.dataset,
+            p.split,
+            p.vendor,
+            p.brand,
+            p.title,
+            p.description,
+            *(getattr(p, a) for a in ATTRIBUTES),
+            p.scale,
+            "#{:02x}{:02x}{:02x}".format(*p.rgb),
+            "|".join(f"images/{n}" for n in p.image_names),
+            "|".join(p.shots),
+            "|".join(box),
+            "|".join(p.mentions),
+        ]
+        for p, box in zip(plan, boxes, strict=True)
+    )
+    _write_csv(out / "ground_truth.csv", GROUND_TRUTH_COLUMNS, truth)
+
+    info = CatalogInfo(
+        out=out,
+        seed=seed,
+        products=products,
+        images=sum(len(p.shots) for p in plan),
+        image_size=image_size,
+        images_per_product=(images_per_product[0], images_per_product[1]),
+        splits=dict(zip(SPLITS, splits, strict=True)),
+        datasets=datasets,
+        vendors=[v.name for v in _VENDORS],
+    )
+    info.save()
+    return info
+
+
+def read_ground_truth(catalog: str | Path | CatalogInfo) -> list[dict[str, str]]:
+    """The rows of ``ground_truth.csv`` as dictionaries (one per product, in id order)."""
+    path = catalog.ground_truth_path if isinstance(catalog, CatalogInfo) else Path(catalog)
+    if path.is_dir():
+        path = path / "ground_truth.csv"
+    if not path.is_file():
+        raise ConfigError(f"{path} not found; generate a catalog with `fashion make-catalog`")
+    with path.open(encoding="utf-8", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@click.command("make-catalog")
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--products",
+    default=600,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Number of products to generate.",
+)
+@click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
+@click.option(
+    "--image-size",
+    default=512,
+    show_default=True,
+    type=click.IntRange(64, 4096),
+    help="Side of the square images, in pixels.",
+)
+@click.option(
+    "--images-per-product",
+    nargs=2,
+    type=int,
+    default=(1, 3),
+    show_default=True,
+    metavar="MIN MAX",
+    help="Range of shots per product.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Processes drawing images [default: one per CPU, at most 4].",
+)
+@click.option("--overwrite", is_flag=True, help="Replace a catalog already in OUT.")
+def make_catalog_command(
+    out: Path,
+    products: int,
+    seed: int,
+    image_size: int,
+    images_per_product: tuple[int, int],
+    workers: int | None,
+    overwrite: bool,
+) -> None:
+    """Generate a synthetic retail catalog with known ground truth in OUT."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+    from rich.table import Table
+
+    console = Console()
+    start = time.perf_counter()
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("Drawing products", total=products)
+        info = make_catalog(
+            out,
+            products=products,
+            seed=seed,
+            image_size=image_size,
+            images_per_product=images_per_product,
+            workers=workers,
+            overwrite=overwrite,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    elapsed = time.perf_counter() - start
+
+    table = Table(title=f"Catalog in {out}")
+    table.add_column("dataset")
+    table.add_column("labels")
+    for split in SPLITS:
+        table.add_column(split, justify="right")
+    table.add_column("total", justify="right")
+    for ds in info.datasets.values():
+        table.add_row(
+            ds.name, ", ".join(ds.attributes), *(str(ds.rows[s]) for s in SPLITS), str(ds.total)
+        )
+    console.print(table)
+    console.print(
+        f"{info.products} products, {info.images} images of {info.image_size} px in "
+        f"{elapsed:.1f} s; ground truth: {info.ground_truth_path}"
+    )
+
+
+__all__ = ["make_catalog", "make_catalog_command", "read_ground_truth"]
