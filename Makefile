@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.fashion-installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test bench lint install clean docs
+.PHONY: demo test bench lint install clean docs browser
 
 install: $(STAMP)
 
@@ -20,7 +20,16 @@ $(STAMP): pyproject.toml requirements-dev.txt
 demo: $(STAMP)
 	FASHION_HOME=$${FASHION_HOME:-$(CURDIR)/.fashion-home} $(VENV)/bin/fashion demo --out fashion-demo
 
-test: $(STAMP)
+# Headless Chromium for the page test (tests/serve/test_page.py): installed with apt when missing,
+# where apt-get exists and we are root; otherwise the test is skipped and this says why.
+browser:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; \
+	elif ! command -v apt-get >/dev/null 2>&1; then echo "browser: no apt-get here; the page test will be skipped"; \
+	elif [ "$$(id -u)" != 0 ]; then echo "browser: not root, cannot apt-get install chromium; the page test will be skipped"; \
+	else (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
+		|| echo "browser: apt-get install chromium chromium-driver failed; the page test will be skipped"; fi
+
+test: $(STAMP) browser
 	$(VENV)/bin/ruff check sdk plugins heads registry tests docs/plugins benchmarks
 	$(PY) -m pytest $(PYTEST_ARGS)
 

@@ -7,19 +7,23 @@ the runner renders ``benchmarks/results/summary.md``. SDK and baseline runs are 
 (ABAB) and reported as medians and ratios, so a noisy machine shifts both sides alike.
 Benchmarks never fail: a missed target is a verdict in the table, not an error.
 
-Measurements (one module each): ``inference``, ``multitask``, ``add_attribute``, ``training``,
-``scale`` and ``gpu``. See ``docs/performance.md``.
+Measurements (one module each): ``inference``, ``fast_inference``, ``multitask``,
+``add_attribute``, ``training``, ``scale``, ``gpu``, ``serve`` and ``scale_out`` (needs the ``ray``
+extra). See ``docs/performance.md``.
 """
 
 from __future__ import annotations
 
 MEASUREMENTS: tuple[str, ...] = (
     "inference",
+    "fast_inference",
     "multitask",
     "add_attribute",
     "training",
     "scale",
     "gpu",
+    "serve",
+    "scale_out",
 )
 
 __all__ = ["MEASUREMENTS"]

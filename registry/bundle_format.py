@@ -91,6 +91,8 @@ class BundleManifest(StrictModel):
     files: dict[str, FileEntry]
     metrics: dict[str, dict[str, Any]] = Field(default_factory=dict)
     provenance: Provenance = Field(default_factory=Provenance)
+    # ONNX artifacts and the accuracy gate's verdict (fashion.optimize.artifacts)
+    optimizations: dict[str, Any] = Field(default_factory=dict)
 
     def backbone_fingerprints(self) -> dict[str, str]:
         return {p: c.fingerprint for p, c in self.components.items() if c.kind == "backbone"}

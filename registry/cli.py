@@ -150,6 +150,9 @@ def show_command(uri: str, as_json: bool, endpoint: str | None) -> None:
         dist = f"{c['distribution']} {c.get('version') or ''}" if c.get("distribution") else "-"
         table.add_row(path, c["name"], dist, c["fingerprint"])
     console.print(table)
+    from fashion.optimize.gate import print_verdict
+
+    print_verdict(console, manifest.get("optimizations", {}))
     datasets = manifest.get("provenance", {}).get("datasets", [])
     for d in datasets:
         console.print(f"dataset {d.get('name', '?')}: {d.get('rows', '?')} rows")

@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from . import __version__
@@ -99,6 +100,8 @@ _COMMAND_MODULES = (
     "fashion.predictor:predict_command",
     "fashion.add_attribute_cli:add_attribute_command",
     "fashion.demo:demo_command",
+    "fashion.optimize.cli:export_command",
+    "fashion.optimize.cli:optimize_command",
 )
 
 
@@ -171,7 +174,8 @@ def main(argv: list[str] | None = None) -> Any:
             raise
         for error_type, prefix in _ERROR_PREFIXES:
             if isinstance(exc, error_type):
-                err_console.print(f"[bold red]{prefix}:[/] {exc}", highlight=False, soft_wrap=True)
+                err_console.print(f"[bold red]{prefix}:[/] {escape(str(exc))}", highlight=False,
+                                  soft_wrap=True)
                 err_console.print("[dim](set FASHION_DEBUG=1 for the traceback)[/]")
                 sys.exit(130 if isinstance(exc, KeyboardInterrupt) else 1)
         raise

@@ -55,6 +55,10 @@ class ModelNotFoundError(RegistryError, LookupError):
     """A model URI, revision or tag does not exist in the registry."""
 
 
+class MissingExtraError(FashionError, ImportError):
+    """An optional feature needs packages that are not installed (an extra of fashion-sdk)."""
+
+
 class GateError(FashionError, RuntimeError):
     """The no-regression gate refused to publish a new revision."""
 
@@ -70,6 +74,7 @@ __all__ = [
     "DuplicateComponentError",
     "FashionError",
     "GateError",
+    "MissingExtraError",
     "MissingPluginError",
     "ModelNotFoundError",
     "PluginError",

@@ -41,6 +41,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "fashion.heads.mlp",
     "fashion.heads.multilabel",
     "fashion.training.builtins",
+    "fashion.serve.command",
 )
 
 ENTRY_POINT_GROUP = "fashion"

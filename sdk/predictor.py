@@ -30,6 +30,9 @@ from .components import AttributePrediction
 from .errors import ConfigError, DataError
 from .inputs import Batch, InputName, Product, ProductError
 from .model import FashionModel
+from .optimize.precision import PRECISIONS, RUNTIMES, resolve_precision
+from .optimize.precision import autocast_dtype as _autocast_dtype
+from .optimize.prefetch import prefetch
 
 _FIELD = re.compile(r"field '(\w+)'")
 
@@ -50,35 +53,30 @@ class ProductPrediction:
         }
 
 
-Precision = Literal["fp32", "bf16", "fp16", "auto"]
-PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16", "auto")
+Precision = Literal["fp32", "bf16", "fp16", "int8", "auto"]
+Runtime = Literal["torch", "onnxruntime"]
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype of a ``precision`` setting on ``device`` (``None``: plain fp32).
-
-    ``auto`` is bf16 on a CUDA device that supports it, fp16 on other CUDA devices and fp32
-    elsewhere; ``bf16``/``fp16`` are used as asked, on the CPU too (where only some processors
-    gain from them).
-    """
-    if precision not in PRECISIONS:
-        raise ConfigError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
-    if precision == "auto":
-        if device.type != "cuda":
-            return None
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    """The autocast dtype of a ``precision`` setting on ``device`` (``None``: no autocast)."""
+    return _autocast_dtype(resolve_precision(precision, device))
 
 
 class Predictor:
     """Runs a :class:`FashionModel` in eval mode, in batches, without gradients.
 
-    ``precision="bf16"``/``"fp16"``/``"auto"`` runs the model under :func:`torch.autocast`
-    (logits are cast back to fp32 before probabilities and labels are computed).
+    ``precision="bf16"``/``"fp16"`` runs the model under :func:`torch.autocast` (logits are cast
+    back to fp32 before probabilities and labels are computed); ``"int8"`` runs a copy whose
+    Linear layers are dynamically quantized (convolutions stay bf16 where the CPU computes bf16
+    natively, else fp32); ``"auto"`` picks bf16 on CUDA and on CPUs with native bf16, a path the
+    bundle's accuracy gate validated when there is one, else fp32. ``precision_used`` says what
+    runs. ``runtime="onnxruntime"`` runs the bundle's exported ONNX model (``fashion export``);
+    preparation and decoding are the same Python code for both runtimes.
     """
 
     def __init__(
         self, model: Any, *, device: str | torch.device | None = None, precision: Precision = "fp32",
+        runtime: Runtime = "torch",
     ) -> None:
         from fashion.registry.bundle import Bundle
 
@@ -92,8 +90,36 @@ class Predictor:
         if device is not None:
             self.model.to(parse_device(device))
         self.model.eval()
-        autocast_dtype(precision, self.model.device)  # refuse an unknown setting now
+        from .optimize.artifacts import gate_verdict
+
+        validated, refused = gate_verdict(self.bundle.manifest) if self.bundle else ([], [])
         self.precision = precision
+        self.runtime = runtime
+        self.precision_used = resolve_precision(precision, self.model.device, runtime=runtime,
+                                                validated=validated, refused=refused)
+        self._forward: Any = self.model
+        if runtime == "onnxruntime":
+            from .optimize.artifacts import onnx_graph
+            from .optimize.runtime import OnnxRunner
+
+            if self.bundle is None:
+                raise ConfigError(
+                    "runtime='onnxruntime' runs a bundle's exported ONNX model; load a bundle "
+                    "(Predictor.from_pretrained) exported with `fashion export MODEL --format onnx`."
+                )
+            path, graph = onnx_graph(self.bundle.manifest, self.bundle.path, self.precision_used)
+            self._forward = OnnxRunner(path, graph, self.model)
+        elif self.precision_used == "int8":
+            from .optimize.precision import cpu_bf16_native
+            from .optimize.quantize import quantize_int8
+
+            self._forward = quantize_int8(
+                self.model, conv_dtype=torch.bfloat16 if cpu_bf16_native() else None)
+
+    def describe(self) -> str:
+        """One line: the precision and runtime that run, and why (for ``fashion predict``)."""
+        asked = f" (asked: {self.precision})" if self.precision != self.precision_used else ""
+        return f"precision {self.precision_used}{asked}, runtime {self.runtime}, device {self.model.device}"
 
     @classmethod
     def from_pretrained(
@@ -103,12 +129,14 @@ class Predictor:
         device: str | torch.device | None = None,
         revision: str | None = None,
         precision: Precision = "fp32",
+        runtime: Runtime = "torch",
     ) -> Predictor:
         """Load a bundle folder, ``hf://org/name[@rev]`` or ``local://name[@rev]``."""
         from fashion.registry.bundle import load_bundle
 
         device = parse_device(device) if device is not None else None
-        return cls(load_bundle(uri_or_path, device=device, revision=revision), precision=precision)
+        return cls(load_bundle(uri_or_path, device=device, revision=revision), precision=precision,
+                   runtime=runtime)
 
     @classmethod
     def from_hub(
@@ -122,6 +150,7 @@ class Predictor:
         local_files_only: bool = False,
         device: str | torch.device | None = None,
         precision: Precision = "fp32",
+        runtime: Runtime = "torch",
     ) -> Predictor:
         """Download (or read from the cache) ``repo_id`` from the Hub and load it."""
         from fashion.registry.bundle import load_bundle
@@ -132,7 +161,7 @@ class Predictor:
         folder = registry.fetch(repo_id, revision)
         bundle = load_bundle(folder, device=device)
         bundle.uri = f"hf://{repo_id}" + (f"@{revision}" if revision else "")
-        return cls(bundle, precision=precision)
+        return cls(bundle, precision=precision, runtime=runtime)
 
     @property
     def attributes(self) -> list[str]:
@@ -165,25 +194,31 @@ class Predictor:
                 items, batch_size=batch_size, collate_fn=self.model.prepare,
                 num_workers=num_workers, worker_init_fn=_quiet_worker,
             )
-        else:
-            loader = (self.model.prepare(items[i:i + batch_size])
-                      for i in range(0, len(items), batch_size))
+        else:  # the next batch is prepared while this one runs
+            loader = prefetch(self.model.prepare(items[i:i + batch_size])
+                              for i in range(0, len(items), batch_size))
         out: list[ProductPrediction] = []
         for batch in loader:
             out.extend(self.run_batch(batch, top_k=top_k))
         return out
 
     @torch.inference_mode()
+    def logits(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """fp32 logits per attribute for one prepared batch, on the chosen precision/runtime."""
+        if self.runtime == "onnxruntime":
+            return self._forward(batch)  # type: ignore[no-any-return]
+        self.model.eval()
+        dtype = _autocast_dtype(self.precision_used)
+        if dtype is None:
+            return self._forward(batch)  # type: ignore[no-any-return]
+        with torch.autocast(device_type=self.model.device.type, dtype=dtype):
+            logits = self._forward(batch)
+        return {a: x.float() for a, x in logits.items()}
+
+    @torch.inference_mode()
     def run_batch(self, batch: Batch, *, top_k: int = 3) -> list[ProductPrediction]:
         """Model + decoding for one prepared batch."""
-        self.model.eval()
-        dtype = autocast_dtype(self.precision, self.model.device)
-        if dtype is None:
-            logits = self.model(batch)
-        else:
-            with torch.autocast(device_type=self.model.device.type, dtype=dtype):
-                logits = self.model(batch)
-            logits = {a: x.float() for a, x in logits.items()}
+        logits = self.logits(batch)
         finite = {a: torch.isfinite(x.reshape(x.shape[0], -1)).all(dim=1) for a, x in logits.items()}
         decoded = self.model.decode(logits, top_k=top_k)
         if not decoded:  # a model without attributes still reports diagnostics
@@ -280,6 +315,48 @@ def check_products(products: Any) -> list[Product]:
             product.images = list(product.images)
         items.append(product)
     return items
+
+    # ------------------------------------------------------------------ embed
+
+    def embed(
+        self, products: Iterable[Product | Mapping[str, Any]], *, batch_size: int = 32,
+    ) -> torch.Tensor:
+        """The fused product vector every head reads, one row per product: ``(N, D)`` float32.
+
+        Under an early fusion (concat, mean, gated) it is the fusion's output. Under a late
+        fusion each head reads every input on its own, so the vector is the concatenation of
+        the per-input features in the model's input order (zeros for a missing modality).
+        ``fashion predict --engine ray --embeddings`` writes the same vectors.
+        """
+        if batch_size < 1:
+            raise ConfigError("batch_size must be at least 1")
+        items = [Product.coerce(p) for p in products]
+        chunks = [self.embed_batch(self.model.prepare(items[i:i + batch_size]))
+                  for i in range(0, len(items), batch_size)]
+        if not chunks:
+            return torch.zeros(0, self.embedding_dim)
+        return torch.cat(chunks)
+
+    @property
+    def embedding_dim(self) -> int:
+        """Length of the vectors :meth:`embed` returns."""
+        fusion = self.model.fusion
+        return sum(self.model.input_dims.values()) if fusion.late else int(fusion.output_dim)
+
+    @torch.inference_mode()
+    def embed_batch(self, batch: Batch) -> torch.Tensor:
+        """:meth:`embed` of one prepared batch (float32, on the CPU)."""
+        self.model.eval()
+        dtype = autocast_dtype(self.precision, self.model.device)
+        with torch.autocast(device_type=self.model.device.type, dtype=dtype or torch.float32,
+                            enabled=dtype is not None):
+            features, masks = self.model.encode(batch)
+            if self.model.fusion.late:
+                fused = torch.cat([features[name] * masks[name].unsqueeze(1).to(features[name].dtype)
+                                   for name in self.model.input_dims], dim=1)
+            else:
+                fused = self.model.fusion(features, masks)
+        return fused.float().cpu()
 
 
 def _quiet_worker(_: int) -> None:
@@ -456,8 +533,8 @@ def run_predict(
 
         source = DataLoader(dataset, batch_size=None, num_workers=workers,
                             worker_init_fn=_quiet_worker, collate_fn=_identity)
-    else:
-        source = iter(dataset)
+    else:  # rows of the next batch are read and prepared while this one runs
+        source = prefetch(dataset)
     with open(out, mode, encoding="utf-8") as pred_file, \
             open(rejects_path, mode, encoding="utf-8") as reject_file:
         for batch, numbers, bad in source:
@@ -540,10 +617,10 @@ def _write_lines(handle: TextIO, records: Iterable[dict[str, Any]]) -> None:
 
 @click.command("predict")
 @click.argument("model")
-@click.argument("input_path", metavar="INPUT",
-                type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Predictions, one JSON line per product.")
+@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
+@click.option("--out", "out", required=True, type=click.Path(path_type=Path),
+              help="Predictions, one JSON line per product (--engine ray: a folder of Parquet "
+                   "files, one per input part).")
 @click.option("--rejects", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Unreadable rows (default: OUT's name + .rejects.jsonl).")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
@@ -554,7 +631,25 @@ def _write_lines(handle: TextIO, records: Iterable[dict[str, Any]]) -> None:
 @click.option("--overwrite", is_flag=True, help="Replace an existing OUT file.")
 @click.option("--device", default=None, help="torch device: cpu, cuda, cuda:N (default: cpu).")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
-              help="Autocast precision (auto: bf16 or fp16 on CUDA, fp32 on the CPU).")
+              help="fp32, bf16/fp16 (autocast), int8 (dynamic quantization of Linear layers, "
+                   "CPU) or auto (bf16 on CUDA and on CPUs with native bf16, a path the "
+                   "bundle's accuracy gate validated, else fp32).")
+@click.option("--runtime", type=click.Choice(RUNTIMES), default="torch", show_default=True,
+              help="onnxruntime: run the bundle's ONNX export (`fashion export`, extra "
+                   "fashion-sdk[onnx]).")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="ray: spread the work over a Ray cluster (INPUT may be a folder or a glob; "
+                   "needs pip install 'fashion-sdk[ray]'; see docs/scale.md).")
+@click.option("--address", default=None,
+              help="--engine ray: the cluster (auto, ray://host:10001); default: start a local "
+                   "Ray sized to this machine.")
+@click.option("--concurrency", default=None, type=click.IntRange(min=1),
+              help="--engine ray: workers, each loads the model once (default: one per CPU but "
+                   "one, or one per GPU share).")
+@click.option("--num-gpus-per-worker", default=0.0, show_default=True,
+              type=click.FloatRange(min=0), help="--engine ray: GPUs per worker (e.g. 1 or 0.5).")
+@click.option("--embeddings", is_flag=True,
+              help="--engine ray: also write the fused product vector (column 'embedding').")
 def predict_command(
     model: str,
     input_path: Path,
@@ -567,16 +662,48 @@ def predict_command(
     overwrite: bool,
     device: str | None,
     precision: str,
+    engine: str,
+    address: str | None,
+    concurrency: int | None,
+    num_gpus_per_worker: float,
+    embeddings: bool,
+    runtime: str,
 ) -> None:
     """Predict every product of a CSV/JSONL/Parquet manifest with MODEL.
 
     MODEL is a bundle folder, hf://org/name[@revision] or local://name[@revision].
     """
-    predictor = Predictor.from_pretrained(model, device=device, precision=precision)  # type: ignore[arg-type]
+    if engine == "ray":
+        from .distributed import run_ray_predict
+
+        local_only = {"--rejects": rejects, "--workers": workers, "--device": device}
+        used = [name for name, value in local_only.items() if value]
+        if used:  # rejects are rows of OUT; workers and devices are set per Ray worker
+            raise click.UsageError(f"{', '.join(used)} does not apply to --engine ray "
+                                   "(see --concurrency, --num-gpus-per-worker)")
+
+        summary = run_ray_predict(
+            model, input_path, out, address=address, concurrency=concurrency,
+            num_gpus_per_worker=num_gpus_per_worker, embeddings=embeddings,
+            batch_size=batch_size, top_k=top_k, precision=precision, overwrite=overwrite,
+        )
+        click.echo(summary.text())
+        return
+    ray_only = {"--address": address, "--concurrency": concurrency,
+                "--num-gpus-per-worker": num_gpus_per_worker, "--embeddings": embeddings}
+    used = [name for name, value in ray_only.items() if value]
+    if used:
+        raise click.UsageError(f"{', '.join(used)} needs --engine ray")
+    if not input_path.is_file():
+        raise click.BadParameter(f"{input_path} is not a file (folders and globs need --engine ray)",
+                                 param_hint="INPUT")
+    predictor = Predictor.from_pretrained(model, device=device, precision=precision,  # type: ignore[arg-type]
+                                          runtime=runtime)  # type: ignore[arg-type]
     summary = run_predict(
         predictor, input_path, out, rejects=rejects, batch_size=batch_size, workers=workers,
         top_k=top_k, resume=resume, overwrite=overwrite,
     )
+    click.echo(predictor.describe())
     click.echo(summary.line())
 
 

@@ -1,0 +1,772 @@
+"""Catalog scale-out on Ray Data: predict (and embed) many products across workers and machines.
+
+Two entry points:
+
+- :func:`predict_dataset` turns a :class:`ray.data.Dataset` of product rows (``id``, ``images``,
+  ``title``, ``description``, ``brand`` and any extra columns) into a Dataset with the predictions
+  added. It is :meth:`ray.data.Dataset.map_batches` with a callable class: each actor of the pool
+  loads the bundle once; the model URI is resolved (and a Hub model downloaded) once, on the
+  driver, and the actors load it from that local folder (on other nodes: from a copy the driver
+  put in the object store, written once per node).
+- :func:`run_ray_predict` is ``fashion predict MODEL INPUT --out OUT --engine ray``: INPUT is a
+  file, folder or glob of CSV/JSONL/Parquet manifests, OUT a folder of Parquet files, one per
+  input part (a CSV/JSONL file, or up to ``part_rows`` rows of a Parquet file). Each part is
+  written to a temporary file and renamed when complete, so re-running the same command skips
+  the parts already done and a run killed at any point finishes with every row exactly once.
+
+Bad rows (a non-text title, an unreadable image) become rows with ``status="rejected"`` and the
+``reason``, exactly as ``fashion predict`` rejects them; they never fail the job. Ray is an
+optional extra: ``pip install 'fashion-sdk[ray]'``. See docs/scale.md.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import importlib
+import json
+import math
+import os
+import time
+import types
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import BundleError, ConfigError, DataError
+from .predictor import PredictSummary
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    import ray.data
+
+RAY_EXTRA = "pip install 'fashion-sdk[ray]'"
+RUNTIMES: tuple[str, ...] = ("torch",)
+"""Inference runtimes :func:`predict_dataset` accepts (those :class:`fashion.Predictor` runs)."""
+
+# Columns the reader adds for the writer; ``_fashion_row`` becomes ``row`` in the output files.
+SOURCE, ROW, PART, PART_ROWS = "_fashion_source", "_fashion_row", "_fashion_part", "_fashion_part_rows"
+RECORD = "_fashion_record"  # a CSV/JSONL row as read (JSON): the product is built from it
+INTERNAL = (SOURCE, ROW, PART, PART_ROWS, RECORD)
+STATUS, REASON, MISSING, NOTES, EMBEDDING = "status", "reason", "missing", "notes", "embedding"
+MANIFEST_SUFFIXES = (".parquet", ".csv", ".jsonl", ".ndjson")
+META_KEY = b"fashion.part"
+
+
+def require_ray() -> Any:
+    """Import Ray Data, or say which extra to install."""
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise ConfigError(
+            "--engine ray needs Ray Data, which is not installed in this environment; "
+            f"install the extra: {RAY_EXTRA}"
+        ) from None
+    return ray
+
+
+def prediction_columns(attribute: str) -> tuple[str, str, str, str]:
+    """The output columns of one attribute: label, score, top-k, abstained."""
+    return (f"{attribute}_label", f"{attribute}_score", f"{attribute}_top_k",
+            f"{attribute}_abstained")
+
+
+# ------------------------------------------------------------------------------ the model
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A bundle resolved on the driver: its local folder, content key and (multi-node) files."""
+
+    uri: str
+    folder: str
+    key: str  # sha256 of the bundle manifest: names the bundle's content
+    files: Any = None  # ObjectRef of {relative path: bytes}, for nodes that lack ``folder``
+
+
+def resolve_model(model_uri: str | Path, *, ship: bool = False) -> ModelRef:
+    """Resolve ``model_uri`` once (a Hub model is downloaded to the cache here, not by actors).
+
+    ``ship=True`` also puts the bundle's files in the Ray object store, for workers on nodes that
+    cannot see the driver's folder.
+    """
+    from fashion.registry.bundle import MANIFEST_NAME, read_manifest
+    from fashion.registry.uri import fetch_uri
+
+    folder, uri = fetch_uri(model_uri)
+    manifest_bytes = (folder / MANIFEST_NAME).read_bytes()
+    key = hashlib.sha256(manifest_bytes).hexdigest()
+    files = None
+    if ship:
+        import ray
+
+        names = sorted(read_manifest(folder).files) + [MANIFEST_NAME]
+        files = ray.put({name: (folder / name).read_bytes() for name in names})
+    return ModelRef(uri=uri or str(folder), folder=str(folder.resolve()), key=key, files=files)
+
+
+def _bundle_folder(ref: ModelRef) -> Path:
+    """The bundle on this node: the driver's folder when visible, else a node-local copy."""
+    from fashion.registry.bundle import MANIFEST_NAME
+    from fashion.registry.local import fashion_home
+
+    folder = Path(ref.folder)
+    manifest = folder / MANIFEST_NAME
+    if manifest.is_file() and hashlib.sha256(manifest.read_bytes()).hexdigest() == ref.key:
+        return folder
+    copy = fashion_home() / "ray-bundles" / ref.key
+    if (copy / MANIFEST_NAME).is_file():
+        return copy
+    if ref.files is None:
+        raise BundleError(
+            f"model {ref.uri}: this worker cannot see the bundle folder {folder}; run the driver "
+            "on a node that shares the folder, or use an hf:// or local:// URI."
+        )
+    import ray
+
+    files: dict[str, bytes] = ray.get(ref.files)
+    staging = copy.with_name(f"{ref.key}.tmp-{os.getpid()}")
+    for name, data in files.items():
+        target = staging / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+    try:
+        staging.rename(copy)  # atomic: another worker of this node may have won the race
+    except OSError:
+        import shutil
+
+        shutil.rmtree(staging, ignore_errors=True)
+    return copy
+
+
+def runtime_plugins() -> list[tuple[str, str]]:
+    """Plugins registered at run time on this process (``register_plugin`` with an importable
+    module), as ``(name, module)``: workers register them too. Built-ins and entry points load
+    in every process by themselves."""
+    from .manager import DEFAULT_PLUGINS, get_plugin_manager
+
+    out = []
+    for name, plugin in get_plugin_manager().list_name_plugin():
+        if name in DEFAULT_PLUGINS or not isinstance(plugin, types.ModuleType):
+            continue
+        if plugin.__name__ != "__main__":
+            out.append((name, plugin.__name__))
+    return out
+
+
+def _register_plugins(plugins: Sequence[tuple[str, str]]) -> None:
+    from .manager import get_plugin_manager, register_plugin
+
+    for name, module in plugins:
+        if get_plugin_manager().get_plugin(name) is None:
+            register_plugin(importlib.import_module(module), name=name)
+
+
+# ------------------------------------------------------------------------------ the actor
+
+
+class PredictBatches:
+    """The callable class of :func:`predict_dataset`: one bundle per actor, one Arrow batch in,
+    the same batch out with the prediction columns appended."""
+
+    def __init__(
+        self,
+        ref: ModelRef,
+        *,
+        precision: str = "fp32",
+        device: str = "cpu",
+        top_k: int = 3,
+        embeddings: bool = False,
+        plugins: Sequence[tuple[str, str]] = (),
+        threads: int = 1,
+        base_dir: str | None = None,
+    ) -> None:
+        import torch
+
+        from .predictor import Predictor
+
+        torch.set_num_threads(max(1, threads))
+        _register_plugins(plugins)
+        self.predictor = Predictor.from_pretrained(
+            _bundle_folder(ref), device=device, precision=precision,  # type: ignore[arg-type]
+        )
+        self.top_k, self.embeddings = top_k, embeddings
+        self.base = Path(base_dir or os.getcwd())
+        self.schema = output_fields(self.predictor, embeddings=embeddings)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        import pyarrow as pa
+
+        clash = sorted(set(batch.column_names) & {f.name for f in self.schema})
+        if clash:
+            raise ConfigError(
+                f"input columns {clash} have the names of prediction columns; rename them."
+            )
+        records = batch.to_pylist()
+        results: list[tuple[str, Any, Any]] = [("rejected", "not processed", None)] * len(records)
+        groups: dict[str, list[int]] = {}
+        for i, record in enumerate(records):
+            groups.setdefault(record.get(SOURCE) or str(self.base / "(dataset)"), []).append(i)
+        for source, indices in groups.items():
+            self._predict_group(records, indices, Path(source), results)
+        columns = _result_columns(self.predictor.attributes, results, self.schema)
+        for spec in self.schema:
+            batch = batch.append_column(spec, pa.array(columns[spec.name], type=spec.type))
+        return batch
+
+    def _predict_group(self, records: list[dict[str, Any]], indices: list[int], source: Path,
+                       results: list[tuple[str, Any, Any]]) -> None:
+        from .manifest import ManifestRow
+        from .predictor import _prepare_rows
+
+        rows = []
+        for position, i in enumerate(indices, start=1):
+            number = records[i].get(ROW)
+            raw = records[i].get(RECORD)
+            values = (json.loads(raw) if raw is not None else
+                      {k: v for k, v in records[i].items() if k not in INTERNAL})
+            rows.append(ManifestRow(int(number) if number is not None else position, values))
+        where = {row.row: i for row, i in zip(rows, indices, strict=True)}
+        prepared, numbers, rejects = _prepare_rows(self.predictor.model, rows, source)
+        for reject in rejects:
+            results[where[reject["row"]]] = ("rejected", reject["reason"], None)
+        if prepared is None:
+            return
+        predictions = self.predictor.run_batch(prepared, top_k=self.top_k)
+        vectors = self.predictor.embed_batch(prepared).tolist() if self.embeddings else None
+        for k, (number, prediction) in enumerate(zip(numbers, predictions, strict=True)):
+            results[where[number]] = ("predicted", prediction.to_dict(),
+                                      vectors[k] if vectors is not None else None)
+
+
+def output_fields(predictor: Any, *, embeddings: bool = False) -> list[pa.Field]:
+    """The Arrow fields :class:`PredictBatches` appends, in order."""
+    import pyarrow as pa
+
+    top = pa.list_(pa.struct([("label", pa.string()), ("score", pa.float64())]))
+    fields = [pa.field(STATUS, pa.string()), pa.field(REASON, pa.string())]
+    for attribute in predictor.attributes:
+        multilabel = bool(getattr(predictor.model.task(attribute), "multilabel", False))
+        label, score, top_k, abstained = prediction_columns(attribute)
+        fields += [pa.field(label, pa.list_(pa.string()) if multilabel else pa.string()),
+                   pa.field(score, pa.float64()), pa.field(top_k, top),
+                   pa.field(abstained, pa.bool_())]
+    fields += [pa.field(MISSING, pa.list_(pa.string())), pa.field(NOTES, pa.list_(pa.string()))]
+    if embeddings:
+        fields.append(pa.field(EMBEDDING, pa.list_(pa.float32())))
+    return fields
+
+
+def _result_columns(attributes: Sequence[str], results: Sequence[tuple[str, Any, Any]],
+                    schema: Sequence[pa.Field]) -> dict[str, list[Any]]:
+    columns: dict[str, list[Any]] = {spec.name: [] for spec in schema}
+    for status, payload, vector in results:
+        predicted = status == "predicted"
+        columns[STATUS].append(status)
+        columns[REASON].append(None if predicted else payload)
+        for attribute in attributes:
+            label, score, top_k, abstained = prediction_columns(attribute)
+            p = payload["attributes"][attribute] if predicted else None
+            columns[label].append(p["label"] if p else None)
+            columns[score].append(p["score"] if p else None)
+            columns[top_k].append([{"label": lbl, "score": s} for lbl, s in p["top_k"]] if p else None)
+            columns[abstained].append(p["abstained"] if p else None)
+        columns[MISSING].append(payload["diagnostics"]["missing"] if predicted else None)
+        columns[NOTES].append(payload["diagnostics"]["notes"] if predicted else None)
+        if EMBEDDING in columns:
+            columns[EMBEDDING].append(vector)
+    return columns
+
+
+# ------------------------------------------------------------------------------ resources
+
+
+def cluster_cpus() -> float:
+    import ray
+
+    return float(ray.cluster_resources().get("CPU", 1.0))
+
+
+def io_reserve(total_cpus: float) -> float:
+    """CPUs kept free for reading: one CPU, or half of a one-CPU cluster."""
+    return 1.0 if total_cpus >= 2 else total_cpus / 2
+
+
+def default_concurrency(total_cpus: float, total_gpus: float = 0.0, num_gpus: float = 0.0) -> int:
+    """Workers when none are asked for: one per GPU share, else one per CPU but the reader's."""
+    if num_gpus > 0:
+        return max(1, int(total_gpus // num_gpus))
+    return max(1, int(total_cpus - io_reserve(total_cpus)))
+
+
+def actor_cpus(total_cpus: float, concurrency: int, requested: float | None = None) -> float:
+    """CPUs per map actor, so that reading always has CPUs left.
+
+    Ray schedules the actor pool first; if the actors take every CPU, the read tasks that feed
+    them never run and the job hangs (2 actors x 1 CPU on a 2-CPU machine). The default splits
+    what is left after :func:`io_reserve` among the actors (at most 1 each); a request that
+    leaves no CPU for reading is refused.
+    """
+    reserve = io_reserve(total_cpus)
+    if requested is not None:
+        if requested <= 0:
+            raise ConfigError("num_cpus per worker must be positive, e.g. 0.5 or 1")
+        if requested * concurrency > total_cpus - reserve + 1e-9:
+            raise ConfigError(
+                f"{concurrency} workers x {requested} CPUs leave no CPU to read the input on a "
+                f"{total_cpus:g}-CPU cluster (Ray would wait forever); use at most "
+                f"{(total_cpus - reserve) / concurrency:.2f} CPUs per worker or fewer workers."
+            )
+        return requested
+    return round(min(1.0, (total_cpus - reserve) / concurrency), 3)
+
+
+# ------------------------------------------------------------------------------ Python API
+
+
+def predict_dataset(
+    ds: ray.data.Dataset,
+    model_uri: str | Path | ModelRef,
+    *,
+    batch_size: int = 32,
+    concurrency: int | None = None,
+    num_cpus: float | None = None,
+    num_gpus: float = 0,
+    precision: str = "fp32",
+    runtime: str = "torch",
+    top_k: int = 3,
+    embeddings: bool = False,
+    base_dir: str | Path | None = None,
+) -> ray.data.Dataset:
+    """Predict every product row of ``ds`` with ``model_uri`` on a pool of Ray actors.
+
+    ``ds`` rows are product records (``id``, ``images`` as a list or a ``|``-separated string of
+    paths, absolute or relative to ``base_dir`` (default: the current folder), ``title``,
+    ``description``, ``brand``); every other column is carried through. The result adds
+    ``status`` (``predicted``/``rejected``), ``reason`` (why a row was rejected), per attribute
+    ``<a>_label``, ``<a>_score``, ``<a>_top_k`` (list of ``{label, score}``) and
+    ``<a>_abstained``, ``missing`` and ``notes`` (as in ``fashion predict``), and with
+    ``embeddings=True`` the fused product vector ``embedding`` (see :meth:`Predictor.embed`).
+
+    ``concurrency`` actors (default: one per CPU but one, or one per ``num_gpus`` share of the
+    cluster's GPUs) each load the bundle once; ``num_cpus`` per actor defaults to a share that
+    leaves one CPU for reading. Lazy, like every Dataset transform; Ray must be initialized.
+    """
+    ray = require_ray()
+    from ray.data import ActorPoolStrategy
+
+    from .predictor import PRECISIONS
+
+    if runtime not in RUNTIMES:
+        raise ConfigError(
+            f"runtime {runtime!r} is not available in this version; use one of {', '.join(RUNTIMES)}."
+        )
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
+    if batch_size < 1 or top_k < 1:
+        raise ConfigError("batch_size and top_k must be at least 1")
+    if num_gpus < 0:
+        raise ConfigError("num_gpus per worker must be 0 or more")
+    if not ray.is_initialized():
+        raise ConfigError("Ray is not initialized; call ray.init() (or ray.init(address=...)) first.")
+    resources = ray.cluster_resources()
+    total_cpus, total_gpus = float(resources.get("CPU", 1.0)), float(resources.get("GPU", 0.0))
+    if num_gpus > 0 and total_gpus < num_gpus:
+        raise ConfigError(
+            f"each worker asks for {num_gpus} GPU but the Ray cluster has {total_gpus:g}; "
+            "connect to a cluster with GPUs or drop --num-gpus-per-worker."
+        )
+    workers = concurrency or default_concurrency(total_cpus, total_gpus, num_gpus)
+    if workers < 1:
+        raise ConfigError("concurrency must be at least 1")
+    cpus = actor_cpus(total_cpus, workers, num_cpus)
+    if isinstance(model_uri, ModelRef):
+        ref = model_uri
+    else:
+        alive = [n for n in ray.nodes() if n.get("Alive")]
+        ref = resolve_model(model_uri, ship=len(alive) > 1)
+    return ds.map_batches(
+        PredictBatches,
+        fn_constructor_kwargs={
+            "ref": ref, "precision": precision, "device": "cuda" if num_gpus > 0 else "cpu",
+            "top_k": top_k, "embeddings": embeddings, "plugins": runtime_plugins(),
+            "threads": max(1, math.floor(cpus)),
+            "base_dir": str(Path(base_dir).resolve()) if base_dir else None,
+        },
+        batch_size=batch_size,
+        batch_format="pyarrow",
+        compute=ActorPoolStrategy(size=workers),
+        num_cpus=cpus,
+        num_gpus=num_gpus or None,
+    )
+
+
+# ------------------------------------------------------------------------------ reading
+
+
+@dataclass(frozen=True)
+class Part:
+    """One unit of work and of output: a CSV/JSONL file, or some row groups of a Parquet file."""
+
+    source: str
+    name: str  # output file name, inside OUT
+    first_row: int = 1
+    rows: int | None = None  # known up front for Parquet
+    row_groups: tuple[int, ...] = ()
+
+
+def expand_inputs(input_path: str | Path) -> list[Path]:
+    """The manifests of INPUT: a file, a folder (every manifest under it) or a glob pattern."""
+    text = str(input_path)
+    path = Path(text)
+    if path.is_file():
+        files = [path]
+    elif path.is_dir():
+        files = sorted(p for p in path.rglob("*")
+                       if p.is_file() and p.suffix.lower() in MANIFEST_SUFFIXES)
+    elif any(ch in text for ch in "*?["):
+        files = sorted(Path(p) for p in glob.glob(text, recursive=True)
+                       if Path(p).is_file() and Path(p).suffix.lower() in MANIFEST_SUFFIXES)
+    else:
+        raise DataError(f"input {text} does not exist; give a manifest file, a folder or a glob.")
+    if not files:
+        raise DataError(
+            f"input {text} holds no .parquet, .csv or .jsonl manifest; check the path or pattern."
+        )
+    for file in files:
+        if file.suffix.lower() not in MANIFEST_SUFFIXES:
+            raise DataError(f"{file}: unsupported manifest format; use .csv, .jsonl or .parquet.")
+    return [f.resolve() for f in files]
+
+
+def plan_parts(files: Sequence[Path], root: Path | None, part_rows: int) -> list[Part]:
+    """Split the inputs into parts: Parquet files by row groups of about ``part_rows`` rows."""
+    import pyarrow.parquet as pq
+
+    parts: list[Part] = []
+    for file in files:
+        rel = file.relative_to(root) if root is not None and root in file.parents else Path(file.name)
+        stem = "__".join(rel.parts)
+        if file.suffix.lower() != ".parquet":
+            parts.append(Part(str(file), f"{stem}.00000.parquet"))
+            continue
+        meta = pq.ParquetFile(file).metadata
+        groups: list[int] = []
+        count, first, index = 0, 1, 0
+        for g in range(meta.num_row_groups):
+            groups.append(g)
+            count += meta.row_group(g).num_rows
+            if count >= part_rows or g == meta.num_row_groups - 1:
+                parts.append(Part(str(file), f"{stem}.{index:05d}.parquet", first, count, tuple(groups)))
+                first, count, groups, index = first + count, 0, [], index + 1
+        if meta.num_row_groups == 0:
+            parts.append(Part(str(file), f"{stem}.00000.parquet", 1, 0, ()))
+    return parts
+
+
+def _records_table(records: list[dict[str, Any]]) -> pa.Table:
+    """Rows as a table; a JSONL column whose values disagree in type is kept as JSON text."""
+    import pyarrow as pa
+
+    names: dict[str, None] = {}
+    for record in records:
+        names.update(dict.fromkeys(record))
+    columns = {}
+    for name in names:
+        values = [r.get(name) for r in records]
+        try:
+            columns[name] = pa.array(values)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
+            columns[name] = pa.array([None if v is None else json.dumps(v, ensure_ascii=False)
+                                      for v in values], type=pa.string())
+    return pa.table(columns) if columns else pa.table({"id": pa.nulls(len(records))})
+
+
+def read_part(part: Part, block_rows: int) -> Iterator[pa.Table]:
+    """The rows of one part, in blocks, with the internal source/row/part columns."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from .manifest import iter_manifest
+
+    if part.rows is not None:
+        table = (pq.ParquetFile(part.source).read_row_groups(list(part.row_groups))
+                 if part.row_groups else pa.table({}))
+    else:
+        records = [row.values for row in iter_manifest(part.source)]
+        table = _records_table(records).append_column(RECORD, pa.array(
+            [json.dumps(r, ensure_ascii=False) for r in records], type=pa.string()))
+    total = table.num_rows
+    numbers = pa.array(range(part.first_row, part.first_row + total), type=pa.int64())
+    table = (table.append_column(SOURCE, pa.array([part.source] * total, type=pa.string()))
+             .append_column(ROW, numbers)
+             .append_column(PART, pa.array([part.name] * total, type=pa.string()))
+             .append_column(PART_ROWS, pa.array([total] * total, type=pa.int64())))
+    for start in range(0, total, block_rows):
+        yield table.slice(start, block_rows)
+
+
+def manifest_datasource(parts: Sequence[Part], block_rows: int) -> Any:
+    """A Ray Datasource with one read task per part."""
+    from ray.data import Datasource, ReadTask
+    from ray.data.block import BlockMetadata
+
+    class ManifestDatasource(Datasource):
+        def estimate_inmemory_data_size(self) -> int | None:
+            return sum(os.path.getsize(p.source) for p in parts) or None
+
+        def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None,
+                           data_context: Any = None) -> list[ReadTask]:
+            tasks = []
+            for part in parts:
+                meta = BlockMetadata(num_rows=part.rows, size_bytes=None, input_files=[part.source],
+                                     exec_stats=None)
+                tasks.append(ReadTask(lambda part=part: read_part(part, block_rows), meta))
+            return tasks
+
+    return ManifestDatasource()
+
+
+# ------------------------------------------------------------------------------ fashion predict --engine ray
+
+
+@dataclass
+class RaySummary(PredictSummary):
+    """What ``fashion predict --engine ray`` did: the summary of ``fashion predict`` (rows in =
+    predicted + rejected, ``resumed`` rows from the earlier run), plus parts, label counts and
+    throughput."""
+
+    resumed_parts: int = 0
+    parts: int = 0
+    workers: int = 0
+    seconds: float = 0.0
+    labels: dict[str, Counter[str]] = field(default_factory=dict)
+
+    @property
+    def throughput(self) -> float:
+        done = self.rows_in - self.resumed
+        return done / self.seconds if self.seconds > 0 else 0.0
+
+    def add(self, table: pa.Table, attributes: Sequence[str]) -> None:
+        if STATUS not in table.column_names:  # an empty part
+            return
+        statuses = table.column(STATUS).to_pylist()
+        self.rows_in += len(statuses)
+        self.predicted += statuses.count("predicted")
+        self.rejected += statuses.count("rejected")
+        for attribute in attributes:
+            label, _, _, abstained = prediction_columns(attribute)
+            counter = self.labels.setdefault(attribute, Counter())
+            for value, gave_up in zip(table.column(label).to_pylist(),
+                                      table.column(abstained).to_pylist(), strict=True):
+                if gave_up:
+                    counter["(abstained)"] += 1
+                elif isinstance(value, list):
+                    counter.update(value)
+                elif value is not None:
+                    counter[value] += 1
+
+    def text(self) -> str:
+        lines = [self.line()]
+        if self.resumed_parts:
+            lines.append(f"{self.resumed_parts} of {self.parts} parts were complete from the earlier run")
+        for attribute, counts in self.labels.items():
+            top = ", ".join(f"{label} {n}" for label, n in counts.most_common() if n)
+            lines.append(f"  {attribute}: {top or '-'}")
+        lines.append(f"{self.throughput:.1f} products/s ({self.rows_in - self.resumed} rows "
+                     f"in {self.seconds:.1f} s on {self.workers} worker{'s' if self.workers != 1 else ''})")
+        return "\n".join(lines)
+
+
+def _complete(path: Path, part: Part) -> tuple[bool, str | None]:
+    """Whether an output file is a finished part (and the model key it was written with)."""
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.read_metadata(path)
+        info = json.loads((meta.metadata or {}).get(META_KEY, b"{}"))
+    except Exception:  # noqa: BLE001 - an unreadable file is not a finished part
+        return False, None
+    done = info.get("rows") == meta.num_rows and (part.rows is None or part.rows == meta.num_rows)
+    return done, info.get("model")
+
+
+def _write_part(out: Path, name: str, pieces: list[pa.Table], model_key: str) -> pa.Table:
+    """Rows of one part in input order, written to a temporary file and renamed into place."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.concat_tables(pieces, promote_options="permissive")
+    table = table.sort_by(ROW)
+    dropped = [c for c in (SOURCE, PART, PART_ROWS, RECORD) if c in table.column_names]
+    table = table.drop_columns(dropped)
+    table = table.rename_columns(["row" if c == ROW else c for c in table.column_names])
+    info = json.dumps({"rows": table.num_rows, "model": model_key}).encode()
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), META_KEY: info})
+    tmp = out / f".{name}.tmp-{os.getpid()}"
+    pq.write_table(table, tmp)
+    os.replace(tmp, out / name)
+    return table
+
+
+def start_ray(address: str | None) -> bool:
+    """Connect to ``address`` or start a local instance sized to this machine; True if started
+    here (and to be shut down)."""
+    ray = require_ray()
+    if ray.is_initialized():
+        return False
+    if address:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    else:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+    return True
+
+
+def run_ray_predict(
+    model_uri: str | Path,
+    input_path: str | Path,
+    out: str | Path,
+    *,
+    address: str | None = None,
+    concurrency: int | None = None,
+    num_gpus_per_worker: float = 0,
+    num_cpus_per_worker: float | None = None,
+    embeddings: bool = False,
+    batch_size: int = 32,
+    top_k: int = 3,
+    precision: str = "fp32",
+    part_rows: int = 50_000,
+    block_rows: int = 1_000,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> RaySummary:
+    """``fashion predict --engine ray``: every input part to one Parquet file in ``out``."""
+    ray = require_ray()
+    out = Path(out)
+    files = expand_inputs(input_path)
+    root = Path(input_path).resolve() if Path(input_path).is_dir() else None
+    parts = plan_parts(files, root, part_rows)
+    started = start_ray(address)
+    try:
+        from ray.data import DataContext
+
+        context = DataContext.get_current()
+        context.enable_progress_bars = progress
+        if not progress:
+            import logging
+
+            logging.getLogger("ray.data").setLevel(logging.WARNING)
+        out.mkdir(parents=True, exist_ok=True)
+        for stale in out.glob(".*.tmp-*"):  # left by a killed run
+            stale.unlink(missing_ok=True)
+        alive = [n for n in ray.nodes() if n.get("Alive")]
+        ref = resolve_model(model_uri, ship=len(alive) > 1)
+        resources = ray.cluster_resources()
+        workers = concurrency or default_concurrency(
+            float(resources.get("CPU", 1.0)), float(resources.get("GPU", 0.0)), num_gpus_per_worker)
+        summary = RaySummary(parts=len(parts), workers=workers)
+        todo = []
+        for part in parts:
+            target = out / part.name
+            if target.exists():
+                done, key = _complete(target, part)
+                if done and key != ref.key and not overwrite:
+                    raise ConfigError(
+                        f"{target} holds predictions of another model; pass --overwrite to "
+                        "replace them or choose another --out folder."
+                    )
+                if done and not overwrite:
+                    summary.resumed_parts += 1
+                    continue
+            todo.append(part)
+        attributes = _read_resumed(out, [p for p in parts if p not in todo], summary)
+        summary.resumed = summary.rows_in
+        t0 = time.perf_counter()
+        if todo:
+            ds = ray.data.read_datasource(manifest_datasource(todo, block_rows),
+                                          num_cpus=io_reserve(cluster_cpus()))
+            predicted = predict_dataset(
+                ds, ref, batch_size=batch_size, concurrency=workers, num_cpus=num_cpus_per_worker,
+                num_gpus=num_gpus_per_worker, precision=precision, top_k=top_k,
+                embeddings=embeddings,
+            )
+            _collect(predicted, out, ref.key, todo, summary, attributes)
+        summary.seconds = time.perf_counter() - t0
+        return summary
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _attributes(columns: Sequence[str]) -> list[str]:
+    """The attributes whose prediction columns are among ``columns``."""
+    names = set(columns)
+    return [c.removesuffix("_abstained") for c in columns
+            if c.endswith("_abstained") and c.removesuffix("_abstained") + "_label" in names]
+
+
+def _read_resumed(out: Path, parts: Sequence[Part], summary: RaySummary) -> list[str] | None:
+    """Count the rows of parts finished by an earlier run (reading only the status and label
+    columns); their attributes."""
+    import pyarrow.parquet as pq
+
+    attributes: list[str] | None = None
+    for part in parts:
+        found = _attributes(pq.read_schema(out / part.name).names)
+        attributes = attributes or found or None
+        wanted = [STATUS] + [c for a in found for c in prediction_columns(a)[::3]]
+        table = pq.read_table(out / part.name, columns=wanted) if found else pq.read_table(
+            out / part.name)
+        summary.add(table, found)
+    return attributes
+
+
+def _collect(ds: Any, out: Path, model_key: str, todo: Sequence[Part], summary: RaySummary,
+             attributes: list[str] | None) -> None:
+    """Stream the predicted blocks to the driver; write each part once all its rows are in."""
+    import pyarrow.compute as pc
+
+    pending: dict[str, list[Any]] = {}
+    counts: Counter[str] = Counter()
+    expected = {p.name: p.rows for p in todo}
+    for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+        if not attributes:
+            attributes = _attributes(batch.column_names)
+        for name in pc.unique(batch.column(PART)).to_pylist():
+            piece = batch.filter(pc.equal(batch.column(PART), name))
+            pending.setdefault(name, []).append(piece)
+            counts[name] += piece.num_rows
+            total = piece.column(PART_ROWS)[0].as_py()
+            if expected[name] is not None and expected[name] != total:
+                raise DataError(f"{name}: read {total} rows where the Parquet footer says "
+                                f"{expected[name]}; the input file changed during the run.")
+            if counts[name] == total:
+                table = _write_part(out, name, pending.pop(name), model_key)
+                summary.add(table, attributes)
+    # A part without rows never produces a block: write it empty, so a re-run skips it too.
+    for part in todo:
+        if counts[part.name] == 0:
+            import pyarrow as pa
+
+            empty = pa.table({ROW: pa.array([], type=pa.int64()), SOURCE: pa.array([], pa.string()),
+                              PART: pa.array([], pa.string()), PART_ROWS: pa.array([], pa.int64())})
+            _write_part(out, part.name, [empty], model_key)
+    if pending:
+        raise DataError(f"parts {sorted(pending)} came back incomplete; run the command again.")
+
+
+__all__ = [
+    "ModelRef",
+    "PredictBatches",
+    "RaySummary",
+    "actor_cpus",
+    "expand_inputs",
+    "predict_dataset",
+    "require_ray",
+    "resolve_model",
+    "run_ray_predict",
+]

@@ -1,0 +1,104 @@
+"""Images sent to the server: base64 text or data URIs in, PIL images (RGB) out, within limits.
+
+URLs and server-side paths are refused, never fetched or read: the server makes no outgoing
+requests (no SSRF) and reads no files on a client's behalf. :func:`open_image` is the one place
+bytes become pixels, with the pixel limit checked on the header before anything is decoded.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import re
+from typing import Any
+
+_URL = re.compile(r"^\s*(?:[a-zA-Z][a-zA-Z0-9+.\-]*://|//)")
+_DATA_URI = re.compile(r"^data:(?P<type>[^;,]*)(?P<params>(?:;[^;,]*)*),", re.IGNORECASE)
+_PATH_HINT = re.compile(
+    r"(^[/~.]|^[a-zA-Z]:[\\/]|\\|\.(?:jpe?g|png|gif|webp|bmp|tiff?|avif|heic)$)", re.IGNORECASE
+)
+_MAGIC = (b"\xff\xd8", b"\x89PNG", b"GIF8", b"RIFF", b"BM", b"II*\x00", b"MM\x00*")
+
+
+class ImageRejected(ValueError):
+    """One image cannot be used; the message says why and what to send instead."""
+
+
+def image_bytes(value: Any, where: str) -> bytes:
+    """The bytes of one ``images`` entry of a JSON request: base64 text or a data URI."""
+    if not isinstance(value, str):
+        raise ImageRejected(
+            f"{where}: expected a base64 string or a data URI, got {type(value).__name__}"
+        )
+    text = value.strip()
+    if not text:
+        raise ImageRejected(f"{where}: the image string is empty")
+    if _URL.match(text):
+        raise ImageRejected(
+            f"{where}: images are not fetched by URL ({text[:60]}); the server makes no "
+            "outgoing requests. Download the image and send its bytes base64-encoded or as a "
+            "data URI (data:image/jpeg;base64,...)."
+        )
+    match = _DATA_URI.match(text)
+    if match:
+        kind = match.group("type").strip().lower()
+        if kind and not kind.startswith("image/"):
+            raise ImageRejected(f"{where}: the data URI has type {kind!r}; send an image/* type")
+        if ";base64" not in match.group("params").lower():
+            raise ImageRejected(f"{where}: the data URI is not base64-encoded (add ';base64')")
+        text = text[match.end():]
+    path_like = not match and len(text) < 1024 and bool(_PATH_HINT.search(text))
+    compact = re.sub(r"\s+", "", text)
+    altchars = b"-_" if ("-" in compact or "_" in compact) else None  # URL-safe base64
+    try:
+        data = base64.b64decode(compact + "=" * (-len(compact) % 4), altchars, validate=True)
+    except (binascii.Error, ValueError):
+        data = None
+    # "/etc/passwd" is valid base64 too: a path-like string that decodes to no image is a path.
+    if path_like and (data is None or not data.startswith(_MAGIC)):
+        raise ImageRejected(
+            f"{where}: {text[:60]!r} looks like a file path; the server reads no files on a "
+            "client's behalf. Send the image bytes base64-encoded or as a data URI."
+        )
+    if data is None:
+        raise ImageRejected(f"{where}: not valid base64 (nor a data URI)")
+    if not data:
+        raise ImageRejected(f"{where}: the image decodes to 0 bytes")
+    return data
+
+
+def open_image(data: bytes, *, max_pixels: int, where: str) -> Any:
+    """Decode ``data`` into an RGB PIL image, refusing images over ``max_pixels`` (w x h).
+
+    The size is read from the header, so a decompression bomb (a small file that decodes to
+    gigapixels) is refused before it is decoded.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    from fashion.model import to_rgb
+
+    bomb = (f"{where}: image refused as a decompression bomb (its header claims more pixels than "
+            f"the limit of {max_pixels:,}, --max-image-pixels). Downscale it before sending.")
+    try:
+        image = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError:
+        raise ImageRejected(bomb) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        raise ImageRejected(
+            f"{where}: not an image the server can read ({len(data)} bytes; "
+            "send JPEG, PNG, WebP, GIF, BMP or TIFF)"
+        ) from None
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ImageRejected(
+            f"{where}: image is {width}x{height} = {width * height:,} pixels; the limit is "
+            f"{max_pixels:,} (--max-image-pixels). Downscale it before sending."
+        )
+    try:
+        image.load()
+        return to_rgb(image)
+    except Image.DecompressionBombError:
+        raise ImageRejected(bomb) from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageRejected(f"{where}: the image data is damaged or truncated ({exc})") from None

@@ -1,0 +1,60 @@
+"""``fashion serve`` on the command line: settings refused with one line, the missing extra named."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fashion.cli import cli
+from fashion.errors import ConfigError, MissingExtraError
+from fashion.serve import make_config, require_serve_extras
+
+SCRIPT = str(Path(sys.executable).with_name("fashion"))
+
+
+def test_serve_is_registered_through_the_plugin_hook() -> None:
+    from fashion.manager import DEFAULT_PLUGINS
+
+    assert "fashion.serve.command" in DEFAULT_PLUGINS
+    assert "serve" in cli.commands
+
+
+def test_missing_extra_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "fastapi" else real(name, *a))
+    with pytest.raises(MissingExtraError, match=r"needs fastapi; install the serve extra: pip install 'fashion-sdk\[serve\]'"):
+        require_serve_extras()
+
+
+def test_unknown_runtime_and_bad_limits_are_config_errors() -> None:
+    with pytest.raises(ConfigError, match="runtime 'onnx' is not available"):
+        make_config(model="m", runtime="onnx")
+    with pytest.raises(ConfigError, match="top_k 50 is above max_top_k 20"):
+        make_config(model="m", top_k=50)
+
+
+def test_missing_api_key_variable_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FASHION_NO_SUCH_KEY", raising=False)
+    config = make_config(model="m", api_key_env="FASHION_NO_SUCH_KEY")
+    with pytest.raises(ConfigError, match="export FASHION_NO_SUCH_KEY="):
+        config.api_key()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["serve", "/no/such/bundle"], "Error:"),
+    (["serve", "m", "--runtime", "onnx"], "runtime 'onnx' is not available"),
+    (["serve", "m", "--api-key-env", "FASHION_NO_SUCH_KEY"], "FASHION_NO_SUCH_KEY"),
+])
+def test_installed_script_reports_one_line(args: list[str], message: str, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "FASHION_NO_SUCH_KEY"}
+    result = subprocess.run([SCRIPT, *args], capture_output=True, text=True, env=env, timeout=120,
+                            cwd=tmp_path)
+    assert result.returncode == 1
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
