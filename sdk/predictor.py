@@ -92,7 +92,7 @@ class Predictor:
         self.model.eval()
         from .optimize.artifacts import gate_verdict
 
-        validated, refused = gate_verdict(self.bundle.manifest) if self.bundle else ([], [])
+        validated, refused = gate_verdict(self.bundle.index) if self.bundle else ([], [])
         self.precision = precision
         self.runtime = runtime
         self.precision_used = resolve_precision(precision, self.model.device, runtime=runtime,
@@ -107,7 +107,7 @@ class Predictor:
                     "runtime='onnxruntime' runs a bundle's exported ONNX model; load a bundle "
                     "(Predictor.from_pretrained) exported with `fashion export MODEL --format onnx`."
                 )
-            path, graph = onnx_graph(self.bundle.manifest, self.bundle.path, self.precision_used)
+            path, graph = onnx_graph(self.bundle.index, self.bundle.path, self.precision_used)
             self._forward = OnnxRunner(path, graph, self.model)
         elif self.precision_used == "int8":
             from .optimize.precision import cpu_bf16_native
@@ -126,12 +126,16 @@ class Predictor:
         cls,
         uri_or_path: str | Path,
         *,
-        device: str | torch.device | None = None,
+        device: str | torch.device | None = "auto",
         revision: str | None = None,
         precision: Precision = "fp32",
         runtime: Runtime = "torch",
     ) -> Predictor:
-        """Load a bundle folder, ``hf://org/name[@rev]`` or ``local://name[@rev]``."""
+        """Load a bundle folder, ``hf://org/name[@rev]`` or ``local://name[@rev]``.
+
+        ``device="auto"`` (the default, as for training and evaluation) is the GPU when CUDA is
+        available, else the CPU.
+        """
         from fashion.registry.bundle import load_bundle
 
         device = parse_device(device) if device is not None else None
@@ -148,7 +152,7 @@ class Predictor:
         token: str | None = None,
         cache_dir: str | Path | None = None,
         local_files_only: bool = False,
-        device: str | torch.device | None = None,
+        device: str | torch.device | None = "auto",
         precision: Precision = "fp32",
         runtime: Runtime = "torch",
     ) -> Predictor:
@@ -159,7 +163,7 @@ class Predictor:
         registry = HubRegistry(endpoint=endpoint, token=token, cache_dir=cache_dir,
                                local_files_only=local_files_only)
         folder = registry.fetch(repo_id, revision)
-        bundle = load_bundle(folder, device=device)
+        bundle = load_bundle(folder, device=parse_device(device) if device is not None else None)
         bundle.uri = f"hf://{repo_id}" + (f"@{revision}" if revision else "")
         return cls(bundle, precision=precision, runtime=runtime)
 
@@ -176,10 +180,12 @@ class Predictor:
         batch_size: int = 32,
         top_k: int = 3,
         num_workers: int = 0,
+        abstain: bool = False,
     ) -> list[ProductPrediction]:
         """One :class:`ProductPrediction` per product, in order. Unreadable images and fields of
         the wrong type raise :class:`fashion.DataError` naming the product (``fashion predict``
-        rejects those rows instead)."""
+        rejects those rows instead). ``abstain``: under an attribute's fitted threshold the label
+        is ``None`` with ``reason="below_threshold"`` (top-k kept; docs/trust.md)."""
         if batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, got {batch_size!r}")
         check_top_k(top_k)
@@ -199,7 +205,7 @@ class Predictor:
                               for i in range(0, len(items), batch_size))
         out: list[ProductPrediction] = []
         for batch in loader:
-            out.extend(self.run_batch(batch, top_k=top_k))
+            out.extend(self.run_batch(batch, top_k=top_k, abstain=abstain))
         return out
 
     @torch.inference_mode()
@@ -216,11 +222,11 @@ class Predictor:
         return {a: x.float() for a, x in logits.items()}
 
     @torch.inference_mode()
-    def run_batch(self, batch: Batch, *, top_k: int = 3) -> list[ProductPrediction]:
+    def run_batch(self, batch: Batch, *, top_k: int = 3, abstain: bool = False) -> list[ProductPrediction]:
         """Model + decoding for one prepared batch."""
         logits = self.logits(batch)
         finite = {a: torch.isfinite(x.reshape(x.shape[0], -1)).all(dim=1) for a, x in logits.items()}
-        decoded = self.model.decode(logits, top_k=top_k)
+        decoded = self.model.decode(logits, top_k=top_k, abstain=abstain)
         if not decoded:  # a model without attributes still reports diagnostics
             decoded = [{} for _ in range(batch.size)]
         missing = _missing_modalities(self.model, batch)
@@ -241,17 +247,62 @@ class Predictor:
                                          diagnostics={"notes": notes, "missing": missing[i]}))
         return out
 
+    # ------------------------------------------------------------------ embed
+
+    def embed(
+        self, products: Iterable[Product | Mapping[str, Any]], *, batch_size: int = 32,
+    ) -> torch.Tensor:
+        """The fused product vector every head reads, one row per product: ``(N, D)`` float32.
+
+        Under an early fusion (concat, mean, gated) it is the fusion's output. Under a late
+        fusion each head reads every input on its own, so the vector is the concatenation of
+        the per-input features in the model's input order (zeros for a missing modality).
+        ``fashion predict --engine ray --embeddings`` writes the same vectors.
+        """
+        if batch_size < 1:
+            raise ConfigError("batch_size must be at least 1")
+        items = check_products(products)
+        chunks = [self.embed_batch(self.model.prepare(items[i:i + batch_size]))
+                  for i in range(0, len(items), batch_size)]
+        if not chunks:
+            return torch.zeros(0, self.embedding_dim)
+        return torch.cat(chunks)
+
+    @property
+    def embedding_dim(self) -> int:
+        """Length of the vectors :meth:`embed` returns."""
+        fusion = self.model.fusion
+        return sum(self.model.input_dims.values()) if fusion.late else int(fusion.output_dim)
+
+    @torch.inference_mode()
+    def embed_batch(self, batch: Batch) -> torch.Tensor:
+        """:meth:`embed` of one prepared batch (float32, on the CPU). The eager model runs it at
+        the resolved precision (int8 and ONNX Runtime paths cover the heads, not this vector)."""
+        self.model.eval()
+        dtype = _autocast_dtype(self.precision_used)
+        with torch.autocast(device_type=self.model.device.type, dtype=dtype or torch.float32,
+                            enabled=dtype is not None):
+            features, masks = self.model.encode(batch)
+            if self.model.fusion.late:
+                fused = torch.cat([features[name] * masks[name].unsqueeze(1).to(features[name].dtype)
+                                   for name in self.model.input_dims], dim=1)
+            else:
+                fused = self.model.fusion(features, masks)
+        return fused.float().cpu()
+
 
 def parse_device(device: str | torch.device) -> torch.device:
     """``device`` as a :class:`torch.device` this machine has; a clear error otherwise."""
     if isinstance(device, torch.device):
         parsed = device
+    elif str(device).strip() == "auto":  # the default everywhere: train, evaluate, predict
+        parsed = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     else:
         try:
             parsed = torch.device(str(device).strip())
         except (RuntimeError, ValueError, TypeError):
             raise ConfigError(
-                f"unknown device {device!r}; use cpu, cuda, cuda:N or mps."
+                f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps."
             ) from None
     if parsed.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
@@ -278,8 +329,8 @@ def check_top_k(top_k: Any) -> int:
 def check_products(products: Any) -> list[Product]:
     """The products of a ``Predictor.predict`` call, checked with the rules of a manifest row.
 
-    A single product (a mapping or :class:`Product`) instead of a list, a text field that is not
-    a string and an ``images`` value that is neither a path, bytes, a PIL image nor a list of
+    A single product (a mapping or :class:`Product`) instead of a list, a product with neither
+    images nor text, a text field that is not a string and an ``images`` value that is neither a path, bytes, a PIL image nor a list of
     them are errors (:class:`DataError`) naming the product, like the rejects of ``fashion predict``.
     """
     from .manifest import TEXT_FIELDS, text_value
@@ -313,51 +364,16 @@ def check_products(products: Any) -> list[Product]:
             text_value(getattr(product, field_name), name, field_name)
         if not isinstance(product.images, list):
             product.images = list(product.images)
+        if not product.images and not product.text_fields():
+            known = ", ".join(sorted(value)) if isinstance(value, Mapping) else ""
+            raise DataError(
+                f"{name} has no image and no text (images, title, description, brand), so there "
+                "is nothing to predict from"
+                + (f"; its keys are: {known}" if known else "; it is empty")
+                + ". Give each product an image or some text."
+            )
         items.append(product)
     return items
-
-    # ------------------------------------------------------------------ embed
-
-    def embed(
-        self, products: Iterable[Product | Mapping[str, Any]], *, batch_size: int = 32,
-    ) -> torch.Tensor:
-        """The fused product vector every head reads, one row per product: ``(N, D)`` float32.
-
-        Under an early fusion (concat, mean, gated) it is the fusion's output. Under a late
-        fusion each head reads every input on its own, so the vector is the concatenation of
-        the per-input features in the model's input order (zeros for a missing modality).
-        ``fashion predict --engine ray --embeddings`` writes the same vectors.
-        """
-        if batch_size < 1:
-            raise ConfigError("batch_size must be at least 1")
-        items = [Product.coerce(p) for p in products]
-        chunks = [self.embed_batch(self.model.prepare(items[i:i + batch_size]))
-                  for i in range(0, len(items), batch_size)]
-        if not chunks:
-            return torch.zeros(0, self.embedding_dim)
-        return torch.cat(chunks)
-
-    @property
-    def embedding_dim(self) -> int:
-        """Length of the vectors :meth:`embed` returns."""
-        fusion = self.model.fusion
-        return sum(self.model.input_dims.values()) if fusion.late else int(fusion.output_dim)
-
-    @torch.inference_mode()
-    def embed_batch(self, batch: Batch) -> torch.Tensor:
-        """:meth:`embed` of one prepared batch (float32, on the CPU)."""
-        self.model.eval()
-        dtype = autocast_dtype(self.precision, self.model.device)
-        with torch.autocast(device_type=self.model.device.type, dtype=dtype or torch.float32,
-                            enabled=dtype is not None):
-            features, masks = self.model.encode(batch)
-            if self.model.fusion.late:
-                fused = torch.cat([features[name] * masks[name].unsqueeze(1).to(features[name].dtype)
-                                   for name in self.model.input_dims], dim=1)
-            else:
-                fused = self.model.fusion(features, masks)
-        return fused.float().cpu()
-
 
 def _quiet_worker(_: int) -> None:
     torch.set_num_threads(1)
@@ -507,6 +523,7 @@ def run_predict(
     top_k: int = 3,
     resume: bool = False,
     overwrite: bool = False,
+    abstain: bool = False,
 ) -> PredictSummary:
     """Stream ``manifest`` through ``predictor``; write predictions and rejects as JSONL."""
     from .manifest import check_input_columns, count_rows
@@ -535,17 +552,22 @@ def run_predict(
                             worker_init_fn=_quiet_worker, collate_fn=_identity)
     else:  # rows of the next batch are read and prepared while this one runs
         source = prefetch(dataset)
+    from .progress import progress
+
+    rows_in = count_rows(manifest)
     with open(out, mode, encoding="utf-8") as pred_file, \
-            open(rejects_path, mode, encoding="utf-8") as reject_file:
+            open(rejects_path, mode, encoding="utf-8") as reject_file, \
+            progress("predict", total=max(0, rows_in - len(done))) as bar:
         for batch, numbers, bad in source:
             _write_lines(reject_file, bad)
             summary.rejected += len(bad)
             if batch is not None:
-                results = predictor.run_batch(batch, top_k=top_k)
+                results = predictor.run_batch(batch, top_k=top_k, abstain=abstain)
                 _write_lines(pred_file, [{"row": n, **r.to_dict()} for n, r in zip(numbers, results, strict=True)])
                 summary.predicted += len(results)
+            bar.update(len(bad) + (len(numbers) if batch is not None else 0))
             fault_point("predict.batch")
-    summary.rows_in = count_rows(manifest)
+    summary.rows_in = rows_in
     return summary
 
 
@@ -627,9 +649,14 @@ def _write_lines(handle: TextIO, records: Iterable[dict[str, Any]]) -> None:
 @click.option("--workers", default=0, show_default=True, type=click.IntRange(min=0),
               help="DataLoader worker processes that decode images.")
 @click.option("--top-k", default=3, show_default=True, type=click.IntRange(min=1))
+@click.option("--abstain", is_flag=True,
+              help="Give no label (reason below_threshold, top-k kept) under each attribute's "
+                   "fitted threshold (docs/trust.md).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run (skip rows done).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing OUT file.")
-@click.option("--device", default=None, help="torch device: cpu, cuda, cuda:N (default: cpu).")
+@click.option("--device", default=None,
+              help="torch device: auto, cpu, cuda, cuda:N (default: auto, the GPU when CUDA is "
+                   "available, as for train and evaluate).")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
               help="fp32, bf16/fp16 (autocast), int8 (dynamic quantization of Linear layers, "
                    "CPU) or auto (bf16 on CUDA and on CPUs with native bf16, a path the "
@@ -668,6 +695,7 @@ def predict_command(
     num_gpus_per_worker: float,
     embeddings: bool,
     runtime: str,
+    abstain: bool,
 ) -> None:
     """Predict every product of a CSV/JSONL/Parquet manifest with MODEL.
 
@@ -676,7 +704,7 @@ def predict_command(
     if engine == "ray":
         from .distributed import run_ray_predict
 
-        local_only = {"--rejects": rejects, "--workers": workers, "--device": device}
+        local_only = {"--rejects": rejects, "--workers": workers, "--device": device, "--abstain": abstain}
         used = [name for name, value in local_only.items() if value]
         if used:  # rejects are rows of OUT; workers and devices are set per Ray worker
             raise click.UsageError(f"{', '.join(used)} does not apply to --engine ray "
@@ -697,11 +725,11 @@ def predict_command(
     if not input_path.is_file():
         raise click.BadParameter(f"{input_path} is not a file (folders and globs need --engine ray)",
                                  param_hint="INPUT")
-    predictor = Predictor.from_pretrained(model, device=device, precision=precision,  # type: ignore[arg-type]
+    predictor = Predictor.from_pretrained(model, device=device or "auto", precision=precision,  # type: ignore[arg-type]
                                           runtime=runtime)  # type: ignore[arg-type]
     summary = run_predict(
         predictor, input_path, out, rejects=rejects, batch_size=batch_size, workers=workers,
-        top_k=top_k, resume=resume, overwrite=overwrite,
+        top_k=top_k, resume=resume, overwrite=overwrite, abstain=abstain,
     )
     click.echo(predictor.describe())
     click.echo(summary.line())
