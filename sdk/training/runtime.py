@@ -45,11 +45,39 @@ def resolve_device(name: str, local_rank: int) -> torch.device:
     return device
 
 
+def cpu_bf16_native() -> bool:
+    """Whether this CPU runs bf16 natively (AVX512-BF16 or AMX), as for inference."""
+    from ..optimize.precision import cpu_bf16_native as native
+
+    return bool(native())
+
+
 def autocast_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype of a run (``None``: fp32)."""
+    """The autocast dtype of a run (``None``: fp32), with one log line saying why.
+
+    On the CPU, bf16 autocast (fp32 master weights, channels_last convolutions) is used where
+    the CPU has native bf16 (AVX512-BF16/AMX): ``precision = "auto"`` picks it there and fp32
+    elsewhere, since emulated bf16 is slower than fp32; a forced ``bf16`` on a CPU without
+    native bf16 falls back to fp32. fp16 is CUDA only.
+    """
     if device.type != "cuda":
-        if config.precision in ("bf16", "fp16"):
-            log.warning("precision %s is used on CUDA only; training in fp32 on %s", config.precision, device)
+        if config.precision == "fp32":
+            return None
+        native = cpu_bf16_native()
+        capability = torch.backends.cpu.get_cpu_capability()
+        if config.precision == "fp16":
+            log.warning("precision fp16 is used on CUDA only; training in fp32 on %s", device)
+            return None
+        if native:
+            log.info("precision %s: bf16 autocast on this CPU (native bf16, %s)", config.precision, capability)
+            return torch.bfloat16
+        if config.precision == "bf16":
+            log.warning(
+                "precision bf16 asked for, but this CPU has no native bf16 (no AVX512-BF16/AMX; "
+                "capability %s): emulated bf16 is slower than fp32, so training in fp32", capability,
+            )
+        else:
+            log.info("precision auto: fp32 (this CPU has no native bf16, capability %s)", capability)
         return None
     if config.precision == "fp32":
         return None
@@ -171,17 +199,103 @@ def load_run_datasets(
     for report in reports:
         if report.problems and is_main:
             log.warning("%s", report.summary())
+    if is_main:
+        for message in single_class_warnings(train):
+            log.warning("%s", message)
     return train, [v for v in validation if len(v)], reports
 
 
+def single_class_warnings(datasets: Sequence[LabeledDataset]) -> list[str]:
+    """One line per (dataset, attribute) whose labeled rows all carry the same label: the head
+    learns nothing from that dataset but "always say X"."""
+    messages = []
+    for dataset in datasets:
+        for attribute in dataset.attributes:
+            counts = {label: n for label, n in dataset.label_counts(attribute).items() if n}
+            if len(counts) == 1:
+                (label, n), = counts.items()
+                messages.append(
+                    f"dataset {dataset.name!r}: every labeled row ({n}) of {attribute!r} is "
+                    f"{label!r}, so it teaches the {attribute!r} head a single class; add rows of "
+                    "other labels, or train it with another dataset that has them."
+                )
+    return messages
+
+
+def unvalidated_attributes(train: Sequence[LabeledDataset], validation: Sequence[LabeledDataset]) -> list[str]:
+    """The attributes the training data labels that no validation row labels (in training order):
+    they train but are never evaluated and do not count in the validation score."""
+    validated = {
+        a for d in validation for a in d.attributes if any(label is not None for label in d.labels[a])
+    }
+    return list(dict.fromkeys(a for d in train for a in d.attributes if a not in validated))
+
+
+def unvalidated_message(attributes: Sequence[str]) -> str:
+    """The warning for :func:`unvalidated_attributes`: what it means and what to do."""
+    names = ", ".join(repr(a) for a in attributes)
+    return (
+        f"no validation data for {names}: trained but never evaluated, and left out of the "
+        "validation score; add a [[validation]] dataset that labels it, or leave `validation` "
+        "out to hold out `val_fraction` of each training dataset."
+    )
+
+
 def frozen_components(model: FashionModel) -> dict[str, str]:
-    """Fully frozen components (state-dict prefix -> fingerprint): training cannot change them
-    (no gradients, eval mode), so checkpoints and best weights leave them out."""
+    """Fully frozen components, and the stages below a backbone's cut (state-dict prefix ->
+    fingerprint): training cannot change them (no gradients, eval mode), so checkpoints and best
+    weights leave them out."""
     paths = [
         path for path, module in model.component_modules().items()
         if (params := list(module.parameters())) and not any(p.requires_grad for p in params)
     ]
-    return {path.replace("/", ".") + ".": fp for path, fp in model.component_fingerprints_of(paths).items()}
+    frozen = {path.replace("/", ".") + ".": fp for path, fp in model.component_fingerprints_of(paths).items()}
+    for key, backbone in model.backbones.items():
+        cut = getattr(backbone, "train_from", None)
+        if cut is None or f"backbones.{key}." in frozen:
+            continue
+        names = {id(m): n for n, m in backbone.named_modules()}
+        fingerprint = backbone.below_fingerprint(cut)
+
+        def add(module: nn.Module, key: str = key, names: dict[int, str] = names, fingerprint: str = fingerprint) -> None:
+            name = names.get(id(module))
+            if name:
+                frozen[f"backbones.{key}.{name}."] = fingerprint
+            else:  # a stage built of registered modules (e.g. a Sequential of the stem's layers)
+                for child in module.children():
+                    add(child)
+
+        for module in backbone.modules_below(cut):
+            add(module)
+    return frozen
+
+
+def apply_freeze(model: FashionModel, entries: Sequence[str]) -> dict[str, str]:
+    """``freeze``: groups go to ``model.freeze``; ``<backbone group>@<cut>`` freezes a backbone
+    below a cut point (a stage name, or the number of top blocks that train). Returns the cuts
+    (backbone key -> cut point)."""
+    plain = [e for e in entries if "@" not in e]
+    if plain:
+        model.freeze(plain)
+    cuts: dict[str, str] = {}
+    for entry in entries:
+        if "@" not in entry:
+            continue
+        group, _, cut = entry.partition("@")
+        if group in ("image-backbone", "text-backbone"):
+            keys = [k for k, b in model.backbones.items() if b.modality == group.split("-")[0]]
+        elif group == "backbones":
+            keys = list(model.backbones)
+        elif group.startswith("backbones/") and group.removeprefix("backbones/") in model.backbones:
+            keys = [group.removeprefix("backbones/")]
+        else:
+            raise ConfigError(
+                f"freeze entry {entry!r}: a cut applies to image-backbone, text-backbone, backbones "
+                f"or one of {[f'backbones/{k}' for k in model.backbones]}, e.g. \"image-backbone@layer4\"."
+            )
+        for key in keys:
+            cuts[key] = model.backbones[key].freeze_below(cut)
+    return cuts
 
 
 def set_train_mode(model: FashionModel) -> None:
@@ -196,12 +310,16 @@ def set_train_mode(model: FashionModel) -> None:
 
 __all__ = [
     "WarmupCosine",
+    "apply_freeze",
     "autocast_dtype",
+    "cpu_bf16_native",
     "build_optimizer",
     "class_weights",
     "config_fingerprint",
     "frozen_components",
     "load_run_datasets",
+    "unvalidated_attributes",
+    "unvalidated_message",
     "resolve_device",
     "seed_everything",
     "set_train_mode",

@@ -71,7 +71,10 @@ def test_unknown_labels_fail_the_run_naming_file_row_and_value(model, messy):
     with pytest.raises(DataError) as info:
         load_dataset(DatasetConfig(name="messy", path=messy), model)
     message = str(info.value)
-    assert "messy.csv:2" in message and "chartreuse" in message and "messy.csv:8" in message
+    # file line numbers, header counted: the header is line 1, "chartreuse" is on line 3
+    assert "messy.csv:3" in message and "chartreuse" in message and "messy.csv:9" in message
+    lines = messy.read_text().splitlines()
+    assert "chartreuse" in lines[3 - 1] and "mauve" in lines[9 - 1]
     assert "on_unknown_label" in message  # says what to do
 
 
@@ -84,18 +87,18 @@ def test_skip_mode_counts_every_problem(model, messy):
     assert dataset.labels == {"color": ["red", None, None], "category": ["dress", "shirt", "pants"]}
     assert report.unknown_labels == 2
     reasons = {(p.row, p.field): p.reason for p in report.problems}
-    assert "unknown label" in reasons[(2, "color")] and "unknown label" in reasons[(8, "color")]
-    assert "does not exist" in reasons[(3, "images")]
-    assert "0 bytes" in reasons[(4, "images")]
-    assert "cannot decode" in reasons[(5, "images")]
-    assert "no usable label" in reasons[(6, None)] and "no usable label" in reasons[(8, None)]
+    assert "unknown label" in reasons[(3, "color")] and "unknown label" in reasons[(9, "color")]
+    assert "does not exist" in reasons[(4, "images")]
+    assert "0 bytes" in reasons[(5, "images")]
+    assert "cannot decode" in reasons[(6, "images")]
+    assert "no usable label" in reasons[(7, None)] and "no usable label" in reasons[(9, None)]
     assert all(p.file == str(messy) for p in report.problems)
     assert "chartreuse" in report.summary()
     assert report.to_dict()["problems"][0]["file"] == str(messy)
 
 
 def test_bad_rows_can_fail_the_run(model, messy):
-    with pytest.raises(DataError, match=r"messy.csv:3: images='nope.png'|nope.png"):
+    with pytest.raises(DataError, match=r"messy.csv:4: images='[^']*nope.png'"):
         load_dataset(DatasetConfig(name="messy", path=messy), model, on_unknown_label="skip", on_bad_row="error")
 
 
@@ -150,3 +153,15 @@ def test_collate_encodes_only_the_dataset_attributes(model, catalog):
     assert targets["color"][0].tolist() == colors.targets["color"][0][:3].tolist()
     _, targets = collate((1, [5]))
     assert set(targets) == {"category"}
+
+
+def test_a_single_class_dataset_is_warned_about(model, tmp_path):
+    from fashion.training.runtime import single_class_warnings
+
+    rows = [{"id": str(i), "title": f"shirt {i}", "color": "Navy"} for i in range(3)]
+    one = load_dataset(DatasetConfig(name="navy-only", path=write_manifest(tmp_path / "a.csv", rows)), model)
+    mixed = rows + [{"id": "9", "title": "red shirt", "color": "red"}]
+    two = load_dataset(DatasetConfig(name="mixed", path=write_manifest(tmp_path / "b.csv", mixed)), model)
+    (message,) = single_class_warnings([one, two])
+    assert "'navy-only'" in message and "'color'" in message and "'blue'" in message
+    assert "(3)" in message and "add rows of other labels" in message
