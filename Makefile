@@ -17,8 +17,10 @@ $(STAMP): pyproject.toml requirements-dev.txt
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	@touch $@
 
+# The demo publishes to the default home ($FASHION_HOME, else ~/.cache/fashion), the one
+# Predictor.from_pretrained and `fashion models` read, so its closing snippet works as printed.
 demo: $(STAMP)
-	FASHION_HOME=$${FASHION_HOME:-$(CURDIR)/.fashion-home} $(VENV)/bin/fashion demo --out fashion-demo
+	$(VENV)/bin/fashion demo --out fashion-demo
 
 # Headless Chromium for the page test (tests/serve/test_page.py): installed with apt when missing,
 # where apt-get exists and we are root; otherwise the test is skipped and this says why.
@@ -44,3 +46,4 @@ clean:
 
 docs: $(STAMP)
 	FASHION_DISABLE_PLUGIN_AUTOLOAD=1 $(VENV)/bin/fashion --reference > docs/cli.md
+	$(PY) -m fashion.training.reference > docs/config.md

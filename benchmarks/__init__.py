@@ -8,8 +8,8 @@ the runner renders ``benchmarks/results/summary.md``. SDK and baseline runs are 
 Benchmarks never fail: a missed target is a verdict in the table, not an error.
 
 Measurements (one module each): ``inference``, ``fast_inference``, ``multitask``,
-``add_attribute``, ``training``, ``scale``, ``gpu``, ``serve`` and ``scale_out`` (needs the ``ray``
-extra). See ``docs/performance.md``.
+``add_attribute``, ``training``, ``scale``, ``gpu``, ``serve``, ``scale_out`` (needs the ``ray``
+extra), ``trust`` and ``budget``. See ``docs/performance.md``.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ MEASUREMENTS: tuple[str, ...] = (
     "gpu",
     "serve",
     "scale_out",
+    "trust",
+    "budget",
 )
 
 __all__ = ["MEASUREMENTS"]

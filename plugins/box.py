@@ -333,12 +333,11 @@ def image_tensor(image: Image.Image) -> torch.Tensor:
 
 def save_box_cropper(cropper: BoxCropper, directory: str | Path) -> Path:
     """Write ``cropper.safetensors`` (its state) and ``cropper.json`` (name, options)."""
-    from safetensors.torch import save_file
+    from fashion.weights import save_safetensors, tensors_for_saving
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in cropper.state_dict().items()}
-    save_file(state, str(directory / WEIGHTS_FILE), metadata={"format": "pt"})
+    save_safetensors(tensors_for_saving(cropper), directory / WEIGHTS_FILE)
     config = {"kind": "cropper", "name": cropper.component_name, "options": cropper.options_dict()}
     (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
     return directory

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import model_validator
-from torch import Tensor
+from torch import Tensor, nn
 
 from fashion import (
     ConfigError,
@@ -26,6 +26,7 @@ from fashion import (
     WeightsNotFoundError,
     hookimpl,
 )
+from fashion.components import Lambda
 from fashion.hookspecs import Register
 from fashion.weights import load_state_dict_file, strip_prefix
 
@@ -119,6 +120,17 @@ class EfficientNetLite0(ImageBackbone[EfficientNetOptions]):
 
     def forward(self, pixels: Tensor) -> Tensor:
         return self.net.forward_head(self.net.forward_features(pixels), pre_logits=True)
+
+    def stages(self) -> list[tuple[str, nn.Module]]:
+        """stem, blocks.0..blocks.6, head (1×1 conv + norm), pool: the cut points are
+        ``blocks.0``..``blocks.6`` and ``head``."""
+        net = self.net
+        return [
+            ("stem", nn.Sequential(net.conv_stem, net.bn1)),
+            *((f"blocks.{i}", block) for i, block in enumerate(net.blocks)),
+            ("head", nn.Sequential(net.conv_head, net.bn2)),
+            ("pool", Lambda(lambda x: net.forward_head(x, pre_logits=True))),
+        ]
 
     def classify(self, pixels: Tensor) -> Tensor:
         """ImageNet logits ``(N, 1000)``; needs ``keep_classifier: true``."""

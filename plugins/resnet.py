@@ -27,6 +27,7 @@ from fashion import (
     WeightsNotFoundError,
     hookimpl,
 )
+from fashion.components import Lambda
 from fashion.hookspecs import Register
 from fashion.weights import contiguous_state, load_state_dict_file, strip_prefix
 
@@ -109,6 +110,21 @@ class ResNet50(ImageBackbone[ResNetOptions]):
         if self.options.channels_last:
             pixels = pixels.contiguous(memory_format=torch.channels_last)
         return self.body(pixels)
+
+    def stages(self) -> list[tuple[str, nn.Module]]:
+        """stem, layer1..layer4, pool: the cut points are ``layer1``..``layer4``."""
+        body = self.body
+        stem = nn.Sequential(Lambda(self._layout), body.conv1, body.bn1, body.relu, body.maxpool)
+        return [
+            ("stem", stem),
+            *((f"layer{i}", getattr(body, f"layer{i}")) for i in range(1, 5)),
+            ("pool", nn.Sequential(body.avgpool, nn.Flatten(1))),
+        ]
+
+    def _layout(self, pixels: Tensor) -> Tensor:
+        if self.options.channels_last:
+            return pixels.contiguous(memory_format=torch.channels_last)
+        return pixels
 
 
 class ResNet18(ResNet50):

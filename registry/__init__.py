@@ -1,4 +1,4 @@
-"""Model bundles (safetensors + manifest) and model registries (local, Hugging Face Hub).
+"""Model bundles (safetensors + index) and model registries (local, Hugging Face Hub).
 
 - :func:`save_bundle` / :func:`load_bundle`: a folder with ``fashion.json`` and one safetensors
   file per component (docs/bundle-format.md).
@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 from .base import ModelSummary, Registry, Revision
-from .bundle import Bundle, BundleManifest, load_bundle, read_manifest, save_bundle, verify_bundle
+from .bundle import Bundle, BundleIndex, load_bundle, read_index, save_bundle, verify_bundle
 from .compose import compose_bundles
 from .hub import HubRegistry
 from .local import LocalRegistry
@@ -18,7 +18,7 @@ from .uri import ModelURI, fetch_uri, get_registry, parse_uri
 
 __all__ = [
     "Bundle",
-    "BundleManifest",
+    "BundleIndex",
     "HubRegistry",
     "LocalRegistry",
     "ModelSummary",
@@ -30,7 +30,7 @@ __all__ = [
     "get_registry",
     "load_bundle",
     "parse_uri",
-    "read_manifest",
+    "read_index",
     "save_bundle",
     "verify_bundle",
 ]

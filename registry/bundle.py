@@ -29,16 +29,16 @@ from fashion.manager import get_component_info
 from fashion.model import FashionModel
 from fashion.registry.bundle_format import (
     FORMAT_VERSION,
-    MANIFEST_NAME,
+    INDEX_NAME,
     AttributeEntry,
     Bundle,
-    BundleManifest,
+    BundleIndex,
     ComponentEntry,
     FileEntry,
     Provenance,
     _safe_path,
     check_plugins,
-    read_manifest,
+    read_index,
     verify_bundle,
 )
 from fashion.registry.bundle_write import preprocessing_block, save_bundle
@@ -50,16 +50,16 @@ class PreprocessingChangedWarning(UserWarning):
     """An installed plugin's default preprocessing differs from what a bundle was saved with."""
 
 
-def spec_with_saved_preprocessing(manifest: BundleManifest, directory: Path) -> ModelSpec:
+def spec_with_saved_preprocessing(index: BundleIndex, directory: Path) -> ModelSpec:
     """The bundle's spec with each image backbone's saved normalization in its options.
 
     Format 2 bundles carry it in the options already. Format 1 bundles kept it only in the
     ``preprocessing`` block: it is read back from there.
     """
-    if manifest.format_version >= 2:
-        return manifest.spec
-    data = manifest.spec.model_dump(mode="json")
-    images = manifest.preprocessing.get("images", {})
+    if index.format_version >= 2:
+        return index.spec
+    data = index.spec.model_dump(mode="json")
+    images = index.preprocessing.get("images", {})
     for key, backbone in data["backbones"].items():
         if not backbone["views"] or "preprocessing" in backbone["options"]:
             continue
@@ -67,7 +67,7 @@ def spec_with_saved_preprocessing(manifest: BundleManifest, directory: Path) -> 
         if not isinstance(saved, dict) or "mean" not in saved or "std" not in saved:
             raise BundleError(
                 f"bundle {directory} (format 1) has no saved mean/std for image backbone {key!r} "
-                f"in the preprocessing block of {MANIFEST_NAME}, so its inputs cannot be "
+                f"in the preprocessing block of {INDEX_NAME}, so its inputs cannot be "
                 f"reproduced. Save it again with the current fashion-sdk (format {FORMAT_VERSION})"
                 " from the training run, or retrain it."
             )
@@ -100,10 +100,10 @@ def _differences(saved: Any, now: Any, where: str) -> list[str]:
     return [] if saved == now else [f"{where}: {saved!r} -> {now!r}"]
 
 
-def check_preprocessing(model: FashionModel, manifest: BundleManifest, directory: Path) -> None:
+def check_preprocessing(model: FashionModel, index: BundleIndex, directory: Path) -> None:
     """Refuse a model whose inputs differ from the saved ``preprocessing`` block; warn when an
     installed plugin's default normalization differs from the saved one (the saved one is used)."""
-    saved = manifest.preprocessing
+    saved = index.preprocessing
     if saved:
         now = preprocessing_block(model, model.spec)
         problems = _differences(saved, now, "preprocessing")
@@ -120,7 +120,7 @@ def check_preprocessing(model: FashionModel, manifest: BundleManifest, directory
         default = type(backbone).default_preprocessing()
         used = backbone.preprocessing
         if (default.mean, default.std) != (used.mean, used.std):
-            entry = manifest.components.get(f"backbones/{key}")
+            entry = index.components.get(f"backbones/{key}")
             installed = get_component_info("backbone", backbone.component_name)
             warnings.warn(
                 f"bundle {directory}: backbone {key!r} ({backbone.component_name}) was saved with "
@@ -157,28 +157,28 @@ def load_bundle(
         path_or_uri, revision=revision, endpoint=endpoint, token=token, cache_dir=cache_dir,
         local_files_only=local_files_only,
     )
-    manifest = read_manifest(directory)
-    verify_bundle(directory, manifest)
-    check_plugins(manifest, where=f"bundle {uri or directory}")
-    assets = {p: directory / c.assets for p, c in manifest.components.items() if c.assets}
-    spec = spec_with_saved_preprocessing(manifest, directory)
+    index = read_index(directory)
+    verify_bundle(directory, index)
+    check_plugins(index, where=f"bundle {uri or directory}")
+    assets = {p: directory / c.assets for p, c in index.components.items() if c.assets}
+    spec = spec_with_saved_preprocessing(index, directory)
     model = FashionModel(spec, assets=assets, pretrained=False)
-    check_preprocessing(model, manifest, directory)
+    check_preprocessing(model, index, directory)
     modules = model.component_modules()
-    unknown = sorted(set(manifest.components) - set(modules))
-    absent = sorted(set(modules) - set(manifest.components))
+    unknown = sorted(set(index.components) - set(modules))
+    absent = sorted(set(modules) - set(index.components))
     if unknown or absent:
         raise BundleError(
-            f"bundle {directory}: the manifest's components {unknown or ''} do not match the "
+            f"bundle {directory}: the index's components {unknown or ''} do not match the "
             f"model its spec builds (missing entries: {absent or 'none'}); the bundle is damaged "
             "or was edited. Re-download it (`fashion pull <uri>`)."
         )
     for path, module in modules.items():
-        _load_component(directory, path, manifest.components[path], module)
+        _load_component(directory, path, index.components[path], module)
     if device is not None:
         model.to(device)
     model.eval()
-    return Bundle(model=model, manifest=manifest, path=directory, uri=uri)
+    return Bundle(model=model, index=index, path=directory, uri=uri)
 
 
 def _load_component(directory: Path, path: str, entry: ComponentEntry, module: nn.Module) -> None:
@@ -225,10 +225,10 @@ def _load_component(directory: Path, path: str, entry: ComponentEntry, module: n
 
 __all__ = [
     "FORMAT_VERSION",
-    "MANIFEST_NAME",
+    "INDEX_NAME",
     "AttributeEntry",
     "Bundle",
-    "BundleManifest",
+    "BundleIndex",
     "ComponentEntry",
     "FileEntry",
     "PreprocessingChangedWarning",
@@ -237,7 +237,7 @@ __all__ = [
     "check_preprocessing",
     "load_bundle",
     "model_card",
-    "read_manifest",
+    "read_index",
     "save_bundle",
     "sha256_file",
     "verify_bundle",

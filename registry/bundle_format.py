@@ -5,9 +5,10 @@ code from the bundle: components are named by their registered plugin name plus 
 are safetensors, other files (tokenizers) are plain asset files, and every file is listed with
 its sha256 in ``fashion.json``. See docs/bundle-format.md for the layout and the fields.
 
-Format versions: 2 (current) saves every image backbone's pixel normalization inside its options
-(``options.preprocessing``); 1 kept it only in the ``preprocessing`` block, from which the loader
-reads it back.
+Format versions: 3 (current) writes each attribute as the full attribute definition (head as
+name + options, ``applies_to``, ``calibration``, ``abstention``); 2 saves every image backbone's
+pixel normalization inside its options (``options.preprocessing``); 1 kept it only in the
+``preprocessing`` block, from which the loader reads it back.
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ from fashion.errors import BundleError, MissingPluginError, UnknownComponentErro
 from fashion.manager import get_component_info
 from fashion.model import FashionModel
 from fashion.spec import ModelSpec
+from fashion.taxonomy import AttributeSpec
 
-FORMAT_VERSION = 2
-READABLE_FORMATS = (1, 2)
-MANIFEST_NAME = "fashion.json"
+FORMAT_VERSION = 3
+READABLE_FORMATS = (1, 2, 3)
+INDEX_NAME = "fashion.json"
 README_NAME = "README.md"
 KIND_OF_PREFIX = {"croppers": "cropper", "backbones": "backbone", "fusion": "fusion", "heads": "head"}
 
@@ -57,15 +59,10 @@ class ComponentEntry(StrictModel):
     tensors: int = 0
 
 
-class AttributeEntry(StrictModel):
-    """An attribute as the model predicts it (a summary of the spec's AttributeSpec)."""
-
-    labels: list[str]
-    head: str
-    multilabel: bool = False
-    synonyms: dict[str, str] = Field(default_factory=dict)
-    threshold: float = 0.0
-    description: str = ""
+AttributeEntry = AttributeSpec
+"""An attribute as the bundle lists it: the one attribute definition (``fashion.AttributeSpec``).
+Bundles of formats 1 and 2 name the head by a string and carry no applicability, calibration or
+abstention: they load as "always applies, raw scores, no abstention"."""
 
 
 class Provenance(BaseModel):
@@ -78,12 +75,12 @@ class Provenance(BaseModel):
     parent: str | None = None  # the revision this model was fine-tuned or composed from
 
 
-class BundleManifest(StrictModel):
+class BundleIndex(StrictModel):
     """The ``fashion.json`` file of a bundle."""
 
     format_version: int
     sdk_version: str
-    created: str
+    created: str | None = None  # not written: equal bundles must hash equal (a registry records when)
     spec: ModelSpec
     components: dict[str, ComponentEntry]
     attributes: dict[str, AttributeEntry]
@@ -100,10 +97,10 @@ class BundleManifest(StrictModel):
 
 @dataclass
 class Bundle:
-    """A loaded bundle: the model (eval mode), its manifest and the folder it was read from."""
+    """A loaded bundle: the model (eval mode), its index and the folder it was read from."""
 
     model: FashionModel
-    manifest: BundleManifest
+    index: BundleIndex
     path: Path
     uri: str | None = None
 
@@ -114,13 +111,13 @@ def sdk_version() -> str:
     return __version__
 
 
-def read_manifest(directory: str | Path) -> BundleManifest:
+def read_index(directory: str | Path) -> BundleIndex:
     """Parse ``fashion.json`` (format version checked first); files are not verified here."""
     directory = Path(directory)
-    path = directory / MANIFEST_NAME
+    path = directory / INDEX_NAME
     if not path.is_file():
         raise BundleError(
-            f"{directory} is not a fashion bundle (no {MANIFEST_NAME}). Pass the folder written "
+            f"{directory} is not a fashion bundle (no {INDEX_NAME}). Pass the folder written "
             "by save_bundle / `fashion train`, or a model URI such as hf://org/name."
         )
     try:
@@ -147,7 +144,7 @@ def read_manifest(directory: str | Path) -> BundleManifest:
             f"{FORMAT_VERSION} at most. Upgrade: pip install -U fashion-sdk"
         )
     try:
-        return BundleManifest.model_validate(raw)
+        return BundleIndex.model_validate(raw)
     except ValidationError as exc:
         raise BundleError(
             f"{path} is malformed: {explain_validation_error(exc)}. Re-download the bundle (`fashion pull <uri>`)."
@@ -184,21 +181,21 @@ def _safe_path(directory: Path, rel: str, roots: list[Path] | None = None) -> Pa
     )
 
 
-def verify_bundle(directory: str | Path, manifest: BundleManifest | None = None) -> BundleManifest:
-    """Check paths and the sha256 of every listed file; return the manifest."""
+def verify_bundle(directory: str | Path, index: BundleIndex | None = None) -> BundleIndex:
+    """Check paths and the sha256 of every listed file; return the index."""
     directory = Path(directory)
-    manifest = manifest or read_manifest(directory)
+    index = index or read_index(directory)
     roots = _allowed_roots(directory)
-    for path, component in manifest.components.items():
+    for path, component in index.components.items():
         for rel in (component.weights, component.assets):
             if rel is not None:
                 _safe_path(directory, rel, roots)
-        if component.weights and component.weights not in manifest.files:
+        if component.weights and component.weights not in index.files:
             raise BundleError(
                 f"bundle {directory}: {path}'s weights {component.weights} are not listed in "
-                f"{MANIFEST_NAME}; the bundle is damaged. Re-download it (`fashion pull <uri>`)."
+                f"{INDEX_NAME}; the bundle is damaged. Re-download it (`fashion pull <uri>`)."
             )
-    for rel, entry in manifest.files.items():
+    for rel, entry in index.files.items():
         path = _safe_path(directory, rel, roots)
         if not path.is_file():
             raise BundleError(
@@ -207,27 +204,27 @@ def verify_bundle(directory: str | Path, manifest: BundleManifest | None = None)
             )
         if path.stat().st_size != entry.size or sha256_file(path) != entry.sha256:
             raise BundleError(
-                f"bundle {directory}: {rel} does not match its sha256 in {MANIFEST_NAME} (the "
+                f"bundle {directory}: {rel} does not match its sha256 in {INDEX_NAME} (the "
                 "file was modified or truncated). Re-download the model (`fashion pull <uri>`) "
                 "or save it again."
             )
-    for component in manifest.components.values():
+    for component in index.components.values():
         if component.assets:
             folder = _safe_path(directory, component.assets, roots)
             for file in folder.rglob("*"):
                 rel = file.relative_to(directory).as_posix()
-                if file.is_file() and rel not in manifest.files:
+                if file.is_file() and rel not in index.files:
                     raise BundleError(
                         f"bundle {directory}: {rel} is in an asset folder but not listed in "
-                        f"{MANIFEST_NAME}; refusing to load unverified files. Re-download it."
+                        f"{INDEX_NAME}; refusing to load unverified files. Re-download it."
                     )
-    return manifest
+    return index
 
 
-def check_plugins(manifest: BundleManifest, where: str = "this bundle") -> None:
+def check_plugins(index: BundleIndex, where: str = "this bundle") -> None:
     """Raise MissingPluginError naming every component whose plugin is not installed."""
     missing = []
-    for path, c in manifest.components.items():
+    for path, c in index.components.items():
         try:
             get_component_info(c.kind, c.name)
         except UnknownComponentError:
@@ -260,16 +257,16 @@ def check_plugins(manifest: BundleManifest, where: str = "this bundle") -> None:
 
 __all__ = [
     "FORMAT_VERSION",
-    "MANIFEST_NAME",
+    "INDEX_NAME",
     "README_NAME",
     "AttributeEntry",
     "Bundle",
-    "BundleManifest",
+    "BundleIndex",
     "ComponentEntry",
     "FileEntry",
     "Provenance",
     "check_plugins",
-    "read_manifest",
+    "read_index",
     "sha256_file",
     "verify_bundle",
 ]

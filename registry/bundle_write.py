@@ -14,7 +14,6 @@ import re
 import shutil
 import uuid
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,16 +27,16 @@ from fashion.manager import get_component_info
 from fashion.model import FashionModel, LateAttribute
 from fashion.registry.bundle_format import (
     FORMAT_VERSION,
+    INDEX_NAME,
     KIND_OF_PREFIX,
-    MANIFEST_NAME,
     README_NAME,
     AttributeEntry,
-    BundleManifest,
+    BundleIndex,
     ComponentEntry,
     FileEntry,
     Provenance,
     _safe_path,
-    read_manifest,
+    read_index,
     sdk_version,
 )
 from fashion.registry.model_card import model_card
@@ -72,9 +71,9 @@ def _link_or_copy(source: Path, target: Path) -> None:
 
 
 def _list_files(root: Path) -> list[str]:
-    """Every file under ``root`` (posix paths) but the manifest itself."""
+    """Every file under ``root`` (posix paths) but the index itself."""
     files = (p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
-    return sorted(rel for rel in files if rel != MANIFEST_NAME)
+    return sorted(rel for rel in files if rel != INDEX_NAME)
 
 
 # -------------------------------------------------------------------------------------- save
@@ -101,7 +100,7 @@ def save_bundle(
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
         raise BundleError(f"{directory} exists and is not a folder; choose another --out path.")
-    if directory.is_dir() and any(directory.iterdir()) and not (directory / MANIFEST_NAME).is_file():
+    if directory.is_dir() and any(directory.iterdir()) and not (directory / INDEX_NAME).is_file():
         raise BundleError(
             f"{directory} is a non-empty folder that is not a fashion bundle; refusing to "
             "overwrite it. Choose an empty or new folder."
@@ -112,11 +111,11 @@ def save_bundle(
     staging = directory.parent / f".{directory.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     staging.mkdir()
     try:
-        manifest = _write_bundle(
+        index = _write_bundle(
             model, staging, metrics, provenance, training_config, parent, plots, previous
         )
-        (staging / MANIFEST_NAME).write_text(
-            manifest.model_dump_json(indent=2) + "\n", encoding="utf-8"
+        (staging / INDEX_NAME).write_text(
+            index.model_dump_json(indent=2) + "\n", encoding="utf-8"
         )
         fault_point("bundle.staged")
         _move_into_place(staging, directory)
@@ -126,12 +125,12 @@ def save_bundle(
     return directory
 
 
-def _reusable(reuse_from: str | Path | None) -> tuple[Path, BundleManifest] | None:
+def _reusable(reuse_from: str | Path | None) -> tuple[Path, BundleIndex] | None:
     if reuse_from is None:
         return None
     root = Path(reuse_from)
     try:
-        return root, read_manifest(root)
+        return root, read_index(root)
     except BundleError:
         return None  # nothing to reuse; everything is written afresh
 
@@ -202,8 +201,8 @@ def _write_bundle(
     training_config: Mapping[str, Any] | None,
     parent: str | None,
     plots: Mapping[str, str | Path] | None,
-    previous: tuple[Path, BundleManifest] | None,
-) -> BundleManifest:
+    previous: tuple[Path, BundleIndex] | None,
+) -> BundleIndex:
     components: dict[str, ComponentEntry] = {}
     for path, module in model.component_modules().items():
         kind = KIND_OF_PREFIX[path.split("/")[0]]
@@ -247,10 +246,7 @@ def _write_bundle(
             folder.rmdir()  # e.g. croppers/ when no cropper has tensors or assets
     spec = _resolved_spec(model, components)
     attributes = {
-        a: AttributeEntry(
-            labels=list(s.labels), head=s.head.name, multilabel=model.task(a).multilabel,
-            synonyms=dict(s.synonyms), threshold=s.threshold, description=s.description,
-        )
+        a: AttributeEntry.model_validate({**s.model_dump(), "multilabel": model.task(a).multilabel})
         for a, s in spec.attributes.items()
     }
     copied_plots = _copy_plots(plots, staging)
@@ -259,10 +255,9 @@ def _write_bundle(
         prov.training_config = dict(training_config)
     if parent is not None:
         prov.parent = parent
-    manifest = BundleManifest(
+    index = BundleIndex(
         format_version=FORMAT_VERSION,
         sdk_version=sdk_version(),
-        created=datetime.now(UTC).isoformat(timespec="seconds"),
         spec=spec,
         components=components,
         attributes=attributes,
@@ -271,22 +266,22 @@ def _write_bundle(
         metrics={a: dict(m) for a, m in (metrics or {}).items()},
         provenance=prov,
     )
-    (staging / README_NAME).write_text(model_card(manifest, copied_plots), encoding="utf-8")
-    manifest.files = {
+    (staging / README_NAME).write_text(model_card(index, copied_plots), encoding="utf-8")
+    index.files = {
         rel: FileEntry(sha256=sha256_file(staging / rel), size=(staging / rel).stat().st_size)
         for rel in _list_files(staging)
     }
-    return manifest
+    return index
 
 
-def _reuse_component(root: Path, manifest: BundleManifest, old: ComponentEntry, staging: Path) -> None:
+def _reuse_component(root: Path, index: BundleIndex, old: ComponentEntry, staging: Path) -> None:
     wanted = [old.weights] if old.weights else []
     if old.assets:
         prefix = old.assets.rstrip("/") + "/"
-        wanted += [p for p in manifest.files if p.startswith(prefix)]
+        wanted += [p for p in index.files if p.startswith(prefix)]
     for rel in wanted:
         source = _safe_path(root, rel)
-        entry = manifest.files.get(rel)
+        entry = index.files.get(rel)
         if entry is None or sha256_file(source) != entry.sha256:
             raise BundleError(
                 f"cannot reuse {rel} from {root}: the file changed since that bundle was written. "

@@ -16,17 +16,17 @@ from typing import Any
 from torch import nn
 
 from fashion.errors import BundleError
-from fashion.registry.bundle import BundleManifest, load_bundle, read_manifest, save_bundle
+from fashion.registry.bundle import BundleIndex, load_bundle, read_index, save_bundle
 from fashion.registry.uri import fetch_uri
 from fashion.spec import ModelSpec
 
 
-def _shared(manifest: BundleManifest) -> dict[str, str]:
+def _shared(index: BundleIndex) -> dict[str, str]:
     """Fingerprints of everything but the heads."""
-    return {p: c.fingerprint for p, c in manifest.components.items() if c.kind != "head"}
+    return {p: c.fingerprint for p, c in index.components.items() if c.kind != "head"}
 
 
-def check_compatible(base: BundleManifest, head: BundleManifest, base_name: str, head_name: str) -> None:
+def check_compatible(base: BundleIndex, head: BundleIndex, base_name: str, head_name: str) -> None:
     """Refuse a head bundle whose shared components differ from the base's, naming both prints."""
     ours, theirs = _shared(base), _shared(head)
     problems = []
@@ -53,18 +53,18 @@ def compose_bundles(
     if not heads:
         raise BundleError("compose needs at least one head bundle besides the base.")
     base_dir, base_uri = fetch_uri(base)
-    base_manifest = read_manifest(base_dir)
-    sources: list[tuple[Path, str, BundleManifest, list[str]]] = []
+    base_index = read_index(base_dir)
+    sources: list[tuple[Path, str, BundleIndex, list[str]]] = []
     owner: dict[str, tuple[str, str]] = {}  # attribute -> (bundle, head fingerprint)
     for head in heads:
         head_dir, head_uri = fetch_uri(head)
         label = head_uri or str(head_dir)
-        manifest = read_manifest(head_dir)
-        check_compatible(base_manifest, manifest, base_uri or str(base_dir), label)
+        index = read_index(head_dir)
+        check_compatible(base_index, index, base_uri or str(base_dir), label)
         contributed = []
-        for attribute in manifest.attributes:
-            fingerprint = manifest.components[f"heads/{attribute}"].fingerprint
-            base_head = base_manifest.components.get(f"heads/{attribute}")
+        for attribute in index.attributes:
+            fingerprint = index.components[f"heads/{attribute}"].fingerprint
+            base_head = base_index.components.get(f"heads/{attribute}")
             if base_head is not None and base_head.fingerprint == fingerprint:
                 continue  # the base's own head, carried along unchanged
             if attribute in owner and owner[attribute][1] != fingerprint:
@@ -74,18 +74,18 @@ def compose_bundles(
                 )
             owner[attribute] = (label, fingerprint)
             contributed.append(attribute)
-        sources.append((head_dir, label, manifest, contributed))
+        sources.append((head_dir, label, index, contributed))
 
     composed = load_bundle(base_dir, device=device)
     model = composed.model
-    metrics: dict[str, dict[str, Any]] = dict(base_manifest.metrics)
-    datasets = list(base_manifest.provenance.datasets)
-    for head_dir, _, manifest, contributed in sources:
+    metrics: dict[str, dict[str, Any]] = dict(base_index.metrics)
+    datasets = list(base_index.provenance.datasets)
+    for head_dir, _, index, contributed in sources:
         if not contributed:
             continue
         donor = load_bundle(head_dir, device=device).model
         for attribute in contributed:
-            spec = manifest.spec.attributes[attribute]
+            spec = index.spec.attributes[attribute]
             if attribute in model.heads:
                 del model.heads[attribute]
                 data = model.spec.model_dump()
@@ -93,12 +93,12 @@ def compose_bundles(
                 model.spec = ModelSpec.parse(data)
             model.add_attribute(attribute, spec)
             model.heads[attribute].load_state_dict(donor.heads[attribute].state_dict(), strict=True)
-            if attribute in manifest.metrics:
-                metrics[attribute] = manifest.metrics[attribute]
+            if attribute in index.metrics:
+                metrics[attribute] = index.metrics[attribute]
             else:
                 metrics.pop(attribute, None)
-        datasets.extend(d for d in manifest.provenance.datasets if d not in datasets)
-    order = list(base_manifest.attributes) + [a for a in model.heads if a not in base_manifest.attributes]
+        datasets.extend(d for d in index.provenance.datasets if d not in datasets)
+    order = list(base_index.attributes) + [a for a in model.heads if a not in base_index.attributes]
     data = model.spec.model_dump()
     data["attributes"] = {a: data["attributes"][a] for a in order}
     model.spec = ModelSpec.parse(data)
@@ -108,18 +108,18 @@ def compose_bundles(
         "parent": base_uri or str(base_dir),
         "composed_from": [
             {"bundle": label, "attributes": contributed,
-             "manifest_sha256": _manifest_sha(head_dir)}
+             "index_sha256": _index_sha(head_dir)}
             for head_dir, label, _, contributed in sources
         ],
     }
     return save_bundle(model.eval(), out, metrics=metrics, provenance=provenance, reuse_from=base_dir)
 
 
-def _manifest_sha(directory: Path) -> str:
+def _index_sha(directory: Path) -> str:
     from fashion._files import sha256_file
-    from fashion.registry.bundle import MANIFEST_NAME
+    from fashion.registry.bundle import INDEX_NAME
 
-    return sha256_file(directory / MANIFEST_NAME)
+    return sha256_file(directory / INDEX_NAME)
 
 
 __all__ = ["check_compatible", "compose_bundles"]

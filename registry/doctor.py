@@ -88,7 +88,7 @@ def run_doctor(registry: LocalRegistry, *, repair: bool = False) -> DoctorReport
 
 
 def _check(registry: LocalRegistry, report: DoctorReport, *, repair: bool) -> None:
-    from fashion.registry.bundle import read_manifest
+    from fashion.registry.bundle import read_index
     from fashion.registry.local import LATEST, _decode, sha256_file
 
     root = registry.root
@@ -132,10 +132,10 @@ def _check(registry: LocalRegistry, report: DoctorReport, *, repair: bool) -> No
                 damaged_revisions.append((name, revision_id, problem))
                 continue
             try:
-                manifest = read_manifest(revision)
+                index = read_index(revision)
             except Exception:  # noqa: BLE001 - check_revision passed: cannot happen
                 continue
-            for rel, entry in manifest.files.items():
+            for rel, entry in index.files.items():
                 if entry.sha256 in damaged_blobs:
                     file = revision / rel
                     if not os.path.samefile(file, damaged_blobs[entry.sha256]):

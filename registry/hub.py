@@ -20,13 +20,45 @@ from typing import Any
 
 from fashion.errors import ModelNotFoundError, RegistryError
 from fashion.registry.base import ModelSummary, Revision, check_name, check_tag
-from fashion.registry.bundle import MANIFEST_NAME, verify_bundle
+from fashion.registry.bundle import INDEX_NAME, verify_bundle
 
 _TRUE = {"1", "true", "yes", "on"}
 
 
 def _offline_env() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUE
+
+
+PROBE_TIMEOUT_S = 3.0
+"""How long listing waits for the Hub endpoint to accept a connection before saying it cannot."""
+
+
+def endpoint_unreachable(url: str, timeout: float) -> str | None:
+    """``None`` when a TCP connection to ``url``'s host opens within ``timeout`` seconds (name
+    lookup included), else why not."""
+    import socket
+    import threading
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if not parts.hostname:
+        return f"{url!r} is not a URL"
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    outcome: list[str | None] = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection((parts.hostname, port), timeout=timeout).close()
+            outcome.append(None)
+        except OSError as exc:
+            outcome.append(exc.strerror or str(exc))
+
+    thread = threading.Thread(target=probe, name="fashion-hub-probe", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if not outcome:
+        return f"no connection within {timeout:g} s"
+    return outcome[0]
 
 
 class HubRegistry:
@@ -114,6 +146,17 @@ class HubRegistry:
                 f"Hub at {self.where}. Unset HF_HUB_OFFLINE or use the local registry."
             )
 
+    def _refuse_unreachable(self, action: str) -> None:
+        """Fail in seconds, not after the HTTP client's retries, when the endpoint does not even
+        accept a connection (no network, wrong HF_ENDPOINT)."""
+        problem = endpoint_unreachable(self.where, PROBE_TIMEOUT_S)
+        if problem is not None:
+            raise RegistryError(
+                f"cannot {action}: the Hub at {self.where} cannot be reached ({problem}). Check "
+                "the endpoint (HF_ENDPOINT) and your network, or use the local registry "
+                "(`--registry local`)."
+            )
+
     # ------------------------------------------------------------------ publish
 
     def publish(
@@ -125,8 +168,8 @@ class HubRegistry:
         if tag is not None:
             check_tag(tag)
         self._refuse_offline("publish")
-        manifest = verify_bundle(bundle_dir)
-        files = sorted(manifest.files) + [MANIFEST_NAME]
+        index = verify_bundle(bundle_dir)
+        files = sorted(index.files) + [INDEX_NAME]
         from huggingface_hub import CommitOperationAdd, CommitOperationDelete
 
         api = self.api
@@ -140,7 +183,7 @@ class HubRegistry:
             # may split a large folder into several commits, and a bundle must appear at once.
             info = api.create_commit(
                 name, operations=operations,
-                commit_message=message or f"fashion: publish {len(manifest.attributes)} attributes",
+                commit_message=message or f"fashion: publish {len(index.attributes)} attributes",
             )
             if tag is not None:
                 with contextlib.suppress(Exception):
@@ -181,6 +224,7 @@ class HubRegistry:
     def list_models(self, author: str | None = None, search: str | None = None) -> list[ModelSummary]:
         """Models tagged ``fashion`` (their model card has ``library_name: fashion``)."""
         self._refuse_offline("list models")
+        self._refuse_unreachable("list models")
         with self._errors(author or "models"):
             infos = list(self.api.list_models(filter="fashion", author=author, search=search))
         return [
@@ -194,6 +238,7 @@ class HubRegistry:
     def list_revisions(self, name: str) -> list[Revision]:
         """Commits of the main branch, oldest first, with the tags pointing at each."""
         self._refuse_offline("list revisions")
+        self._refuse_unreachable("list revisions")
         api = self.api
         with self._errors(name):
             commits = api.list_repo_commits(name)
@@ -214,7 +259,7 @@ class HubRegistry:
         check_name(name)
         with self._errors(name, revision):
             path = hf_hub_download(
-                repo_id=name, filename=MANIFEST_NAME, revision=revision, cache_dir=self.cache_dir,
+                repo_id=name, filename=INDEX_NAME, revision=revision, cache_dir=self.cache_dir,
                 local_files_only=self.local_files_only, endpoint=self.endpoint, token=self.token,
             )
         return json.loads(Path(path).read_text(encoding="utf-8"))

@@ -39,7 +39,7 @@ from typing import Any
 from fashion._faults import fault_point
 from fashion.errors import BundleError, ModelNotFoundError, RegistryError
 from fashion.registry.base import ModelSummary, Revision, check_name, check_tag
-from fashion.registry.bundle import MANIFEST_NAME, sha256_file, verify_bundle
+from fashion.registry.bundle import INDEX_NAME, sha256_file, verify_bundle
 
 _META = ".revision.json"
 LATEST = "latest"
@@ -113,9 +113,9 @@ class LocalRegistry:
         check_name(name)
         if tag is not None:
             check_tag(tag)
-        manifest = verify_bundle(bundle_dir)
-        files = sorted(manifest.files) + [MANIFEST_NAME]
-        revision = sha256_file(bundle_dir / MANIFEST_NAME)[:16]
+        index = verify_bundle(bundle_dir)
+        files = sorted(index.files) + [INDEX_NAME]
+        revision = sha256_file(bundle_dir / INDEX_NAME)[:16]
         created = datetime.now(UTC).isoformat(timespec="seconds")
         with self._lock():
             self._clear_staging()
@@ -129,7 +129,7 @@ class LocalRegistry:
                 stage = self.root / "tmp" / uuid.uuid4().hex
                 stage.mkdir(parents=True)
                 for rel in files:
-                    expected = manifest.files[rel].sha256 if rel in manifest.files else None
+                    expected = index.files[rel].sha256 if rel in index.files else None
                     blob = self._store_blob(bundle_dir / rel, expected)
                     (stage / rel).parent.mkdir(parents=True, exist_ok=True)
                     _link_or_copy(blob, stage / rel)
@@ -254,7 +254,9 @@ class LocalRegistry:
             known = ", ".join(m.name for m in self.list_models()) or "none"
             raise ModelNotFoundError(
                 f"no model named {name!r} in the local registry {self.root} (models: {known}). "
-                f"Publish one with `fashion push BUNDLE {name}`."
+                "To look in another folder, set FASHION_HOME to the folder that holds registry/; "
+                "for the Hub use hf://org/name (or --registry hf). Publish one with "
+                f"`fashion push BUNDLE {name}`."
             )
         tags = self._read_tags(name)
         if revision in tags:
@@ -297,11 +299,11 @@ class LocalRegistry:
         """Why the revision is damaged, or ``None`` when it hashes to its id (and, with
         ``files``, every file matches its sha256 in ``fashion.json``)."""
         folder = self._model_dir(name) / "revisions" / revision_id
-        manifest = folder / MANIFEST_NAME
-        if not manifest.is_file():
-            return f"its {MANIFEST_NAME} is missing"
-        if sha256_file(manifest)[:16] != revision_id:
-            return (f"its {MANIFEST_NAME} was changed after publishing (it no longer hashes to "
+        index = folder / INDEX_NAME
+        if not index.is_file():
+            return f"its {INDEX_NAME} is missing"
+        if sha256_file(index)[:16] != revision_id:
+            return (f"its {INDEX_NAME} was changed after publishing (it no longer hashes to "
                     "the revision id)")
         if files:
             try:
@@ -334,8 +336,52 @@ class LocalRegistry:
         return [self._revision(name, i) for i in sorted(ids, key=lambda i: (order[i], i))]
 
     def show(self, name: str, revision: str | None = None) -> dict[str, Any]:
-        path = self.fetch(name, revision, verify=False) / MANIFEST_NAME
+        path = self.fetch(name, revision, verify=False) / INDEX_NAME
         return dict(json.loads(path.read_text(encoding="utf-8")))
+
+    def delete(self, name: str, revision: str) -> list[str]:
+        """Remove one revision (an id, a unique id prefix or a tag); return the tags that pointed
+        at it. ``latest`` moves to the newest revision left; blobs stay until :meth:`gc`."""
+        with self._lock():
+            revision_id = self._resolve(name, revision)
+            tags = self._read_tags(name)
+            dropped = sorted(t for t, r in tags.items() if r == revision_id)
+            left = [r for r in self.list_revisions(name) if r.id != revision_id]
+            kept = {t: r for t, r in tags.items() if r != revision_id}
+            if LATEST in dropped and left:
+                kept[LATEST] = left[-1].id
+            folder = self._model_dir(name) / "revisions" / revision_id
+            (self.root / "tmp").mkdir(parents=True, exist_ok=True)
+            os.rename(folder, self.root / "tmp" / f"deleted-{uuid.uuid4().hex}")  # atomic
+            if left:
+                path = self._tags_path(name)
+                temp = path.with_name(f".tags-{uuid.uuid4().hex}.json")
+                temp.write_text(json.dumps(kept, indent=2, sort_keys=True), encoding="utf-8")
+                os.replace(temp, path)
+            else:
+                shutil.rmtree(self._model_dir(name), ignore_errors=True)
+            self._clear_staging()
+        return dropped
+
+    def gc(self) -> tuple[int, int]:
+        """Remove blobs no revision uses; return (files removed, bytes freed)."""
+        with self._lock():
+            used: set[str] = set()
+            models = self.root / "models"
+            for index in models.glob(f"*/revisions/*/{INDEX_NAME}") if models.is_dir() else []:
+                used.add(sha256_file(index))
+                try:
+                    files = json.loads(index.read_text(encoding="utf-8")).get("files", {})
+                    used.update(entry["sha256"] for entry in files.values())
+                except (ValueError, KeyError, TypeError, AttributeError):
+                    return 0, 0  # a damaged revision: keep every blob (see `fashion doctor`)
+            removed, freed = 0, 0
+            for blob in self.blobs.iterdir() if self.blobs.is_dir() else []:
+                if blob.name not in used:
+                    freed += blob.stat().st_size
+                    blob.unlink()
+                    removed += 1
+        return removed, freed
 
     def doctor(self, *, repair: bool = False) -> DoctorReport:
         """Check every blob and revision against its hash, the tags and leftovers of killed

@@ -10,83 +10,166 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from fashion.registry.bundle_format import BundleManifest
+from fashion.registry.bundle_format import BundleIndex
+
+METRICS = {"accuracy": "accuracy", "macro_f1": "macro-F1"}
+"""The per-attribute scores a card reports (counts, labels and confusion matrices are not)."""
 
 
-def _numeric(values: Mapping[str, Any]) -> dict[str, float]:
+def _scores(values: Mapping[str, Any]) -> dict[str, float]:
     return {
         k: float(v)
         for k, v in values.items()
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        if k in METRICS and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
     }
 
 
-def _card_data(manifest: BundleManifest) -> Any:
+def _splits(index: BundleIndex) -> dict[str, dict[str, dict[str, Any]]]:
+    """``{"validation": {attribute: metrics}, "test": {...}}``: the bundle's ``metrics`` are
+    scored on validation data; ``provenance.test_metrics`` (when recorded) on held-out test data."""
+    test = getattr(index.provenance, "test_metrics", None) or {}
+    return {name: m for name, m in (("validation", index.metrics), ("test", test)) if m}
+
+
+def model_name(index: BundleIndex) -> str:
+    """The model's name: ``provenance.name`` (the URI it is published under, without a scheme),
+    else one made from its attributes."""
+    name = getattr(index.provenance, "name", None)
+    if name:
+        return str(name).split("://", 1)[-1].split("@", 1)[0]
+    return "fashion-" + "-".join(index.attributes) if index.attributes else "fashion-model"
+
+
+def _card_data(index: BundleIndex) -> Any:
     from huggingface_hub import EvalResult, ModelCardData
 
     results = [
         EvalResult(
             task_type="image-classification",
             task_name=f"{attribute} classification",
-            dataset_type="fashion-validation",
-            dataset_name="validation",
+            dataset_type=f"fashion-{split}",
+            dataset_name=_data_names(index, split) or split,
+            dataset_split=split,
             metric_type=metric,
             metric_value=value,
-            metric_name=f"{attribute} {metric}",
+            metric_name=f"{attribute} {METRICS[metric]} ({split})",
         )
-        for attribute, values in manifest.metrics.items()
-        for metric, value in _numeric(values).items()
+        for split, metrics in _splits(index).items()
+        for attribute, values in metrics.items()
+        for metric, value in _scores(values).items()
     ]
     tags = ["fashion", "product-attributes", "multi-task"]
-    tags += [f"attribute:{a}" for a in manifest.attributes]
+    tags += [f"attribute:{a}" for a in index.attributes]
     return ModelCardData(
         library_name="fashion",
         tags=tags,
-        model_name="fashion-model" if results else None,
+        model_name=model_name(index) if results else None,
         eval_results=results or None,
     )
 
 
-def _body(manifest: BundleManifest, plots: Mapping[str, str] | None) -> list[str]:
-    attributes = list(manifest.attributes)
-    lines = ["# fashion product-attribute model", "",
-             f"Predicts {', '.join(attributes) or 'no attributes yet'} from product photos and "
-             "text. Load it with:", "", "```python", "from fashion import Predictor", "",
-             'predictor = Predictor.from_pretrained("path/or/hf://org/name")',
-             'print(predictor.predict([{"images": ["shoe.jpg"], "title": "Red sneaker"}]))',
-             "```", "", "## Attributes", "", "| attribute | labels | head | threshold |",
+def _data_names(index: BundleIndex, split: str) -> str:
+    key = {"validation": "validation", "test": "test"}[split]
+    entries = getattr(index.provenance, key, None) or []
+    return ", ".join(str(d.get("name")) for d in entries if isinstance(d, Mapping) and d.get("name"))
+
+
+def _load_uri(index: BundleIndex) -> str | None:
+    name = getattr(index.provenance, "name", None)
+    if not name:
+        return None
+    name = str(name)
+    if "://" not in name:
+        name = f"local://{name}"
+    return name if name.startswith("hf://") or "@" in name else f"{name}@latest"
+
+
+def _example(index: BundleIndex) -> str:
+    """A product title made of labels the model knows ("red striped dress")."""
+    words = [entry.labels[0].replace("_", " ") for entry in index.attributes.values() if entry.labels]
+    return " ".join(words[:4]) or "Red cotton shirt"
+
+
+def _body(index: BundleIndex, plots: Mapping[str, str] | None) -> list[str]:
+    attributes = list(index.attributes)
+    uri = _load_uri(index)
+    where = (f'"{uri}"' if uri else '"path/to/this/bundle"  # this folder, or the URI it is published under')
+    lines = [f"# {model_name(index)}", "",
+             f"A fashion product-attribute model: predicts {', '.join(attributes) or 'no attributes yet'} "
+             "from product photos and text. Load it with:", "", "```python",
+             "from fashion import Predictor", "",
+             f"predictor = Predictor.from_pretrained({where})",
+             f'print(predictor.predict([{{"title": "{_example(index)}"}}]))',
+             "```", "",
+             'A product is a mapping with `images` (a list of paths or URLs) and/or `title` and '
+             "`description`.", "", "## Attributes", "", "| attribute | labels | head | threshold |",
              "|---|---|---|---|"]
-    for a, entry in manifest.attributes.items():
+    for a, entry in index.attributes.items():
         labels = ", ".join(entry.labels[:12]) + (" …" if len(entry.labels) > 12 else "")
-        lines.append(f"| {a} | {labels} | {entry.head} | {entry.threshold} |")
+        lines.append(f"| {a} | {labels} | {entry.head.name} | {entry.threshold} |")
+    lines += _trust_section(index)
     lines += ["", "## Components", "", "| path | component | plugin distribution |", "|---|---|---|"]
-    for path, c in manifest.components.items():
+    for path, c in index.components.items():
         dist = f"{c.distribution} {c.version or ''}".strip() if c.distribution else "(not packaged)"
         lines.append(f"| {path} | {c.name} | {dist} |")
-    if manifest.metrics:
-        lines += ["", "## Metrics", ""]
-        for attribute, values in manifest.metrics.items():
-            shown = ", ".join(f"{k} = {v:.4g}" if isinstance(v, float) else f"{k} = {v}"
-                              for k, v in values.items() if not isinstance(v, (list, dict)))
-            lines.append(f"- **{attribute}**: {shown}")
+    splits = _splits(index)
+    if splits:
+        header = [f"{split} {label}" for split in splits for label in METRICS.values()]
+        lines += ["", "## Metrics", "",
+                  "Scored with the kept weights; validation data chose them (best epoch), test "
+                  "data was held out from training and model selection.", "",
+                  "| attribute | " + " | ".join(header) + " |", "|---" * (len(header) + 1) + "|"]
+        for attribute in dict.fromkeys(a for m in splits.values() for a in m):
+            cells = []
+            for metrics in splits.values():
+                scores = _scores(metrics.get(attribute) or {})
+                cells += [f"{scores[k]:.3f}" if k in scores else "—" for k in METRICS]
+            lines.append(f"| {attribute} | " + " | ".join(cells) + " |")
     for attribute, rel in (plots or {}).items():
         lines += ["", f"### {attribute} confusion matrix", "", f"![{attribute} confusion matrix]({rel})"]
-    if manifest.provenance.datasets:
-        lines += ["", "## Training data", ""]
-        for d in manifest.provenance.datasets:
-            lines.append(f"- {d.get('name', '?')}: {d.get('rows', '?')} rows"
-                         + (f", sha256 {str(d['sha256'])[:12]}" if d.get("sha256") else ""))
-    lines += ["", f"Bundle format {manifest.format_version}, written by fashion-sdk "
-              f"{manifest.sdk_version}. See docs/bundle-format.md.", ""]
+    for title, entries in (("Training data", index.provenance.datasets),
+                           ("Validation data", getattr(index.provenance, "validation", None)),
+                           ("Test data", getattr(index.provenance, "test", None))):
+        entries = [d for d in entries or [] if isinstance(d, Mapping)]
+        if entries:
+            lines += ["", f"## {title}", ""]
+            for d in entries:
+                lines.append(f"- {d.get('name', '?')}: {d.get('rows', '?')} rows"
+                             + (f", sha256 {str(d['sha256'])[:12]}" if d.get("sha256") else ""))
+    lines += ["", f"Bundle format {index.format_version}, written by fashion-sdk "
+              f"{index.sdk_version}; `fashion show` describes a bundle, `fashion predict` runs it.", ""]
     return lines
 
 
-def model_card(manifest: BundleManifest, plots: Mapping[str, str] | None = None) -> str:
+def _trust_section(index: BundleIndex) -> list[str]:
+    """Calibration, abstention and applicability per attribute (fashion.trust; docs/trust.md)."""
+    rows = []
+    for a, entry in index.attributes.items():
+        c, t = entry.calibration, entry.abstention
+        if c is None and t is None and not entry.applies_to:
+            continue
+        ece = (f"{c.ece_before:.3f} → {c.ece_after:.3f}" if c and c.ece_before is not None
+               and c.ece_after is not None else "—")
+        abstain = (f"{t.threshold:.3f} (precision {t.precision:.3f}, coverage {t.coverage:.2f})"
+                   if t and t.precision is not None and t.coverage is not None else "—")
+        scope = "; ".join(f"{k} in {', '.join(v)}" for k, v in entry.applies_to.items()) or "always"
+        rows.append(f"| {a} | {f'{c.temperature:.3f}' if c else '—'} | {ece} | "
+                    f"{t.min_precision if t else '—'} | {abstain} | {scope} |")
+    if not rows:
+        return []
+    return ["", "## Calibration and abstention", "",
+            "Fitted on validation data: scores are calibrated probabilities; "
+            "`abstain=True` gives no label under the threshold.", "",
+            "| attribute | temperature | ECE raw → calibrated | target precision | threshold | applies to |",
+            "|---|---|---|---|---|---|", *rows]
+
+
+def model_card(index: BundleIndex, plots: Mapping[str, str] | None = None) -> str:
     """README.md with Hugging Face front matter (library_name, tags, model-index metrics)."""
     from huggingface_hub import ModelCard
 
-    content = f"---\n{_card_data(manifest).to_yaml()}\n---\n\n" + "\n".join(_body(manifest, plots))
+    content = f"---\n{_card_data(index).to_yaml()}\n---\n\n" + "\n".join(_body(index, plots))
     return str(ModelCard(content))
 
 
-__all__ = ["model_card"]
+__all__ = ["METRICS", "model_card", "model_name"]

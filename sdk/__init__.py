@@ -6,7 +6,9 @@ as a safetensors bundle, and predict with ``Predictor.from_hub()``.
 
 from __future__ import annotations
 
+import sys
 from importlib import import_module
+from types import ModuleType
 from typing import Any
 
 from .components import (
@@ -53,6 +55,23 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'fashion' has no attribute {name!r}")
+
+
+class _Package(ModuleType):
+    """``fashion`` itself: a lazy attribute wins over a submodule of the same name.
+
+    ``fashion.add_attribute`` is the function; importing the submodule ``fashion.add_attribute``
+    (``from fashion.add_attribute import ...``) would otherwise set the package attribute to the
+    module, so ``from fashion import add_attribute`` gave the module after the first import.
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _LAZY and isinstance(value, ModuleType) and value.__name__ == _LAZY[name]:
+            return  # the import system binding the submodule: keep the lazy attribute
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 __all__ = [

@@ -6,6 +6,9 @@ published model, and a new revision that predicts it without getting worse at an
 - ``head-only`` (default): backbones, fusion and every existing head are frozen; only the new
   head trains, on features from the feature cache. Old attributes' predictions stay
   bit-identical.
+- ``partial``: like ``finetune`` (replay, same gate), but each image backbone trains only its top
+  block (``freeze = ["image-backbone@1"]``) over activations cached at the cut, and text
+  backbones stay frozen: between head-only and finetune in cost.
 - ``finetune``: joint training of everything, replaying the base model's own datasets (from the
   paths in its provenance, or ``replay=``) so old attributes are not forgotten.
 
@@ -32,8 +35,9 @@ from .errors import ConfigError, DataError, GateError
 from .gate import GateReport, gate_report
 from .manifest import iter_manifest, manifest_columns
 from .spec import AttributeSpec, ComponentSpec
+from .taxonomy import DEFAULT_HEAD
 
-Strategy = Literal["head-only", "finetune"]
+Strategy = Literal["head-only", "partial", "finetune"]
 console = Console(stderr=True)
 
 
@@ -95,15 +99,21 @@ def scaffold_attribute(
     *,
     labels: Sequence[str],
     synonyms: Mapping[str, str] | None = None,
-    head: str = "mlp",
+    head: str = DEFAULT_HEAD,
     project_dir: Path,
 ) -> list[Path]:
-    """Write the attribute into the project's taxonomy file and a manifest template."""
+    """Write the attribute into the project's taxonomy file and a manifest template.
+
+    The scope (``applies_to``) and "does not apply" words of the attribute's existing taxonomy
+    (project or built-in) are kept."""
     from fashion.taxonomy import PROJECT_FILE, Taxonomy, save_project_taxonomy
 
+    known = _taxonomy_for(name, project_dir)
     taxonomy = Taxonomy(
         name=name, labels=list(labels), synonyms=dict(synonyms or {}),
         description=f"{name} (head: {head})",
+        applies_to=dict(known.applies_to) if known is not None else {},
+        not_applicable=list(known.not_applicable) if known is not None else [],
     )
     project_dir.mkdir(parents=True, exist_ok=True)
     written = [save_project_taxonomy(project_dir / PROJECT_FILE, taxonomy)]
@@ -118,6 +128,22 @@ def scaffold_attribute(
             )
         written.append(template)
     return written
+
+
+def scope_for(name: str, taxonomy: Any, attributes: Mapping[str, AttributeSpec]) -> dict[str, list[str]]:
+    """The taxonomy's ``applies_to`` for a new attribute of a model predicting ``attributes``:
+    scope attributes the model lacks (or labels it does not know) are dropped with a warning,
+    since prediction could never decide them."""
+    scope: dict[str, list[str]] = {}
+    for other, allowed in (taxonomy.applies_to if taxonomy is not None else {}).items():
+        spec = attributes.get(other)
+        kept = [label for label in allowed if spec is not None and label in spec.labels]
+        if kept:
+            scope[other] = kept
+        else:
+            console.print(f"[yellow]{name} applies_to {other} in its taxonomy, but the base model "
+                          f"does not predict {other} with those labels: {name} applies to every product.[/]")
+    return scope
 
 
 def _read_synonyms(synonyms: str | Path | Mapping[str, str] | None) -> dict[str, str]:
@@ -146,6 +172,8 @@ class AddAttributeResult:
     scaffolded: list[Path] = field(default_factory=list)
     label_counts: dict[str, int] | None = None
     bundle_path: Path | None = None
+    """The new bundle's folder: ``out``, or ``<name>-bundle`` in the project folder when it is not
+    pushed; ``None`` when it was only pushed (the run's temporary files are removed)."""
     gate: GateReport | None = None
     revision: Any | None = None  # fashion.registry.base.Revision when published
     next_command: str | None = None
@@ -176,11 +204,16 @@ def _dataset_configs(entries: Sequence[Mapping[str, Any]], what: str) -> list[An
 def _as_configs(paths: Sequence[str | Path], attributes: list[str] | None, tag: str) -> list[Any]:
     from fashion.training import DatasetConfig
 
-    return [
-        DatasetConfig(name=f"{tag}-{i}-{Path(p).parent.name}-{Path(p).stem}", path=Path(p),
-                      attributes=attributes)
-        for i, p in enumerate(paths)
-    ]
+    # named as the user gave them ("sleeves/val.csv"): reports and warnings show these names;
+    # ``tag`` tells apart the same file given in two roles (e.g. --data and --replay)
+    configs, seen = [], set()
+    for p in paths:
+        name = f"{Path(p).parent.name}/{Path(p).name}" if Path(p).parent.name else Path(p).name
+        if name in seen:
+            name = f"{name} ({tag})"
+        seen.add(name)
+        configs.append(DatasetConfig(name=name, path=Path(p), attributes=attributes))
+    return configs
 
 
 class AddAttributeConfig(StrictModel):
@@ -194,7 +227,7 @@ class AddAttributeConfig(StrictModel):
     data: list[Path] = Field(default_factory=list)
     validation: list[Path] = Field(default_factory=list)
     base: str | None = None
-    head: str = "mlp"
+    head: str = DEFAULT_HEAD
     head_options: dict[str, Any] = Field(default_factory=dict)
     strategy: Strategy = "head-only"
     max_regression: float = Field(0.01, ge=0.0)
@@ -258,11 +291,36 @@ def add_attribute(
         return AddAttributeResult(name, label_list, scaffolded=written, next_command=next_command)
     if config.base is None:
         raise ConfigError("--base MODEL_URI is required to train (e.g. local://catalog@latest).")
-    run = train_attribute(name, label_list, synonym_map, config)
-    gate = gate_attribute(run, config)
-    result = publish_attribute(run, gate, config)
+    # The run's scratch (checkpoints, feature cache, plots, the bundle before it is pushed) is
+    # removed at the end; a bundle that is not pushed is kept where the user can find it.
+    scratch: Path | None = None
+    if config.work_dir is None:
+        scratch = Path(tempfile.mkdtemp(prefix=f"fashion-add-{name}-"))
+        config = config.model_copy(update={"work_dir": scratch})
+    if config.out is None and not config.push:
+        project = config.project_dir if config.project_dir is not None else Path.cwd()
+        config = config.model_copy(update={"out": default_bundle_dir(project, name)})
+    try:
+        run = train_attribute(name, label_list, synonym_map, config)
+        gate = gate_attribute(run, config)
+        result = publish_attribute(run, gate, config)
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+    if scratch is not None and result.bundle_path is not None and result.bundle_path.is_relative_to(scratch):
+        result.bundle_path = None  # published only: the registry holds it
     result.label_counts = label_counts
     return result
+
+
+def default_bundle_dir(project_dir: Path, name: str) -> Path:
+    """Where a bundle that is neither pushed nor given ``out`` is kept: ``<name>-bundle`` in the
+    project folder (``-2``, ``-3``... when taken; an existing folder is never replaced)."""
+    candidate, n = project_dir / f"{name}-bundle", 1
+    while candidate.exists():
+        n += 1
+        candidate = project_dir / f"{name}-bundle-{n}"
+    return candidate
 
 
 def resolve_labels(
@@ -350,7 +408,7 @@ def train_attribute(
     old_attributes = list(model.spec.attributes)
 
     # gate data: given, else the base model's recorded validation sets
-    provenance = base_bundle.manifest.provenance.model_dump()
+    provenance = base_bundle.index.provenance.model_dump()
     if config.gate_data:
         gate_sets = _as_configs(config.gate_data, None, "gate")
     else:
@@ -362,9 +420,11 @@ def train_attribute(
     before = evaluate(model, gate_sets, on_unknown_label="skip")
     base_prints = model.component_fingerprints()
 
+    taxonomy = _taxonomy_for(name, config.project_dir if config.project_dir is not None else Path.cwd())
     spec = AttributeSpec(
         labels=labels, head=ComponentSpec(name=config.head, options=dict(config.head_options)),
-        synonyms=synonyms,
+        synonyms=synonyms, applies_to=scope_for(name, taxonomy, model.spec.attributes),
+        not_applicable=list(taxonomy.not_applicable) if taxonomy is not None else [],
     )
     model.add_attribute(name, spec)
     model.train()
@@ -376,7 +436,9 @@ def train_attribute(
         freeze = ["croppers", "backbones", "fusion"] + [f"heads/{a}" for a in old_attributes]
         default_epochs, lr_head, lr_backbone = 30, lr or 3e-3, 0.0
     else:
-        freeze = []
+        # partial: like finetune, but image backbones train only their top block over cached
+        # activations (the frozen part below the cut is bit-identical) and text backbones are frozen
+        freeze = ["croppers", "image-backbone@1", "text-backbone"] if config.strategy == "partial" else []
         replayed = (
             _as_configs(config.replay, None, "replay") if config.replay
             else _dataset_configs(provenance.get("datasets") or [], "training")
@@ -438,22 +500,45 @@ def publish_attribute(run: AttributeRun, gate: GateReport, config: AddAttributeC
     """Write the new bundle (unchanged component files reused from the base) and push it."""
     from fashion.registry import save_bundle
 
-    name, manifest = run.name, run.base_bundle.manifest
+    name, index = run.name, run.base_bundle.index
     out_dir = config.out or run.run_dir / "bundle"
-    metrics = {a: dict(m) for a, m in manifest.metrics.items()}
+    metrics = {a: dict(m) for a, m in index.metrics.items()}
     for attribute, m in run.after.attributes.items():
         metrics[attribute] = m.to_dict()
     if gate.new_metrics is not None:
         metrics[name] = gate.new_metrics
     plots: dict[str, Path] = {}
+    # the base's plots stay in the card; an old attribute whose components were retrained gets
+    # its confusion matrix drawn again from the gate's "after" scores
+    for rel in sorted(run.base_bundle.index.files):
+        if rel.startswith("plots/") and rel.endswith(".png"):
+            attribute = Path(rel).stem.removeprefix("confusion_")
+            if attribute in run.after.attributes and gate.changed_components:
+                plots[attribute] = run.after.plot_confusion(
+                    attribute, run.run_dir / "plots" / f"confusion_{attribute}.png"
+                )
+            else:
+                plots[attribute] = run.base_bundle.path / rel
     new_report = run.result.evaluation
     if new_report is not None:
         plots[name] = new_report.plot_confusion(name, run.run_dir / "plots" / f"confusion_{name}.png")
     parent = _pinned_uri(run.base_bundle)
     new_provenance = dict(run.provenance)
+    trained = {d.name for d in run.train_config.datasets}
+    loaded = result_provenance(run.result)
     new_provenance["datasets"] = list(run.provenance.get("datasets") or []) + [
-        d for d in result_provenance(run.result) if name in (d.get("attributes") or [])
+        d for d in loaded if d["name"] in trained and name in (d.get("attributes") or [])
     ]
+    new_provenance["validation"] = list(run.provenance.get("validation") or []) + [
+        d for d in loaded if d["name"] not in trained
+    ]
+    if gate.changed_components:  # the base's test scores hold only while its components do
+        for key in ("test", "test_metrics"):
+            new_provenance.pop(key, None)
+    if config.push:
+        new_provenance["name"] = (
+            config.push if "://" in config.push else f"{config.registry}://{config.push}"
+        )
     new_provenance["parent"] = parent
     new_provenance["added_attribute"] = {"name": name, "strategy": config.strategy, "gate": gate.to_dict()}
     if out_dir.exists():

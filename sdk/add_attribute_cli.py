@@ -9,6 +9,7 @@ from rich.console import Console
 
 from .add_attribute import Strategy, add_attribute
 from .errors import GateError
+from .taxonomy import DEFAULT_HEAD
 
 
 def _split_labels(_: click.Context, __: click.Parameter, value: str | None) -> list[str] | None:
@@ -30,19 +31,19 @@ def _split_labels(_: click.Context, __: click.Parameter, value: str | None) -> l
 @click.option("--validation", multiple=True, type=click.Path(exists=True, path_type=Path),
               help="Validation manifest(s) for NAME (default: split from --data).")
 @click.option("--base", help="The published model to extend: local://name@rev, hf://org/name@rev or a folder.")
-@click.option("--head", default="mlp", show_default=True, help="Head plugin for the new attribute.")
-@click.option("--strategy", type=click.Choice(["head-only", "finetune"]), default="head-only", show_default=True)
+@click.option("--head", default=DEFAULT_HEAD, show_default=True, help="Head plugin for the new attribute.")
+@click.option("--strategy", type=click.Choice(["head-only", "partial", "finetune"]), default="head-only", show_default=True)
 @click.option("--max-regression", type=float, default=0.01, show_default=True,
               help="Largest allowed macro-F1 drop of any existing attribute.")
 @click.option("--push", metavar="REPO", help="Publish the new revision as REPO.")
 @click.option("--registry", type=click.Choice(["local", "hf"]), default="local", show_default=True)
 @click.option("--tag", help="Tag the published revision.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Write the new bundle here.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Write the new bundle here (default: NAME-bundle in --project-dir unless --push).")
 @click.option("--replay", multiple=True, type=click.Path(exists=True, path_type=Path),
               help="finetune: base datasets to replay (default: from the base's provenance).")
 @click.option("--gate-data", multiple=True, type=click.Path(exists=True, path_type=Path),
               help="Validation data of the existing attributes (default: from the base's provenance).")
-@click.option("--epochs", type=int, help="Training epochs (default: 30 head-only, 5 finetune).")
+@click.option("--epochs", type=int, help="Training epochs (default: 30 head-only, 5 partial and finetune).")
 @click.option("--batch-size", type=int, default=32, show_default=True)
 @click.option("--lr", type=float, help="Learning rate of the new head.")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -95,9 +96,14 @@ def add_attribute_command(
         click.echo(json.dumps(result.gate.to_dict(), indent=2, default=str))
     else:
         out_console.print(result.gate.table())
-    out_console.print(f"bundle: {result.bundle_path}")
+    if result.bundle_path is not None:
+        out_console.print(f"bundle: {result.bundle_path}", highlight=False)
     if result.revision is not None:
-        out_console.print(f"published: {result.revision.uri}")
+        out_console.print(f"published: {result.revision.uri}", highlight=False)
+    elif result.bundle_path is not None:
+        out_console.print(
+            f"not published; publish it with: fashion push {result.bundle_path} MODEL", highlight=False
+        )
 
 
 __all__ = ["add_attribute_command"]

@@ -16,7 +16,6 @@ from typing import Any
 import click
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from . import __version__
 from .errors import FashionError
@@ -46,28 +45,43 @@ def plugins(as_json: bool, kind: str | None) -> None:
     if as_json:
         click.echo(json.dumps([r.describe() for r in rows], indent=2))
         return
-    table = Table(title="fashion components")
-    for column in ("name", "kind", "distribution", "version", "plugin"):
-        table.add_column(column)
-    for r in rows:
-        table.add_row(r.name, r.kind, r.distribution or "-", r.version or "-", r.plugin)
-    console.print(table)
+    from ._tables import print_table
+
+    print_table(console, "fashion components", ("name", "kind", "distribution", "version", "plugin"),
+                [(r.name, r.kind, r.distribution or "-", r.version or "-", r.plugin) for r in rows])
+
+
+# pip's lines that say nothing happened; `fashion install` leaves them out.
+_PIP_NOISE = ("Requirement already satisfied:",)
 
 
 def _pip(args: list[str]) -> None:
+    """Run pip in this environment, passing its output through without the no-op lines."""
     command = [sys.executable, "-m", "pip", *args]
-    result = subprocess.run(command, check=False)
-    if result.returncode != 0:
-        raise click.ClickException(f"pip exited with status {result.returncode}")
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               bufsize=1)
+    assert process.stdout is not None
+    for line in process.stdout:
+        if not line.startswith(_PIP_NOISE):
+            click.echo(line, nl=False)
+    if process.wait() != 0:
+        raise click.ClickException(f"pip exited with status {process.returncode}")
 
 
 @cli.command()
-@click.argument("packages", nargs=-1, required=True)
+@click.argument("packages", nargs=-1)
 @click.option("-U", "--upgrade", is_flag=True, help="Upgrade packages to the latest version.")
 @click.option("-e", "--editable", help="Install a project in editable mode from this path.")
 @click.option("--no-cache-dir", is_flag=True, help="Disable the pip cache.")
 def install(packages: tuple[str, ...], upgrade: bool, editable: str | None, no_cache_dir: bool) -> None:
-    """Install plugins with pip into the environment this `fashion` runs in."""
+    """Install plugins with pip into the environment this `fashion` runs in.
+
+    PACKAGES are pip requirements (fashion-plugin-x, ./folder); `-e PATH` installs a plugin
+    you are writing in editable mode, with or without PACKAGES.
+    """
+    if not packages and not editable:
+        raise click.UsageError("name a package to install (fashion install PACKAGE) or a "
+                               "folder with -e PATH")
     args = ["install"]
     if upgrade:
         args.append("--upgrade")
@@ -95,6 +109,9 @@ _COMMAND_MODULES = (
     "fashion.registry.cli:pull_command",
     "fashion.registry.cli:models_command",
     "fashion.registry.cli:show_command",
+    "fashion.registry.cli:tag_command",
+    "fashion.registry.cli:delete_command",
+    "fashion.registry.cli:gc_command",
     "fashion.registry.cli:compose_command",
     "fashion.registry.cli:doctor_command",
     "fashion.predictor:predict_command",
@@ -102,6 +119,9 @@ _COMMAND_MODULES = (
     "fashion.demo:demo_command",
     "fashion.optimize.cli:export_command",
     "fashion.optimize.cli:optimize_command",
+    "fashion.trust.cli:calibrate_command",
+    "fashion.trust.cli:audit_command",
+    "fashion.trust.cli:review_command",
 )
 
 

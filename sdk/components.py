@@ -10,273 +10,43 @@ The contract is enforced, not only described: the methods a kind requires are
 checked against a real forward pass when a component is built (:mod:`fashion.manager`), and
 options are typed per component: ``class MyHead(Head[MyOptions])`` sets ``Options`` and types
 ``self.options``.
+
+The kinds live in three modules, all re-exported here (import from ``fashion.components``):
+:mod:`fashion.component_base` holds :class:`Component`, its options and fingerprints;
+:mod:`fashion.backbones` the backbones, their cut points for partial fine-tuning and image
+preprocessing; this module the croppers, fusions and heads.
 """
 
 from __future__ import annotations
 
 import abc
-import hashlib
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Generic, Literal, TypeVar, get_args, get_origin
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, Field, ValidationError
 from torch import Tensor, nn
 
-from ._config import StrictModel, explain_validation_error
+from .backbones import (
+    Backbone,
+    Channels,
+    ImageBackbone,
+    ImageBackboneOptions,
+    ImagePreprocessing,
+    Lambda,
+    Modality,
+    TextBackbone,
+)
+from .component_base import (
+    Component,
+    ComponentOptions,
+    OptionsT,
+    module_fingerprint,
+    validate_options,
+)
 from .errors import ConfigError
-
-Modality = Literal["image", "text"]
-
-
-class ComponentOptions(StrictModel):
-    """Base class of every component's options: unknown keys are an error."""
-
-
-OptionsT = TypeVar("OptionsT", bound=ComponentOptions)
-
-
-def validate_options(
-    model: type[OptionsT], options: BaseModel | Mapping[str, Any] | None, where: str
-) -> OptionsT:
-    """Validate ``options`` against ``model``; errors name ``where`` and every bad field."""
-    if isinstance(options, model):
-        return options
-    if isinstance(options, BaseModel):
-        options = options.model_dump()
-    try:
-        return model.model_validate(dict(options or {}))
-    except ValidationError as exc:
-        fields = ", ".join(model.model_fields) or "none"
-        raise ConfigError(
-            f"invalid options for {where}: {explain_validation_error(exc, '(options)')}. "
-            f"Accepted options: {fields}."
-        ) from None
-
-
-def _options_argument(cls: type) -> type[ComponentOptions] | None:
-    """The options class ``X`` of a ``Component[X]`` base of ``cls``, if one is concrete."""
-    for base in getattr(cls, "__orig_bases__", ()):
-        origin = get_origin(base)
-        if isinstance(origin, type) and issubclass(origin, Component):
-            for arg in get_args(base):
-                if isinstance(arg, type) and issubclass(arg, ComponentOptions):
-                    return arg
-    return None
-
-
-class Component(nn.Module, Generic[OptionsT], metaclass=abc.ABCMeta):
-    """Base class of all components. Subclasses set ``name``; ``Component[MyOptions]`` (or an
-    ``Options`` class attribute) sets the options model."""
-
-    kind: ClassVar[str] = "component"
-    name: ClassVar[str] = ""
-    Options: ClassVar[type[ComponentOptions]] = ComponentOptions
-    options: OptionsT
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        found = _options_argument(cls)
-        if found is not None and "Options" not in cls.__dict__:
-            cls.Options = found
-
-    def __init__(self, options: OptionsT | Mapping[str, Any] | None = None) -> None:
-        super().__init__()
-        where = f"{self.kind} '{self.name}'"
-        self.options = validate_options(self.Options, options, where)  # type: ignore[assignment]
-        # The name it was built under (set by fashion.manager.build_component).
-        self.component_name: str = self.name
-
-    def save_assets(self, directory: Path) -> None:  # noqa: B027 - optional, empty by default
-        """Write the non-tensor files this component needs to be rebuilt (tokenizer, config).
-
-        Files go in ``directory``; the component receives the same folder as ``assets=`` when it
-        is rebuilt from a bundle. Default: nothing to write.
-        """
-
-    def options_dict(self) -> dict[str, Any]:
-        return self.options.model_dump(mode="json")
-
-    def fingerprint(self) -> str:
-        """A content hash of name, options and tensors: equal fingerprints compute equal outputs."""
-        return module_fingerprint(self, self.component_name, self.options_dict())
-
-
-def module_fingerprint(module: nn.Module, name: str, options: Mapping[str, Any]) -> str:
-    """A content hash of a module's registered name, options and every tensor of its state."""
-    digest = hashlib.sha256()
-    digest.update(name.encode())
-    digest.update(json.dumps(dict(options), sort_keys=True).encode())
-    for key, tensor in sorted(module.state_dict().items()):
-        digest.update(key.encode())
-        digest.update(str(tuple(tensor.shape)).encode())
-        if tensor.numel():
-            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
-# --------------------------------------------------------------------------------- backbones
-
-
-class Backbone(Component[OptionsT]):
-    """Turns preprocessed inputs of one modality into fixed-size feature vectors.
-
-    ``preprocess`` runs on the CPU (in DataLoader workers when asked) and returns tensors;
-    ``forward`` maps them to ``(N, output_dim)`` features. Both are required.
-    """
-
-    kind: ClassVar[str] = "backbone"
-    modality: ClassVar[Modality]
-    output_dim: int
-
-    def __init__(
-        self,
-        options: OptionsT | Mapping[str, Any] | None = None,
-        *,
-        assets: Path | None = None,
-        pretrained: bool = True,
-    ) -> None:
-        super().__init__(options)
-
-    @abc.abstractmethod
-    def preprocess(self, inputs: Sequence[Any]) -> Any:
-        """CPU work: raw inputs of one batch -> the tensors ``forward`` reads."""
-
-    @abc.abstractmethod
-    def forward(self, inputs: Any) -> Tensor:
-        """Preprocessed inputs -> features ``(N, output_dim)``."""
-
-    def probe_inputs(self) -> list[Any]:
-        """Two raw inputs the build-time ``output_dim`` check runs through preprocess + forward."""
-        raise NotImplementedError
-
-
-Channels = tuple[float, float, float]
-
-
-class ImagePreprocessing(StrictModel):
-    """How pixels are normalized before an image backbone: ``(x / 255 - mean) / std``.
-
-    Part of the backbone's options, so it is fingerprinted and saved in bundles; the resize
-    (filter, resolution) belongs to the croppers' options (``size``, ``resample``).
-    """
-
-    mean: Channels = (0.485, 0.456, 0.406)
-    std: Channels = (0.229, 0.224, 0.225)
-
-    @classmethod
-    def check_std(cls, std: Channels) -> None:
-        if any(s <= 0 for s in std):
-            raise ConfigError(f"preprocessing std {list(std)} must be positive in every channel")
-
-
-class ImageBackboneOptions(ComponentOptions):
-    """Base of every image backbone's options. ``preprocessing`` left out (``None``) means the
-    backbone's own default (:meth:`ImageBackbone.default_preprocessing`), which is written into
-    the options when the backbone is built, so a bundle records the values it was trained with."""
-
-    preprocessing: ImagePreprocessing | None = Field(
-        None, description="Pixel normalization (mean, std); default: the backbone's own."
-    )
-
-
-ImageOptionsT = TypeVar("ImageOptionsT", bound=ImageBackboneOptions)
-
-
-class ImageBackbone(Backbone[ImageOptionsT]):
-    """An image backbone: a list of PIL images (the cropper's views) -> pixels -> features.
-
-    Its ``Options`` must subclass :class:`ImageBackboneOptions`. Override
-    :meth:`default_preprocessing` when the network expects other than ImageNet mean/std.
-    """
-
-    modality: ClassVar[Modality] = "image"
-    Options: ClassVar[type[ComponentOptions]] = ImageBackboneOptions
-    probe_size: ClassVar[int] = 64  # side of the square probe images of the output_dim check
-
-    def __init__(
-        self,
-        options: ImageOptionsT | Mapping[str, Any] | None = None,
-        *,
-        assets: Path | None = None,
-        pretrained: bool = True,
-    ) -> None:
-        super().__init__(options, assets=assets, pretrained=pretrained)
-        if not isinstance(self.options, ImageBackboneOptions):
-            raise ConfigError(
-                f"image backbone '{self.name}': its Options must subclass "
-                "fashion.ImageBackboneOptions (it carries the pixel normalization)."
-            )
-        if self.options.preprocessing is None:
-            default = self.default_preprocessing()
-            self.options = self.options.model_copy(update={"preprocessing": default})
-        ImagePreprocessing.check_std(self.preprocessing.std)
-
-    @classmethod
-    def default_preprocessing(cls) -> ImagePreprocessing:
-        """The normalization this backbone uses unless its options say otherwise (ImageNet)."""
-        return ImagePreprocessing()
-
-    @property
-    def preprocessing(self) -> ImagePreprocessing:
-        value = self.options.preprocessing
-        assert value is not None  # resolved in __init__
-        return value
-
-    @property
-    def mean(self) -> Channels:
-        return self.preprocessing.mean
-
-    @property
-    def std(self) -> Channels:
-        return self.preprocessing.std
-
-    def probe_inputs(self) -> list[Any]:
-        from PIL import Image
-
-        side = self.probe_size
-        return [Image.new("RGB", (side, side), (200, 30, 30)), Image.new("RGB", (side, side))]
-
-    def preprocess(self, inputs: Sequence[Any]) -> Tensor:
-        """Stack RGB images of equal size into a normalized float tensor ``(N, 3, H, W)``."""
-        import numpy as np
-
-        if not inputs:
-            return torch.zeros(0, 3, 1, 1)
-        arrays = [
-            np.asarray(image if image.mode == "RGB" else image.convert("RGB"), dtype=np.uint8)
-            for image in inputs
-        ]
-        sizes = {a.shape for a in arrays}
-        if len(sizes) > 1:
-            raise ConfigError(
-                f"backbone '{self.component_name}' got views of different sizes {sorted(sizes)}; "
-                "give every cropper feeding it the same `size` option."
-            )
-        # (x / 255 - mean) / std as one scale and one shift, in place. The permuted tensor keeps
-        # the NHWC layout of the stacked arrays: channels_last, which convolutions run fastest on.
-        std = torch.tensor(self.std).view(1, 3, 1, 1)
-        scale = 1.0 / (255.0 * std)
-        shift = torch.tensor(self.mean).view(1, 3, 1, 1) / std
-        return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().mul_(scale).sub_(shift)
-
-
-class TextBackbone(Backbone[OptionsT]):
-    """A text backbone: product text fields -> token tensors -> features.
-
-    ``preprocess`` receives one mapping per product with the fields ``title``, ``description``,
-    ``brand`` (missing fields absent or ``None``) and returns a dict of tensors.
-    """
-
-    modality: ClassVar[Modality] = "text"
-
-    def probe_inputs(self) -> list[Any]:
-        return [{"title": "red cotton shirt"}, {"title": "blue dress", "brand": "acme"}]
-
 
 # ---------------------------------------------------------------------------------- croppers
 
@@ -366,14 +136,23 @@ class AttributePrediction:
     score: float
     top_k: list[tuple[str, float]] = field(default_factory=list)
     abstained: bool = False
+    reason: str | None = None  # why there is no label: "below_threshold" or "not_applicable"
+
+    @property
+    def not_applicable(self) -> bool:
+        """True when the attribute does not apply to the product (see ``applies_to``)."""
+        return self.reason == "not_applicable"
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "label": self.label,
             "score": round(self.score, 6),
             "top_k": [[label, round(p, 6)] for label, p in self.top_k],
             "abstained": self.abstained,
         }
+        if self.reason is not None:
+            out["reason"] = self.reason
+        return out
 
 
 class Head(Component[OptionsT]):
@@ -474,6 +253,7 @@ class Head(Component[OptionsT]):
 __all__ = [
     "AttributePrediction",
     "Backbone",
+    "Channels",
     "Component",
     "ComponentOptions",
     "Cropper",
@@ -482,8 +262,11 @@ __all__ = [
     "ImageBackbone",
     "ImageBackboneOptions",
     "ImagePreprocessing",
+    "Lambda",
     "Modality",
+    "OptionsT",
     "TextBackbone",
     "View",
+    "module_fingerprint",
     "validate_options",
 ]

@@ -21,6 +21,7 @@ from rich.table import Table
 BASE_ATTRIBUTES = ("category", "color", "pattern", "style")
 NEW_ATTRIBUTE = "sleeve_length"
 MODEL_NAME = "fashion-demo"
+MODALITY_DROPOUT = 0.3  # share of training products shown with only their images or only their text
 
 
 @dataclass
@@ -46,11 +47,13 @@ class DemoResult:
     backbones: str
     test_metrics: dict[str, dict[str, Any]]
     ablation: dict[str, float] | None
+    modalities: dict[str, dict[str, float]] | None
     gate: dict[str, Any] | None
     published: list[str] = field(default_factory=list)
     predictions: list[dict[str, Any]] = field(default_factory=list)
     report: Path | None = None
     seconds: dict[str, float] = field(default_factory=dict)
+    test_manifest: Path | None = None
 
 
 def pretrained_available() -> bool:
@@ -93,7 +96,8 @@ def demo_spec(settings: DemoSettings, *, center: bool = True, pretrained: bool =
     }
 
 
-def _train(spec: dict[str, Any], catalog: Any, settings: DemoSettings, out: Path, progress: bool) -> Any:
+def _train(spec: dict[str, Any], catalog: Any, settings: DemoSettings, out: Path, progress: bool,
+           *, modality_dropout: float = MODALITY_DROPOUT) -> Any:
     from fashion.training import DatasetConfig, OptimizerConfig, TrainConfig, Trainer
 
     datasets = [
@@ -113,6 +117,7 @@ def _train(spec: dict[str, Any], catalog: Any, settings: DemoSettings, out: Path
         epochs=settings.epochs,
         batch_size=settings.batch_size,
         freeze=["image-backbone", "text-backbone"],
+        modality_dropout=modality_dropout,
         optimizer=OptimizerConfig(lr_head=2e-3, lr_backbone=0.0, weight_decay=0.01),
         seed=settings.seed,
         output_dir=out,
@@ -128,6 +133,59 @@ def _test_sets(catalog: Any, names: tuple[str, ...]) -> list[Any]:
     from fashion.training import DatasetConfig
 
     return [DatasetConfig(name=f"{n}-test", path=catalog.manifest_path(n, "test")) for n in names]
+
+
+def _modality_copies(catalog: Any, folder: Path) -> dict[str, list[Any]]:
+    """Text-only and image-only copies of the base test sets (images or text cells blanked)."""
+    import csv
+
+    from fashion.inputs import TEXT_FIELDS
+    from fashion.manifest import IMAGE_COLUMNS
+    from fashion.training import DatasetConfig
+
+    blank = {"text only": IMAGE_COLUMNS, "image only": TEXT_FIELDS}
+    copies: dict[str, list[Any]] = {}
+    for kind, columns in blank.items():
+        copies[kind] = []
+        for name in ("colors_patterns", "categories"):
+            source = catalog.manifest_path(name, "test")
+            target = folder / kind.replace(" ", "-") / f"{name}.csv"
+            if not target.is_file():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with open(source, newline="", encoding="utf-8") as f:
+                    rows = list(csv.DictReader(f))
+                for row in rows:  # image paths become absolute: the copy lives elsewhere
+                    for column in IMAGE_COLUMNS:
+                        if row.get(column):
+                            row[column] = "|".join(str((source.parent / p).resolve())
+                                                   for p in row[column].split("|"))
+                    row.update({c: "" for c in columns if c in row})
+                with open(target, "w", newline="", encoding="utf-8") as f:
+                    writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+                    writer.writeheader()
+                    writer.writerows(rows)
+            copies[kind].append(DatasetConfig(name=f"{name} ({kind})", path=target))
+    return copies
+
+
+def _modality_accuracy(model: Any, catalog: Any, folder: Path) -> dict[str, float]:
+    """Mean test accuracy over the base attributes with both modalities, text only, image only."""
+    from fashion.training import evaluate
+
+    sets = {"images + text": _test_sets(catalog, ("colors_patterns", "categories")),
+            **_modality_copies(catalog, folder)}
+    return {kind: evaluate(model, datasets).mean_accuracy for kind, datasets in sets.items()}
+
+
+def _modality_table(modalities: dict[str, dict[str, float]]) -> Table:
+    table = Table(title="test accuracy by input (mean over category, color, pattern, style)")
+    table.add_column("model")
+    kinds = list(next(iter(modalities.values())))
+    for kind in kinds:
+        table.add_column(kind)
+    for model, scores in modalities.items():
+        table.add_row(model, *(f"{scores[k]:.3f}" for k in kinds))
+    return table
 
 
 def _plot_history(history: list[dict[str, Any]], path: Path) -> Path:
@@ -187,10 +245,15 @@ def run_demo(
     # 1. catalog
     t0 = time.perf_counter()
     console.print(f"[bold]1/6[/] synthetic catalog: {settings.products} products, {settings.image_size} px")
-    catalog = make_catalog(
-        out / "catalog", products=settings.products, seed=settings.seed,
-        image_size=settings.image_size, overwrite=True,
-    )
+    from fashion.progress import progress as show_progress
+
+    with show_progress("drawing products", total=settings.products, unit="products",
+                       enabled=progress) as bar:
+        catalog = make_catalog(
+            out / "catalog", products=settings.products, seed=settings.seed,
+            image_size=settings.image_size, overwrite=True,
+            progress=lambda done, total: bar.update(done - bar.done),
+        )
     seconds["catalog"] = time.perf_counter() - t0
 
     # 2. multi-task model by MDMT
@@ -238,6 +301,20 @@ def run_demo(
         console.print(table)
         seconds["ablation"] = time.perf_counter() - t0
 
+    t0 = time.perf_counter()
+    console.print(f"modality dropout: the same model trained without it (the base hides images or "
+                  f"text of {MODALITY_DROPOUT:.0%} of training products)")
+    no_dropout = _train(spec, catalog, settings, out / "runs" / "no-modality-dropout", False,
+                        modality_dropout=0.0)
+    modalities = {
+        "without modality dropout": _modality_accuracy(load_bundle(no_dropout.bundle_path).model,
+                                                       catalog, out / "modality-test"),
+        f"with modality dropout {MODALITY_DROPOUT}": _modality_accuracy(base.model, catalog,
+                                                                         out / "modality-test"),
+    }
+    console.print(_modality_table(modalities))
+    seconds["modality_dropout"] = time.perf_counter() - t0
+
     # 4. publish to the local registry
     registry = get_registry("local")
     revision = registry.publish(result.bundle_path, MODEL_NAME, tag="base",
@@ -281,12 +358,13 @@ def run_demo(
             p = prediction.attributes[attribute]
             cells.append(f"{p.label} {p.score:.2f}")
         table.add_row((row.get("title") or "")[:40], *cells)
-        examples.append({"id": row["id"], "title": row.get("title"), **{
+        examples.append({"id": row["id"], "title": row.get("title"), "images": row["images"], **{
             a: prediction.attributes[a].to_dict() for a in predictor.attributes}})
     console.print(table)
 
-    demo = DemoResult(out, backbones, test_metrics, ablation, added.gate.to_dict(), published,
-                      examples, seconds=seconds)
+    demo = DemoResult(out, backbones, test_metrics, ablation, modalities, added.gate.to_dict(), published,
+                      examples, seconds=seconds,
+                      test_manifest=catalog.manifest_path("categories", "test"))
     demo.report = _write_report(demo, report_dir)
     (out / "demo-result.json").write_text(json.dumps(_jsonable(demo), indent=2, default=str))
     _print_summary(console, demo)
@@ -324,6 +402,14 @@ def _write_report(demo: DemoResult, report_dir: Path) -> Path:
                   "|---|---|---|",
                   f"| full | {a['pattern_accuracy_full_only']:.3f} | {a['pattern_macro_f1_full_only']:.3f} |",
                   f"| full + center | {a['pattern_accuracy_full_center']:.3f} | {a['pattern_macro_f1_full_center']:.3f} |"]
+    if demo.modalities:
+        kinds = list(next(iter(demo.modalities.values())))
+        lines += ["", "## Modality dropout (mean test accuracy of the base attributes)", "",
+                  "Test sets copied with the images removed (text only) or the text removed "
+                  "(image only), scored by the model trained without and with modality dropout.",
+                  "", "| model | " + " | ".join(kinds) + " |", "|---" * (len(kinds) + 1) + "|"]
+        for model, scores in demo.modalities.items():
+            lines.append(f"| {model} | " + " | ".join(f"{scores[k]:.3f}" for k in kinds) + " |")
     if demo.gate:
         lines += ["", "## add-attribute gate", "", "| attribute | before | after | passed |",
                   "|---|---|---|---|"]
@@ -340,6 +426,36 @@ def _write_report(demo: DemoResult, report_dir: Path) -> Path:
     return path
 
 
+def end_snippet(demo: DemoResult) -> str:
+    """Python to paste into ``python`` after the demo: no indentation, one statement a line.
+
+    It names the registry folder when ``FASHION_HOME`` is not the default, loads the published
+    model and predicts a real test product of the demo's catalog.
+    """
+    from fashion.registry.local import fashion_home
+
+    lines = []
+    home = fashion_home()
+    if home != fashion_home_default():
+        lines += ["import os", f"os.environ[\"FASHION_HOME\"] = {str(home)!r}"]
+    example = demo.predictions[0] if demo.predictions else {"title": "Ruby striped midi dress",
+                                                            "images": []}
+    product = {"title": example.get("title") or "",
+               "images": [str(Path(p).resolve()) for p in example.get("images") or []]}
+    lines += [
+        "from fashion import Predictor",
+        f"predictor = Predictor.from_pretrained(\"local://{MODEL_NAME}@latest\")",
+        f"product = {json.dumps(product)}",
+        "print(predictor.predict([product])[0].to_dict()[\"attributes\"])",
+    ]
+    return "\n".join(lines)
+
+
+def fashion_home_default() -> Path:
+    """The home a fresh shell uses (``~/.cache/fashion``) when ``FASHION_HOME`` is unset."""
+    return Path.home() / ".cache" / "fashion"
+
+
 def _print_summary(console: Console, demo: DemoResult) -> None:
     table = Table(title="test metrics per attribute")
     for column in ("attribute", "accuracy", "macro-F1"):
@@ -348,19 +464,22 @@ def _print_summary(console: Console, demo: DemoResult) -> None:
         table.add_row(attribute, f"{m['accuracy']:.3f}", f"{m['macro_f1']:.3f}")
     console.print(table)
     console.print(f"report: {demo.report}")
-    console.print("Use the published model from Python:")
-    console.print(
-        "  from fashion import Predictor\n"
-        f"  predictor = Predictor.from_pretrained(\"local://{MODEL_NAME}@latest\")\n"
-        "  predictor.predict([{\"title\": \"Ruby striped midi dress\", \"images\": [\"photo.jpg\"]}])",
-        highlight=False,
-    )
+    with_sleeves = demo.published[-1] if demo.published else f"local://{MODEL_NAME}@latest"
+    console.print(f"model with {NEW_ATTRIBUTE}: {with_sleeves}", highlight=False, soft_wrap=True)
+    console.print("Next:", highlight=False)
+    manifest = demo.test_manifest or demo.out / "catalog"
+    for command in (f"fashion show {with_sleeves}",
+                    f"fashion predict {with_sleeves} {manifest} --out predictions.jsonl",
+                    f"open {demo.report}"):
+        console.print(command, highlight=False, soft_wrap=True)
+    console.print("Use the published model from Python (paste into `python`):", highlight=False)
+    console.print(end_snippet(demo), highlight=False, soft_wrap=True, markup=False)
 
 
 @click.command("demo")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default="fashion-demo",
               show_default=True, help="Where the catalog, runs, bundles and report go.")
-@click.option("--small", is_flag=True, help="A fast variant (a minute or two).")
+@click.option("--small", is_flag=True, help="A fast variant (a few minutes on 2 CPU cores).")
 @click.option("--products", type=int, help="Catalog size (default 700; 160 with --small).")
 @click.option("--epochs", type=int, help="Training epochs.")
 @click.option("--seed", type=int, default=0, show_default=True)

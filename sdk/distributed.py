@@ -21,7 +21,6 @@ optional extra: ``pip install 'fashion-sdk[ray]'``. See docs/scale.md.
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import importlib
 import json
@@ -30,11 +29,24 @@ import os
 import time
 import types
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ._files import atomic_writer
+from .distributed_inputs import (
+    INTERNAL,
+    PART,
+    PART_ROWS,
+    RECORD,
+    ROW,
+    SOURCE,
+    Part,
+    expand_inputs,
+    manifest_datasource,
+    plan_parts,
+)
 from .errors import BundleError, ConfigError, DataError
 from .predictor import PredictSummary
 
@@ -43,15 +55,8 @@ if TYPE_CHECKING:
     import ray.data
 
 RAY_EXTRA = "pip install 'fashion-sdk[ray]'"
-RUNTIMES: tuple[str, ...] = ("torch",)
-"""Inference runtimes :func:`predict_dataset` accepts (those :class:`fashion.Predictor` runs)."""
 
-# Columns the reader adds for the writer; ``_fashion_row`` becomes ``row`` in the output files.
-SOURCE, ROW, PART, PART_ROWS = "_fashion_source", "_fashion_row", "_fashion_part", "_fashion_part_rows"
-RECORD = "_fashion_record"  # a CSV/JSONL row as read (JSON): the product is built from it
-INTERNAL = (SOURCE, ROW, PART, PART_ROWS, RECORD)
 STATUS, REASON, MISSING, NOTES, EMBEDDING = "status", "reason", "missing", "notes", "embedding"
-MANIFEST_SUFFIXES = (".parquet", ".csv", ".jsonl", ".ndjson")
 META_KEY = b"fashion.part"
 
 
@@ -83,7 +88,7 @@ class ModelRef:
 
     uri: str
     folder: str
-    key: str  # sha256 of the bundle manifest: names the bundle's content
+    key: str  # sha256 of the bundle index (fashion.json): names the bundle's content
     files: Any = None  # ObjectRef of {relative path: bytes}, for nodes that lack ``folder``
 
 
@@ -93,32 +98,32 @@ def resolve_model(model_uri: str | Path, *, ship: bool = False) -> ModelRef:
     ``ship=True`` also puts the bundle's files in the Ray object store, for workers on nodes that
     cannot see the driver's folder.
     """
-    from fashion.registry.bundle import MANIFEST_NAME, read_manifest
+    from fashion.registry.bundle import INDEX_NAME, read_index
     from fashion.registry.uri import fetch_uri
 
     folder, uri = fetch_uri(model_uri)
-    manifest_bytes = (folder / MANIFEST_NAME).read_bytes()
-    key = hashlib.sha256(manifest_bytes).hexdigest()
+    index_bytes = (folder / INDEX_NAME).read_bytes()
+    key = hashlib.sha256(index_bytes).hexdigest()
     files = None
     if ship:
         import ray
 
-        names = sorted(read_manifest(folder).files) + [MANIFEST_NAME]
+        names = sorted(read_index(folder).files) + [INDEX_NAME]
         files = ray.put({name: (folder / name).read_bytes() for name in names})
     return ModelRef(uri=uri or str(folder), folder=str(folder.resolve()), key=key, files=files)
 
 
 def _bundle_folder(ref: ModelRef) -> Path:
     """The bundle on this node: the driver's folder when visible, else a node-local copy."""
-    from fashion.registry.bundle import MANIFEST_NAME
+    from fashion.registry.bundle import INDEX_NAME
     from fashion.registry.local import fashion_home
 
     folder = Path(ref.folder)
-    manifest = folder / MANIFEST_NAME
-    if manifest.is_file() and hashlib.sha256(manifest.read_bytes()).hexdigest() == ref.key:
+    index = folder / INDEX_NAME
+    if index.is_file() and hashlib.sha256(index.read_bytes()).hexdigest() == ref.key:
         return folder
     copy = fashion_home() / "ray-bundles" / ref.key
-    if (copy / MANIFEST_NAME).is_file():
+    if (copy / INDEX_NAME).is_file():
         return copy
     if ref.files is None:
         raise BundleError(
@@ -177,6 +182,7 @@ class PredictBatches:
         ref: ModelRef,
         *,
         precision: str = "fp32",
+        runtime: str = "torch",
         device: str = "cpu",
         top_k: int = 3,
         embeddings: bool = False,
@@ -192,6 +198,7 @@ class PredictBatches:
         _register_plugins(plugins)
         self.predictor = Predictor.from_pretrained(
             _bundle_folder(ref), device=device, precision=precision,  # type: ignore[arg-type]
+            runtime=runtime,  # type: ignore[arg-type]
         )
         self.top_k, self.embeddings = top_k, embeddings
         self.base = Path(base_dir or os.getcwd())
@@ -327,6 +334,31 @@ def actor_cpus(total_cpus: float, concurrency: int, requested: float | None = No
 # ------------------------------------------------------------------------------ Python API
 
 
+def check_model_runs(ref: ModelRef, *, precision: str, runtime: str, device: str) -> str:
+    """Refuse on the driver, as one clear error, what every actor's :class:`fashion.Predictor`
+    would refuse (an error in an actor's constructor reaches the driver as a Ray traceback):
+    a precision the device cannot run, a missing ONNX export or onnxruntime. Returns the
+    precision that will run."""
+    import torch
+
+    from fashion.registry.bundle import read_index
+
+    from .optimize.artifacts import gate_verdict, onnx_graph
+    from .optimize.precision import resolve_precision
+
+    folder = Path(ref.folder)
+    index = read_index(folder)
+    validated, refused = gate_verdict(index)
+    used = resolve_precision(precision, torch.device(device), runtime=runtime,
+                             validated=validated, refused=refused)
+    if runtime == "onnxruntime":
+        from .optimize.export import require
+
+        onnx_graph(index, folder, used)
+        require("onnxruntime")
+    return used
+
+
 def predict_dataset(
     ds: ray.data.Dataset,
     model_uri: str | Path | ModelRef,
@@ -358,14 +390,9 @@ def predict_dataset(
     ray = require_ray()
     from ray.data import ActorPoolStrategy
 
-    from .predictor import PRECISIONS
+    from .optimize.precision import check_choice
 
-    if runtime not in RUNTIMES:
-        raise ConfigError(
-            f"runtime {runtime!r} is not available in this version; use one of {', '.join(RUNTIMES)}."
-        )
-    if precision not in PRECISIONS:
-        raise ConfigError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
+    check_choice(precision, runtime)
     if batch_size < 1 or top_k < 1:
         raise ConfigError("batch_size and top_k must be at least 1")
     if num_gpus < 0:
@@ -388,10 +415,12 @@ def predict_dataset(
     else:
         alive = [n for n in ray.nodes() if n.get("Alive")]
         ref = resolve_model(model_uri, ship=len(alive) > 1)
+    device = "cuda" if num_gpus > 0 else "cpu"
+    check_model_runs(ref, precision=precision, runtime=runtime, device=device)
     return ds.map_batches(
         PredictBatches,
         fn_constructor_kwargs={
-            "ref": ref, "precision": precision, "device": "cuda" if num_gpus > 0 else "cpu",
+            "ref": ref, "precision": precision, "runtime": runtime, "device": device,
             "top_k": top_k, "embeddings": embeddings, "plugins": runtime_plugins(),
             "threads": max(1, math.floor(cpus)),
             "base_dir": str(Path(base_dir).resolve()) if base_dir else None,
@@ -402,132 +431,6 @@ def predict_dataset(
         num_cpus=cpus,
         num_gpus=num_gpus or None,
     )
-
-
-# ------------------------------------------------------------------------------ reading
-
-
-@dataclass(frozen=True)
-class Part:
-    """One unit of work and of output: a CSV/JSONL file, or some row groups of a Parquet file."""
-
-    source: str
-    name: str  # output file name, inside OUT
-    first_row: int = 1
-    rows: int | None = None  # known up front for Parquet
-    row_groups: tuple[int, ...] = ()
-
-
-def expand_inputs(input_path: str | Path) -> list[Path]:
-    """The manifests of INPUT: a file, a folder (every manifest under it) or a glob pattern."""
-    text = str(input_path)
-    path = Path(text)
-    if path.is_file():
-        files = [path]
-    elif path.is_dir():
-        files = sorted(p for p in path.rglob("*")
-                       if p.is_file() and p.suffix.lower() in MANIFEST_SUFFIXES)
-    elif any(ch in text for ch in "*?["):
-        files = sorted(Path(p) for p in glob.glob(text, recursive=True)
-                       if Path(p).is_file() and Path(p).suffix.lower() in MANIFEST_SUFFIXES)
-    else:
-        raise DataError(f"input {text} does not exist; give a manifest file, a folder or a glob.")
-    if not files:
-        raise DataError(
-            f"input {text} holds no .parquet, .csv or .jsonl manifest; check the path or pattern."
-        )
-    for file in files:
-        if file.suffix.lower() not in MANIFEST_SUFFIXES:
-            raise DataError(f"{file}: unsupported manifest format; use .csv, .jsonl or .parquet.")
-    return [f.resolve() for f in files]
-
-
-def plan_parts(files: Sequence[Path], root: Path | None, part_rows: int) -> list[Part]:
-    """Split the inputs into parts: Parquet files by row groups of about ``part_rows`` rows."""
-    import pyarrow.parquet as pq
-
-    parts: list[Part] = []
-    for file in files:
-        rel = file.relative_to(root) if root is not None and root in file.parents else Path(file.name)
-        stem = "__".join(rel.parts)
-        if file.suffix.lower() != ".parquet":
-            parts.append(Part(str(file), f"{stem}.00000.parquet"))
-            continue
-        meta = pq.ParquetFile(file).metadata
-        groups: list[int] = []
-        count, first, index = 0, 1, 0
-        for g in range(meta.num_row_groups):
-            groups.append(g)
-            count += meta.row_group(g).num_rows
-            if count >= part_rows or g == meta.num_row_groups - 1:
-                parts.append(Part(str(file), f"{stem}.{index:05d}.parquet", first, count, tuple(groups)))
-                first, count, groups, index = first + count, 0, [], index + 1
-        if meta.num_row_groups == 0:
-            parts.append(Part(str(file), f"{stem}.00000.parquet", 1, 0, ()))
-    return parts
-
-
-def _records_table(records: list[dict[str, Any]]) -> pa.Table:
-    """Rows as a table; a JSONL column whose values disagree in type is kept as JSON text."""
-    import pyarrow as pa
-
-    names: dict[str, None] = {}
-    for record in records:
-        names.update(dict.fromkeys(record))
-    columns = {}
-    for name in names:
-        values = [r.get(name) for r in records]
-        try:
-            columns[name] = pa.array(values)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
-            columns[name] = pa.array([None if v is None else json.dumps(v, ensure_ascii=False)
-                                      for v in values], type=pa.string())
-    return pa.table(columns) if columns else pa.table({"id": pa.nulls(len(records))})
-
-
-def read_part(part: Part, block_rows: int) -> Iterator[pa.Table]:
-    """The rows of one part, in blocks, with the internal source/row/part columns."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from .manifest import iter_manifest
-
-    if part.rows is not None:
-        table = (pq.ParquetFile(part.source).read_row_groups(list(part.row_groups))
-                 if part.row_groups else pa.table({}))
-    else:
-        records = [row.values for row in iter_manifest(part.source)]
-        table = _records_table(records).append_column(RECORD, pa.array(
-            [json.dumps(r, ensure_ascii=False) for r in records], type=pa.string()))
-    total = table.num_rows
-    numbers = pa.array(range(part.first_row, part.first_row + total), type=pa.int64())
-    table = (table.append_column(SOURCE, pa.array([part.source] * total, type=pa.string()))
-             .append_column(ROW, numbers)
-             .append_column(PART, pa.array([part.name] * total, type=pa.string()))
-             .append_column(PART_ROWS, pa.array([total] * total, type=pa.int64())))
-    for start in range(0, total, block_rows):
-        yield table.slice(start, block_rows)
-
-
-def manifest_datasource(parts: Sequence[Part], block_rows: int) -> Any:
-    """A Ray Datasource with one read task per part."""
-    from ray.data import Datasource, ReadTask
-    from ray.data.block import BlockMetadata
-
-    class ManifestDatasource(Datasource):
-        def estimate_inmemory_data_size(self) -> int | None:
-            return sum(os.path.getsize(p.source) for p in parts) or None
-
-        def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None,
-                           data_context: Any = None) -> list[ReadTask]:
-            tasks = []
-            for part in parts:
-                meta = BlockMetadata(num_rows=part.rows, size_bytes=None, input_files=[part.source],
-                                     exec_stats=None)
-                tasks.append(ReadTask(lambda part=part: read_part(part, block_rows), meta))
-            return tasks
-
-    return ManifestDatasource()
 
 
 # ------------------------------------------------------------------------------ fashion predict --engine ray
@@ -606,9 +509,8 @@ def _write_part(out: Path, name: str, pieces: list[pa.Table], model_key: str) ->
     table = table.rename_columns(["row" if c == ROW else c for c in table.column_names])
     info = json.dumps({"rows": table.num_rows, "model": model_key}).encode()
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), META_KEY: info})
-    tmp = out / f".{name}.tmp-{os.getpid()}"
-    pq.write_table(table, tmp)
-    os.replace(tmp, out / name)
+    with atomic_writer(out / name) as tmp:
+        pq.write_table(table, tmp)
     return table
 
 
@@ -639,6 +541,7 @@ def run_ray_predict(
     batch_size: int = 32,
     top_k: int = 3,
     precision: str = "fp32",
+    runtime: str = "torch",
     part_rows: int = 50_000,
     block_rows: int = 1_000,
     overwrite: bool = False,
@@ -661,7 +564,7 @@ def run_ray_predict(
 
             logging.getLogger("ray.data").setLevel(logging.WARNING)
         out.mkdir(parents=True, exist_ok=True)
-        for stale in out.glob(".*.tmp-*"):  # left by a killed run
+        for stale in [*out.glob(".*.tmp-*"), *out.glob(".*.tmp")]:  # left by a killed run
             stale.unlink(missing_ok=True)
         alive = [n for n in ray.nodes() if n.get("Alive")]
         ref = resolve_model(model_uri, ship=len(alive) > 1)
@@ -691,7 +594,7 @@ def run_ray_predict(
                                           num_cpus=io_reserve(cluster_cpus()))
             predicted = predict_dataset(
                 ds, ref, batch_size=batch_size, concurrency=workers, num_cpus=num_cpus_per_worker,
-                num_gpus=num_gpus_per_worker, precision=precision, top_k=top_k,
+                num_gpus=num_gpus_per_worker, precision=precision, runtime=runtime, top_k=top_k,
                 embeddings=embeddings,
             )
             _collect(predicted, out, ref.key, todo, summary, attributes)
@@ -764,6 +667,7 @@ __all__ = [
     "PredictBatches",
     "RaySummary",
     "actor_cpus",
+    "check_model_runs",
     "expand_inputs",
     "predict_dataset",
     "require_ray",

@@ -67,14 +67,15 @@ def max_image_pixels() -> int:
     return value
 
 
-def _check_size(image: Any, where: str) -> None:
+def _check_size(image: Any, where: str, max_pixels: int | None = None) -> None:
     width, height = image.size
-    limit = max_image_pixels()
+    limit = max_image_pixels() if max_pixels is None else max_pixels
     if width * height > limit:
         raise DataError(
             f"{where}: the image is {width}x{height} = {width * height:,} pixels, over the limit "
-            f"of {limit:,} (a decompression bomb or a huge scan); resize it, or raise "
-            "FASHION_MAX_IMAGE_PIXELS if you trust the file."
+            f"of {limit:,} (a decompression bomb or a huge scan); resize it"
+            + (", or raise FASHION_MAX_IMAGE_PIXELS if you trust the file." if max_pixels is None
+               else " before sending it.")
         )
     if width < 1 or height < 1:
         raise DataError(f"{where}: the image is {width}x{height} pixels (empty)")
@@ -194,7 +195,7 @@ def _open(source: Any, where: str) -> Any:
         raise DataError(f"{where}: image file {path} cannot be read (permission denied)") from None
 
 
-def load_image(source: Any, *, where: str = "image") -> Any:
+def load_image(source: Any, *, where: str = "image", max_pixels: int | None = None) -> Any:
     """Open a path, bytes or PIL image as RGB, with an error naming the source on failure.
 
     Every image goes through the same steps: the source is checked (``None``, a URL, a folder,
@@ -203,13 +204,15 @@ def load_image(source: Any, *, where: str = "image") -> Any:
     upright by their EXIF orientation, scaled to 8 bits (:func:`to_8bit`) and converted to RGB
     (transparency becomes white). A PIL image already in RGB with no EXIF rotation is returned
     as is (not copied). Every failure is a :class:`DataError` starting with ``where``.
+    ``max_pixels`` replaces :func:`max_image_pixels` with a caller's own limit (``fashion serve
+    --max-image-pixels``, which may not exceed it).
     """
     import warnings
 
     from PIL import Image, UnidentifiedImageError
 
     if hasattr(source, "convert") and hasattr(source, "size"):
-        _check_size(source, where)
+        _check_size(source, where, max_pixels)
         if source.mode == "RGB" and not source.info.get("exif"):
             return source
         return to_rgb(to_8bit(upright(source)))
@@ -217,7 +220,7 @@ def load_image(source: Any, *, where: str = "image") -> Any:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = _open(source, where)
-            _check_size(image, where)
+            _check_size(image, where, max_pixels)
             image.load()
             return to_rgb(to_8bit(upright(image)))
     except DataError:

@@ -179,22 +179,29 @@ class FashionModel(nn.Module):
         features, masks = self.encode(batch)
         return self.head_logits(features, masks, attributes)
 
-    def decode(self, logits: Mapping[str, Tensor], top_k: int = 3) -> list[dict[str, AttributePrediction]]:
-        """Logits per attribute -> one dict of predictions per product."""
-        per_attribute = {
-            a: self.task(a).decode(x, threshold=self.spec.attributes[a].threshold, top_k=top_k)
-            for a, x in logits.items()
-        }
-        size = len(next(iter(per_attribute.values()))) if per_attribute else 0
-        return [{a: preds[i] for a, preds in per_attribute.items()} for i in range(size)]
+    def decode(
+        self, logits: Mapping[str, Tensor], top_k: int = 3, *, abstain: bool = False
+    ) -> list[dict[str, AttributePrediction]]:
+        """Logits per attribute -> one dict of predictions per product.
+
+        Scores are calibrated when the attribute has a fitted ``calibration``; with ``abstain``
+        an attribute's fitted ``abstention`` threshold applies too (label ``None``, reason
+        ``below_threshold``, top-k kept). An attribute whose ``applies_to`` excludes the
+        product's predicted label of the attribute it depends on answers ``not_applicable``.
+        """
+        from .trust.scope import decode_attributes
+
+        return decode_attributes(self, logits, top_k=top_k, abstain=abstain)
 
     @torch.inference_mode()
-    def predict(self, products: Sequence[Product | Mapping[str, Any]], top_k: int = 3) -> list[dict[str, AttributePrediction]]:
+    def predict(
+        self, products: Sequence[Product | Mapping[str, Any]], top_k: int = 3, *, abstain: bool = False
+    ) -> list[dict[str, AttributePrediction]]:
         """Prepare, run and decode a list of products (eval mode, no gradients)."""
         was_training = self.training
         self.eval()
         try:
-            return self.decode(self(self.prepare(products)), top_k=top_k)
+            return self.decode(self(self.prepare(products)), top_k=top_k, abstain=abstain)
         finally:
             self.train(was_training)
 

@@ -529,7 +529,9 @@ def run_predict(
     from .manifest import check_input_columns, count_rows
 
     manifest, out = Path(manifest), Path(out)
-    rejects_path = Path(rejects) if rejects else out.with_name(out.stem + ".rejects.jsonl")
+    # OUT "." has no name to derive from; check_output_paths then refuses the folder OUT
+    rejects_path = (Path(rejects) if rejects else
+                    out.with_name(out.stem + ".rejects.jsonl") if out.name else out / "rejects.jsonl")
     if batch_size < 1:
         raise ConfigError("--batch-size must be at least 1")
     check_top_k(top_k)
@@ -598,7 +600,7 @@ def check_output_paths(
                 "Choose another file."
             )
         if path.is_dir():
-            raise ConfigError(f"{name} {path} is a folder; give a file path such as {path}/out.jsonl.")
+            raise ConfigError(f"{name} {path} is a directory; give a file path such as {path}/out.jsonl.")
     for i, first in enumerate(names):
         for second in names[i + 1:]:
             if _same_file(outputs[first], outputs[second]):
@@ -713,7 +715,8 @@ def predict_command(
         summary = run_ray_predict(
             model, input_path, out, address=address, concurrency=concurrency,
             num_gpus_per_worker=num_gpus_per_worker, embeddings=embeddings,
-            batch_size=batch_size, top_k=top_k, precision=precision, overwrite=overwrite,
+            batch_size=batch_size, top_k=top_k, precision=precision, runtime=runtime,
+            overwrite=overwrite,
         )
         click.echo(summary.text())
         return
@@ -723,8 +726,13 @@ def predict_command(
     if used:
         raise click.UsageError(f"{', '.join(used)} needs --engine ray")
     if not input_path.is_file():
-        raise click.BadParameter(f"{input_path} is not a file (folders and globs need --engine ray)",
-                                 param_hint="INPUT")
+        if input_path.is_dir():
+            problem = "is a directory; give a manifest file (folders and globs need --engine ray)"
+        elif any(ch in str(input_path) for ch in "*?["):
+            problem = "is a glob pattern; give a manifest file (folders and globs need --engine ray)"
+        else:
+            problem = "does not exist; give a .csv, .jsonl or .parquet manifest file"
+        raise click.BadParameter(f"{input_path} {problem}", param_hint="INPUT")
     predictor = Predictor.from_pretrained(model, device=device or "auto", precision=precision,  # type: ignore[arg-type]
                                           runtime=runtime)  # type: ignore[arg-type]
     summary = run_predict(

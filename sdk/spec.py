@@ -14,40 +14,15 @@ from pydantic import Field, ValidationError, model_validator
 
 from ._config import StrictModel, explain_validation_error
 from .errors import ConfigError
+from .taxonomy import AttributeSpec, ComponentSpec
 
 _ATTRIBUTE = re.compile(r"^[a-z][a-z0-9_]*$")
-
-
-class ComponentSpec(StrictModel):
-    """A registered component name and its options."""
-
-    name: str
-    options: dict[str, Any] = Field(default_factory=dict)
 
 
 class BackboneSpec(ComponentSpec):
     """A backbone; image backbones list the views they encode (their weights are shared)."""
 
     views: list[str] = Field(default_factory=list)
-
-
-class AttributeSpec(StrictModel):
-    """One attribute: its label vocabulary, head, vendor synonyms and abstain threshold."""
-
-    labels: list[str]
-    head: ComponentSpec = Field(default_factory=lambda: ComponentSpec(name="linear"))
-    synonyms: dict[str, str] = Field(default_factory=dict)
-    threshold: float = Field(0.0, ge=0.0, le=1.0)
-    description: str = ""
-
-    @model_validator(mode="after")
-    def _check(self) -> AttributeSpec:
-        if len(set(self.labels)) != len(self.labels):
-            raise ValueError(f"duplicate labels in {self.labels}")
-        bad = {k: v for k, v in self.synonyms.items() if v not in self.labels}
-        if bad:
-            raise ValueError(f"synonyms point at labels that do not exist: {bad}")
-        return self
 
 
 class ModelSpec(StrictModel):
@@ -78,12 +53,31 @@ class ModelSpec(StrictModel):
         unused = sorted(set(self.views) - used)
         if unused:
             raise ValueError(f"views {unused} are defined but no backbone reads them")
-        for name in self.attributes:
+        for name, attribute in self.attributes.items():
             if not _ATTRIBUTE.match(name):
                 raise ValueError(
                     f"attribute name {name!r} must be lowercase letters, digits and '_' "
                     "(e.g. sleeve_length)"
                 )
+            for other, allowed in attribute.applies_to.items():
+                gate = self.attributes.get(other)
+                if gate is None or other == name:
+                    raise ValueError(
+                        f"attribute {name!r} applies_to {other!r}, which is not another attribute "
+                        f"of this model (attributes: {sorted(self.attributes)}); add it or drop "
+                        "the key"
+                    )
+                if gate.applies_to:
+                    raise ValueError(
+                        f"attribute {name!r} applies_to {other!r}, which itself has applies_to; "
+                        "scope an attribute by an attribute that always applies"
+                    )
+                unknown = sorted(set(allowed) - set(gate.labels))
+                if unknown:
+                    raise ValueError(
+                        f"attribute {name!r}: applies_to.{other} lists {unknown}, which are not "
+                        f"labels of {other!r} ({gate.labels})"
+                    )
         return self
 
     def input_names(self) -> list[str]:
@@ -103,7 +97,7 @@ class ModelSpec(StrictModel):
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            raise ConfigError(f"invalid {source}: {explain_validation_error(exc)}") from None
+            raise ConfigError(f"invalid {source}: {explain_validation_error(exc, model=cls)}") from None
 
     @classmethod
     def load(cls, path: str | Path) -> ModelSpec:

@@ -63,11 +63,17 @@ def contiguous_state(module: nn.Module, state: dict[str, Any], prefix: str, _met
 
 
 def tensors_for_saving(module: nn.Module) -> dict[str, Tensor]:
-    """CPU, contiguous tensors of ``module``'s state; tensors sharing memory (tied weights) are
+    """CPU, contiguous tensors of ``module``'s state, ready for safetensors
+    (see :func:`safetensors_ready`)."""
+    return safetensors_ready(module.state_dict())
+
+
+def safetensors_ready(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """CPU, contiguous, detached copies of ``state``; tensors sharing memory (tied weights) are
     cloned apart, which safetensors requires."""
     out: dict[str, Tensor] = {}
     seen: set[tuple[int, int]] = set()
-    for key, tensor in module.state_dict().items():
+    for key, tensor in state.items():
         tensor = tensor.detach().cpu().contiguous()
         ident = (tensor.untyped_storage().data_ptr(), tensor.storage_offset())
         if tensor.numel() and ident in seen:
@@ -93,6 +99,7 @@ def save_safetensors(tensors: Mapping[str, Tensor], path: str | Path) -> Path:
 __all__ = [
     "contiguous_state",
     "load_state_dict_file",
+    "safetensors_ready",
     "save_safetensors",
     "strip_prefix",
     "tensors_for_saving",

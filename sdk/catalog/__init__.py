@@ -21,6 +21,12 @@ model) and the garment box ``left,top,right,bottom`` in pixels (right/bottom exc
 ``text_mentions``: the attributes the text states correctly. Everything is a pure function of
 the seed: the same seed gives byte-identical files, whatever the number of workers.
 
+Two options, off by default, make a catalog for measuring trust (docs/trust.md):
+``label_noise`` flips a share of each attribute's train labels (``label_noise.csv`` lists
+``id, dataset, split, manifest, line, attribute, true, given`` per flipped cell) and
+``not_applicable`` puts a share of the pants and skirts (outside ``sleeve_length``'s
+``applies_to``) in the ``sleeves`` dataset with a vendor "n/a" cell.
+
 The package: :mod:`.info` (layout constants, :class:`CatalogInfo`), :mod:`.products` (sampling
 the products), :mod:`.text` (vendor text and label cells), :mod:`.geometry` (garment outlines and
 placement), :mod:`.render` (drawing the shots) and :mod:`.build` (the entry points).
@@ -36,6 +42,9 @@ from .info import (
     FORMAT_VERSION,
     GROUND_TRUTH_COLUMNS,
     MANIFEST_COLUMNS,
+    NOISE_COLUMNS,
+    NOISE_FILE,
+    NOT_APPLICABLE_CELLS,
     SHOT_TYPES,
     SLEEVED,
     SPLITS,
@@ -51,6 +60,9 @@ __all__ = [
     "FORMAT_VERSION",
     "GROUND_TRUTH_COLUMNS",
     "MANIFEST_COLUMNS",
+    "NOISE_COLUMNS",
+    "NOISE_FILE",
+    "NOT_APPLICABLE_CELLS",
     "SHOT_TYPES",
     "SLEEVED",
     "SPLITS",

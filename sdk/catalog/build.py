@@ -9,14 +9,14 @@ import os
 import random
 import shutil
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import click
 
 from fashion.errors import ConfigError
-from fashion.taxonomy import builtin_taxonomies
+from fashion.taxonomy import Taxonomy, builtin_taxonomies
 
 from .info import (
     ATTRIBUTES,
@@ -24,6 +24,9 @@ from .info import (
     DATASETS,
     GROUND_TRUTH_COLUMNS,
     MANIFEST_COLUMNS,
+    NOISE_COLUMNS,
+    NOISE_FILE,
+    NOT_APPLICABLE_CELLS,
     SLEEVED,
     SPLITS,
     CatalogInfo,
@@ -52,13 +55,21 @@ def _split_counts(n: int, fractions: Sequence[float]) -> list[int]:
     return counts
 
 
-def _assign(rng: random.Random, products: list[_Product], fractions: Sequence[float]) -> None:
+def _assign(
+    rng: random.Random,
+    products: list[_Product],
+    fractions: Sequence[float],
+    not_applicable: float = 0.0,
+) -> None:
     n = len(products)
     order = list(range(n))
     rng.shuffle(order)
     sleeved = [i for i in order if products[i].category in SLEEVED]
     n_sleeves = min(len(sleeved), round(n * DATASET_SHARES["sleeves"]))
     chosen = set(sleeved[:n_sleeves])
+    if not_applicable > 0:  # out-of-scope products join the sleeves dataset, labeled "n/a"
+        unsleeved = [i for i in order if products[i].category not in SLEEVED]
+        chosen.update(unsleeved[: round(len(unsleeved) * not_applicable)])
     rest = [i for i in order if i not in chosen]
     n_colors = min(len(rest), round(n * DATASET_SHARES["colors_patterns"]))
     members = {
@@ -73,6 +84,23 @@ def _assign(rng: random.Random, products: list[_Product], fractions: Sequence[fl
             for i in indices[start : start + count]:
                 products[i].dataset, products[i].split = name, split
             start += count
+
+
+def _flip_labels(
+    rng: random.Random,
+    members: Sequence[_Product],
+    attributes: Sequence[str],
+    share: float,
+    taxonomies: Mapping[str, Taxonomy],
+) -> dict[tuple[int, str], str]:
+    """``{(row, attribute): wrong label}`` for ``share`` of each attribute's labeled rows."""
+    given: dict[tuple[int, str], str] = {}
+    for a in attributes:
+        labeled = [i for i, p in enumerate(members) if getattr(p, a)]
+        for i in sorted(rng.sample(labeled, round(len(labeled) * share))):
+            true = getattr(members[i], a)
+            given[i, a] = rng.choice([label for label in taxonomies[a].labels if label != true])
+    return given
 
 
 def _write_csv(path: Path, header: Sequence[str], rows: Iterator[Sequence[str]]) -> int:
@@ -96,6 +124,8 @@ def _check_args(
     image_size: int,
     images_per_product: tuple[int, int],
     splits: tuple[float, float, float],
+    label_noise: float = 0.0,
+    not_applicable: float = 0.0,
 ) -> None:
     if products < 1:
         raise ConfigError(f"products must be at least 1 (got {products})")
@@ -110,6 +140,10 @@ def _check_args(
         raise ConfigError(
             f"splits must be three non-negative train/val/test fractions summing to 1 (got {splits})"
         )
+    if not 0.0 <= label_noise < 1.0:
+        raise ConfigError(f"label_noise must be a share in [0, 1) (got {label_noise})")
+    if not 0.0 <= not_applicable <= 1.0:
+        raise ConfigError(f"not_applicable must be a share in [0, 1] (got {not_applicable})")
 
 
 def _prepare_out(out: Path, overwrite: bool) -> None:
@@ -124,7 +158,7 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
             )
         for name in ("images", "datasets"):
             shutil.rmtree(out / name, ignore_errors=True)
-        for name in ("catalog.json", "ground_truth.csv"):
+        for name in ("catalog.json", "ground_truth.csv", NOISE_FILE):
             (out / name).unlink(missing_ok=True)
     (out / "images").mkdir(parents=True, exist_ok=True)
 
@@ -140,15 +174,24 @@ def make_catalog(
     progress: ProgressCallback | None = None,
     workers: int | None = None,
     overwrite: bool = False,
+    label_noise: float = 0.0,
+    not_applicable: float = 0.0,
 ) -> CatalogInfo:
     """Generate a synthetic catalog under ``out`` and return what was written.
 
     ``progress(done, total)`` is called as products are rendered. ``workers`` processes draw
     the images (default: up to 4, one per CPU, for catalogs of 200+ products); the output does
     not depend on it. An existing catalog in ``out`` is only replaced with ``overwrite=True``.
+
+    Options for measuring trust (both off by default; the default output does not change):
+    ``label_noise`` flips that share of each attribute's labeled cells in the *train* manifests
+    to another label (val and test stay clean), listing every flipped cell in
+    ``label_noise.csv``; ``not_applicable`` moves that share of the out-of-scope products
+    (pants and skirts, which have no sleeves) into the ``sleeves`` dataset with a vendor
+    "does not apply" cell ("n/a", "-", "none", ...).
     """
     out = Path(out)
-    _check_args(products, image_size, images_per_product, splits)
+    _check_args(products, image_size, images_per_product, splits, label_noise, not_applicable)
     _prepare_out(out, overwrite)
 
     rng = random.Random(f"fashion-catalog:{seed}")
@@ -156,7 +199,7 @@ def make_catalog(
     text_rng = random.Random(f"fashion-catalog-text:{seed}")
     for p in plan:
         _write_text(text_rng, p, text_rng.choice(_VENDORS))
-    _assign(random.Random(f"fashion-catalog-split:{seed}"), plan, splits)
+    _assign(random.Random(f"fashion-catalog-split:{seed}"), plan, splits, not_applicable)
 
     if workers is None:
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -188,6 +231,8 @@ def make_catalog(
                 by_label.setdefault(label, []).append(word)
         synonyms[name] = by_label
     label_rng = random.Random(f"fashion-catalog-labels:{seed}")
+    noise_rng = random.Random(f"fashion-catalog-noise:{seed}")
+    flipped: list[list[str]] = []
     datasets: dict[str, DatasetInfo] = {}
     for name, attributes in DATASETS.items():
         manifests: dict[str, str] = {}
@@ -195,6 +240,13 @@ def make_catalog(
         for split in SPLITS:
             members = [p for p in plan if p.dataset == name and p.split == split]
             rel = f"datasets/{name}/{split}.csv"
+            given: dict[tuple[int, str], str] = {}
+            if label_noise > 0 and split == "train":
+                given = _flip_labels(noise_rng, members, attributes, label_noise, taxonomies)
+                flipped += [
+                    [members[i].id, name, split, rel, str(i + 2), a, getattr(members[i], a), label]
+                    for (i, a), label in sorted(given.items(), key=lambda item: (item[0][1], item[0][0]))
+                ]
             lines = (
                 [
                     p.id,
@@ -202,9 +254,14 @@ def make_catalog(
                     p.title,
                     p.description,
                     p.brand,
-                    *(_label_cell(label_rng, getattr(p, a), synonyms[a]) for a in attributes),
+                    *(
+                        given[i, a] if (i, a) in given
+                        else noise_rng.choice(NOT_APPLICABLE_CELLS) if not getattr(p, a)
+                        else _label_cell(label_rng, getattr(p, a), synonyms[a])
+                        for a in attributes
+                    ),
                 ]
-                for p in members
+                for i, p in enumerate(members)
             )
             rows[split] = _write_csv(out / rel, (*MANIFEST_COLUMNS, *attributes), lines)
             manifests[split] = rel
@@ -232,6 +289,8 @@ def make_catalog(
         for p, box in zip(plan, boxes, strict=True)
     )
     _write_csv(out / "ground_truth.csv", GROUND_TRUTH_COLUMNS, truth)
+    if label_noise > 0:
+        _write_csv(out / NOISE_FILE, NOISE_COLUMNS, iter(flipped))
 
     info = CatalogInfo(
         out=out,
@@ -243,6 +302,8 @@ def make_catalog(
         splits=dict(zip(SPLITS, splits, strict=True)),
         datasets=datasets,
         vendors=[v.name for v in _VENDORS],
+        label_noise=label_noise,
+        not_applicable=not_applicable,
     )
     info.save()
     return info
@@ -292,6 +353,20 @@ def read_ground_truth(catalog: str | Path | CatalogInfo) -> list[dict[str, str]]
     help="Processes drawing images [default: one per CPU, at most 4].",
 )
 @click.option("--overwrite", is_flag=True, help="Replace a catalog already in OUT.")
+@click.option(
+    "--label-noise",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0.0, 1.0, max_open=True),
+    help="Share of each attribute's train labels flipped to a wrong label (listed in label_noise.csv).",
+)
+@click.option(
+    "--not-applicable",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0.0, 1.0),
+    help="Share of pants and skirts put in the sleeves dataset with an 'n/a' sleeve_length cell.",
+)
 def make_catalog_command(
     out: Path,
     products: int,
@@ -300,23 +375,18 @@ def make_catalog_command(
     images_per_product: tuple[int, int],
     workers: int | None,
     overwrite: bool,
+    label_noise: float,
+    not_applicable: float,
 ) -> None:
     """Generate a synthetic retail catalog with known ground truth in OUT."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
     from rich.table import Table
+
+    from fashion.progress import progress
 
     console = Console()
     start = time.perf_counter()
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    ) as bar:
-        task = bar.add_task("Drawing products", total=products)
+    with progress("drawing products", total=products, unit="products") as bar:
         info = make_catalog(
             out,
             products=products,
@@ -325,7 +395,9 @@ def make_catalog_command(
             images_per_product=images_per_product,
             workers=workers,
             overwrite=overwrite,
-            progress=lambda done, total: bar.update(task, completed=done, total=total),
+            label_noise=label_noise,
+            not_applicable=not_applicable,
+            progress=lambda done, total: bar.update(done - bar.done),
         )
     elapsed = time.perf_counter() - start
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import ClassVar
 
 from pydantic import Field
 
@@ -43,6 +44,12 @@ GROUND_TRUTH_COLUMNS: tuple[str, ...] = (
     "text_mentions",
 )
 
+NOISE_FILE = "label_noise.csv"
+"""With label noise: one row per flipped cell (see :data:`NOISE_COLUMNS`)."""
+NOISE_COLUMNS: tuple[str, ...] = ("id", "dataset", "split", "manifest", "line", "attribute", "true", "given")
+NOT_APPLICABLE_CELLS: tuple[str, ...] = ("n/a", "N/A", "-", "none", "not applicable", "NA")
+"""Vendor spellings of "does not apply" written for out-of-scope products."""
+
 ProgressCallback = Callable[[int, int], None]
 Point = tuple[float, float]
 RGB = tuple[int, int, int]
@@ -80,6 +87,12 @@ class CatalogInfo(StrictModel):
     ground_truth: str = "ground_truth.csv"
     shot_types: list[str] = list(SHOT_TYPES)
     vendors: list[str] = []
+    label_noise: float = 0.0
+    """Share of training label cells flipped per attribute (listed in :data:`NOISE_FILE`)."""
+    not_applicable: float = 0.0
+    """Share of out-of-scope products (pants, skirts) put in the sleeves dataset with an n/a cell."""
+
+    _OPTIONS: ClassVar[tuple[str, ...]] = ("label_noise", "not_applicable")
 
     @property
     def dataset_names(self) -> list[str]:
@@ -113,9 +126,16 @@ class CatalogInfo(StrictModel):
             for name, ds in self.datasets.items()
         }
 
+    @property
+    def noise_path(self) -> Path | None:
+        """``label_noise.csv`` (the flipped label cells) when the catalog has label noise."""
+        return self.out / NOISE_FILE if self.label_noise > 0 else None
+
     def save(self) -> Path:
         path = self.out / "catalog.json"
-        path.write_text(self.model_dump_json(indent=2) + "\n", encoding="utf-8")
+        # options left at their default are not written, so a default catalog reads as before
+        unset = {name for name in self._OPTIONS if not getattr(self, name)}
+        path.write_text(self.model_dump_json(indent=2, exclude=unset) + "\n", encoding="utf-8")
         return path
 
     @classmethod

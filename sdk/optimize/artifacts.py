@@ -1,5 +1,5 @@
 """Optimized artifacts in a bundle: ONNX files listed (with sha256) in ``fashion.json`` and the
-accuracy gate's verdict, under the manifest's ``optimizations`` key::
+accuracy gate's verdict, under the index's ``optimizations`` key::
 
     "optimizations": {
       "onnx": {"fp32": {"file": "onnx/model.onnx", "inputs": [...], "outputs": [...], ...},
@@ -29,28 +29,28 @@ def onnx_file(precision: str) -> str:
 def update_bundle(directory: str | Path, *, onnx: Mapping[str, Mapping[str, Any]] | None = None,
                   gate: Mapping[str, Any] | None = None, remove: Sequence[str] = ()) -> Any:
     """List new files (already written in the folder) in ``fashion.json`` with their sha256 and
-    record ONNX graph descriptions and/or the gate verdict; the manifest is replaced atomically.
+    record ONNX graph descriptions and/or the gate verdict; the index is replaced atomically.
     The rest of the bundle is verified first, so a damaged bundle is never re-signed."""
     from fashion._files import atomic_write_text, sha256_file
     from fashion.registry.bundle_format import (
-        MANIFEST_NAME,
+        INDEX_NAME,
         FileEntry,
-        read_manifest,
+        read_index,
         verify_bundle,
     )
 
     directory = Path(directory)
-    manifest = read_manifest(directory)
-    optimizations = dict(manifest.optimizations)
+    index = read_index(directory)
+    optimizations = dict(index.optimizations)
     for precision in onnx or {}:
         stale = optimizations.get("onnx", {}).get(precision, {}).get("file")
         if stale:
-            manifest.files.pop(stale, None)
-    verify_bundle(directory, manifest)
+            index.files.pop(stale, None)
+    verify_bundle(directory, index)
     for precision in remove:  # a refused export leaves the bundle
         entry = optimizations.get("onnx", {}).pop(precision, None)
         if entry:
-            manifest.files.pop(entry["file"], None)
+            index.files.pop(entry["file"], None)
             (directory / entry["file"]).unlink(missing_ok=True)
     if onnx:
         graphs = dict(optimizations.get("onnx", {}))
@@ -59,22 +59,22 @@ def update_bundle(directory: str | Path, *, onnx: Mapping[str, Mapping[str, Any]
             path = directory / rel
             if not path.is_file():
                 raise BundleError(f"{path} was not written; export it again.")
-            manifest.files[rel] = FileEntry(sha256=sha256_file(path), size=path.stat().st_size)
+            index.files[rel] = FileEntry(sha256=sha256_file(path), size=path.stat().st_size)
             graphs[precision] = dict(entry)
         optimizations["onnx"] = graphs
         if "gate" in optimizations:  # a new artifact voids the earlier verdict on it
             optimizations["gate"] = _without(optimizations["gate"], {f"onnxruntime:{p}" for p in onnx})
     if gate is not None:
         optimizations["gate"] = dict(gate)
-    manifest.optimizations = optimizations
-    manifest.files = dict(sorted(manifest.files.items()))
-    atomic_write_text(directory / MANIFEST_NAME, manifest.model_dump_json(indent=2) + "\n")
-    return manifest
+    index.optimizations = optimizations
+    index.files = dict(sorted(index.files.items()))
+    atomic_write_text(directory / INDEX_NAME, index.model_dump_json(indent=2) + "\n")
+    return index
 
 
-def onnx_graph(manifest: Any, directory: Path, precision: str) -> tuple[Path, dict[str, Any]]:
+def onnx_graph(index: Any, directory: Path, precision: str) -> tuple[Path, dict[str, Any]]:
     """The ONNX file and graph description of ``precision`` in a loaded bundle."""
-    graphs = manifest.optimizations.get("onnx", {})
+    graphs = index.optimizations.get("onnx", {})
     if precision not in graphs:
         have = ", ".join(sorted(graphs)) or "none"
         raise BundleError(
@@ -82,16 +82,16 @@ def onnx_graph(manifest: Any, directory: Path, precision: str) -> tuple[Path, di
             f"`fashion export {directory} --format onnx --precision {precision}`."
         )
     entry = graphs[precision]
-    if entry["file"] not in manifest.files:
+    if entry["file"] not in index.files:
         raise BundleError(
             f"bundle {directory}: {entry['file']} is not listed in fashion.json; export it again."
         )
     return directory / entry["file"], entry
 
 
-def gate_verdict(manifest: Any) -> tuple[list[str], list[str]]:
+def gate_verdict(index: Any) -> tuple[list[str], list[str]]:
     """``(validated, refused)`` path keys (``runtime:precision``) the bundle's gate recorded."""
-    gate = getattr(manifest, "optimizations", {}).get("gate") or {}
+    gate = getattr(index, "optimizations", {}).get("gate") or {}
     return list(gate.get("validated", [])), list(gate.get("refused", []))
 
 

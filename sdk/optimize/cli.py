@@ -40,7 +40,7 @@ def _gate(folder: Path, paths: list[str], data: tuple[Path, ...], max_loss: floa
                       batch_size=batch_size, limit=limit)
     console.print(report.table())
     refused_exports = [p for p in exported if f"onnxruntime:{p}" in report.refused]
-    update_bundle(folder, gate=report.verdict(bundle.manifest.optimizations.get("gate")),
+    update_bundle(folder, gate=report.verdict(bundle.index.optimizations.get("gate")),
                   remove=refused_exports)
     if not report.passed:
         raise GateError(

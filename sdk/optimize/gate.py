@@ -109,9 +109,9 @@ def _predicted(logits: Tensor, task: Any) -> Tensor:
     return logits.argmax(dim=-1)
 
 
-def default_data(manifest: Any) -> list[Path]:
+def default_data(index: Any) -> list[Path]:
     """The validation manifests the bundle's provenance names, when they are still on disk."""
-    extra = manifest.provenance.model_extra or {}
+    extra = index.provenance.model_extra or {}
     paths = [Path(d["path"]) for d in extra.get("validation", []) if d.get("path")]
     present = [p for p in paths if p.is_file()]
     if not present:
@@ -141,7 +141,7 @@ def run_gate(
     if max_loss < 0:
         raise ConfigError("--max-loss must be 0 or more (macro-F1 points)")
     model = bundle.model
-    sources = [Path(d) for d in data] if data else default_data(bundle.manifest)
+    sources = [Path(d) for d in data] if data else default_data(bundle.index)
     normalizers = label_normalizers(model, None)
     datasets = [load_dataset(_as_dataset_config(s, "val"), model, normalizers=normalizers,
                              on_unknown_label="skip", on_bad_row="skip") for s in sources]

@@ -14,7 +14,7 @@ import hmac
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
@@ -24,10 +24,11 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from .._config import StrictModel
 from ..errors import DataError, FashionError
 from .batching import Batcher, QueueFull
 from .config import CONFIG_ENV, ServeConfig
@@ -56,10 +57,10 @@ class Problem(Exception):
         self.status, self.code, self.message, self.headers = status, code, message, headers or {}
 
 
-class ProductIn(BaseModel):
+class ProductIn(StrictModel):
     """One product; every field may be missing (a text-only or image-only product works)."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(strict=True)
 
     id: str | int | None = None
     title: str | None = None
@@ -72,8 +73,8 @@ class ProductIn(BaseModel):
     )
 
 
-class PredictRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+class PredictRequest(StrictModel):
+    model_config = ConfigDict(strict=True)
 
     products: list[ProductIn]
     top_k: int | None = Field(None, ge=1, description="Labels ranked per attribute (default 3).")
@@ -105,16 +106,17 @@ def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
     return walk(schema)  # type: ignore[no-any-return]
 
 
-def _validation_message(exc: ValidationError) -> str:
+def _validation_message(errors: Sequence[Any]) -> str:
+    """At most five problems of a request body as ``products[0].title: message``."""
     parts = []
-    for error in exc.errors()[:5]:
+    for error in errors[:5]:
         loc = "".join(f"[{x}]" if isinstance(x, int) else f".{x}" for x in error["loc"]).lstrip(".")
         if error["type"] == "extra_forbidden":
             allowed = "id, title, description, brand, images" if "products" in loc else "products, top_k"
             parts.append(f"{loc}: unknown field; use {allowed}")
         else:
             parts.append(f"{loc or 'body'}: {error['msg']}")
-    more = len(exc.errors()) - 5
+    more = len(errors) - 5
     return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
 
 
@@ -142,6 +144,7 @@ class RequestParser:
 
     def product(self, index: int, fields: dict[str, Any], images: list[Any]) -> tuple[Any, list[Any]]:
         from fashion import Product
+        from fashion.predictor import check_products
 
         if len(images) > self.config.max_images:
             raise Problem(413, "too_many_images",
@@ -160,6 +163,10 @@ class RequestParser:
             id=None if product_id is None else str(product_id), images=list(decoded),
             **{name: fields.get(name) for name in TEXT_FIELDS},
         )
+        try:  # the Predictor's own rules (an empty product is refused), before it joins a batch
+            check_products([product])
+        except DataError as exc:
+            raise Problem(422, "bad_product", f"products[{index}]: {exc}") from None
         return product, decoded
 
     def from_json(self, body: bytes) -> ParsedRequest:
@@ -180,7 +187,7 @@ class RequestParser:
         try:
             request = PredictRequest.model_validate(data)
         except ValidationError as exc:
-            raise Problem(422, "invalid_request", _validation_message(exc)) from None
+            raise Problem(422, "invalid_request", _validation_message(exc.errors())) from None
         self.count(len(request.products))
         top_k = self.top_k(request.top_k)
         products, images = [], []
@@ -367,26 +374,31 @@ class ServeState:
             "model": config.model if "://" in config.model else Path(config.model).name,
             "revision": config.revision or (config.model.rsplit("@", 1)[1] if "@" in config.model else None),
             "device": str(predictor.model.device),  # type: ignore[union-attr]
-            "precision": config.precision,
-            "runtime": config.runtime,
+            # what runs (``--precision auto`` resolved), and what was asked
+            "precision": getattr(predictor, "precision_used", config.precision),
+            "precision_asked": config.precision,
+            "runtime": getattr(predictor, "runtime", config.runtime),
         }
         if bundle is not None:
-            manifest = bundle.manifest
-            digest = hashlib.sha256(manifest.model_dump_json().encode()).hexdigest()[:16]
+            from fashion.optimize.artifacts import gate_verdict
+
+            index = bundle.index
+            digest = hashlib.sha256(index.model_dump_json().encode()).hexdigest()[:16]
             out.update({
                 "uri": bundle.uri,
                 "content_hash": digest,
-                "created": manifest.created,
-                "sdk_version": manifest.sdk_version,
-                "attributes": {a: e.model_dump() for a, e in manifest.attributes.items()},
-                "metrics": manifest.metrics,
-                "validated_precision": (manifest.provenance.model_extra or {}).get("validated_precision"),
+                "created": index.created,
+                "sdk_version": index.sdk_version,
+                "attributes": {a: e.model_dump() for a, e in index.attributes.items()},
+                "metrics": index.metrics,
             })
+            # the accuracy gate's verdict (`fashion optimize`), as runtime:precision paths
+            out["validated_precision"], out["refused_precision"] = gate_verdict(index)
         else:
             spec = predictor.model.spec  # type: ignore[union-attr]
             out["attributes"] = {a: {"labels": list(s.labels)} for a, s in spec.attributes.items()}
             out["metrics"] = {}
-            out["validated_precision"] = None
+            out["validated_precision"], out["refused_precision"] = [], []
         out["views"] = list(predictor.model.croppers)  # type: ignore[union-attr]
         out["limits"] = {
             "max_products": config.max_products, "max_images": config.max_images,
@@ -401,8 +413,9 @@ class ServeState:
 def load_predictor(config: ServeConfig) -> Any:
     from fashion.predictor import Predictor
 
-    return Predictor.from_pretrained(config.model, device=config.device, revision=config.revision,
-                                     precision=config.precision)  # type: ignore[arg-type]
+    return Predictor.from_pretrained(config.model, device=config.device or "auto",
+                                     revision=config.revision, precision=config.precision,  # type: ignore[arg-type]
+                                     runtime=config.runtime)  # type: ignore[arg-type]
 
 
 def _request_body_doc() -> dict[str, Any]:
@@ -437,7 +450,7 @@ def create_app(config: ServeConfig, predictor: Any | None = None) -> Any:
     async def lifespan(_: FastAPI) -> Any:
         if state.predictor is None:
             state.predictor = await run_in_threadpool(load_predictor, config)
-        await run_in_threadpool(state.predict, [{}], 1)  # warm-up: first request pays no setup
+        await run_in_threadpool(state.predict, [{"title": "warm-up"}], 1)  # first request pays no setup
         state.batcher = Batcher(
             state.predict, max_batch_size=config.max_batch_size,
             timeout_s=config.batch_timeout_ms / 1000.0, max_queue=config.max_queue,
@@ -466,7 +479,7 @@ def create_app(config: ServeConfig, predictor: Any | None = None) -> Any:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        message = "; ".join(f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()[:5])
+        message = _validation_message(exc.errors())
         return await _problem(_, Problem(422, "invalid_request", message or "invalid request"))
 
     @app.exception_handler(StarletteHTTPException)

@@ -13,8 +13,9 @@ import os
 import click
 
 from ..hookspecs import hookimpl
+from ..optimize.precision import RUNTIMES
 from ..predictor import PRECISIONS
-from .config import CONFIG_ENV, RUNTIMES, ServeConfig, make_config, require_serve_extras
+from .config import CONFIG_ENV, ServeConfig, make_config, require_serve_extras
 
 
 @click.command("serve")
@@ -28,11 +29,15 @@ from .config import CONFIG_ENV, RUNTIMES, ServeConfig, make_config, require_serv
               help="How long a request waits for others to join its batch.")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
               help="Worker processes, each with its own copy of the model.")
-@click.option("--device", default=None, help="torch device, e.g. cuda:0 (default: cpu).")
+@click.option("--device", default=None,
+              help="torch device: auto, cpu, cuda, cuda:N (default: auto, the GPU when CUDA is "
+                   "available).")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
-              help="Autocast precision (auto: bf16 or fp16 on CUDA, fp32 on the CPU).")
-@click.option("--runtime", default="torch", show_default=True,
-              help=f"Inference runtime; this version runs {', '.join(RUNTIMES)}.")
+              help="As `fashion predict --precision` (auto: bf16/fp16 on CUDA, a path the "
+                   "bundle's accuracy gate validated on the CPU).")
+@click.option("--runtime", type=click.Choice(RUNTIMES), default="torch", show_default=True,
+              help="onnxruntime: run the bundle's ONNX export (`fashion export`, extra "
+                   "fashion-sdk[onnx]).")
 @click.option("--api-key-env", default=None, metavar="VAR",
               help="Require the API key held in environment variable VAR (X-API-Key header).")
 @click.option("--max-products", default=64, show_default=True, type=click.IntRange(min=1),

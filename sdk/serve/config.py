@@ -9,13 +9,13 @@ from __future__ import annotations
 import importlib.util
 import os
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from .._config import StrictModel, explain_validation_error
 from ..errors import ConfigError, MissingExtraError
+from ..optimize.precision import PRECISIONS, RUNTIMES, check_choice
 
 CONFIG_ENV = "FASHION_SERVE_CONFIG"
-# What Predictor runs on today; other runtimes are refused with a clear message.
-RUNTIMES: tuple[str, ...] = ("torch",)
 # import name -> distribution, for the message when the `serve` extra is missing
 SERVE_PACKAGES: dict[str, str] = {
     "fastapi": "fastapi",
@@ -25,18 +25,16 @@ SERVE_PACKAGES: dict[str, str] = {
 }
 
 
-class ServeConfig(BaseModel):
+class ServeConfig(StrictModel):
     """Everything the server needs; limits have safe defaults for a public-facing service."""
-
-    model_config = ConfigDict(extra="forbid")
 
     model: str = Field(description="Bundle folder, hf://org/name[@rev] or local://name[@rev].")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     workers: int = Field(1, ge=1, le=64)
-    device: str | None = None
-    precision: str = "fp32"
-    runtime: str = "torch"
+    device: str | None = Field(None, description="torch device (None: auto, the GPU when CUDA is available).")
+    precision: str = Field("fp32", description=f"One of {', '.join(PRECISIONS)}.")
+    runtime: str = Field("torch", description=f"One of {', '.join(RUNTIMES)}.")
     revision: str | None = None
     max_batch_size: int = Field(32, ge=1, le=4096, description="Products per forward.")
     batch_timeout_ms: float = Field(
@@ -60,10 +58,14 @@ class ServeConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> ServeConfig:
-        if self.runtime not in RUNTIMES:
+        check_choice(self.precision, self.runtime)  # the Predictor's own rules, before loading
+        from ..images import max_image_pixels
+
+        limit = max_image_pixels()
+        if self.max_image_pixels > limit:  # the Predictor re-checks every image against it
             raise ValueError(
-                f"runtime {self.runtime!r} is not available: Predictor runs on "
-                f"{', '.join(RUNTIMES)} in this version; drop --runtime or use --runtime torch"
+                f"max_image_pixels {self.max_image_pixels:,} is above this process's image limit "
+                f"{limit:,}; lower --max-image-pixels or raise FASHION_MAX_IMAGE_PIXELS too"
             )
         if self.top_k > self.max_top_k:
             raise ValueError(f"top_k {self.top_k} is above max_top_k {self.max_top_k}")
@@ -89,11 +91,7 @@ def make_config(**values: object) -> ServeConfig:
     try:
         return ServeConfig(**values)  # type: ignore[arg-type]
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(x) for x in e['loc']) or 'settings'}: {e['msg'].removeprefix('Value error, ')}"
-            for e in exc.errors()
-        )
-        raise ConfigError(f"fashion serve: {problems}") from None
+        raise ConfigError(f"fashion serve: {explain_validation_error(exc, top='settings')}") from None
 
 
 def require_serve_extras() -> None:

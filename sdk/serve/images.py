@@ -2,14 +2,14 @@
 
 URLs and server-side paths are refused, never fetched or read: the server makes no outgoing
 requests (no SSRF) and reads no files on a client's behalf. :func:`open_image` is the one place
-bytes become pixels, with the pixel limit checked on the header before anything is decoded.
+bytes become pixels (through :func:`fashion.images.load_image`), with the pixel limit checked on
+the header before anything is decoded.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import io
 import re
 from typing import Any
 
@@ -69,36 +69,17 @@ def image_bytes(value: Any, where: str) -> bytes:
 
 
 def open_image(data: bytes, *, max_pixels: int, where: str) -> Any:
-    """Decode ``data`` into an RGB PIL image, refusing images over ``max_pixels`` (w x h).
+    """Decode ``data`` into an RGB PIL image with :func:`fashion.images.load_image` (the one
+    image loader: EXIF orientation, 16-bit scaling, transparency on white, as the Predictor
+    reads a file), refusing images over ``max_pixels`` (w x h).
 
     The size is read from the header, so a decompression bomb (a small file that decodes to
     gigapixels) is refused before it is decoded.
     """
-    from PIL import Image, UnidentifiedImageError
+    from fashion.errors import DataError
+    from fashion.images import load_image
 
-    from fashion.model import to_rgb
-
-    bomb = (f"{where}: image refused as a decompression bomb (its header claims more pixels than "
-            f"the limit of {max_pixels:,}, --max-image-pixels). Downscale it before sending.")
     try:
-        image = Image.open(io.BytesIO(data))
-    except Image.DecompressionBombError:
-        raise ImageRejected(bomb) from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-        raise ImageRejected(
-            f"{where}: not an image the server can read ({len(data)} bytes; "
-            "send JPEG, PNG, WebP, GIF, BMP or TIFF)"
-        ) from None
-    width, height = image.size
-    if width * height > max_pixels:
-        raise ImageRejected(
-            f"{where}: image is {width}x{height} = {width * height:,} pixels; the limit is "
-            f"{max_pixels:,} (--max-image-pixels). Downscale it before sending."
-        )
-    try:
-        image.load()
-        return to_rgb(image)
-    except Image.DecompressionBombError:
-        raise ImageRejected(bomb) from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageRejected(f"{where}: the image data is damaged or truncated ({exc})") from None
+        return load_image(data, where=where, max_pixels=max_pixels)
+    except DataError as exc:
+        raise ImageRejected(str(exc)) from None

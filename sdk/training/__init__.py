@@ -20,9 +20,10 @@ if TYPE_CHECKING:
     from .data import DataReport, LabeledDataset, Problem, label_normalizers, load_dataset
     from .evaluation import AttributeMetrics, ClassMetrics, EvaluationReport, evaluate
     from .losses import LossCombiner, get_loss, list_losses
+    from .result import TrainResult
     from .samplers import Sampler, get_sampler, list_samplers
     from .state import TrainingState
-    from .trainer import Trainer, TrainingError, TrainResult, TrainState
+    from .trainer import Trainer, TrainingError, TrainState
 
 _LAZY = {
     "CachedFeatures": "cache",
@@ -54,7 +55,7 @@ _LAZY = {
     "TrainingState": "state",
     "Trainer": "trainer",
     "TrainingError": "trainer",
-    "TrainResult": "trainer",
+    "TrainResult": "result",
     "TrainState": "trainer",
 }
 

@@ -1,19 +1,28 @@
-"""Feature cache: backbone outputs computed once, stored on disk, reused while backbones are frozen.
+"""Feature cache: backbone outputs computed once, stored on disk, reused while they cannot change.
 
 When every backbone is frozen, ``model.encode(batch)`` gives the same features for a product
 every epoch, so the trainer computes them once and trains only fusion + heads on the cached
-tensors (seconds instead of minutes).
+tensors (seconds instead of minutes). A backbone frozen *below a cut point* (partial
+fine-tuning, ``freeze = ["image-backbone@layer4"]``) caches its activations at the cut instead,
+one entry per image, and each epoch runs only the stages above the cut.
 
 Entries are keyed per fusion input (``image:full``, ``text``…) by
 
-- the backbone's :meth:`~fashion.Component.fingerprint` (name, options and weights) and, for
-  image inputs, the view's cropper fingerprint and view name, and
+- the backbone's :meth:`~fashion.Component.fingerprint` (name, options and weights) — or, cut,
+  :meth:`~fashion.Backbone.below_fingerprint` (the frozen part only, and the cut's name) —
+  and, for image inputs, the view's cropper fingerprint and view name (the augmentation-free
+  view ``model.prepare`` cuts), and
 - the product's input content: sha256 of each image's bytes, or the product's text fields.
 
 Any change of weights, options, cropper, images or text gives a new key, so a stale entry is
 never read. Files live under ``<cache_dir>/<input>-<fingerprint>/chunk-*.safetensors``; each
-chunk holds ``features`` ``(n, D)``, ``masks`` ``(n,)`` and its keys in the safetensors metadata.
-Chunks are written to a temporary file and renamed, so a killed run leaves no broken chunk.
+chunk holds ``features`` ``(n, D)`` and ``masks`` ``(n,)`` (or, at a cut, ``activations``
+``(images, …)`` and ``counts`` ``(n,)``) and its keys in the safetensors metadata.
+
+A fill writes a chunk every ``chunk_rows`` products, atomically (temporary file + rename), so a
+killed fill keeps what it wrote and the next one computes only the rest. Two runs filling one
+folder at once take turns through a lock file (the second then finds the first's entries), and
+progress (rows/s, ETA) is shown on a terminal and logged as plain lines.
 """
 
 from __future__ import annotations
@@ -22,18 +31,26 @@ import contextlib
 import hashlib
 import io
 import json
-import os
-import tempfile
-from collections.abc import Callable, Sequence
+import logging
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from .._files import atomic_writer
 from ..inputs import InputName, Product
-from ..model import FashionModel
+from ..model import FashionModel, _masked_mean
 from .data import LabeledDataset
+
+log = logging.getLogger("fashion.training")
+
+CHUNK_ROWS = 256
+"""Products per chunk file: what a killed fill can lose at most."""
 
 
 def _image_digest(source: Any) -> str:
@@ -46,47 +63,182 @@ def _image_digest(source: Any) -> str:
     return hashlib.sha256(Path(source).read_bytes()).hexdigest()
 
 
-class CachedFeatures:
-    """Features and presence masks of every row of one dataset, per fusion input."""
+@dataclass
+class CachedInputs:
+    """A batch from the cache: features (and masks) of fully frozen inputs, and per-image
+    activations at the cut (with their owner rows) of inputs cut for partial fine-tuning."""
 
-    def __init__(self, features: dict[str, Tensor], masks: dict[str, Tensor]) -> None:
+    size: int
+    features: dict[str, Tensor]
+    masks: dict[str, Tensor]
+    activations: dict[str, tuple[Tensor, Tensor]] = field(default_factory=dict)
+
+    def __iter__(self) -> Iterator[dict[str, Tensor]]:
+        """``features, masks = inputs`` for caches without cut inputs (else call :meth:`resolve`)."""
+        if self.activations:
+            raise TypeError("cached activations at a cut need the model: call .resolve(model)")
+        return iter((self.features, self.masks))
+
+    def resolve(self, model: FashionModel) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """Every input's features: activations run through the stages above their cut."""
+        if not self.activations:
+            return self.features, self.masks
+        features, masks = dict(self.features), dict(self.masks)
+        for name, (values, owner) in self.activations.items():
+            backbone = model.backbones[InputName.parse(name).backbone]
+            if owner.numel() == 0:
+                features[name] = torch.zeros(self.size, backbone.output_dim, device=values.device)
+                masks[name] = torch.zeros(self.size, dtype=torch.bool, device=values.device)
+                continue
+            out = backbone.forward_above(values, backbone.train_from).float()  # type: ignore[arg-type]
+            features[name], masks[name] = _masked_mean(out, owner, self.size)
+        return features, masks
+
+
+class CachedFeatures:
+    """Cached entries of every row of one dataset, per fusion input: features and presence masks,
+    or (cut inputs) activations of every image with each row's first image and image count."""
+
+    def __init__(
+        self,
+        features: dict[str, Tensor],
+        masks: dict[str, Tensor],
+        activations: dict[str, tuple[Tensor, Tensor, Tensor]] | None = None,
+    ) -> None:
         self.features = features
         self.masks = masks
+        self.activations = activations or {}
 
     def to(self, device: torch.device | str) -> CachedFeatures:
         return CachedFeatures(
             {k: v.to(device) for k, v in self.features.items()},
             {k: v.to(device) for k, v in self.masks.items()},
+            {k: tuple(t.to(device) for t in v) for k, v in self.activations.items()},  # type: ignore[misc]
         )
 
-    def gather(self, rows: Tensor) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-        return (
+    def gather(self, rows: Tensor) -> CachedInputs:
+        """The entries of ``rows`` (call :meth:`CachedInputs.resolve` for the features)."""
+        activations: dict[str, tuple[Tensor, Tensor]] = {}
+        for name, (values, starts, counts) in self.activations.items():
+            first, count = starts.index_select(0, rows), counts.index_select(0, rows)
+            owner = torch.repeat_interleave(torch.arange(len(rows), device=rows.device), count)
+            offsets = torch.cumsum(count, 0) - count
+            within = torch.arange(int(count.sum()), device=rows.device) - offsets.repeat_interleave(count)
+            activations[name] = (values.index_select(0, first.repeat_interleave(count) + within), owner)
+        return CachedInputs(
+            len(rows),
             {k: v.index_select(0, rows) for k, v in self.features.items()},
             {k: v.index_select(0, rows) for k, v in self.masks.items()},
+            activations,
         )
+
+
+class FillProgress:
+    """Progress of a cache fill: rows/s and ETA on a terminal bar (``show``), and a plain log
+    line every ``every`` seconds and at the end either way."""
+
+    def __init__(self, what: str, total: int, *, show: bool | None = None, every: float = 10.0) -> None:
+        self.what, self.total, self.every = what, total, every
+        self.done = 0
+        self.started = self.last_line = time.perf_counter()
+        self.bar: Any = None
+        if (sys.stderr.isatty() if show is None else show) and total:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+            )
+
+            self.bar = Progress(
+                TextColumn(f"feature cache {what}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), transient=False,
+            )
+            self.bar.start()
+            self.task = self.bar.add_task(what, total=total, rate="")
+
+    def line(self) -> str:
+        elapsed = max(time.perf_counter() - self.started, 1e-9)
+        rate = self.done / elapsed
+        eta = (self.total - self.done) / rate if rate > 0 else float("inf")
+        eta_text = f"{eta:.0f}s" if eta != float("inf") else "?"
+        return f"feature cache {self.what}: {self.done}/{self.total} rows, {rate:.1f} rows/s, ETA {eta_text}"
+
+    def update(self, rows: int) -> None:
+        self.done += rows
+        if self.bar is not None:
+            elapsed = max(time.perf_counter() - self.started, 1e-9)
+            self.bar.update(self.task, completed=self.done, rate=f"{self.done / elapsed:.1f} rows/s")
+        now = time.perf_counter()
+        if now - self.last_line >= self.every and self.done < self.total:
+            self.last_line = now
+            log.info("%s", self.line())
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+        if self.total:
+            log.info("%s (done in %.1fs)", self.line(), time.perf_counter() - self.started)
+
+
+@contextlib.contextmanager
+def _fill_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock on ``path`` (``fcntl.flock``; a no-op where there is none)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("feature cache %s is being filled by another run; waiting for it", path.parent)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 class FeatureCache:
-    """The on-disk cache for one model's (frozen) backbones."""
+    """The on-disk cache for one model's frozen backbones (or frozen parts below a cut)."""
 
-    def __init__(self, directory: str | Path, model: FashionModel) -> None:
+    def __init__(
+        self, directory: str | Path, model: FashionModel, *, chunk_rows: int = CHUNK_ROWS, precision: str = "fp32"
+    ) -> None:
         self.directory = Path(directory)
+        self.precision = precision  # the fill's autocast: bf16 entries never mix with fp32 ones
         self.model = model
+        self.chunk_rows = chunk_rows
         self._prefixes: dict[str, str] = {}
         self.hits = 0
         self.misses = 0
 
     # ------------------------------------------------------------------ keys
 
+    def cut_of(self, name: str) -> str | None:
+        """The cut point of a fusion input's backbone (``None``: whole backbone frozen)."""
+        return getattr(self.model.backbones[InputName.parse(name).backbone], "train_from", None)
+
     def input_prefix(self, name: str) -> str:
         """``<input>-<fingerprint>``: the folder of one fusion input's entries."""
         if name not in self._prefixes:
             parsed = InputName.parse(name)
-            digest = hashlib.sha256(self.model.backbones[parsed.backbone].fingerprint().encode())
+            backbone = self.model.backbones[parsed.backbone]
+            cut = self.cut_of(name)
+            frozen = backbone.below_fingerprint(cut) if cut is not None else backbone.fingerprint()
+            digest = hashlib.sha256(frozen.encode())
+            if self.precision != "fp32":
+                digest.update(f"|{self.precision}|".encode())
             if parsed.view is not None:
                 digest.update(f"|{parsed.view}|".encode())
                 digest.update(self.model.croppers[parsed.view].fingerprint().encode())
             safe = name.replace(":", "_").replace("/", "_")
+            if cut is not None:
+                safe += f"@{cut}"
             self._prefixes[name] = f"{safe}-{digest.hexdigest()[:20]}"
         return self._prefixes[name]
 
@@ -125,47 +277,81 @@ class FeatureCache:
                 index[key] = (chunk, row)
         return index
 
-    def _write(self, name: str, keys: list[str], features: Tensor, masks: Tensor) -> None:
+    def _write(self, name: str, keys: list[str], tensors: dict[str, Tensor]) -> None:
         from safetensors.torch import save_file
 
         folder = self.directory / self.input_prefix(name)
-        folder.mkdir(parents=True, exist_ok=True)
         digest = hashlib.sha256("".join(keys).encode()).hexdigest()[:16]
-        target = folder / f"chunk-{digest}.safetensors"
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".chunk-", suffix=".tmp")
-        os.close(fd)
-        try:
+        with atomic_writer(folder / f"chunk-{digest}.safetensors") as tmp:
             save_file(
-                {"features": features.contiguous(), "masks": masks.contiguous()},
-                tmp,
+                {k: v.contiguous() for k, v in tensors.items()}, str(tmp),
                 metadata={"keys": json.dumps(keys), "input": name},
             )
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
 
-    def _read(self, name: str, keys: list[str], index: dict[str, tuple[Path, int]]) -> tuple[Tensor, Tensor]:
+    def _read(self, name: str, keys: list[str], index: dict[str, tuple[Path, int]]) -> tuple[Tensor, ...]:
         from safetensors import safe_open
 
-        dim = self.model.input_dims[name]
-        features = torch.zeros(len(keys), dim)
-        masks = torch.zeros(len(keys), dtype=torch.bool)
         by_file: dict[Path, list[tuple[int, int]]] = {}
         for i, key in enumerate(keys):
             chunk, row = index[key]
             by_file.setdefault(chunk, []).append((i, row))
+        if self.cut_of(name) is None:
+            features = torch.zeros(len(keys), self.model.input_dims[name])
+            masks = torch.zeros(len(keys), dtype=torch.bool)
+            for chunk, pairs in by_file.items():
+                with safe_open(str(chunk), framework="pt") as f:
+                    stored_features, stored_masks = f.get_tensor("features"), f.get_tensor("masks")
+                targets = torch.tensor([i for i, _ in pairs])
+                sources = torch.tensor([r for _, r in pairs])
+                features[targets] = stored_features[sources].float()
+                masks[targets] = stored_masks[sources].bool()
+            return features, masks
+        # activations at a cut: every row's images, in row order
+        pieces: list[Tensor | None] = [None] * len(keys)
         for chunk, pairs in by_file.items():
             with safe_open(str(chunk), framework="pt") as f:
-                stored_features = f.get_tensor("features")
-                stored_masks = f.get_tensor("masks")
-            targets = torch.tensor([i for i, _ in pairs])
-            sources = torch.tensor([r for _, r in pairs])
-            features[targets] = stored_features[sources].float()
-            masks[targets] = stored_masks[sources].bool()
-        return features, masks
+                values, counts = f.get_tensor("activations"), f.get_tensor("counts")
+            starts = torch.cumsum(counts, 0) - counts
+            for i, row in pairs:
+                pieces[i] = values[int(starts[row]) : int(starts[row] + counts[row])]
+        counts = torch.tensor([p.shape[0] for p in pieces], dtype=torch.long)  # type: ignore[union-attr]
+        present = [p for p in pieces if p is not None and p.shape[0]]
+        values = torch.cat(present) if present else torch.zeros(0)
+        return values, torch.cumsum(counts, 0) - counts, counts
 
     # ------------------------------------------------------------------ fill + load
+
+    def _encode(self, products: list[Product], names: list[str], autocast: Any) -> dict[str, dict[str, Tensor]]:
+        """One chunk's entries per input: features + masks, or activations + counts at a cut."""
+        model = self.model
+        batch = model.prepare(products).to(model.device)
+        out: dict[str, dict[str, Tensor]] = {}
+        with autocast() if autocast is not None else contextlib.nullcontext():
+            for name in names:  # fully frozen inputs (not model.encode: a cut input runs below only)
+                if self.cut_of(name) is not None:
+                    continue
+                payload, owner = batch.inputs[name]
+                backbone = model.backbones[InputName.parse(name).backbone]
+                if owner.numel() == 0 or payload is None:
+                    features = torch.zeros(len(products), backbone.output_dim)
+                    masks = torch.zeros(len(products), dtype=torch.bool)
+                else:
+                    features, masks = _masked_mean(backbone(payload).float(), owner, len(products))
+                out[name] = {"features": features.float().cpu(), "masks": masks.cpu()}
+            for name in names:
+                cut = self.cut_of(name)
+                if cut is None:
+                    continue
+                payload, owner = batch.inputs[name]
+                backbone = model.backbones[InputName.parse(name).backbone]
+                counts = torch.bincount(owner.cpu(), minlength=len(products))
+                if owner.numel() == 0 or payload is None:
+                    values = torch.zeros(0)
+                else:
+                    values = backbone.forward_below(payload, cut).float().cpu()
+                    values = values[torch.argsort(owner.cpu(), stable=True)]
+                out[name] = {"activations": values, "counts": counts}
+        return out
 
     def fill(
         self,
@@ -173,9 +359,18 @@ class FeatureCache:
         *,
         batch_size: int = 64,
         autocast: Callable[[], contextlib.AbstractContextManager[Any]] | None = None,
+        progress: bool | None = None,
     ) -> int:
-        """Compute and store the entries this dataset lacks; returns how many products ran."""
+        """Compute and store the entries this dataset lacks, a chunk at a time; returns how many
+        products ran. Resumes a killed fill; waits for another run filling the same inputs."""
         keys = self.product_keys(dataset.products, dataset.image_digests)
+        lock = self.directory / f".fill-{hashlib.sha256('|'.join(sorted(self.input_prefix(n) for n in keys)).encode()).hexdigest()[:16]}.lock"
+        with _fill_lock(lock):
+            return self._fill(dataset, keys, batch_size, autocast, progress)
+
+    def _fill(
+        self, dataset: LabeledDataset, keys: dict[str, list[str]], batch_size: int, autocast: Any, progress: bool | None
+    ) -> int:
         indexes = {name: self._index(name) for name in keys}
         missing = [
             i for i in range(len(dataset))
@@ -188,48 +383,58 @@ class FeatureCache:
         model = self.model
         modes = {k: b.training for k, b in model.backbones.items()}
         model.backbones.eval()
-        new_features: dict[str, list[Tensor]] = {name: [] for name in keys}
-        new_masks: dict[str, list[Tensor]] = {name: [] for name in keys}
+        meter = FillProgress(dataset.name, len(missing), show=progress)
+        chunk = max(self.chunk_rows, batch_size)
         try:
             with torch.inference_mode():
-                for start in range(0, len(missing), batch_size):
-                    rows = missing[start : start + batch_size]
-                    batch = model.prepare([dataset.products[i] for i in rows])
-                    with autocast() if autocast is not None else contextlib.nullcontext():
-                        features, masks = model.encode(batch)
+                for start in range(0, len(missing), chunk):
+                    rows = missing[start : start + chunk]
+                    parts: dict[str, dict[str, list[Tensor]]] = {n: {} for n in keys}
+                    for b in range(0, len(rows), batch_size):
+                        sub = rows[b : b + batch_size]
+                        for name, tensors in self._encode([dataset.products[i] for i in sub], list(keys), autocast).items():
+                            for k, v in tensors.items():
+                                parts[name].setdefault(k, []).append(v)
+                        meter.update(len(sub))
                     for name in keys:
-                        new_features[name].append(features[name].float().cpu())
-                        new_masks[name].append(masks[name].cpu())
+                        self._store(name, [keys[name][i] for i in rows], parts[name], indexes[name])
         finally:
+            meter.close()
             for key, mode in modes.items():
                 model.backbones[key].train(mode)
-        for name in keys:
-            seen: dict[str, int] = {}
-            order = []
-            for position, i in enumerate(missing):
-                key = keys[name][i]
-                if key not in indexes[name] and key not in seen:
-                    seen[key] = position
-                    order.append(position)
-            if not order:
-                continue
-            take = torch.tensor(order)
-            self._write(
-                name,
-                [keys[name][missing[p]] for p in order],
-                torch.cat(new_features[name])[take],
-                torch.cat(new_masks[name])[take],
-            )
         return len(missing)
 
+    def _store(self, name: str, row_keys: list[str], parts: dict[str, list[Tensor]], index: dict[str, Any]) -> None:
+        """Write one chunk of an input: the rows whose keys are new (each key once)."""
+        keep = [p for p, key in enumerate(row_keys) if key not in index and row_keys.index(key) == p]
+        if not keep:
+            return
+        take = torch.tensor(keep)
+        if "features" in parts:
+            tensors = {"features": torch.cat(parts["features"])[take], "masks": torch.cat(parts["masks"])[take]}
+        else:
+            counts = torch.cat(parts["counts"])
+            values = torch.cat(parts["activations"]) if counts.sum() else torch.zeros(0)
+            starts = torch.cumsum(counts, 0) - counts
+            pieces = [values[int(starts[p]) : int(starts[p] + counts[p])] for p in keep]
+            tensors = {"activations": torch.cat(pieces) if counts[take].sum() else torch.zeros(0), "counts": counts[take]}
+        self._write(name, [row_keys[p] for p in keep], tensors)
+        for p in keep:
+            index[row_keys[p]] = True
+
     def load(self, dataset: LabeledDataset) -> CachedFeatures:
-        """Every row's features from disk (call :meth:`fill` first)."""
+        """Every row's entries from disk (call :meth:`fill` first)."""
         keys = self.product_keys(dataset.products, dataset.image_digests)
         features: dict[str, Tensor] = {}
         masks: dict[str, Tensor] = {}
+        activations: dict[str, tuple[Tensor, Tensor, Tensor]] = {}
         for name, names_keys in keys.items():
-            features[name], masks[name] = self._read(name, names_keys, self._index(name))
-        return CachedFeatures(features, masks)
+            read = self._read(name, names_keys, self._index(name))
+            if self.cut_of(name) is None:
+                features[name], masks[name] = read
+            else:
+                activations[name] = read  # type: ignore[assignment]
+        return CachedFeatures(features, masks, activations)
 
 
-__all__ = ["CachedFeatures", "FeatureCache"]
+__all__ = ["CHUNK_ROWS", "CachedFeatures", "CachedInputs", "FeatureCache", "FillProgress"]

@@ -13,9 +13,7 @@ A checkpoint is two files and a pointer:
 from __future__ import annotations
 
 import json
-import os
 import random
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -29,39 +27,18 @@ POINTER = "checkpoint.json"
 
 
 def _atomic(path: Path, write: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """``write(tmp)`` then rename over ``path``; the file gets the umask's permissions."""
+    from .._files import atomic_writer
 
-
-def safetensors_state(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """CPU, contiguous tensors with no shared storage (what safetensors accepts)."""
-    out: dict[str, Tensor] = {}
-    seen: set[tuple[int, int]] = set()
-    for key, tensor in state.items():
-        t = tensor.detach().cpu().contiguous()
-        ident = (t.untyped_storage().data_ptr(), t.storage_offset()) if t.numel() else (id(t), 0)
-        if ident in seen:
-            t = t.clone()
-        seen.add(ident)
-        out[key] = t
-    return out
+    with atomic_writer(path) as tmp:
+        write(str(tmp))
 
 
 def save_tensors(state: Mapping[str, Tensor], path: str | Path) -> Path:
     """Write tensors to a safetensors file atomically."""
-    from safetensors.torch import save_file
+    from ..weights import safetensors_ready, save_safetensors
 
-    path = Path(path)
-    tensors = safetensors_state(state)
-    _atomic(path, lambda tmp: save_file(tensors, tmp))
-    return path
+    return save_safetensors(safetensors_ready(state), path)
 
 
 def load_tensors(path: str | Path) -> dict[str, Tensor]:
@@ -143,7 +120,6 @@ __all__ = [
     "load_checkpoint",
     "load_tensors",
     "rng_state",
-    "safetensors_state",
     "save_checkpoint",
     "save_tensors",
     "set_rng_state",

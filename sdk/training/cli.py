@@ -54,7 +54,14 @@ def train_command(
         "seed": seed,
         "device": device,
     }
+    from ..errors import ConfigError
+
     config = TrainConfig.load(config_path).with_overrides(**overrides)
+    if config.model is None:
+        raise ConfigError(
+            f"{config_path} has no model to train: add a [model] table (views, backbones, fusion, "
+            'attributes; see docs/training.md) or a `model = "spec.toml"` line.'
+        )
     trainer = Trainer(None, config)
     result = trainer.fit()
     if not trainer.is_main:
@@ -69,6 +76,10 @@ def train_command(
     )
     if result.evaluation is not None:
         console.print(result.evaluation.table())
+    if result.unvalidated:
+        from .runtime import unvalidated_message
+
+        console.print(f"warning: {unvalidated_message(result.unvalidated)}", highlight=False)
     for report in result.data_reports:
         if report.problems:
             console.print(
@@ -84,7 +95,7 @@ def train_command(
 @click.argument("data", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Write metrics.json and confusion-matrix PNGs here.")
+              help="Write metrics.json, confusion-matrix and reliability-diagram PNGs here.")
 @click.option("--split", default="test", show_default=True, help="Manifest to read inside a dataset folder.")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
@@ -103,8 +114,9 @@ def evaluate_command(
 ) -> None:
     """Score MODEL (a bundle folder or URI) on labeled DATA (manifests or dataset folders).
 
-    Prints accuracy and macro-F1 per attribute; --json prints per-class precision, recall, F1,
-    support and confusion matrices too.
+    Prints accuracy and macro-F1 per attribute and, for a calibrated or scoped model, ECE
+    before/after calibration, precision/coverage at the abstention threshold and applicability;
+    --json prints per-class precision, recall, F1, support and confusion matrices too.
     """
     from rich.console import Console
 
@@ -123,11 +135,14 @@ def evaluate_command(
         return
     console = Console()
     console.print(report.table())
+    if report.trust is not None:  # calibration, abstention and applicability (docs/trust.md)
+        for line in report.trust.lines():
+            console.print(f"trust {line}", highlight=False)
     for data_report in report.data:
         if data_report.problems:
             console.print(data_report.summary(), highlight=False)
     if out_dir is not None:
-        console.print(f"metrics.json and confusion matrices written to {out_dir}")
+        console.print(f"metrics.json, confusion matrices and reliability diagrams written to {out_dir}")
 
 
 __all__ = ["evaluate_command", "train_command"]

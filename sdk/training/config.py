@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator
 
 from .._config import StrictModel, explain_validation_error
 from ..errors import ConfigError
@@ -18,7 +18,20 @@ from ..spec import ModelSpec, load_config_file
 MANIFEST_SUFFIXES = (".csv", ".jsonl", ".ndjson", ".parquet")
 
 
-class DatasetConfig(StrictModel):
+class _Config(StrictModel):
+    """Training config models: unknown keys refused, assignments validated at once, and every
+    field documented by the docstring under it (the generated reference, ``docs/config.md``)."""
+
+    model_config = ConfigDict(validate_assignment=True, use_attribute_docstrings=True)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        try:
+            super().__setattr__(name, value)
+        except ValidationError as exc:
+            raise ConfigError(f"invalid {type(self).__name__}.{name}: {explain_validation_error(exc)}") from None
+
+
+class DatasetConfig(_Config):
     """One labeled dataset.
 
     ``path`` is a manifest file (CSV, JSONL, Parquet) or a folder holding ``<split>.csv``
@@ -27,9 +40,13 @@ class DatasetConfig(StrictModel):
     """
 
     name: str
+    """The dataset's name (unique in a run): reports, history and the feature cache use it."""
     path: Path
+    """A manifest file (`.csv`, `.jsonl`, `.parquet`) or a folder holding `<split>.csv|jsonl|parquet`; relative to the config file."""
     attributes: list[str] | None = None
+    """The attribute columns this dataset labels; default: every column named like one of the model's attributes."""
     split: str = "train"
+    """With a folder `path`: the manifest file's stem (`train` reads `train.csv`)."""
 
     def manifest_path(self) -> Path:
         """The manifest file: ``path`` itself, or ``path/<split>.<csv|jsonl|parquet>``."""
@@ -43,68 +60,124 @@ class DatasetConfig(StrictModel):
                 f"{self.split}.jsonl or {self.split}.parquet; set `split` or point `path` at a "
                 "manifest file."
             )
+        if not self.path.exists():
+            raise ConfigError(
+                f"dataset {self.name!r}: {self.path} does not exist; check `path` (relative paths "
+                "are relative to the config file)."
+            )
         return self.path
 
 
-class OptimizerConfig(StrictModel):
+class OptimizerConfig(_Config):
     """AdamW with one learning rate for backbones and one for fusion + heads."""
 
     lr_backbone: float = Field(1e-4, ge=0.0)
+    """Learning rate of backbone parameters (the blocks above a cut point included)."""
     lr_head: float = Field(1e-3, ge=0.0)
+    """Learning rate of fusion, heads and loss-combination parameters."""
     weight_decay: float = Field(0.01, ge=0.0)
+    """AdamW weight decay (never applied to biases and norm weights)."""
     betas: tuple[float, float] = (0.9, 0.999)
+    """AdamW betas."""
 
 
-class ScheduleConfig(StrictModel):
+class ScheduleConfig(_Config):
     """Linear warmup over ``warmup_steps``, then cosine decay to ``min_lr_ratio`` (or constant)."""
 
     warmup_steps: int = Field(0, ge=0)
+    """Steps of linear warmup from 0 to the learning rates."""
     cosine: bool = True
+    """Cosine decay over the run's steps after warmup; `false`: constant."""
     min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0)
+    """The cosine decay's floor, as a fraction of the learning rates."""
 
 
-class TrainConfig(StrictModel):
-    """Everything a training run needs. Build it in code or load it with :meth:`load`."""
+class TrainConfig(_Config):
+    """Everything a training run needs. Build it in code or load it with `TrainConfig.load(path)`."""
 
     model: ModelSpec | None = None
+    """The model spec (a table, or the path of a spec file); default: the model given to the `Trainer`."""
     datasets: list[DatasetConfig] = Field(min_length=1)
+    """The training datasets (`[[datasets]]` tables: `name`, `path`, `attributes`, `split`)."""
     validation: list[DatasetConfig] | None = None
+    """Validation datasets; default: `val_fraction` of each training dataset is held out."""
+    test: list[DatasetConfig] | None = None
+    """Held-out test datasets (`split = "test"` for a catalog folder): scored once with the kept weights at the end, never used to choose them; the bundle's model card reports them as test metrics."""
+    name: str | None = None
+    """The model's name, e.g. `local://shop` or `hf://org/shop` (the URI you will publish it under): the model card's load example and title use it."""
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    """Without `validation`: the fraction of each dataset held out (stratified, seeded)."""
 
     sampler: str = "proportional"
+    """How an epoch's steps are drawn: `proportional`, `round_robin`, `temperature`, `all_tasks` or a plugin's."""
     sampler_options: dict[str, Any] = Field(default_factory=dict)
+    """Options of the sampler (e.g. `{temperature = 2.0}`)."""
     loss: str = "sum"
+    """How the per-attribute losses combine: `sum`, `mean`, `uncertainty`, `dwa`, `pcgrad` or a plugin's."""
     loss_options: dict[str, Any] = Field(default_factory=dict)
+    """Options of the loss combination (e.g. `{temperature = 2.0}` for `dwa`)."""
     class_weights: Literal["balanced"] | None = None
+    """`balanced`: weight each class by n / (C · n_c) over the training rows; default: unweighted."""
 
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    """AdamW settings (`[optimizer]` table: `lr_backbone`, `lr_head`, `weight_decay`, `betas`)."""
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    """Learning-rate schedule (`[schedule]` table: `warmup_steps`, `cosine`, `min_lr_ratio`)."""
     epochs: int = Field(10, ge=1)
+    """Epochs to train (an epoch is what the sampler schedules)."""
     batch_size: int = Field(32, ge=1)
+    """Rows per training batch (per dataset part with `all_tasks`)."""
     eval_batch_size: int | None = Field(None, ge=1)
+    """Rows per batch when scoring validation and filling the feature cache; default: `batch_size` (at least 64 for the cache)."""
     grad_clip: float | None = Field(1.0, gt=0.0)
+    """Clip the gradient norm to this; `null`: no clipping."""
     freeze: list[str] = Field(default_factory=list)
+    """Parameter groups that do not train: `image-backbone`, `text-backbone`, `backbones`, `fusion`, `heads`, a component path (`heads/color`), or a backbone frozen below a cut point, `image-backbone@layer4` / `backbones/image@2` (partial fine-tuning: only the blocks from the cut up train)."""
+    modality_dropout: float = Field(0.0, ge=0.0, le=1.0)
+    """Probability, per product and step, of hiding its images or its text (half the time each) when it has both, so each modality alone gives sensible answers; 0 turns it off (the demo uses 0.3)."""
     seed: int = 0
+    """Seeds torch, `random`, NumPy and every shuffle: a run is reproducible."""
+    calibrate: bool = True
+    """At the end, fit each attribute's temperature (calibrated scores) and abstention threshold on the validation data (`fashion.trust`, docs/trust.md)."""
+    min_precision: float | None = Field(0.95, gt=0.0, le=1.0)
+    """The precision `abstain=True` predictions aim for: each attribute's threshold is chosen on validation to reach it; `null`: no threshold."""
     early_stopping_patience: int | None = Field(None, ge=1)
+    """Stop after this many epochs without a better validation score; default: never."""
     max_steps: int | None = Field(None, ge=1)
+    """Stop after this many optimizer steps in all; default: no cap."""
 
     output_dir: Path = Path("runs/train")
+    """Where history, reports, checkpoints, best weights, evaluation and the bundle go."""
     resume: bool = False
+    """Continue the checkpoint in `output_dir` from the exact step it stopped at."""
     checkpoint_every: int | None = Field(None, ge=1)
+    """Also checkpoint every this many steps (always at epoch ends)."""
     save_bundle: bool = True
+    """Write the trained model as a bundle to `output_dir/bundle`."""
 
     num_workers: int = Field(0, ge=0)
+    """DataLoader worker processes running `model.prepare` (decode, crop, preprocess)."""
     cache_dir: Path | None = None
+    """Folder of the feature cache; default `output_dir/feature-cache`. Point several runs at one folder to share it."""
     feature_cache: bool = True
+    """Cache the outputs of frozen backbones (or of the frozen part below a cut point) and train on them."""
     on_unknown_label: Literal["error", "skip"] = "error"
+    """A label no taxonomy knows: `error` stops the run naming file:line and value; `skip` reports it and leaves the cell unlabeled."""
     on_bad_row: Literal["error", "skip"] = "skip"
+    """A missing, empty or undecodable image, or text that is not text: `skip` reports it and leaves the row out; `error` stops."""
     verify_images: bool = True
+    """Open and decode every image once when a dataset loads (bad rows are found before training starts)."""
     taxonomies: Path | None = None
+    """A project taxonomy file (label synonyms), see `fashion.taxonomy`."""
 
     device: str = "auto"
+    """`auto` (CUDA when available, else the CPU), `cpu`, `cuda` or `cuda:N`."""
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    """`auto`: bf16 autocast on CUDA with bf16 (fp16 + gradient scaler without) and on a CPU with native bf16 (AVX512-BF16/AMX), fp32 elsewhere; `bf16`/`fp16`/`fp32` force one (an unsupported choice falls back to fp32 with a warning). The run's choice is logged and recorded in the history."""
     pretrained: bool = True
+    """Load the backbones' pretrained weights when the model is built from `model` (false: random init)."""
     progress: bool | None = None
+    """Show progress (training bar, feature-cache fill); default: when stderr is a terminal. Plain log lines are written either way."""
 
     @field_validator("model", mode="before")
     @classmethod
@@ -124,10 +197,7 @@ class TrainConfig(StrictModel):
         try:
             config = cls.model_validate(data)
         except ValidationError as exc:
-            raise ConfigError(
-                f"invalid {source}: {explain_validation_error(exc)}. "
-                f"Accepted keys: {', '.join(cls.model_fields)}."
-            ) from None
+            raise ConfigError(f"invalid {source}: {explain_validation_error(exc, model=cls)}.") from None
         check_compatible(config.sampler, config.loss)
         return config
 
@@ -156,7 +226,7 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
             data[key] = fix(data[key])
     if isinstance(data.get("model"), str):
         data["model"] = fix(data["model"])
-    for key in ("datasets", "validation"):
+    for key in ("datasets", "validation", "test"):
         if isinstance(data.get(key), list):
             data[key] = [
                 {**item, "path": fix(item["path"])} if isinstance(item, dict) and "path" in item

@@ -25,6 +25,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from .._files import sha256_file
 from ..errors import ConfigError, DataError
 from ..inputs import Product
 from ..manifest import iter_manifest, manifest_columns, row_to_product
@@ -39,7 +40,11 @@ MAX_LISTED_PROBLEMS = 10
 
 @dataclass
 class Problem:
-    """One unusable row or label: where it is, what it holds and why it was not used."""
+    """One unusable row or label: where it is, what it holds and why it was not used.
+
+    ``row`` is the line of the file the record starts on, header counted (so ``train.csv:7`` is
+    what an editor shows as line 7); for Parquet, which has no lines, the 1-based row.
+    """
 
     file: str
     row: int | None
@@ -104,32 +109,6 @@ class DataReport:
 # --------------------------------------------------------------------------- normalizers
 
 
-class _ExactNormalizer:
-    """Fallback for label vocabularies a Taxonomy refuses: case/spacing-insensitive exact match."""
-
-    def __init__(self, labels: Sequence[str], synonyms: Mapping[str, str], multilabel: bool) -> None:
-        from fashion.taxonomy import normalize_text
-
-        self._fold = normalize_text
-        self.table = {normalize_text(k): v for k, v in synonyms.items()}
-        self.table.update({normalize_text(label): label for label in labels})
-        self.multilabel = multilabel
-
-    def resolve(self, value: Any) -> Any:
-        from fashion.taxonomy import Resolution
-
-        if value is None or (isinstance(value, float) and value != value):
-            return Resolution(None, True)
-        text = str(value)
-        if not text.strip():
-            return Resolution(None, True)
-        parts = text.split("|") if self.multilabel else [text]
-        found = [self.table.get(self._fold(p)) for p in parts if p.strip()]
-        if not found or any(f is None for f in found):
-            return Resolution(None, False)
-        return Resolution("|".join(sorted(set(found))) if self.multilabel else found[0], False)
-
-
 def label_normalizers(
     model: FashionModel, taxonomies: str | Path | None = None
 ) -> dict[str, Any]:
@@ -139,12 +118,7 @@ def label_normalizers(
     (``taxonomies``), and the built-in taxonomy of the same name. Synonyms pointing at labels the
     model does not have are ignored (such values are reported as unknown).
     """
-    from fashion.taxonomy import (
-        Taxonomy,
-        builtin_taxonomies,
-        load_project_taxonomies,
-        normalize_text,
-    )
+    from fashion.taxonomy import builtin_taxonomies, load_project_taxonomies, normalize_text
 
     builtin = builtin_taxonomies()
     project = load_project_taxonomies(taxonomies) if taxonomies is not None else {}
@@ -164,12 +138,9 @@ def label_normalizers(
                 if target in labels and key and key not in seen:
                     seen[key] = target
                     synonyms[word] = target
-        try:
-            out[attribute] = Taxonomy(
-                name=attribute, labels=labels, synonyms=synonyms, multilabel=multilabel
-            )
-        except ValueError:
-            out[attribute] = _ExactNormalizer(labels, synonyms, multilabel)
+        out[attribute] = type(spec).model_validate(
+            {**spec.model_dump(), "synonyms": synonyms, "multilabel": multilabel}
+        )
     return out
 
 
@@ -243,14 +214,6 @@ class LabeledDataset(torch.utils.data.Dataset):
         return counts
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def check_image(path: str) -> tuple[str | None, str | None]:
     """``(sha256 of the bytes, None)`` for a readable image, else ``(None, reason)``."""
     from PIL import Image
@@ -305,7 +268,7 @@ def load_dataset(
             f"columns are {columns}. Rename the label columns to attribute names or set `attributes`."
         )
     normalizers = normalizers if normalizers is not None else label_normalizers(model, taxonomies)
-    report = DataReport(config.name, str(path), attributes, sha256=file_sha256(path))
+    report = DataReport(config.name, str(path), attributes, sha256=sha256_file(path))
     report.missing_labels = dict.fromkeys(attributes, 0)
     products: list[Product] = []
     labels: dict[str, list[str | None]] = {a: [] for a in attributes}
@@ -316,11 +279,12 @@ def load_dataset(
 
     for record in iter_manifest(path):
         report.rows_read += 1
+        line = record.line if record.line is not None else record.row  # the file's line (header counted)
         problems: list[Problem] = []
         try:
             product = row_to_product(record, path)
         except DataError as exc:
-            problem = Problem(str(path), record.row, None, None, f"unreadable row: {exc}")
+            problem = Problem(str(path), line, None, None, f"unreadable row: {exc}")
             report.problems.append(problem)
             bad_rows.append(problem)
             report.rows_skipped += 1
@@ -332,12 +296,12 @@ def load_dataset(
             for image in product.images:
                 digest, reason = check_image(image)
                 if reason is not None:
-                    problems.append(Problem(str(path), record.row, "images", image, reason))
+                    problems.append(Problem(str(path), line, "images", image, reason))
                 else:
                     row_digests.append(digest or "")
         if not product.images and not product.text_fields():
             problems.append(
-                Problem(str(path), record.row, None, None, "the product has no images and no text")
+                Problem(str(path), line, None, None, "the product has no images and no text")
             )
         if problems:
             report.problems.extend(problems)
@@ -351,7 +315,7 @@ def load_dataset(
             if resolution.unknown:
                 known_labels = model.spec.attributes[attribute].labels
                 problem = Problem(
-                    str(path), record.row, attribute, raw,
+                    str(path), line, attribute, raw,
                     f"unknown label (known: {', '.join(known_labels)}); add a synonym to the "
                     "attribute's spec or the project taxonomy",
                 )
@@ -361,15 +325,18 @@ def load_dataset(
             if resolution.missing:
                 report.missing_labels[attribute] += 1
             values[attribute] = resolution.label
+        for attribute in attributes:  # a label given out of the attribute's scope is not trained on
+            if model.spec.attributes[attribute].applies(values) is False:
+                values[attribute] = None
         if all(v is None for v in values.values()):
             report.problems.append(
-                Problem(str(path), record.row, None, None,
+                Problem(str(path), line, None, None,
                         f"no usable label for any of {attributes}; row not used")
             )
             report.rows_skipped += 1
             continue
         products.append(product)
-        rows.append(record.row)
+        rows.append(line)
         if digests is not None:
             digests.append(tuple(row_digests))
         for attribute, value in values.items():

@@ -155,6 +155,9 @@ class EvaluationReport:
     attributes: dict[str, AttributeMetrics]
     per_dataset: dict[str, dict[str, AttributeMetrics]] = field(default_factory=dict)
     data: list[DataReport] = field(default_factory=list)
+    trust: Any = None
+    """A :class:`fashion.trust.TrustReport`: ECE before/after calibration, precision/coverage at
+    the abstention threshold, applicability (``evaluate`` on a calibrated or scoped model)."""
 
     @property
     def mean_macro_f1(self) -> float:
@@ -195,7 +198,7 @@ class EvaluationReport:
                 {k: v for k, v in r.to_dict().items() if k != "problems"} | {"problems": len(r.problems)}
                 for r in self.data
             ],
-        }
+        } | ({"trust": self.trust.summary()} if self.trust is not None else {})
 
     def to_json(self, path: str | Path | None = None) -> str:
         text = json.dumps(self.to_dict(), indent=2)
@@ -277,6 +280,8 @@ class EvaluationReport:
         for attribute, m in self.attributes.items():
             if m.confusion is not None:
                 written.append(self.plot_confusion(attribute, directory / f"confusion_{attribute}.png"))
+        if self.trust is not None:  # trust_<split>.json, reliability and coverage diagrams
+            written += self.trust.save(directory)
         return written
 
 
@@ -291,8 +296,10 @@ def score_datasets(
     num_workers: int = 0,
     features: Sequence[Any | None] | None = None,
     autocast: Callable[[], contextlib.AbstractContextManager[Any]] | None = None,
+    on_rows: Callable[[int], None] | None = None,
 ) -> tuple[dict[str, AttributeMetrics], dict[str, dict[str, AttributeMetrics]]]:
-    """Run the model (eval mode, no gradients) and count; ``features``: cached features per dataset."""
+    """Run the model (eval mode, no gradients) and count; ``features``: cached features per dataset.
+    ``on_rows(n)`` is called as each batch of ``n`` rows is scored (progress)."""
     was_training = model.training
     model.eval()
     device = model.device
@@ -310,12 +317,15 @@ def score_datasets(
                 if cached is not None:
                     for ((_, part),) in steps:
                         index = torch.tensor(part)
-                        feats, masks = cached.gather(index.to(device))
+                        gathered = cached.gather(index.to(device))
                         with autocast() if autocast else contextlib.nullcontext():
+                            feats, masks = gathered.resolve(model)
                             logits = model.head_logits(feats, masks, dataset.attributes)
                         for a in dataset.attributes:
                             t, m = dataset.targets[a]
                             counts[a].update(logits[a], t.index_select(0, index), m.index_select(0, index))
+                        if on_rows is not None:
+                            on_rows(len(part))
                 else:
                     collate = BatchCollator(model, datasets)
                     for parts in iterate_steps(steps, collate, num_workers):
@@ -324,6 +334,8 @@ def score_datasets(
                                 logits = model(batch, dataset.attributes)
                             for a, (t, m) in targets.items():
                                 counts[a].update(logits[a], t, m)
+                            if on_rows is not None:
+                                on_rows(batch.size)
                 per_dataset[dataset.name] = {a: c.metrics(a) for a, c in counts.items()}
                 for a, c in counts.items():
                     overall.setdefault(a, new_counts(model, a)).merge(c)
@@ -354,13 +366,18 @@ def evaluate(
     on_bad_row: Literal["error", "skip"] = "skip",
     plots_dir: str | Path | None = None,
     device: str | torch.device | None = None,
+    trust: bool | None = None,
 ) -> EvaluationReport:
     """Score ``model`` on labeled datasets (manifest paths, dataset folders, configs or loaded).
 
     A folder means ``<folder>/<split>.csv`` (``split`` defaults to ``test``). Unknown labels and
     bad rows are skipped and listed in ``report.data`` (pass ``on_unknown_label="error"`` to
     stop instead). With ``plots_dir``, ``metrics.json`` and confusion-matrix PNGs are written
-    there. ``device`` moves the model first (default: where it is).
+    there. ``device`` moves the model first (default: where it is). ``trust`` (default: when
+    an attribute has a calibration, abstention threshold or ``applies_to``) adds
+    ``report.trust``: ECE before/after calibration, precision and coverage at the abstention
+    threshold and applicability scores (``fashion.trust``, docs/trust.md), with reliability
+    diagrams among the plots.
     """
     if device is not None:
         model.to("cuda" if device == "auto" and torch.cuda.is_available() else "cpu" if device == "auto" else device)
@@ -380,10 +397,20 @@ def evaluate(
                 on_unknown_label=on_unknown_label, on_bad_row=on_bad_row,
             )
         )
-    attributes, per_dataset = score_datasets(
-        model, loaded, batch_size=batch_size, num_workers=num_workers
-    )
+    from fashion.progress import progress
+
+    with progress("evaluate", total=sum(len(d) for d in loaded)) as bar:
+        attributes, per_dataset = score_datasets(
+            model, loaded, batch_size=batch_size, num_workers=num_workers, on_rows=bar.update
+        )
     report = EvaluationReport(attributes, per_dataset, [d.report for d in loaded])
+    if trust is None:
+        trust = any(s.calibration or s.abstention or s.applies_to for s in model.spec.attributes.values())
+    if trust:
+        from fashion.trust.fit import assess_applicability, assess_trust, collect_outputs
+
+        report.trust = assess_trust(model, collect_outputs(model, loaded, batch_size=batch_size), split=split)
+        report.trust.applicability = assess_applicability(model, loaded, batch_size=batch_size)
     if plots_dir is not None:
         report.save(plots_dir)
     return report

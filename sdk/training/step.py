@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from ..inputs import InputName
 from ..model import FashionModel
 from .loader import Part
 from .losses import LossCombiner, PCGradLoss
@@ -18,11 +19,15 @@ class StepModule(nn.Module):
     Only the heads of attributes present in a part's targets run, so a batch from a dataset that
     does not label an attribute gives that head no loss and no gradient. Every loss is the head's
     own ``Head.loss`` (the masked cross-entropy of ``fashion.Head``, or a plugin head's).
+
+    ``modality_dropout`` (training only): the probability that a product with both images and
+    text has one of them (each half the time) hidden for this step, as if the product lacked it,
+    so the heads learn to answer from either modality alone.
     """
 
     def __init__(
         self, model: FashionModel, combiner: LossCombiner, class_weights: dict[str, Tensor],
-        cached: bool, frozen_backbones: bool,
+        cached: bool, frozen_backbones: bool, modality_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         self.model = model
@@ -31,23 +36,52 @@ class StepModule(nn.Module):
         self.cached = cached
         self.frozen_backbones = frozen_backbones
         self.heads = {a: model.task(a) for a in model.attributes}
+        self.modality_dropout = modality_dropout
+        self.modalities = {
+            name: model.backbones[InputName.parse(name).backbone].modality for name in model.input_dims
+        }
 
     def forward(self, parts: Sequence[Part]) -> tuple[Tensor, dict[str, Tensor]]:
         per_task: dict[str, list[Tensor]] = {}
         for inputs, targets in parts:
             if self.cached:
-                features, masks = inputs
+                # cached features; activations at a cut run the stages above it
+                features, masks = inputs.resolve(self.model) if hasattr(inputs, "resolve") else inputs
             elif self.frozen_backbones:
                 with torch.no_grad():
                     features, masks = self.model.encode(inputs)
             else:
                 features, masks = self.model.encode(inputs)
+            if self.modality_dropout > 0 and self.model.training:
+                features, masks = self.drop_modality(features, masks)
             logits = self.model.head_logits(features, masks, list(targets))
             for attribute, (target, mask) in targets.items():
                 loss = self.heads[attribute].loss(logits[attribute], target, mask, self.class_weights.get(attribute))
                 per_task.setdefault(attribute, []).append(loss)
         losses = {a: v[0] if len(v) == 1 else torch.stack(v).mean() for a, v in per_task.items()}
         return self.combiner(losses), losses
+
+    def drop_modality(
+        self, features: dict[str, Tensor], masks: dict[str, Tensor]
+    ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """Hide images or text of some products (new tensors; cached features stay intact)."""
+        present = {
+            kind: torch.stack([m for n, m in masks.items() if self.modalities[n] == kind]).any(0)
+            for kind in ("image", "text") if kind in self.modalities.values()
+        }
+        if len(present) < 2:  # one modality only: nothing to hide
+            return features, masks
+        size = next(iter(masks.values())).shape[0]
+        device = next(iter(masks.values())).device
+        drop = (torch.rand(size, device=device) < self.modality_dropout) & present["image"] & present["text"]
+        hide_image = drop & (torch.rand(size, device=device) < 0.5)
+        hidden = {"image": hide_image, "text": drop & ~hide_image}
+        out_features, out_masks = {}, {}
+        for name, mask in masks.items():
+            hide = hidden[self.modalities[name]]
+            out_masks[name] = mask & ~hide
+            out_features[name] = features[name] * (~hide).unsqueeze(1).to(features[name].dtype)
+        return out_features, out_masks
 
 
 def pcgrad_backward(

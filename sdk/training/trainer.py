@@ -5,8 +5,9 @@ its attributes. Every step reads a batch (or, with ``all_tasks``, one batch per 
 only the heads of the attributes that batch labels, combines their losses, and takes one AdamW
 step. The parts around the loop live beside it: the step data loader (:mod:`.loader`), the
 training state and its checkpoint serialization (:mod:`.state`), the callbacks for best weights,
-early stopping, checkpoints and progress (:mod:`.callbacks`) and the run's setup
-(:mod:`.runtime`). See ``docs/training.md`` for samplers, losses, the feature cache and
+early stopping, checkpoints and progress (:mod:`.callbacks`), the run's setup (:mod:`.runtime`)
+and its end: final evaluation, test scores, the bundle and :class:`TrainResult`
+(:mod:`.result`). See ``docs/training.md`` for samplers, losses, the feature cache and
 checkpoints.
 """
 
@@ -19,7 +20,6 @@ import math
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,12 +40,14 @@ from .callbacks import (
 )
 from .checkpoint import load_checkpoint
 from .config import TrainConfig, check_compatible
-from .data import DataReport, describe_datasets
+from .data import DataReport
 from .evaluation import EvaluationReport, score_datasets
 from .loader import Part, StepLoader
 from .losses import get_loss, get_loss_class
+from .result import TrainResult, finish_run, run_provenance
 from .runtime import (
     WarmupCosine,
+    apply_freeze,
     autocast_dtype,
     build_optimizer,
     class_weights,
@@ -55,6 +57,8 @@ from .runtime import (
     resolve_device,
     seed_everything,
     set_train_mode,
+    unvalidated_attributes,
+    unvalidated_message,
 )
 from .samplers import Step, get_sampler, make_generator
 from .state import TrainingState
@@ -65,25 +69,6 @@ log = logging.getLogger("fashion.training")
 
 class TrainingError(FashionError, RuntimeError):
     """Training cannot go on (the loss diverged, a process failed)."""
-
-
-@dataclass
-class TrainResult:
-    """What :meth:`Trainer.fit` returns."""
-
-    history: list[dict[str, Any]]
-    best_epoch: int | None
-    best_score: float | None
-    global_step: int
-    stopped_early: bool
-    output_dir: Path
-    bundle_path: Path | None
-    evaluation: EvaluationReport | None
-    data_reports: list[DataReport]
-
-    @property
-    def final_loss(self) -> float:
-        return self.history[-1]["loss"] if self.history else float("nan")
 
 
 class Trainer:
@@ -114,6 +99,11 @@ class Trainer:
         self._owns_process_group = False
         self.cache: FeatureCache | None = None
         self.data_reports: list[DataReport] = []
+        self.best_scores: tuple[int, Any] | None = None
+        """``(epoch, (per attribute, per dataset))`` metrics of the best epoch scored by this process."""
+        self.unvalidated: list[str] = []
+        self.final_validation_passes = 0
+        """Validation passes the final evaluation ran (0 unless the best epoch ran before a resume)."""
 
     @property
     def history(self) -> list[dict[str, Any]]:
@@ -153,16 +143,19 @@ class Trainer:
 
     def _load_data(self, model: FashionModel) -> None:
         self.train_sets, self.val_sets, self.data_reports = load_run_datasets(self.config, model, is_main=self.is_main)
+        self.unvalidated = unvalidated_attributes(self.train_sets, self.val_sets)
+        if self.unvalidated and self.is_main:
+            log.warning("%s", unvalidated_message(self.unvalidated))
 
     def _prepare_cache(self, model: FashionModel) -> None:
         config = self.config
         directory = config.cache_dir or (config.output_dir / "feature-cache")
-        cache = FeatureCache(directory, model)
+        cache = FeatureCache(directory, model, precision=self.precision)
         batch_size = config.eval_batch_size or max(config.batch_size, 64)
         datasets = [*self.train_sets, *self.val_sets]
         if self.is_main:
             for dataset in datasets:
-                cache.fill(dataset, batch_size=batch_size, autocast=self._autocast)
+                cache.fill(dataset, batch_size=batch_size, autocast=self._autocast, progress=config.progress)
         self._barrier()
         loaded = [cache.load(d).to(self.device) for d in datasets]
         self.train_features = loaded[: len(self.train_sets)]
@@ -173,13 +166,15 @@ class Trainer:
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self._amp_dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast(device_type="cuda", dtype=self._amp_dtype)
+        return torch.autocast(device_type=self.device.type, dtype=self._amp_dtype)
 
     def _setup(self) -> tuple[FashionModel, list[Callback]]:
         """Model on the device, data, optimizer, state (restored when resuming), step module."""
         config = self.config
         seed_everything(config.seed)
         self.device = resolve_device(config.device, self.local_rank)
+        for dataset in [*config.datasets, *(config.validation or []), *(config.test or [])]:
+            dataset.manifest_path()  # a missing file or folder is reported before the model loads
         if self.model is None:
             self.model = FashionModel(config.model, pretrained=config.pretrained)  # type: ignore[arg-type]
         elif config.model is not None and config.model != self.model.spec:
@@ -188,16 +183,23 @@ class Trainer:
         if config.model != self.model.spec:
             self.config = config = config.model_copy(update={"model": self.model.spec})
         model = self.model.to(self.device)
-        if config.freeze:
-            model.freeze(config.freeze)
+        self.cuts = apply_freeze(model, config.freeze) if config.freeze else {}
         self._amp_dtype = autocast_dtype(config, self.device)
+        self.precision = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(self._amp_dtype, "fp32")  # type: ignore[arg-type]
+        if self._amp_dtype is not None and self.device.type == "cpu":
+            model.to(memory_format=torch.channels_last)  # bf16 convolutions run fastest NHWC
         if self._amp_dtype == torch.float16 and get_loss_class(config.loss).gradient_surgery:
             raise ConfigError(f"loss {config.loss!r} does not support fp16; set precision = \"bf16\" or \"fp32\".")
         frozen = frozen_components(model)
         self._load_data(model)
 
         frozen_backbones = not any(p.requires_grad for p in model.backbones.parameters())
-        cached = frozen_backbones and config.feature_cache
+        # every backbone fully frozen or frozen below a cut: train on cached features/activations
+        cacheable = all(
+            key in self.cuts or not any(p.requires_grad for p in b.parameters())
+            for key, b in model.backbones.items()
+        )
+        cached = cacheable and config.feature_cache
         self.train_features: list[CachedFeatures] | None = None
         self.val_features: list[CachedFeatures] | None = None
         if cached:
@@ -227,7 +229,8 @@ class Trainer:
         elif self.is_main and (self.checkpoint_dir / "checkpoint.json").exists():
             log.warning("%s holds a checkpoint; starting over (set resume = true to continue it)", config.output_dir)
 
-        module = StepModule(model, combiner, class_weights(config, model, self.train_sets, self.device), cached, frozen_backbones)
+        module = StepModule(model, combiner, class_weights(config, model, self.train_sets, self.device), cached, frozen_backbones,
+                            modality_dropout=config.modality_dropout)
         if self.world_size > 1 and not combiner.gradient_surgery:
             from torch.nn.parallel import DistributedDataParallel
 
@@ -295,7 +298,7 @@ class Trainer:
         finally:
             for callback in callbacks:
                 callback.on_fit_end(self, completed)
-        return self._finish()
+        return finish_run(self)
 
     def _run_epoch(self, schedule: list[Step]) -> None:
         """Steps ``state.step_in_epoch..`` of an epoch's schedule (this process's shard), then its end."""
@@ -384,7 +387,10 @@ class Trainer:
                 "lr_backbone, set grad_clip, or check the labels."
             )
         seen = [v for v in mean_losses.values() if math.isfinite(v)]
-        val_metrics, score = self._validate()
+        scores = self._validate()
+        val_metrics, score = ({}, None) if scores is None else (
+            EvaluationReport(scores[0]).summary()["attributes"], EvaluationReport(scores[0]).mean_macro_f1
+        )
         state.combiner.end_epoch(mean_losses)
         entry: dict[str, Any] = {
             "epoch": state.epoch + 1,
@@ -397,18 +403,22 @@ class Trainer:
             "val": val_metrics,
             "val_macro_f1": score,
             "seconds": round(seconds, 3),
+            "precision": self.precision,
         }
         state.history.append(entry)
         improved = state.record_score(score, state.epoch + 1)
+        if improved:
+            self.best_scores = (state.epoch + 1, scores)  # reused by the final evaluation
         state.epoch, state.step_in_epoch = state.epoch + 1, 0
         self._write_history()
         for callback in self.callbacks:
             callback.on_epoch_end(self, entry, improved)
 
-    def _validate(self) -> tuple[dict[str, Any], float | None]:
+    def _validate(self) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """Score the validation datasets once: ``(per attribute, per dataset)`` metrics."""
         if not self.val_sets:
-            return {}, None
-        attributes, _ = score_datasets(
+            return None
+        return score_datasets(
             self.model,  # type: ignore[arg-type]
             self.val_sets,
             batch_size=self.config.eval_batch_size or self.config.batch_size,
@@ -416,86 +426,14 @@ class Trainer:
             features=self.val_features,
             autocast=self._autocast if self._amp_dtype is not None else None,
         )
-        report = EvaluationReport(attributes)
-        return report.summary()["attributes"], report.mean_macro_f1
 
     def _write_history(self) -> None:
         if self.is_main:
             (self.config.output_dir / "history.json").write_text(json.dumps(self.state.history, indent=2) + "\n")
 
-    # -------------------------------------------------------------- the end
-
-    def _finish(self) -> TrainResult:
-        config, state = self.config, self.state
-        model = self.model
-        assert model is not None
-        evaluation: EvaluationReport | None = None
-        if self.val_sets:
-            attributes, per_dataset = score_datasets(
-                model, self.val_sets, batch_size=config.eval_batch_size or config.batch_size,
-                num_workers=config.num_workers, features=self.val_features,
-                autocast=self._autocast if self._amp_dtype is not None else None,
-            )
-            evaluation = EvaluationReport(attributes, per_dataset, [d.report for d in self.val_sets])
-        model.eval()
-        bundle_path: Path | None = None
-        if self.is_main:
-            self._write_history()
-            plots: list[Path] = []
-            if evaluation is not None:
-                plots = [p for p in evaluation.save(config.output_dir / "evaluation") if p.suffix == ".png"]
-            if config.save_bundle:
-                bundle_path = self._save_bundle(model, evaluation, plots)
-        self._barrier()
-        return TrainResult(
-            history=state.history,
-            best_epoch=state.best_epoch,
-            best_score=state.best_score,
-            global_step=state.global_step,
-            stopped_early=state.stopped_early,
-            output_dir=config.output_dir,
-            bundle_path=bundle_path,
-            evaluation=evaluation,
-            data_reports=self.data_reports,
-        )
-
     def provenance(self) -> dict[str, Any]:
-        import fashion
-
-        return {
-            "datasets": describe_datasets(self.train_sets),
-            "validation": describe_datasets(self.val_sets),
-            "data_reports": [
-                {k: v for k, v in r.to_dict().items() if k != "problems"} | {"problems": len(r.problems)}
-                for r in self.data_reports
-            ],
-            "seed": self.config.seed,
-            "world_size": self.world_size,
-            "epochs_run": len(self.state.history),
-            "global_step": self.state.global_step,
-            "best_epoch": self.state.best_epoch,
-            "fashion_version": fashion.__version__,
-            "torch_version": torch.__version__,
-        }
-
-    def _save_bundle(self, model: FashionModel, evaluation: EvaluationReport | None, plots: list[Path]) -> Path | None:
-        try:
-            from fashion.registry.bundle import save_bundle
-        except ModuleNotFoundError:
-            log.warning("fashion.registry.bundle is not installed; no bundle was written")
-            return None
-        metrics = (
-            {a: m.to_dict() for a, m in evaluation.attributes.items()} if evaluation is not None else {}
-        )
-        plot_files = {p.stem.removeprefix("confusion_"): p for p in plots}
-        return save_bundle(
-            model,
-            self.config.output_dir / "bundle",
-            metrics=metrics,
-            provenance=self.provenance(),
-            training_config=self.config.model_dump(mode="json"),
-            plots=plot_files or None,
-        )
+        """What the bundle records of how this run was made (see :func:`.result.run_provenance`)."""
+        return run_provenance(self)
 
 
 __all__ = ["Callback", "TrainResult", "TrainState", "Trainer", "TrainingError", "WarmupCosine"]

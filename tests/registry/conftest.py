@@ -65,13 +65,12 @@ def make_model(seed: int = 0, spec: dict[str, Any] | None = None) -> FashionMode
 
 
 def products() -> list[dict[str, Any]]:
-    """Mixed inputs: PIL, bytes, text only, image only, nothing at all."""
+    """Mixed inputs: PIL, bytes, text only, image only (a product with neither is an error)."""
     return [
         {"id": "p1", "images": [image("red")], "title": "red dress"},
         {"id": "p2", "images": [png_bytes("blue")], "title": "blue shirt", "brand": "Acme"},
         {"id": "p3", "title": "trousers", "description": "wide leg"},
         {"id": "p4", "images": [image("blue"), image("red", (30, 30))]},
-        {"id": "p5"},
     ]
 
 

@@ -1,4 +1,4 @@
-"""Bundles: layout, manifest, round trip, atomic writes, reuse, and every refusal on load."""
+"""Bundles: layout, index (fashion.json), round trip, atomic writes, reuse, and every refusal on load."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from safetensors.torch import load_file, save_file
 
 from fashion import BundleError, FashionModel, MissingPluginError
 from fashion.registry import load_bundle, save_bundle
-from fashion.registry.bundle import FORMAT_VERSION, read_manifest, sha256_file
+from fashion.registry.bundle import FORMAT_VERSION, read_index, sha256_file
 from tests.registry.conftest import as_plain, make_model, products, train_briefly
 from tests.tiny_plugin import TINY_SPEC
 
@@ -25,7 +25,7 @@ def _save(model: FashionModel, path: Path, **kwargs: object) -> Path:
                        training_config={"epochs": 1}, parent="local://team/shoes@0123", **kwargs)
 
 
-def _edit_manifest(path: Path, edit) -> None:  # type: ignore[no-untyped-def]
+def _edit_index(path: Path, edit) -> None:  # type: ignore[no-untyped-def]
     data = json.loads((path / "fashion.json").read_text())
     edit(data)
     (path / "fashion.json").write_text(json.dumps(data))
@@ -42,29 +42,29 @@ def test_round_trip_layout_and_manifest(tiny_model, tmp_path):
         "fashion.json", "heads/category.safetensors", "heads/color.safetensors",
         "plots/color.png",
     ]  # croppers and the concat fusion have no tensors: no files for them
-    manifest = read_manifest(path)
-    assert manifest.format_version == FORMAT_VERSION
-    assert set(manifest.files) == set(files) - {"fashion.json"}
-    assert all(manifest.files[f].sha256 == sha256_file(path / f) for f in manifest.files)
+    index = read_index(path)
+    assert index.format_version == FORMAT_VERSION
+    assert set(index.files) == set(files) - {"fashion.json"}
+    assert all(index.files[f].sha256 == sha256_file(path / f) for f in index.files)
     modules = tiny_model.component_modules()
-    assert set(manifest.components) == set(modules)
-    for component_path, entry in manifest.components.items():
+    assert set(index.components) == set(modules)
+    for component_path, entry in index.components.items():
         assert entry.fingerprint == modules[component_path].fingerprint()
         assert entry.distribution is None and entry.plugin == "tests.tiny_plugin"
-    image = manifest.components["backbones/image"]
+    image = index.components["backbones/image"]
     imagenet = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
     assert (image.kind, image.name, image.options) == (
         "backbone", "tiny_image", {"width": 8, "preprocessing": imagenet}
     )  # the pixel normalization is part of the saved options
-    assert image.weights == "backbones/image.safetensors" and manifest.components["fusion"].weights is None
-    assert manifest.spec.views["full"].options == {"size": 16}  # defaults pinned in the spec
-    assert manifest.attributes["category"].labels == ["dress", "shirt", "pants"]
-    assert manifest.preprocessing["images"]["image"]["mean"] == pytest.approx([0.485, 0.456, 0.406])
-    assert manifest.preprocessing["images"]["image"]["views"]["full"]["cropper"] == "tiny_crop"
-    assert manifest.metrics["color"]["accuracy"] == 0.75
-    assert manifest.provenance.datasets[0]["rows"] == 4
-    assert manifest.provenance.training_config == {"epochs": 1}
-    assert manifest.provenance.parent == "local://team/shoes@0123"
+    assert image.weights == "backbones/image.safetensors" and index.components["fusion"].weights is None
+    assert index.spec.views["full"].options == {"size": 16}  # defaults pinned in the spec
+    assert index.attributes["category"].labels == ["dress", "shirt", "pants"]
+    assert index.preprocessing["images"]["image"]["mean"] == pytest.approx([0.485, 0.456, 0.406])
+    assert index.preprocessing["images"]["image"]["views"]["full"]["cropper"] == "tiny_crop"
+    assert index.metrics["color"]["accuracy"] == 0.75
+    assert index.provenance.datasets[0]["rows"] == 4
+    assert index.provenance.training_config == {"epochs": 1}
+    assert index.provenance.parent == "local://team/shoes@0123"
     assert load_file(str(path / "heads/color.safetensors")).keys() == {"linear.weight", "linear.bias"}
 
     card = (path / "README.md").read_text()
@@ -82,8 +82,8 @@ def test_round_trip_layout_and_manifest(tiny_model, tmp_path):
 
 
 def test_saving_is_deterministic_so_unchanged_files_dedupe(tiny_model, tmp_path):
-    a = read_manifest(save_bundle(tiny_model, tmp_path / "a"))
-    b = read_manifest(save_bundle(tiny_model, tmp_path / "b"))
+    a = read_index(save_bundle(tiny_model, tmp_path / "a"))
+    b = read_index(save_bundle(tiny_model, tmp_path / "b"))
     assert {p: f.sha256 for p, f in a.files.items()} == {p: f.sha256 for p, f in b.files.items()}
 
 
@@ -164,10 +164,10 @@ def test_tensors_that_do_not_fit_the_component_are_refused(tiny_model, tmp_path,
         tensors["linear.weight"] = torch.zeros(2, 4)
     save_file(tensors, str(path / rel))
 
-    def rehash(data):  # a consistent manifest: only the strict tensor check can catch it
+    def rehash(data):  # a consistent index: only the strict tensor check can catch it
         data["files"][rel] = {"sha256": sha256_file(path / rel), "size": (path / rel).stat().st_size}
 
-    _edit_manifest(path, rehash)
+    _edit_index(path, rehash)
     with pytest.raises(BundleError, match=expect) as info:
         load_bundle(path)
     message = str(info.value)
@@ -182,7 +182,7 @@ def test_missing_plugin_without_distribution_names_the_plugin(tiny_model, tmp_pa
         data["components"]["backbones/image"]["name"] = "tiny_gone"
         data["spec"]["backbones"]["image"]["name"] = "tiny_gone"
 
-    _edit_manifest(path, gone)
+    _edit_index(path, gone)
     with pytest.raises(MissingPluginError) as info:
         load_bundle(path)
     message = str(info.value)
@@ -198,7 +198,7 @@ def test_missing_plugin_with_distribution_says_pip_install(tiny_model, tmp_path)
         head.update(name="sparkle_head", distribution="fashion-plugin-sparkle", version="1.2.0")
         data["spec"]["attributes"]["color"]["head"]["name"] = "sparkle_head"
 
-    _edit_manifest(path, foreign)
+    _edit_index(path, foreign)
     with pytest.raises(MissingPluginError) as info:
         load_bundle(path)
     message = str(info.value)
@@ -210,7 +210,7 @@ def test_missing_plugin_with_distribution_says_pip_install(tiny_model, tmp_path)
 @pytest.mark.parametrize("bad", ["../outside.safetensors", "/etc/passwd", "heads/../../x"])
 def test_paths_escaping_the_bundle_are_refused(tiny_model, tmp_path, bad):
     path = save_bundle(tiny_model, tmp_path / "bundle")
-    _edit_manifest(path, lambda d: d["components"]["heads/color"].update(weights=bad))
+    _edit_index(path, lambda d: d["components"]["heads/color"].update(weights=bad))
     with pytest.raises(BundleError, match="unsafe path") as info:
         load_bundle(path)
     assert "re-download it from a trusted source" in str(info.value)
@@ -230,14 +230,14 @@ def test_unlisted_file_in_an_asset_folder_is_refused(tiny_model, tmp_path):
     path = save_bundle(tiny_model, tmp_path / "bundle")
     (path / "backbones/text").mkdir()
     (path / "backbones/text/vocab.txt").write_text("a\nb\n")
-    _edit_manifest(path, lambda d: d["components"]["backbones/text"].update(assets="backbones/text"))
+    _edit_index(path, lambda d: d["components"]["backbones/text"].update(assets="backbones/text"))
     with pytest.raises(BundleError, match="backbones/text/vocab.txt is in an asset folder but not listed"):
         load_bundle(path)
 
 
 def test_newer_format_version_says_upgrade(tiny_model, tmp_path):
     path = save_bundle(tiny_model, tmp_path / "bundle")
-    _edit_manifest(path, lambda d: d.update(format_version=FORMAT_VERSION + 1, sdk_version="9.0"))
+    _edit_index(path, lambda d: d.update(format_version=FORMAT_VERSION + 1, sdk_version="9.0"))
     with pytest.raises(BundleError, match=r"pip install -U fashion-sdk") as info:
         load_bundle(path)
     assert f"bundle format {FORMAT_VERSION + 1}" in str(info.value)
@@ -258,9 +258,9 @@ def test_bundle_with_late_fusion_attribute(tiny, tmp_path):
         "heads.image:full.linear.weight", "heads.image:full.linear.bias",
         "heads.text.linear.weight", "heads.text.linear.bias", "combiner.weights",
     }
-    manifest = read_manifest(path)
-    assert manifest.components["heads/color"].name == "tiny_head"
-    assert manifest.components["fusion"].distribution == "fashion-sdk"
+    index = read_index(path)
+    assert index.components["heads/color"].name == "tiny_head"
+    assert index.components["fusion"].distribution == "fashion-sdk"
     loaded = load_bundle(path).model
     assert as_plain(loaded.predict(products())) == as_plain(model.predict(products()))
 
@@ -294,7 +294,7 @@ def test_a_changed_plugin_default_warns_with_the_difference_and_keeps_the_saved_
 
 def test_a_preprocessing_block_the_model_would_not_reproduce_is_refused(tiny_model, tmp_path):
     path = _save(tiny_model, tmp_path / "bundle")
-    _edit_manifest(path, lambda d: d["preprocessing"]["images"]["image"].update(std=[1, 1, 1]))
+    _edit_index(path, lambda d: d["preprocessing"]["images"]["image"].update(std=[1, 1, 1]))
     with pytest.raises(BundleError) as info:
         load_bundle(path)
     message = str(info.value)
@@ -309,7 +309,7 @@ def test_a_cropper_that_now_resizes_differently_is_refused(tiny_model, tmp_path)
         for view in data["preprocessing"]["images"]["image"]["views"].values():
             view["options"]["size"] = 12
 
-    _edit_manifest(path, edit)
+    _edit_index(path, edit)
     with pytest.raises(BundleError, match=r"views\.\w+\.options\.size: 12 -> 16"):
         load_bundle(path)
 
@@ -325,12 +325,12 @@ def test_format_1_bundles_read_their_normalization_back_from_the_preprocessing_b
             backbone["options"].pop("preprocessing", None)
         data["preprocessing"]["images"]["image"].update(mean=[0.4, 0.4, 0.4], std=[0.2, 0.2, 0.2])
 
-    _edit_manifest(path, to_format_1)
+    _edit_index(path, to_format_1)
     with pytest.warns(UserWarning, match="saved with mean \\[0.4, 0.4, 0.4\\]"):
         loaded = load_bundle(path)
     assert loaded.model.backbones["image"].mean == (0.4, 0.4, 0.4)
     assert loaded.model.backbones["image"].std == (0.2, 0.2, 0.2)
 
-    _edit_manifest(path, lambda d: d["preprocessing"]["images"].clear())
+    _edit_index(path, lambda d: d["preprocessing"]["images"].clear())
     with pytest.raises(BundleError, match="format 1.*no saved mean/std.*Save it again"):
         load_bundle(path)

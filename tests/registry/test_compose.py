@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from fashion import AttributeSpec, BundleError, ComponentSpec
-from fashion.registry import compose_bundles, load_bundle, read_manifest, save_bundle
+from fashion.registry import compose_bundles, load_bundle, read_index, save_bundle
 from fashion.registry.cli import compose_command
 from tests.registry.conftest import as_plain, make_model, products, train_briefly
 
@@ -41,21 +41,21 @@ def test_compose_combines_heads_from_two_teams(teams, tmp_path):
     for attribute, source in [("color", b), ("category", base_model), ("pattern", a)]:
         want = as_plain(source.predict(products()))
         assert [g[attribute] for g in got] == [w[attribute] for w in want], attribute
-    manifest = bundle.manifest
-    assert manifest.backbone_fingerprints() == read_manifest(base).backbone_fingerprints()
-    assert manifest.components["heads/color"].fingerprint == \
-        read_manifest(team_b).components["heads/color"].fingerprint
-    assert manifest.metrics == {"color": {"accuracy": 0.8}, "category": {"accuracy": 0.6},
+    index = bundle.index
+    assert index.backbone_fingerprints() == read_index(base).backbone_fingerprints()
+    assert index.components["heads/color"].fingerprint == \
+        read_index(team_b).components["heads/color"].fingerprint
+    assert index.metrics == {"color": {"accuracy": 0.8}, "category": {"accuracy": 0.6},
                                 "pattern": {"accuracy": 0.9}}
-    assert [c["attributes"] for c in manifest.provenance.composed_from] == [["pattern"], ["color"]]
-    assert manifest.provenance.datasets == [{"name": "patterns", "rows": 4}]
+    assert [c["attributes"] for c in index.provenance.composed_from] == [["pattern"], ["color"]]
+    assert index.provenance.datasets == [{"name": "patterns", "rows": 4}]
 
 
 def test_compose_refuses_heads_trained_on_another_base(teams, tmp_path):
     base, team_a, *_ = teams
     other = save_bundle(make_model(seed=4), tmp_path / "other")
-    ours = read_manifest(base).components["backbones/image"].fingerprint
-    theirs = read_manifest(other).components["backbones/image"].fingerprint
+    ours = read_index(base).components["backbones/image"].fingerprint
+    theirs = read_index(other).components["backbones/image"].fingerprint
     assert ours != theirs
     with pytest.raises(BundleError) as info:
         compose_bundles(base, [team_a, other], tmp_path / "composed")

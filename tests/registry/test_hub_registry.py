@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from fashion.errors import ModelNotFoundError, RegistryError
 from fashion.registry import HubRegistry, load_bundle, save_bundle
-from fashion.registry.bundle import read_manifest, sha256_file
+from fashion.registry.bundle import read_index, sha256_file
 from fashion.registry.cli import models_command, pull_command, push_command
 from tests.registry.conftest import as_plain, assert_close_predictions, image, train_briefly
 
@@ -55,11 +55,11 @@ def test_publish_is_one_commit_and_skips_unchanged_files(hub, two_bundles, tmp_p
     assert first.uri == f"hf://team/shoes@{first.id}"
     [(_, commit, sent)] = hub.state.uploads
     assert commit == first.id
-    assert set(sent) == set(read_manifest(v1).files) | {"fashion.json"}
+    assert set(sent) == set(read_index(v1).files) | {"fashion.json"}
 
     second = registry.publish(v2, "team/shoes", tag="prod", message="color retrained")
     assert len(_commits(hub, "team/shoes")) == 2  # exactly one commit per publish
-    m1, m2 = read_manifest(v1), read_manifest(v2)
+    m1, m2 = read_index(v1), read_index(v2)
     changed = {p for p in m2.files if m1.files[p].sha256 != m2.files[p].sha256}
     assert changed == {"heads/color.safetensors"}
     assert sorted(hub.state.uploads[-1][2]) == ["fashion.json", "heads/color.safetensors"]
@@ -78,7 +78,7 @@ def test_publish_is_one_commit_and_skips_unchanged_files(hub, two_bundles, tmp_p
     new = load_bundle("hf://team/shoes@prod")  # HF_ENDPOINT from the environment
     assert as_plain(old.model.predict([{"images": [image("red")], "title": "red"}])) == as_plain(
         load_bundle(v1).model.predict([{"images": [image("red")], "title": "red"}]))
-    assert new.manifest.files == m2.files and new.uri == "hf://team/shoes@prod"
+    assert new.index.files == m2.files and new.uri == "hf://team/shoes@prod"
 
 
 def test_files_the_new_bundle_lacks_are_deleted(hub, tiny_model, tmp_path):
@@ -89,7 +89,7 @@ def test_files_the_new_bundle_lacks_are_deleted(hub, tiny_model, tmp_path):
     registry.publish(save_bundle(tiny_model, tmp_path / "b"), "team/shoes")
     head = hub.state.repos["team/shoes"].resolve("main")
     assert "plots/color.png" not in head.files and ".gitattributes" in head.files
-    assert set(head.files) - {".gitattributes"} == set(read_manifest(tmp_path / "b").files) | {"fashion.json"}
+    assert set(head.files) - {".gitattributes"} == set(read_index(tmp_path / "b").files) | {"fashion.json"}
     assert len(_commits(hub, "team/shoes")) == 2
 
 

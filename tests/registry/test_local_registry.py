@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from fashion.errors import ConfigError, ModelNotFoundError
 from fashion.registry import LocalRegistry, get_registry, load_bundle, save_bundle
-from fashion.registry.bundle import FORMAT_VERSION, read_manifest, sha256_file, verify_bundle
+from fashion.registry.bundle import FORMAT_VERSION, read_index, sha256_file, verify_bundle
 from fashion.registry.cli import models_command, pull_command, push_command, show_command
 from tests.registry.conftest import as_plain, products, train_briefly
 
@@ -69,10 +69,10 @@ def test_unchanged_files_are_stored_once(two_bundles, tmp_path):
     second = registry.publish(v2, "shoes")
     new_blobs = {p.name for p in registry.blobs.iterdir()} - blobs_after_first
 
-    m1, m2 = read_manifest(v1), read_manifest(v2)
+    m1, m2 = read_index(v1), read_index(v2)
     changed = {p for p in m2.files if m1.files[p].sha256 != m2.files[p].sha256}
     assert changed == {"heads/color.safetensors"}
-    # only the changed head and the new manifest are new content
+    # only the changed head and the new index are new content
     assert new_blobs == {m2.files["heads/color.safetensors"].sha256, sha256_file(v2 / "fashion.json")}
     a, b = registry.fetch("shoes", first.id), registry.fetch("shoes", second.id)
     for rel in ("backbones/image.safetensors", "backbones/text.safetensors", "heads/category.safetensors"):
@@ -177,6 +177,19 @@ def test_cli_push_models_show_pull(two_bundles, tmp_path):
     assert result.exit_code == 0 and "tiny_image" in result.output and "color" in result.output
     result = runner.invoke(pull_command, ["local://team/shoes@v1", "--out", str(tmp_path / "copy")])
     assert result.exit_code == 0, result.output
-    assert verify_bundle(tmp_path / "copy").files == read_manifest(v1).files
+    assert verify_bundle(tmp_path / "copy").files == read_index(v1).files
     result = runner.invoke(push_command, [str(v1), "hf://team/shoes", "--registry", "local"])
     assert result.exit_code != 0 and "is a hf:// URI but --registry is local" in result.output
+
+
+def test_saving_equal_weights_twice_gives_one_revision_id(tiny_model, tmp_path):
+    """A re-run that produces the same model publishes the same revision (no wall clock in the
+    bundle, no tokenizer state that depends on whether the text encoder ran)."""
+    from fashion.registry import save_bundle
+    from fashion.registry.local import LocalRegistry
+
+    registry = LocalRegistry(tmp_path / "registry")
+    first = registry.publish(save_bundle(tiny_model, tmp_path / "a"), "same")
+    tiny_model.predict([{"title": "a red dress with a long enough title to pad"}, {"title": "x"}])
+    second = registry.publish(save_bundle(tiny_model, tmp_path / "b"), "same")
+    assert first.id == second.id and len(registry.list_revisions("same")) == 1

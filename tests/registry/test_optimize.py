@@ -19,7 +19,7 @@ from fashion.optimize.gate import run_gate
 from fashion.optimize.prefetch import prefetch
 from fashion.predictor import predict_command
 from fashion.registry import save_bundle
-from fashion.registry.bundle import load_bundle, read_manifest
+from fashion.registry.bundle import load_bundle, read_index
 from fashion.registry.cli import show_command
 from tests.registry.conftest import as_plain, assert_close_predictions, image, products
 
@@ -68,9 +68,9 @@ def test_onnx_outputs_equal_torch_outputs(tiny_model, tmp_path):
     bundle = save_bundle(tiny_model, tmp_path / "bundle")
     _export(bundle, "fp32")
     _export(bundle, "int8")
-    manifest = read_manifest(bundle)
-    assert set(manifest.optimizations["onnx"]) == {"fp32", "int8"}
-    assert onnx_file("fp32") in manifest.files and onnx_file("int8") in manifest.files
+    index = read_index(bundle)
+    assert set(index.optimizations["onnx"]) == {"fp32", "int8"}
+    assert onnx_file("fp32") in index.files and onnx_file("int8") in index.files
     torch_predictor = Predictor.from_pretrained(bundle)
     onnx_predictor = Predictor.from_pretrained(bundle, runtime="onnxruntime")
     assert onnx_predictor.precision_used == "fp32"
@@ -94,7 +94,7 @@ def test_gate_accepts_a_correct_export_and_refuses_a_corrupted_one(tiny_model, t
     runner = CliRunner()
     result = runner.invoke(optimize_cli.export_command, [str(bundle), "--data", str(data)])
     assert result.exit_code == 0, result.output
-    gate = read_manifest(bundle).optimizations["gate"]
+    gate = read_index(bundle).optimizations["gate"]
     assert gate["validated"] == ["onnxruntime:fp32"] and gate["refused"] == []
     assert gate["paths"]["onnxruntime:fp32"]["agreement"] == {"color": 1.0, "category": 1.0}
     assert gate["data"][0]["path"] == str(data) and gate["rows"] == 6
@@ -108,7 +108,7 @@ def test_gate_accepts_a_correct_export_and_refuses_a_corrupted_one(tiny_model, t
         real_export(folder, precisions)
         for p in precisions:
             _corrupt(folder / onnx_file(p))
-        update_bundle(folder, onnx=read_manifest(folder).optimizations["onnx"])
+        update_bundle(folder, onnx=read_index(folder).optimizations["onnx"])
 
     monkeypatch.setattr(optimize_cli, "_export", corrupted_export)
     result = runner.invoke(optimize_cli.export_command, [str(bundle), "--data", str(data)])
@@ -116,10 +116,10 @@ def test_gate_accepts_a_correct_export_and_refuses_a_corrupted_one(tiny_model, t
     assert isinstance(result.exception, GateError)
     assert "refused onnxruntime:fp32" in str(result.exception)
     assert "accuracy gate vs torch:fp32" in result.output and "LOSS" in result.output
-    manifest = read_manifest(bundle)
-    assert manifest.optimizations["gate"]["refused"] == ["onnxruntime:fp32"]
-    assert "fp32" not in manifest.optimizations.get("onnx", {})  # the refused file left the bundle
-    assert not (bundle / onnx_file("fp32")).exists() and onnx_file("fp32") not in manifest.files
+    index = read_index(bundle)
+    assert index.optimizations["gate"]["refused"] == ["onnxruntime:fp32"]
+    assert "fp32" not in index.optimizations.get("onnx", {})  # the refused file left the bundle
+    assert not (bundle / onnx_file("fp32")).exists() and onnx_file("fp32") not in index.files
     load_bundle(bundle)  # still a valid bundle
     with pytest.raises(BundleError, match="has no fp32 ONNX model"):
         Predictor.from_pretrained(bundle, runtime="onnxruntime", precision="fp32")
@@ -227,17 +227,26 @@ def test_int8_and_onnxruntime_under_fashion_predict_with_rejects_and_resume(
 
 def test_without_onnxruntime_the_error_names_the_extra(tiny_model, tmp_path, monkeypatch):
     import builtins
+    import importlib
 
-    real_import = builtins.__import__
+    bundle = save_bundle(tiny_model, tmp_path / "bundle")
+    real_import, real_import_module = builtins.__import__, importlib.import_module
+
+    def refused(name: str) -> bool:
+        return name.split(".")[0] in ("onnx", "onnxruntime")
 
     def no_onnx(name, *args, **kwargs):
-        if name.split(".")[0] in ("onnx", "onnxruntime"):
+        if refused(name):
             raise ImportError(name)
         return real_import(name, *args, **kwargs)
 
+    def no_onnx_module(name, package=None):
+        if refused(name):
+            raise ImportError(name)
+        return real_import_module(name, package)
+
     monkeypatch.setattr(builtins, "__import__", no_onnx)
-    monkeypatch.setattr("importlib.import_module", lambda name: no_onnx(name))
-    bundle = save_bundle(tiny_model, tmp_path / "bundle")
+    monkeypatch.setattr(importlib, "import_module", no_onnx_module)
     with pytest.raises(ConfigError, match=r"fashion-sdk\[onnx\]"):
         _export(bundle, "fp32")
 

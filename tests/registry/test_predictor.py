@@ -19,9 +19,8 @@ def test_predict_matches_the_model_and_reports_missing_modalities(tiny_model):
     predictor = Predictor(tiny_model)
     results = predictor.predict(products(), batch_size=2, top_k=2)
     assert all(isinstance(r, ProductPrediction) for r in results)
-    assert [r.id for r in results] == ["p1", "p2", "p3", "p4", "p5"]
-    assert [r.diagnostics["missing"] for r in results] == [
-        [], [], ["image"], ["text"], ["image", "text"]]
+    assert [r.id for r in results] == ["p1", "p2", "p3", "p4"]
+    assert [r.diagnostics["missing"] for r in results] == [[], [], ["image"], ["text"]]
     assert_close_predictions(as_plain(results), as_plain(tiny_model.predict(products(), top_k=2)))
     assert all(len(p.top_k) == 2 for p in results[0].attributes.values())
     json.dumps([r.to_dict() for r in results])  # JSON-ready
@@ -171,3 +170,45 @@ def test_bf16_autocast_predicts_like_fp32_and_bad_precision_is_refused(tiny_mode
     result = _run(bundle, catalog, out, "--precision", "bf16")
     assert result.exit_code == 0, result.output
     assert result.output.strip().splitlines()[-1] == "8 rows in = 6 predicted + 2 rejected"
+
+
+@pytest.mark.parametrize(("products_in", "message"), [
+    ({}, r"takes a list of products, got dict; wrap a single product in a list"),
+    ({"title": "red dress"}, r"wrap a single product in a list: predict\(\[product\]\)"),
+    ([{}], r"product 0 has no image and no text .* it is empty"),
+    ([{"id": "sku-9"}], r"product sku-9 has no image and no text"),
+    ([{"title": 123}], r"product 0.*title"),
+    ("red dress", r"takes a list of products, got str"),
+])
+def test_predict_refuses_inputs_it_cannot_read(tiny_model, products_in, message):
+    with pytest.raises(DataError, match=message):
+        Predictor(tiny_model).predict(products_in)
+
+
+def test_device_defaults_to_auto_like_training(tiny_model, tmp_path):
+    import inspect
+
+    import torch
+
+    from fashion.predictor import parse_device
+
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert parse_device("auto").type == expected
+    assert inspect.signature(Predictor.from_pretrained).parameters["device"].default == "auto"
+    predictor = Predictor.from_pretrained(save_bundle(tiny_model, tmp_path / "b"))
+    assert predictor.model.device.type == expected
+
+
+def test_predict_reports_progress_when_output_is_not_a_terminal(tiny_model, tmp_path, capsys,
+                                                               monkeypatch):
+    from fashion.predictor import run_predict
+
+    monkeypatch.setenv("FASHION_PROGRESS_INTERVAL", "0")
+    image("red").save(tmp_path / "red.png")
+    manifest = tmp_path / "rows.csv"
+    manifest.write_text("id,images,title\na,red.png,red dress\nb,,blue shirt\nc,,\n")
+    summary = run_predict(Predictor(tiny_model), manifest, tmp_path / "out.jsonl", batch_size=1)
+    assert summary.line() == "3 rows in = 2 predicted + 1 rejected"
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("predict: 1/3 rows (33%), ") and "rows/s" in lines[0]
+    assert lines[-1].startswith("predict: 3/3 rows (100%)")

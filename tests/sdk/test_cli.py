@@ -151,3 +151,25 @@ def test_third_party_plugin_installs_and_is_usable(tmp_path):
     )
     assert used.returncode == 0, used.stderr
     assert used.stdout.split() == ["24", "True"]
+
+
+def test_install_editable_needs_no_package_and_hides_pip_noise(monkeypatch, capfd):
+    from fashion import cli as cli_module
+
+    calls = []
+    monkeypatch.setattr(cli_module, "_pip", calls.append)
+    result = CliRunner().invoke(cli_module.cli, ["install", "-e", "./my-plugin"])
+    assert result.exit_code == 0, result.output
+    assert calls == [["install", "--editable", "./my-plugin"]]
+    result = CliRunner().invoke(cli_module.cli, ["install"])
+    assert result.exit_code != 0 and "-e PATH" in result.output
+    monkeypatch.undo()
+    cli_module._pip(["install", "--no-index", "--no-deps", "click"])  # real pip, already installed
+    assert "Requirement already satisfied" not in capfd.readouterr().out
+
+
+def test_lazy_add_attribute_is_the_function_even_after_its_module_is_imported():
+    import fashion.add_attribute_cli  # noqa: F401  (imports the submodule fashion.add_attribute)
+    from fashion import add_attribute
+
+    assert callable(add_attribute) and add_attribute.__name__ == "add_attribute"

@@ -36,6 +36,20 @@ def test_small_demo_runs_end_to_end(tmp_path, fashion_home):
     assert (out / "report" / "training_curves.png").stat().st_size > 0
     assert list((out / "report").rglob("confusion_*.png"))
     assert 'Predictor.from_pretrained("local://fashion-demo@latest")' in result.stdout
+    modalities = summary["modalities"]
+    assert len(modalities) == 2 and all(set(m) == {"images + text", "text only", "image only"}
+                                        for m in modalities.values())
+    assert "## Modality dropout" in report and "text only" in report
+    # The closing snippet, pasted as printed into `python` in a fresh shell where FASHION_HOME
+    # is unset: it names the demo's registry folder itself and predicts a real catalog image.
+    snippet = result.stdout.split("(paste into `python`):\n", 1)[1]
+    assert "photo.jpg" not in snippet and "/catalog/images/" in snippet
+    assert "local://fashion-demo@" in result.stdout.split("model with sleeve_length:", 1)[1]
+    env = {k: v for k, v in os.environ.items() if k != "FASHION_HOME"}
+    pasted = subprocess.run([sys.executable, "-i"], input=snippet, capture_output=True, text=True,
+                            env=env, timeout=300, cwd=tmp_path)
+    assert pasted.returncode == 0 and "Traceback" not in pasted.stderr, pasted.stderr[-3000:]
+    assert "'sleeve_length'" in pasted.stdout and "'label'" in pasted.stdout, pasted.stdout[-2000:]
     models = subprocess.run([SCRIPT, "models"], capture_output=True, text=True, check=True,
                             env={**os.environ, "FASHION_HOME": str(fashion_home), "COLUMNS": "200"})
     assert "fashion-demo" in models.stdout

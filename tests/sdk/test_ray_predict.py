@@ -82,6 +82,12 @@ def _row(i: int) -> dict[str, Any]:
             "brand": "Acme" if i % 5 else "", "price": str(10 + i)}
 
 
+def _nothing_to_predict(i: int) -> bool:
+    """Row ``i`` has no image and no text: rejected (as by `fashion predict`)."""
+    row = _row(i)
+    return not (row["images"] or row["title"] or row["brand"])
+
+
 def _catalog(folder: Path) -> dict[str, int]:
     """About 260 rows in CSV, JSONL and a Parquet file of four row groups; every 13th row has a
     corrupt image, the next one a missing image, one JSONL row a title that is not text."""
@@ -172,14 +178,16 @@ def test_ray_options_need_the_ray_engine(tmp_path: Path, capsys: pytest.CaptureF
 def test_embed_is_the_fused_vector_the_heads_read(tiny: object) -> None:
     model = make_model(0)
     predictor = Predictor(model)
-    products = [{"id": "a", "images": [image("red")], "title": "red dress"}, {"id": "b"}]
+    products = [{"id": "a", "images": [image("red")], "title": "red dress"},
+                {"id": "b", "title": "blue shirt"}]
     vectors = predictor.embed(products)
     assert vectors.shape == (2, predictor.embedding_dim) and vectors.dtype == torch.float32
     logits = {a: model.heads[a](vectors) for a in model.attributes}  # the heads read exactly this
     expected = model(model.prepare(products))
     for a in model.attributes:
         torch.testing.assert_close(logits[a], expected[a])
-    assert torch.all(vectors[1] == 0)  # nothing known about product b
+    with pytest.raises(DataError, match="product c has no image and no text"):
+        predictor.embed([{"id": "c"}])  # nothing to embed: refused as predict() refuses it
     late = train_briefly(FashionModel({**TINY_SPEC, "fusion": {"name": "late"}}))
     late_vectors = Predictor(late).embed(products)
     assert late_vectors.shape == (2, sum(late.input_dims.values()))
@@ -198,7 +206,9 @@ def test_ray_gives_the_same_predictions_as_fashion_predict(tiny: object, ray_clu
     summary = run_ray_predict(bundle, tmp_path / "in", tmp_path / "out", concurrency=2,
                               batch_size=16, part_rows=40, block_rows=25, embeddings=True)
     assert summary.rows_in == sum(counts.values()) == summary.predicted + summary.rejected
-    assert summary.rejected == 20 * 2 + 1 and summary.workers == 2
+    # corrupt and missing images, one title that is not text, rows with nothing to predict from
+    empty = sum(_nothing_to_predict(i) for i in range(260))
+    assert empty >= 1 and summary.rejected == 20 * 2 + 1 + empty and summary.workers == 2
     assert sum(summary.labels["color"].values()) == summary.predicted
     outputs = _outputs(tmp_path / "out")
     predictor = Predictor.from_pretrained(bundle)
@@ -324,7 +334,7 @@ def test_cli_on_a_parquet_folder_killed_and_rerun(ray_cluster: Any, tmp_path: Pa
     statuses = [r["status"] for rows in outputs.values() for r in rows]
     predicted, rejected = statuses.count("predicted"), statuses.count("rejected")
     assert f"{total} rows in = {predicted} predicted + {rejected} rejected" in first_line
-    assert rejected == sum(1 for i in range(total) if i % 13 in (0, 1))
+    assert rejected == sum(1 for i in range(total) if i % 13 in (0, 1) or _nothing_to_predict(i))
 
 
 @pytest.mark.slow
@@ -355,9 +365,47 @@ def test_a_node_without_the_folder_writes_the_shipped_bundle_once(tiny: object, 
 @pytest.mark.slow
 def test_predict_dataset_refuses_what_it_cannot_run(ray_cluster: Any, tmp_path: Path) -> None:
     ds = ray_cluster.ray.data.from_items([{"id": "a", "title": "red dress"}])
-    with pytest.raises(ConfigError, match="runtime 'onnxruntime' is not available"):
-        predict_dataset(ds, tmp_path, runtime="onnxruntime")
+    with pytest.raises(ConfigError, match="unknown runtime 'tensorrt'; use one of torch, onnxruntime"):
+        predict_dataset(ds, tmp_path, runtime="tensorrt")
     with pytest.raises(ConfigError, match="asks for 1 GPU but the Ray cluster has 0"):
         predict_dataset(ds, tmp_path, num_gpus=1)
     with pytest.raises(ConfigError, match="leave no CPU to read"):
         predict_dataset(ds, tmp_path, concurrency=2, num_cpus=1)
+
+
+@pytest.mark.slow
+def test_runtime_reaches_the_predictor_and_its_error_the_user(
+        tiny: object, ray_cluster: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``runtime="onnxruntime"`` is the Predictor's: a bundle without an ONNX export is refused on
+    the driver with the Predictor's message (no actor traceback), in Python and in the CLI."""
+    from fashion.errors import BundleError
+
+    pytest.importorskip("onnxruntime")
+    bundle = save_bundle(make_model(0), tmp_path / "bundle")
+    ds = ray_cluster.ray.data.from_items([{"id": "a", "title": "red dress"}])
+    with pytest.raises(BundleError, match="has no fp32 ONNX model.*fashion export"):
+        predict_dataset(ds, bundle, runtime="onnxruntime")
+    (tmp_path / "in.csv").write_text("id,title\n1,red dress\n")
+    with pytest.raises(SystemExit) as info:
+        main(["predict", str(bundle), str(tmp_path / "in.csv"), "--out", str(tmp_path / "out"),
+              "--engine", "ray", "--address", ray_cluster.address, "--runtime", "onnxruntime"])
+    assert info.value.code == 1
+    err = capsys.readouterr().err
+    assert "has no fp32 ONNX model" in err and "Traceback" not in err
+
+    from fashion.optimize import cli as optimize_cli
+
+    optimize_cli._export(bundle, ["fp32"])
+    (tmp_path / "in.csv").write_text("id,title,images\n1,red dress,red.png\n2,blue shirt,\n")
+    image("red").save(tmp_path / "red.png")
+    summary = run_ray_predict(bundle, tmp_path / "in.csv", tmp_path / "out", concurrency=1,
+                              runtime="onnxruntime", address=ray_cluster.address)
+    rows = _outputs(tmp_path / "out")["in.csv"]
+    local = Predictor.from_pretrained(bundle, runtime="onnxruntime").predict(
+        [{"id": "1", "title": "red dress", "images": [tmp_path / "red.png"]},
+         {"id": "2", "title": "blue shirt"}])
+    assert summary.predicted == 2
+    for row, want in zip(rows, local, strict=True):
+        for attribute, p in want.to_dict()["attributes"].items():
+            assert row[f"{attribute}_label"] == p["label"]
+            assert abs(row[f"{attribute}_score"] - p["score"]) <= 1e-5

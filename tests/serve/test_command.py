@@ -13,6 +13,7 @@ import pytest
 from fashion.cli import cli
 from fashion.errors import ConfigError, MissingExtraError
 from fashion.serve import make_config, require_serve_extras
+from tests.serve.conftest import ROOT
 
 SCRIPT = str(Path(sys.executable).with_name("fashion"))
 
@@ -33,8 +34,12 @@ def test_missing_extra_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_unknown_runtime_and_bad_limits_are_config_errors() -> None:
-    with pytest.raises(ConfigError, match="runtime 'onnx' is not available"):
+    with pytest.raises(ConfigError, match="unknown runtime 'onnx'; use one of torch, onnxruntime"):
         make_config(model="m", runtime="onnx")
+    with pytest.raises(ConfigError, match="precision 'bf16' is not available with runtime onnxruntime"):
+        make_config(model="m", runtime="onnxruntime", precision="bf16")
+    with pytest.raises(ConfigError, match="raise FASHION_MAX_IMAGE_PIXELS too"):
+        make_config(model="m", max_image_pixels=10**12)
     with pytest.raises(ConfigError, match="top_k 50 is above max_top_k 20"):
         make_config(model="m", top_k=50)
 
@@ -48,7 +53,8 @@ def test_missing_api_key_variable_is_refused(monkeypatch: pytest.MonkeyPatch) ->
 
 @pytest.mark.parametrize(("args", "message"), [
     (["serve", "/no/such/bundle"], "Error:"),
-    (["serve", "m", "--runtime", "onnx"], "runtime 'onnx' is not available"),
+    (["serve", "m", "--runtime", "onnxruntime", "--precision", "bf16"],
+     "precision 'bf16' is not available with runtime onnxruntime"),
     (["serve", "m", "--api-key-env", "FASHION_NO_SUCH_KEY"], "FASHION_NO_SUCH_KEY"),
 ])
 def test_installed_script_reports_one_line(args: list[str], message: str, tmp_path: Path) -> None:
@@ -57,4 +63,18 @@ def test_installed_script_reports_one_line(args: list[str], message: str, tmp_pa
                             cwd=tmp_path)
     assert result.returncode == 1
     assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_runtime_onnxruntime_without_an_export_says_how_to_make_one(bundle: Path) -> None:
+    """``--runtime onnxruntime`` reaches the Predictor: a bundle without an ONNX export is one
+    line naming ``fashion export``, before the server listens."""
+    pytest.importorskip("onnxruntime")
+    env = {**os.environ, "FASHION_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    result = subprocess.run([sys.executable, "-m", "tests.serve.server_main", "serve", str(bundle),
+                             "--port", "0", "--runtime", "onnxruntime"],
+                            capture_output=True, text=True, env=env, timeout=120, cwd=ROOT)
+    assert result.returncode == 1, result.stderr
+    assert "has no fp32 ONNX model" in result.stderr
+    assert f"fashion export {bundle} --format onnx" in result.stderr
     assert "Traceback" not in result.stderr

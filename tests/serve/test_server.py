@@ -54,7 +54,6 @@ def sample_products() -> list[dict[str, Any]]:
          "images": [photo("blue", (64, 128), "JPEG"), photo("red", (80, 80))]},
         {"id": "p3", "title": "wide leg trousers"},
         {"id": "p4", "images": [photo("blue")]},
-        {"id": "p5"},
     ]
 
 
@@ -75,11 +74,31 @@ def test_predictions_equal_predictor(server: Server, bundle: Path, tiny_register
     assert reply.status == 200, reply.body
     served = reply.json()["predictions"]
     expected = local_predictions(bundle, products, top_k=2)
-    assert [p["id"] for p in served] == ["p1", "p2", "p3", "p4", "p5"]
+    assert [p["id"] for p in served] == ["p1", "p2", "p3", "p4"]
     assert_close_predictions(served, expected)
     assert [p["diagnostics"] for p in served] == [p["diagnostics"] for p in expected]
-    assert served[4]["diagnostics"]["missing"] == ["image", "text"]
+    assert served[2]["diagnostics"]["missing"] == ["image"]
+    assert served[3]["diagnostics"]["missing"] == ["text"]
     assert all(len(a["top_k"]) == 2 for p in served for a in p["attributes"].values())
+
+
+def test_empty_product_is_refused_alone(server: Server) -> None:
+    """A product with no image and no text is an error for the Predictor too: the request that
+    holds it gets a 422 naming it, and requests batched with it are unaffected."""
+    empty = {"products": [{"id": "p1", "title": "red dress"}, {"id": "p5"}]}
+    good = {"products": [{"id": "g", "title": "blue shirt"}]}
+    replies: dict[str, Reply] = {}
+    threads = [threading.Thread(target=lambda k=k, b=b: replies.__setitem__(k, server.request("POST", "/v1/predict", b)))
+               for k, b in (("empty", empty), ("good", good))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert replies["empty"].status == 422, replies["empty"].body
+    assert replies["empty"].json()["error"]["code"] == "bad_product"
+    assert "products[1]" in replies["empty"].message and "no image and no text" in replies["empty"].message
+    assert replies["good"].status == 200, replies["good"].body
+    assert [p["id"] for p in replies["good"].json()["predictions"]] == ["g"]
 
 
 def test_multipart_upload_equals_predictor(server: Server, bundle: Path, tiny_registered: None) -> None:
@@ -246,8 +265,8 @@ def cases() -> list[Case]:
         ("huge body", post, one(title="x" * (2 * 1024 * 1024)), AUTH, 413, "body is over"),
         ("bomb image", post, one(images=[b64(png_header_bomb())]), AUTH, 422, "decompression bomb"),
         ("bomb under PIL's own limit", post, one(images=[b64(png_header_bomb(10_000, 10_000))]), AUTH, 422,
-         "100,000,000 pixels; the limit is 1,000,000"),
-        ("image over the pixel limit", post, one(images=[b64(big_png(1100, 1000))]), AUTH, 422, "the limit is 1,000,000"),
+         "100,000,000 pixels, over the limit of 1,000,000"),
+        ("image over the pixel limit", post, one(images=[b64(big_png(1100, 1000))]), AUTH, 422, "1,100,000 pixels, over the limit of 1,000,000"),
         ("non-image bytes", post, one(images=[b64(b"%PDF-1.4 not an image at all")]), AUTH, 422, "not an image"),
         ("truncated image", post, one(images=[b64(truncated)]), AUTH, 422, "products[0].images[0]"),
         ("invalid base64", post, one(images=["not*base64!"]), AUTH, 422, "not valid base64"),
@@ -293,7 +312,7 @@ def test_malformed_request_gets_a_clear_4xx(strict: Server, case: Case) -> None:
 
 
 def test_server_keeps_serving_after_bad_requests(strict: Server) -> None:
-    for case in CASES[:5]:
+    for case in [*CASES[:5], next(c for c in CASES if c[0] == "missing API key")]:
         strict.request(case[1].split(" ")[0], case[1].split(" ")[1], case[2], case[3])
     assert strict.request("GET", "/healthz").status == 200
     good = strict.request("POST", "/v1/predict", one(title="red dress", images=[b64(photo())]), AUTH)
@@ -317,3 +336,34 @@ def test_request_timeout_is_a_503_with_retry_after(bundle: Path, tmp_path_factor
     finally:
         s.stop()
 
+
+
+def test_runtime_onnxruntime_serves_the_export_and_reports_the_gate(
+        bundle: Path, tmp_path_factory: pytest.TempPathFactory, tiny_registered: None) -> None:
+    """``--runtime onnxruntime`` reaches the Predictor: the server runs the bundle's ONNX export,
+    answers as a local onnxruntime Predictor does, and /v1/model shows the gate's recorded verdict."""
+    import shutil
+
+    pytest.importorskip("onnxruntime")
+    from fashion import Predictor
+    from fashion.optimize import cli as optimize_cli
+    from fashion.optimize.artifacts import update_bundle
+
+    exported = tmp_path_factory.mktemp("onnx") / "bundle"
+    shutil.copytree(bundle, exported)
+    optimize_cli._export(exported, ["fp32"])
+    update_bundle(exported, gate={"validated": ["onnxruntime:fp32"], "refused": ["torch:bf16"]})
+    s = start(exported, tmp_path_factory, "--runtime", "onnxruntime")
+    try:
+        info = s.request("GET", "/v1/model").json()
+        assert (info["runtime"], info["precision"]) == ("onnxruntime", "fp32")
+        assert info["validated_precision"] == ["onnxruntime:fp32"]
+        assert info["refused_precision"] == ["torch:bf16"]
+        products = sample_products()
+        reply = s.request("POST", "/v1/predict", {"products": as_json(products)})
+        assert reply.status == 200, reply.body
+        local = Predictor.from_pretrained(exported, runtime="onnxruntime")
+        expected = [r.to_dict() for r in local.predict(products)]
+        assert_close_predictions(reply.json()["predictions"], expected)
+    finally:
+        s.stop()

@@ -194,8 +194,8 @@ def test_a_bundle_with_metrics_and_provenance_is_saved(tiny, train_config):
     bundle = pytest.importorskip("fashion.registry.bundle")
     result = Trainer(None, train_config(epochs=2, save_bundle=True)).fit()
     loaded = bundle.load_bundle(result.bundle_path)
-    manifest = loaded.manifest
-    assert manifest.metrics["color"]["accuracy"] == pytest.approx(result.evaluation.attributes["color"].accuracy, abs=1e-6)
-    datasets = manifest.provenance.datasets
+    index = loaded.index
+    assert index.metrics["color"]["accuracy"] == pytest.approx(result.evaluation.attributes["color"].accuracy, abs=1e-6)
+    datasets = index.provenance.datasets
     assert [d["name"] for d in datasets] == ["colors", "categories"] and len(datasets[0]["sha256"]) == 64
-    assert manifest.provenance.training_config["batch_size"] == 8
+    assert index.provenance.training_config["batch_size"] == 8

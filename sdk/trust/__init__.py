@@ -1,0 +1,32 @@
+"""Predictions a catalog team can trust: calibration, abstention, applicability, audit, review.
+
+- :mod:`~fashion.trust.calibration`: per-attribute temperature scaling, expected calibration
+  error (ECE), reliability diagrams.
+- :mod:`~fashion.trust.thresholds`: the precision/coverage curve and the score threshold that
+  reaches a target precision (``abstain=True`` predictions return no label under it).
+- :mod:`~fashion.trust.fit`: run a model over labeled data and fit both (end of training,
+  add-attribute, ``fashion calibrate``); applicability scoring.
+- :mod:`~fashion.trust.audit`: suspect labels by confident learning (``fashion audit``).
+- :mod:`~fashion.trust.review`: the review queue (``fashion review``).
+
+See docs/trust.md.
+"""
+
+from __future__ import annotations
+
+from .calibration import expected_calibration_error, fit_temperature, reliability_bins
+from .fit import AttributeTrust, TrustReport, collect_outputs, fit_trust, score_applicability
+from .thresholds import choose_threshold, precision_coverage_curve
+
+__all__ = [
+    "AttributeTrust",
+    "TrustReport",
+    "choose_threshold",
+    "collect_outputs",
+    "expected_calibration_error",
+    "fit_temperature",
+    "fit_trust",
+    "precision_coverage_curve",
+    "reliability_bins",
+    "score_applicability",
+]

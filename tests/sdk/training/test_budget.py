@@ -1,0 +1,52 @@
+"""No wasted passes: validation runs once per epoch and the final evaluation reuses the best
+epoch's metrics; checkpoints hold only what resume needs."""
+
+from __future__ import annotations
+
+import json
+
+import fashion.training.trainer as trainer_module
+from fashion.training import Trainer
+
+
+def test_validation_runs_once_per_epoch_and_the_best_metrics_are_reused(tiny, train_config, monkeypatch):
+    calls = []
+    real = trainer_module.score_datasets
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "score_datasets", counting)
+    trainer = Trainer(None, train_config(epochs=3))
+    result = trainer.fit()
+    assert len(calls) == 3  # one pass per epoch, none after the best weights are restored
+    assert trainer.final_validation_passes == 0
+    best = result.history[result.best_epoch - 1]
+    assert result.evaluation.mean_macro_f1 == best["val_macro_f1"]
+    assert result.evaluation.summary()["attributes"] == best["val"]
+
+
+def test_a_resumed_run_scores_restored_weights_only_when_their_metrics_are_not_in_memory(
+    tiny, train_config, monkeypatch
+):
+    Trainer(None, train_config(epochs=2)).fit()
+    trainer = Trainer(None, train_config(epochs=3, resume=True))
+    result = trainer.fit()
+    assert len(result.history) == 3
+    expected = 0 if trainer.best_scores is not None and trainer.best_scores[0] == result.best_epoch else 1
+    assert trainer.final_validation_passes == expected
+    best = result.history[result.best_epoch - 1]
+    assert result.evaluation.mean_macro_f1 == best["val_macro_f1"]
+
+
+def test_checkpoints_hold_only_what_resume_needs(tiny, train_config):
+    config = train_config(epochs=1, freeze=["backbones"])
+    Trainer(None, config).fit()
+    directory = config.output_dir / "checkpoints"
+    pointer = json.loads((directory / "checkpoint.json").read_text())
+    assert sorted(p.name for p in directory.iterdir()) == sorted(["checkpoint.json", pointer["model"], pointer["state"]])
+    from safetensors.torch import load_file
+
+    # frozen backbones are recorded by fingerprint, not saved; no best weights or metrics inside
+    assert not any(k.startswith("backbones.") for k in load_file(str(directory / pointer["model"])))
