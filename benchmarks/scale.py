@@ -144,8 +144,9 @@ def streaming_experiment(ctx: Context, bundle: Path, rows: Path, batch_size: int
     import torch
 
     from fashion import Head
+    from fashion.batch_predict import run_predict
     from fashion.plugins import text_clean
-    from fashion.predictor import Predictor, run_predict
+    from fashion.predictor import Predictor
 
     predictor = Predictor.from_pretrained(bundle)
     out = rows.with_suffix(".experiment.jsonl")

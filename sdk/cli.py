@@ -114,7 +114,7 @@ _COMMAND_MODULES = (
     "fashion.registry.cli:gc_command",
     "fashion.registry.cli:compose_command",
     "fashion.registry.cli:doctor_command",
-    "fashion.predictor:predict_command",
+    "fashion.batch_predict:predict_command",
     "fashion.add_attribute_cli:add_attribute_command",
     "fashion.demo:demo_command",
     "fashion.optimize.cli:export_command",

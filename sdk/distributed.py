@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._files import atomic_writer
+from .batch_predict import PredictSummary
 from .distributed_inputs import (
     INTERNAL,
     PART,
@@ -48,7 +49,6 @@ from .distributed_inputs import (
     plan_parts,
 )
 from .errors import BundleError, ConfigError, DataError
-from .predictor import PredictSummary
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -226,8 +226,8 @@ class PredictBatches:
 
     def _predict_group(self, records: list[dict[str, Any]], indices: list[int], source: Path,
                        results: list[tuple[str, Any, Any]]) -> None:
+        from .batch_predict import _prepare_rows
         from .manifest import ManifestRow
-        from .predictor import _prepare_rows
 
         rows = []
         for position, i in enumerate(indices, start=1):

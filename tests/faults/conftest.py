@@ -61,7 +61,7 @@ class Outcome:
 
 def run_manifest(predictor: Predictor, manifest: Path, out: Path | None = None,
                  **options: Any) -> Outcome:
-    from fashion.predictor import run_predict
+    from fashion.batch_predict import run_predict
 
     out = out or manifest.with_name(manifest.name + ".out.jsonl")
     rejects = options.pop("rejects", out.with_name(out.name + ".rejects.jsonl"))

@@ -11,13 +11,13 @@ import torch
 from click.testing import CliRunner
 
 from fashion import BundleError, ConfigError, Predictor
+from fashion.batch_predict import predict_command
 from fashion.errors import GateError
 from fashion.optimize import cli as optimize_cli
 from fashion.optimize import precision as precision_module
 from fashion.optimize.artifacts import onnx_file, update_bundle
 from fashion.optimize.gate import run_gate
 from fashion.optimize.prefetch import prefetch
-from fashion.predictor import predict_command
 from fashion.registry import save_bundle
 from fashion.registry.bundle import load_bundle, read_index
 from fashion.registry.cli import show_command

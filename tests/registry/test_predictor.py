@@ -10,7 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from fashion import ConfigError, DataError, Predictor
-from fashion.predictor import ProductPrediction, predict_command
+from fashion.batch_predict import predict_command
+from fashion.predictor import ProductPrediction
 from fashion.registry import save_bundle
 from tests.registry.conftest import as_plain, assert_close_predictions, image, products
 
@@ -201,7 +202,7 @@ def test_device_defaults_to_auto_like_training(tiny_model, tmp_path):
 
 def test_predict_reports_progress_when_output_is_not_a_terminal(tiny_model, tmp_path, capsys,
                                                                monkeypatch):
-    from fashion.predictor import run_predict
+    from fashion.batch_predict import run_predict
 
     monkeypatch.setenv("FASHION_PROGRESS_INTERVAL", "0")
     image("red").save(tmp_path / "red.png")

@@ -23,6 +23,7 @@ import pytest
 import torch
 
 from fashion import FashionModel
+from fashion.batch_predict import run_predict
 from fashion.cli import main
 from fashion.distributed import (
     actor_cpus,
@@ -34,7 +35,7 @@ from fashion.distributed import (
 )
 from fashion.errors import ConfigError, DataError
 from fashion.manifest import iter_manifest, row_to_product
-from fashion.predictor import Predictor, run_predict
+from fashion.predictor import Predictor
 from fashion.registry import save_bundle
 from tests.registry import conftest as registry_fixtures
 from tests.registry.conftest import image, make_model, train_briefly
