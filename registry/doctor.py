@@ -131,10 +131,7 @@ def _check(registry: LocalRegistry, report: DoctorReport, *, repair: bool) -> No
             if problem is not None:
                 damaged_revisions.append((name, revision_id, problem))
                 continue
-            try:
-                index = read_index(revision)
-            except Exception:  # noqa: BLE001 - check_revision passed: cannot happen
-                continue
+            index = read_index(revision)  # check_revision has just verified it
             for rel, entry in index.files.items():
                 if entry.sha256 in damaged_blobs:
                     file = revision / rel
