@@ -111,6 +111,24 @@ def _add(ctx: Context, base: Any, strategy: str, device: torch.device, **options
             "gate": gate, "steps": steps}
 
 
+def _below_cut_identical(base: Any, added: Any) -> dict[str, Any]:
+    """Whether ``partial`` left every tensor below the image backbone's cut (and the frozen text
+    backbone) bit-identical to the base: their content fingerprints are compared."""
+    from fashion.registry import load_bundle
+
+    old, new = load_bundle(base).model, load_bundle(added).model
+    checks = {}
+    for key, backbone in new.backbones.items():
+        cut = getattr(backbone, "train_from", None) or (
+            backbone.resolve_cut(1) if key == "image" and backbone.cut_points() else None)
+        if cut is not None:
+            checks[f"{key} below {cut}"] = (old.backbones[key].below_fingerprint(cut)
+                                            == backbone.below_fingerprint(cut))
+        else:
+            checks[key] = old.backbones[key].fingerprint() == backbone.fingerprint()
+    return {"identical": all(checks.values()), "detail": ", ".join(f"{k}: {v}" for k, v in checks.items())}
+
+
 def measure(ctx: Context, *, device: torch.device) -> dict[str, Any]:
     s = ctx.sizes
     catalog = ctx.catalog()
@@ -133,8 +151,12 @@ def measure(ctx: Context, *, device: torch.device) -> dict[str, Any]:
         replay_rows = 2 * max(1, new_rows // 2)
     ctx.log(f"  add {NEW}: finetune ({s.add_finetune_epochs or 'default'} epochs, replaying {replay_rows} base rows)")
     tune = _add(ctx, base, "finetune", device, **tune_options)
+    ctx.log(f"  add {NEW}: partial (image backbone's top block over cached activations, same replay)")
+    part = _add(ctx, base, "partial", device, **tune_options)
     head_acc = _new_accuracy(ctx, head["bundle"])
     tune_acc = _new_accuracy(ctx, tune["bundle"])
+    part_acc = _new_accuracy(ctx, part["bundle"])
+    below = _below_cut_identical(base, part["bundle"])
     comparisons = [
         compare(f"wall time of add_attribute('{NEW}'): finetune / head-only",
                 sdk=head["seconds"], baseline=tune["seconds"], unit="s",
@@ -144,6 +166,14 @@ def measure(ctx: Context, *, device: torch.device) -> dict[str, Any]:
         compare("new attribute test accuracy: head-only minus finetune",
                 sdk=head_acc["accuracy"], baseline=tune_acc["accuracy"], unit="accuracy",
                 sdk_label="head-only", baseline_label="finetune", kind="delta", target=-0.02),
+        compare("new attribute test accuracy: partial minus finetune",
+                sdk=part_acc["accuracy"], baseline=tune_acc["accuracy"], unit="accuracy",
+                sdk_label="partial", baseline_label="finetune", kind="delta", target=-0.005,
+                note=("old attributes' backbones bit-identical below the cut: "
+                      + ("yes" if below["identical"] else "NO") + f" ({below['detail']})")),
+        compare(f"wall time of add_attribute('{NEW}'): partial / finetune",
+                sdk=part["seconds"], baseline=tune["seconds"], unit="s", kind="max_ratio",
+                sdk_label="partial", baseline_label="finetune"),
     ]
     # shortened fine-tunes (quick runs): what the SDK defaults (5 epochs, every base training
     # row replayed) would cost, from the measured seconds per step; a projection, labeled as one
@@ -179,10 +209,12 @@ def measure(ctx: Context, *, device: torch.device) -> dict[str, Any]:
             "batch_size": s.batch_size, "device": str(device),
         },
         "metrics": {
-            "seconds": {"head_only": round(head["seconds"], 2), "finetune": round(tune["seconds"], 2)},
-            "phases_seconds": {"head_only": head["phases"], "finetune": tune["phases"]},
-            "new_attribute_test": {"head_only": head_acc, "finetune": tune_acc},
-            "gate": {"head_only": head["gate"], "finetune": tune["gate"]},
+            "seconds": {"head_only": round(head["seconds"], 2), "finetune": round(tune["seconds"], 2),
+                        "partial": round(part["seconds"], 2)},
+            "phases_seconds": {"head_only": head["phases"], "finetune": tune["phases"], "partial": part["phases"]},
+            "new_attribute_test": {"head_only": head_acc, "finetune": tune_acc, "partial": part_acc},
+            "gate": {"head_only": head["gate"], "finetune": tune["gate"], "partial": part["gate"]},
+            "partial_below_cut": below,
             "finetune_sdk_defaults_projection": projection,
         },
         "comparisons": comparisons,

@@ -7,9 +7,12 @@ labels only that -> predictions, with a report (markdown + PNGs) under ``--out``
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
+import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -96,8 +99,22 @@ def demo_spec(settings: DemoSettings, *, center: bool = True, pretrained: bool =
     }
 
 
+@contextlib.contextmanager
+def _data_warnings_once() -> Iterator[None]:
+    """Training runs after the first read the same files: their data warnings (the catalog's
+    deliberately bad rows) were printed by the first run already, so these runs keep them quiet
+    (they are still in each run's ``data_report.json``)."""
+    logger = logging.getLogger("fashion.training")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def _train(spec: dict[str, Any], catalog: Any, settings: DemoSettings, out: Path, progress: bool,
-           *, modality_dropout: float = MODALITY_DROPOUT) -> Any:
+           *, modality_dropout: float = MODALITY_DROPOUT, test: bool = False) -> Any:
     from fashion.training import DatasetConfig, OptimizerConfig, TrainConfig, Trainer
 
     datasets = [
@@ -125,6 +142,9 @@ def _train(spec: dict[str, Any], catalog: Any, settings: DemoSettings, out: Path
         early_stopping_patience=6,
         on_unknown_label="error",
         progress=progress,
+        # the published base model's card: its real name and held-out test metrics
+        name=f"local://{MODEL_NAME}",
+        test=_test_sets(catalog, ("colors_patterns", "categories")) if test else None,
     )
     return Trainer(None, config).fit()
 
@@ -188,29 +208,6 @@ def _modality_table(modalities: dict[str, dict[str, float]]) -> Table:
     return table
 
 
-def _plot_history(history: list[dict[str, Any]], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.2))
-    epochs = [h["epoch"] for h in history]
-    for attribute in sorted({a for h in history for a in h["losses"]}):
-        ax1.plot(epochs, [h["losses"].get(attribute, float("nan")) for h in history], label=attribute)
-    ax1.set_xlabel("epoch")
-    ax1.set_ylabel("training loss")
-    ax1.legend(fontsize=7)
-    ax2.plot(epochs, [h.get("val_macro_f1") or float("nan") for h in history], marker="o")
-    ax2.set_xlabel("epoch")
-    ax2.set_ylabel("mean validation macro-F1")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
 def run_demo(
     out: str | Path = "fashion-demo",
     *,
@@ -221,6 +218,7 @@ def run_demo(
     """Run the demo end to end; see the module docstring. Returns what it measured."""
     from fashion.add_attribute import add_attribute
     from fashion.catalog import make_catalog
+    from fashion.demo_report import plot_history, write_report
     from fashion.predictor import Predictor
     from fashion.registry import get_registry
     from fashion.training import evaluate
@@ -261,18 +259,19 @@ def run_demo(
     console.print("[bold]2/6[/] multi-data multi-task training: colors_patterns (color, pattern) "
                   "+ categories (category, style)")
     spec = demo_spec(settings, pretrained=pretrained)
-    result = _train(spec, catalog, settings, out / "runs" / "base", bool(progress))
+    result = _train(spec, catalog, settings, out / "runs" / "base", bool(progress), test=True)
     seconds["train"] = time.perf_counter() - t0
-    _plot_history(result.history, report_dir / "training_curves.png")
+    plot_history(result.history, report_dir / "training_curves.png")
 
-    # 3. evaluation on the held-out test splits
+    # 3. evaluation on the held-out test splits (scored by the run with its kept weights; the
+    # same numbers are in the bundle's model card)
     t0 = time.perf_counter()
     console.print("[bold]3/6[/] evaluation on the test splits")
     from fashion.registry import load_bundle
 
     base = load_bundle(result.bundle_path)
-    test = evaluate(base.model, _test_sets(catalog, ("colors_patterns", "categories")),
-                    plots_dir=report_dir / "base")
+    test = result.test_evaluation
+    test.save(report_dir / "base")
     test.print(console)
     test_metrics = {a: m.to_dict() for a, m in test.attributes.items()}
     seconds["evaluate"] = time.perf_counter() - t0
@@ -281,8 +280,9 @@ def run_demo(
     if settings.ablation:
         t0 = time.perf_counter()
         console.print("ablation: the same model with the full view only (no center crop)")
-        full_only = _train(demo_spec(settings, center=False, pretrained=pretrained), catalog,
-                           settings, out / "runs" / "full-only", False)
+        with _data_warnings_once():
+            full_only = _train(demo_spec(settings, center=False, pretrained=pretrained), catalog,
+                               settings, out / "runs" / "full-only", False)
         full_model = load_bundle(full_only.bundle_path).model
         ablated = evaluate(full_model, _test_sets(catalog, ("colors_patterns",)))
         ablation = {
@@ -304,8 +304,9 @@ def run_demo(
     t0 = time.perf_counter()
     console.print(f"modality dropout: the same model trained without it (the base hides images or "
                   f"text of {MODALITY_DROPOUT:.0%} of training products)")
-    no_dropout = _train(spec, catalog, settings, out / "runs" / "no-modality-dropout", False,
-                        modality_dropout=0.0)
+    with _data_warnings_once():
+        no_dropout = _train(spec, catalog, settings, out / "runs" / "no-modality-dropout", False,
+                            modality_dropout=0.0)
     modalities = {
         "without modality dropout": _modality_accuracy(load_bundle(no_dropout.bundle_path).model,
                                                        catalog, out / "modality-test"),
@@ -365,7 +366,7 @@ def run_demo(
     demo = DemoResult(out, backbones, test_metrics, ablation, modalities, added.gate.to_dict(), published,
                       examples, seconds=seconds,
                       test_manifest=catalog.manifest_path("categories", "test"))
-    demo.report = _write_report(demo, report_dir)
+    demo.report = write_report(demo, report_dir)
     (out / "demo-result.json").write_text(json.dumps(_jsonable(demo), indent=2, default=str))
     _print_summary(console, demo)
     return demo
@@ -387,43 +388,6 @@ def _example_rows(catalog: Any, n: int) -> list[dict[str, Any]]:
 
 def _jsonable(demo: DemoResult) -> dict[str, Any]:
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in demo.__dict__.items()}
-
-
-def _write_report(demo: DemoResult, report_dir: Path) -> Path:
-    lines = ["# fashion demo report", "", f"Backbones: {demo.backbones}", "",
-             "## Test metrics (held-out test splits)", "",
-             "| attribute | accuracy | macro-F1 | chance (1/labels) |", "|---|---|---|---|"]
-    for attribute, m in demo.test_metrics.items():
-        chance = 1.0 / max(1, len(m.get("labels", [])))
-        lines.append(f"| {attribute} | {m['accuracy']:.3f} | {m['macro_f1']:.3f} | {chance:.3f} |")
-    if demo.ablation:
-        a = demo.ablation
-        lines += ["", "## Center-view ablation (pattern)", "", "| views | accuracy | macro-F1 |",
-                  "|---|---|---|",
-                  f"| full | {a['pattern_accuracy_full_only']:.3f} | {a['pattern_macro_f1_full_only']:.3f} |",
-                  f"| full + center | {a['pattern_accuracy_full_center']:.3f} | {a['pattern_macro_f1_full_center']:.3f} |"]
-    if demo.modalities:
-        kinds = list(next(iter(demo.modalities.values())))
-        lines += ["", "## Modality dropout (mean test accuracy of the base attributes)", "",
-                  "Test sets copied with the images removed (text only) or the text removed "
-                  "(image only), scored by the model trained without and with modality dropout.",
-                  "", "| model | " + " | ".join(kinds) + " |", "|---" * (len(kinds) + 1) + "|"]
-        for model, scores in demo.modalities.items():
-            lines.append(f"| {model} | " + " | ".join(f"{scores[k]:.3f}" for k in kinds) + " |")
-    if demo.gate:
-        lines += ["", "## add-attribute gate", "", "| attribute | before | after | passed |",
-                  "|---|---|---|---|"]
-        for row in demo.gate["rows"]:
-            lines.append(f"| {row['attribute']} | {row['before']:.3f} | {row['after']:.3f} | {row['passed']} |")
-    lines += ["", "## Published", ""] + [f"- `{uri}`" for uri in demo.published]
-    lines += ["", "## Plots", "", "![training curves](training_curves.png)", ""]
-    for png in sorted(report_dir.rglob("confusion_*.png")):
-        rel = png.relative_to(report_dir)
-        lines.append(f"![{png.stem}]({rel})")
-    lines += ["", "## Timings (s)", ""] + [f"- {k}: {v:.1f}" for k, v in demo.seconds.items()]
-    path = report_dir / "report.md"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
 
 
 def end_snippet(demo: DemoResult) -> str:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from ..model import FashionModel
@@ -53,6 +54,9 @@ class AttributeMetrics:
     per_class: dict[str, ClassMetrics]
     confusion: list[list[int]] | None
     multilabel: bool = False
+    loss: float | None = None
+    """Mean loss per scored row (cross-entropy; multilabel: binary cross-entropy averaged over
+    labels) of the raw logits: the validation loss curve of training."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -63,7 +67,7 @@ class AttributeMetrics:
             "labels": self.labels,
             "per_class": {k: v.to_dict() for k, v in self.per_class.items()},
             "confusion": self.confusion,
-        }
+        } | ({"loss": round(self.loss, 6)} if self.loss is not None else {})
 
 
 class AttributeCounts:
@@ -75,6 +79,7 @@ class AttributeCounts:
         self.thresholds = thresholds
         n = len(self.labels)
         self.counts: Tensor | None = None  # (n, n) confusion, or (4, n) tp/fp/fn/exact
+        self.loss_sum: Tensor | None = None  # summed per-row loss (read once at the end)
         self.n = n
 
     def _zeros(self, device: torch.device) -> Tensor:
@@ -88,6 +93,12 @@ class AttributeCounts:
         mask = mask.to(device)
         targets = targets.to(device)[mask]
         logits = logits[mask]
+        if logits.shape[0]:
+            if self.multilabel:
+                loss = F.binary_cross_entropy_with_logits(logits.float(), targets.float(), reduction="none").mean(1).sum()
+            else:
+                loss = F.cross_entropy(logits.float(), targets, reduction="sum")
+            self.loss_sum = loss.detach() if self.loss_sum is None else self.loss_sum + loss.detach()
         if self.multilabel:
             thresholds = (self.thresholds if self.thresholds is not None else torch.full((self.n,), 0.5))
             pred = logits.float().sigmoid() >= thresholds.to(device)
@@ -109,6 +120,9 @@ class AttributeCounts:
             self.counts = other.counts.clone()
         else:
             self.counts += other.counts.to(self.counts.device)
+        if other.loss_sum is not None:
+            theirs = other.loss_sum.to(self.counts.device)
+            self.loss_sum = theirs.clone() if self.loss_sum is None else self.loss_sum + theirs
 
     def metrics(self, attribute: str) -> AttributeMetrics:
         counts = (self.counts if self.counts is not None else self._zeros(torch.device("cpu"))).cpu()
@@ -136,7 +150,9 @@ class AttributeCounts:
             label: ClassMetrics(float(precision[i]), float(recall[i]), float(f1[i]), int(support[i]))
             for i, label in enumerate(self.labels)
         }
-        return AttributeMetrics(attribute, self.labels, accuracy, macro, rows, per_class, confusion, self.multilabel)
+        loss = float(self.loss_sum) / rows if self.loss_sum is not None and rows else None
+        return AttributeMetrics(attribute, self.labels, accuracy, macro, rows, per_class, confusion,
+                                self.multilabel, loss)
 
 
 def new_counts(model: FashionModel, attribute: str) -> AttributeCounts:
@@ -178,9 +194,16 @@ class EvaluationReport:
             "mean_macro_f1": round(self.mean_macro_f1, 6),
             "attributes": {
                 a: {"accuracy": round(m.accuracy, 6), "macro_f1": round(m.macro_f1, 6), "support": m.support}
+                | ({"loss": round(m.loss, 6)} if m.loss is not None else {})
                 for a, m in self.attributes.items()
             },
         }
+
+    @property
+    def mean_loss(self) -> float | None:
+        """The mean over attributes of their mean validation loss (``None``: nothing scored)."""
+        losses = [m.loss for m in self.attributes.values() if m.loss is not None]
+        return sum(losses) / len(losses) if losses else None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -258,7 +281,8 @@ class EvaluationReport:
         axes.set_yticks(range(n), m.labels)
         axes.set_xlabel("predicted")
         axes.set_ylabel("true")
-        axes.set_title(f"{attribute}: accuracy {m.accuracy:.3f}, macro-F1 {m.macro_f1:.3f}")
+        # two short lines: one long line ran past the figure's edge on small matrices
+        axes.set_title(f"{attribute}\naccuracy {m.accuracy:.3f}, macro-F1 {m.macro_f1:.3f}", fontsize=10)
         for i in range(n):
             for j in range(n):
                 value = int(counts[i, j])

@@ -388,9 +388,8 @@ class Trainer:
             )
         seen = [v for v in mean_losses.values() if math.isfinite(v)]
         scores = self._validate()
-        val_metrics, score = ({}, None) if scores is None else (
-            EvaluationReport(scores[0]).summary()["attributes"], EvaluationReport(scores[0]).mean_macro_f1
-        )
+        report = None if scores is None else EvaluationReport(scores[0])
+        val_metrics, score = ({}, None) if report is None else (report.summary()["attributes"], report.mean_macro_f1)
         state.combiner.end_epoch(mean_losses)
         entry: dict[str, Any] = {
             "epoch": state.epoch + 1,
@@ -402,6 +401,7 @@ class Trainer:
             "lr_head": self.config.optimizer.lr_head * self.lr_factor(max(0, state.global_step - 1)),
             "val": val_metrics,
             "val_macro_f1": score,
+            "val_loss": None if report is None else report.mean_loss,
             "seconds": round(seconds, 3),
             "precision": self.precision,
         }

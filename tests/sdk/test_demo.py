@@ -40,6 +40,17 @@ def test_small_demo_runs_end_to_end(tmp_path, fashion_home):
     assert len(modalities) == 2 and all(set(m) == {"images + text", "text only", "image only"}
                                         for m in modalities.values())
     assert "## Modality dropout" in report and "text only" in report
+    assert "## add-attribute gate" in report and "## Example predictions" in report
+    assert report.count("<img src=") >= 6
+    for src in (line.split('<img src="', 1)[1].split('"', 1)[0] for line in report.splitlines() if "<img src=" in line):
+        assert (out / "report" / src).is_file(), src
+    # the catalog's deliberately bad rows are reported once, by the first training run
+    warned = [line for line in (result.stdout + result.stderr).splitlines() if "rows read" in line]
+    assert len(warned) == len(set(warned)), warned
+    # the base bundle's card: its real name and held-out test metrics
+    card = (out / "runs" / "base" / "bundle" / "README.md")
+    card_text = card.read_text() if card.is_file() else ""
+    assert "local://fashion-demo" in card_text and "test" in card_text.lower()
     # The closing snippet, pasted as printed into `python` in a fresh shell where FASHION_HOME
     # is unset: it names the demo's registry folder itself and predicts a real catalog image.
     snippet = result.stdout.split("(paste into `python`):\n", 1)[1]

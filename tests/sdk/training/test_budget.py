@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 import fashion.training.trainer as trainer_module
 from fashion.training import Trainer
 
@@ -25,6 +27,41 @@ def test_validation_runs_once_per_epoch_and_the_best_metrics_are_reused(tiny, tr
     best = result.history[result.best_epoch - 1]
     assert result.evaluation.mean_macro_f1 == best["val_macro_f1"]
     assert result.evaluation.summary()["attributes"] == best["val"]
+    # the history holds the validation loss, per attribute and their mean (the training curves)
+    for entry in result.history:
+        losses = [v["loss"] for v in entry["val"].values()]
+        assert losses and entry["val_loss"] == pytest.approx(sum(losses) / len(losses))
+
+
+def test_demo_training_curves_have_whole_epoch_ticks_and_validation_curves(tmp_path):
+    from fashion.demo_report import plot_history
+
+    history = [
+        {"epoch": e, "losses": {"color": 1.0 / e, "category": 2.0 / e}, "val_macro_f1": 0.1 * e,
+         "val": {"color": {"loss": 1.2 / e, "macro_f1": 0.1 * e}, "category": {"loss": 2.2 / e, "macro_f1": 0.2}}}
+        for e in (1, 2, 3)
+    ]
+    import matplotlib.pyplot as plt
+
+    seen = {}
+    real_savefig = plt.Figure.savefig
+
+    def capture(figure, path, **kwargs):
+        seen["figure"] = figure
+        return real_savefig(figure, path, **kwargs)
+
+    plt.Figure.savefig = capture
+    try:
+        path = plot_history(history, tmp_path / "curves.png")
+    finally:
+        plt.Figure.savefig = real_savefig
+    assert path.stat().st_size > 0
+    loss_axes, f1_axes = seen["figure"].axes
+    ticks = [t for t in loss_axes.get_xticks() if 1 <= t <= 3]
+    assert ticks and all(float(t).is_integer() for t in ticks)
+    labels = [line.get_label() for line in loss_axes.get_lines()]
+    assert "color (val)" in labels and "category (train)" in labels
+    assert {line.get_label() for line in f1_axes.get_lines()} >= {"color", "category", "mean"}
 
 
 def test_a_resumed_run_scores_restored_weights_only_when_their_metrics_are_not_in_memory(

@@ -33,6 +33,25 @@ def test_single_label_metrics_by_hand():
     assert m.per_class["c"].support == 1
 
 
+def test_validation_loss_is_the_mean_cross_entropy_of_labeled_rows_across_batches():
+    logits = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 0.0], [0.0, 3.0, 0.0], [9.0, 9.0, 9.0]])
+    truth = torch.tensor([0, 2, 1, 1])
+    mask = torch.tensor([True, True, True, False])  # unlabeled: not in the loss
+    first, second = AttributeCounts(["a", "b", "c"], False), AttributeCounts(["a", "b", "c"], False)
+    first.update(logits[:2], truth[:2], mask[:2])
+    second.update(logits[2:], truth[2:], mask[2:])
+    first.merge(second)
+    expected = torch.nn.functional.cross_entropy(logits[:3], truth[:3]).item()
+    assert first.metrics("x").loss == pytest.approx(expected)
+    assert first.metrics("x").to_dict()["loss"] == pytest.approx(expected, abs=1e-6)
+    multi = AttributeCounts(["floral", "striped"], multilabel=True)
+    ml_logits, ml_truth = torch.tensor([[2.0, -1.0], [0.0, 1.0]]), torch.tensor([[1.0, 0.0], [0.0, 0.0]])
+    multi.update(ml_logits, ml_truth, torch.ones(2, dtype=torch.bool))
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(ml_logits, ml_truth).item()
+    assert multi.metrics("pattern").loss == pytest.approx(bce)
+    assert AttributeCounts(["a"], False).metrics("empty").loss is None  # nothing scored: no loss
+
+
 def test_macro_f1_ignores_classes_never_seen_nor_predicted():
     counts = AttributeCounts(["a", "b", "c"], multilabel=False)
     counts.update(one_hot_logits([0, 1], 3), torch.tensor([0, 1]), torch.ones(2, dtype=torch.bool))
@@ -70,3 +89,27 @@ def test_evaluate_manifests_and_write_outputs(tiny, catalog, tmp_path):
     console.print(report.class_table("category"))
     text = console.export_text()
     assert "macro-F1" in text and "category" in text and "pants" in text
+
+
+def test_confusion_matrix_title_fits_inside_the_figure(tmp_path):
+    from matplotlib.figure import Figure
+
+    counts = AttributeCounts(["a", "b"], multilabel=False)
+    counts.update(one_hot_logits([0, 1, 1], 2), torch.tensor([0, 1, 0]), torch.ones(3, dtype=torch.bool))
+    report = EvaluationReport({"sleeve_length_of_the_garment": counts.metrics("sleeve_length_of_the_garment")})
+    seen = {}
+    real = Figure.savefig
+
+    def capture(figure, path, **kwargs):
+        seen["figure"] = figure
+        return real(figure, path, **kwargs)
+
+    Figure.savefig = capture
+    try:
+        report.plot_confusion("sleeve_length_of_the_garment", tmp_path / "c.png")
+    finally:
+        Figure.savefig = real
+    figure = seen["figure"]
+    renderer = figure.canvas.get_renderer()
+    box = figure.axes[0].title.get_window_extent(renderer)
+    assert box.x0 >= 0 and box.x1 <= figure.bbox.width and box.y1 <= figure.bbox.height
