@@ -80,6 +80,8 @@ def finish_run(trainer: Trainer) -> TrainResult:
             fit_and_report(model, trainer.val_sets, evaluation, config.output_dir / "evaluation",
                            min_precision=config.min_precision, features=trainer.val_features,
                            batch_size=config.eval_batch_size or config.batch_size)
+            if evaluation is not None:  # metrics.json again, now with the calibration's numbers
+                evaluation.to_json(config.output_dir / "evaluation" / "metrics.json")
         if config.test:
             from .evaluation import evaluate
 

@@ -60,6 +60,10 @@ def test_training_calibrates_and_the_trust_commands_run(tiny: object, tmp_path: 
     assert "## Calibration and abstention" in (bundle / "README.md").read_text(encoding="utf-8")
     assert (tmp_path / "run" / "evaluation" / "reliability_color.png").is_file()
     assert (tmp_path / "run" / "evaluation" / "coverage_category.png").is_file()
+    import json
+
+    metrics = json.loads((tmp_path / "run" / "evaluation" / "metrics.json").read_text())
+    assert set(metrics["trust"]) == {"color", "category"}  # metrics.json is written after calibration
 
     predictor = Predictor.from_pretrained(str(bundle), device="cpu")
     products = [{"images": [str(catalog["colors"].parent / "images" / "red-0.png")], "title": "soft dress"}]
