@@ -145,7 +145,10 @@ def measure_config(ctx: Context, image: str, settings: dict[str, Any]) -> dict[s
     s = ctx.sizes
     crop, batch = s.infer_crop, s.batch_size
     spec = model_spec(crop=crop, text_model=ctx.text_model(), attributes=ATTRS, image=image)
-    model = build_model(spec, pretrained=settings["pretrained"] and not ctx.quick)
+    # the image backbone's weights: ImageNet where installable (EfficientNet-Lite0, full runs),
+    # else random; the text backbone always loads its encoder (MiniLM, or quick's tiny BERT)
+    spec["backbones"]["image"]["options"] = {"pretrained": settings["pretrained"] and not ctx.quick}
+    model = build_model(spec)
     ctx.log("  training the heads (head-only, cached features) so the gate scores trained ones ...")
     head_f1 = train_heads(ctx, model, image)
     ctx.log(f"    validation macro-F1 of the trained heads: {head_f1}")
