@@ -172,6 +172,27 @@ def _overhead(server: _Server, bundle: Path, products: list[dict[str, Any]], bod
     return statistics.median(direct), statistics.median(http), inside
 
 
+def _ceiling(bundle: Path, products: list[dict[str, Any]], rounds: int) -> tuple[float, float]:
+    """Products/s of ``Predictor.predict`` in this process, one product per call vs all of them
+    (32) in one call, interleaved: what batching can give on this machine at best, with no
+    HTTP, JSON or queue in the way."""
+    from fashion import Predictor
+
+    predictor = Predictor.from_pretrained(bundle)
+    batch = [products[i % len(products)] for i in range(32)]
+    predictor.predict(batch[:2], batch_size=2)  # warm-up
+    single, grouped = [], []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        for product in batch:
+            predictor.predict([product], batch_size=1)
+        single.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        predictor.predict(batch, batch_size=len(batch))
+        grouped.append(time.perf_counter() - started)
+    return len(batch) / statistics.median(single), len(batch) / statistics.median(grouped)
+
+
 def run(ctx: Context) -> dict[str, Any]:
     from fashion.registry import save_bundle
 
@@ -190,6 +211,7 @@ def run(ctx: Context) -> dict[str, Any]:
     modes = {"batching": ("--max-batch-size", "32", "--batch-timeout-ms", "10"),
              "no batching": ("--max-batch-size", "1")}
     measured: dict[str, dict[str, dict[str, float]]] = {mode: {} for mode in modes}
+    mean_batch_at: dict[str, float] = {}  # products per forward of the batching server, per load
     servers = {mode: _Server(bundle, ctx.work / f"serve-{mode.replace(' ', '-')}.log", ctx.threads, *args)
                for mode, args in modes.items()}
     try:
@@ -199,9 +221,12 @@ def run(ctx: Context) -> dict[str, Any]:
         for clients in CLIENTS:
             requests = max(minimum, per_client * clients)
             runs: dict[str, list[dict[str, float]]] = {mode: [] for mode in modes}
+            before = _histogram(servers["batching"].metrics(), "fashion_batch_size")
             for _ in range(repeats):  # ABAB: both servers see the same machine load
                 for mode, server in servers.items():
                     runs[mode].append(_load(server.port, bodies, clients, requests))
+            after = _histogram(servers["batching"].metrics(), "fashion_batch_size")
+            mean_batch_at[str(clients)] = (after[0] - before[0]) / max(1.0, after[1] - before[1])
             for mode, rows in runs.items():
                 measured[mode][str(clients)] = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
                 ctx.log(f"  {mode}, {clients} clients: {measured[mode][str(clients)]}")
@@ -210,6 +235,7 @@ def run(ctx: Context) -> dict[str, Any]:
     finally:
         for server in servers.values():
             server.stop()
+    one_by_one, all_at_once = _ceiling(bundle, products, 1 if ctx.quick else 3)
 
     on, off = measured["batching"], measured["no batching"]
     direct_ms, http_ms, inside_ms = 1000 * direct_s, 1000 * http_s, 1000 * inside_s
@@ -217,6 +243,11 @@ def run(ctx: Context) -> dict[str, Any]:
         compare("requests/s at 32 concurrent clients, batching on vs off",
                 sdk=on["32"]["requests_per_s"], baseline=off["32"]["requests_per_s"], unit="requests/s",
                 sdk_label="batching", baseline_label="no batching", target=3.0),
+        compare("ceiling: Predictor.predict in-process, 32 products in one call vs one per call",
+                sdk=all_at_once, baseline=one_by_one, unit="products/s", sdk_label="batch 32",
+                baseline_label="batch 1",
+                note="what batching can give on this CPU at best (no HTTP, JSON or queue); the "
+                     "server's 32-client gain is measured against this"),
         compare("requests/s at 8 concurrent clients, batching on vs off",
                 sdk=on["8"]["requests_per_s"], baseline=off["8"]["requests_per_s"], unit="requests/s",
                 sdk_label="batching", baseline_label="no batching"),
@@ -234,7 +265,9 @@ def run(ctx: Context) -> dict[str, Any]:
         f"Model: EfficientNet-Lite0 at {crop} px + {'a tiny random BERT' if ctx.sizes.tiny_text else 'MiniLM'}, "
         f"5 heads; one product (a {2 * crop} px JPEG + title) per request; clients and server share "
         f"the machine's {ctx.threads} threads.",
-        "Mean products per forward: " + ", ".join(f"{m} {v:.1f}" for m, v in batch_means.items()) + ".",
+        "Mean products per forward over the whole run: " + ", ".join(f"{m} {v:.1f}" for m, v in batch_means.items())
+        + "; of the batching server per load: " + ", ".join(f"{c} clients {v:.1f}" for c, v in mean_batch_at.items())
+        + ".",
         "Latency (p50/p99 ms) and requests/s per clients: " + "; ".join(
             f"{mode} {c}: {r['requests_per_s']:.1f}/s {r['p50_ms']:.0f}/{r['p99_ms']:.0f} ms"
             for mode, rows in measured.items() for c, r in rows.items()) + ".",
@@ -244,5 +277,7 @@ def run(ctx: Context) -> dict[str, Any]:
                   settings={"crop": crop, "clients": list(CLIENTS), "modes": {k: list(v) for k, v in modes.items()},
                             "requests_per_client": per_client},
                   metrics={"direct_batch1_ms": direct_ms, "http_batch1_ms": http_ms,
-                           "server_predict_batch1_ms": inside_ms, "http": measured, "mean_batch": batch_means},
+                           "server_predict_batch1_ms": inside_ms, "http": measured, "mean_batch": batch_means,
+                           "mean_batch_by_clients": mean_batch_at,
+                           "ceiling_products_per_s": {"batch_1": one_by_one, "batch_32": all_at_once}},
                   comparisons=comparisons, notes=notes)
