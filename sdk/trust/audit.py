@@ -3,10 +3,13 @@
 For each audited attribute, out-of-sample probabilities come from K-fold cross-fitting: a
 fresh linear classifier on the model's frozen backbone features is trained on K-1 folds of the
 labeled rows and predicts the held-out fold, so no row is scored by a classifier that saw its
-label. A class's confidence threshold is the mean probability of that class over the rows
-labeled with it; a row is suspect when another class reaches its own threshold with more
-probability than the given label has. Suspects are ranked by how strongly the model
-contradicts the given label (``suggested`` probability minus ``given`` probability). The audit
+label. A row is suspect when that out-of-sample classifier predicts another label than the
+given one; suspects are ranked by self-confidence (the out-of-sample probability of the given
+label, lowest first), so the rows the model contradicts most come first. This is confident
+learning's ``predicted_neq_given`` filter with ``self_confidence`` ranking; the stricter
+confident-joint rule (the suggested class reaches its own threshold, the mean probability of
+that class over the rows labeled with it) is reported per row as ``confident`` so a reviewer
+can start with those (docs/trust.md compares the two on the synthetic catalog). The audit
 reports; it never edits or deletes data.
 """
 
@@ -42,7 +45,8 @@ class Suspect:
     suggested: str
     given_probability: float
     suggested_probability: float
-    score: float  # suggested - given probability: higher = more surely wrong
+    score: float  # 1 - given probability (self-confidence ranking): higher = more surely wrong
+    confident: bool = False  # the suggested class also reaches its confident-joint threshold
 
 
 def cross_fitted_probabilities(
@@ -81,21 +85,24 @@ def cross_fitted_probabilities(
     return out
 
 
-def find_suspects(probabilities: Tensor, given: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Confident learning's off-diagonal: ``(suspect mask, suggested class, score)`` per row."""
+def find_suspects(probabilities: Tensor, given: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(suspect mask, suggested class, score, confident mask)`` per row: suspect when the
+    arg-max is not the given label; score ``1 - p(given)``; confident when the suggested class
+    also reaches its threshold (the mean probability of that class over the rows given it)."""
     classes = probabilities.shape[1]
     thresholds = torch.ones(classes)
     for c in range(classes):
         rows = given == c
         if bool(rows.any()):
             thresholds[c] = probabilities[rows, c].mean()
-    confident = probabilities >= thresholds.unsqueeze(0)
-    confident[torch.arange(len(given)), given] = False
-    masked = torch.where(confident, probabilities, torch.full_like(probabilities, -1.0))
-    best_p, best = masked.max(dim=1)
-    p_given = probabilities[torch.arange(len(given)), given]
-    suspect = (best_p >= 0) & (best_p > p_given)
-    return suspect, best, best_p - p_given
+    rows = torch.arange(len(given))
+    others = probabilities.clone()
+    others[rows, given] = -1.0
+    best_p, best = others.max(dim=1)
+    p_given = probabilities[rows, given]
+    suspect = best_p > p_given
+    confident = suspect & (best_p >= thresholds[best])
+    return suspect, best, 1.0 - p_given, confident
 
 
 def audit_datasets(
@@ -123,13 +130,13 @@ def audit_datasets(
                 continue
             y = torch.tensor([head.index[dataset.labels[attribute][i]] for i in rows])
             p = cross_fitted_probabilities(x[rows], y, len(head.labels), folds=folds, seed=seed)
-            flagged, best, score = find_suspects(p, y)
+            flagged, best, score, confident = find_suspects(p, y)
             for j in flagged.nonzero().flatten().tolist():
                 i = rows[j]
                 suspects.append(Suspect(
                     str(dataset.path), dataset.rows[i], str(dataset.products[i].id), attribute,
                     head.labels[int(y[j])], head.labels[int(best[j])], float(p[j, y[j]]),
-                    float(p[j, best[j]]), float(score[j]),
+                    float(p[j, best[j]]), float(score[j]), bool(confident[j]),
                 ))
     suspects.sort(key=lambda s: -s.score)
     return suspects

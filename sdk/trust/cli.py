@@ -84,9 +84,12 @@ def calibrate_command(model: str, data: tuple[Path, ...], min_precision: float, 
               help="How many suspects to print.")
 def audit_command(data: tuple[Path, ...], model: str, attributes: tuple[str, ...], out: Path,
                   folds: int, top: int) -> None:
-    """List labeled rows of DATA whose label the model confidently contradicts.
+    """List labeled rows of DATA whose label the model contradicts, most suspect first.
 
-    Confident learning on out-of-sample (cross-fitted) probabilities; the data is never edited.
+    Confident learning on out-of-sample (cross-fitted) probabilities: a row is listed when
+    the held-out classifier predicts another label, ranked by how little probability the given
+    label gets; `confident` marks rows whose suggested label also clears its class threshold.
+    The data is never edited.
     """
     from fashion.trust.audit import audit_datasets, check_folds, write_suspects
 
@@ -97,7 +100,8 @@ def audit_command(data: tuple[Path, ...], model: str, attributes: tuple[str, ...
     suspects = audit_datasets(bundle.model, datasets, attributes=wanted, folds=folds)
     write_suspects(suspects, out)
     labeled = sum(len(d) for d in datasets)
-    click.echo(f"{len(suspects)} suspect labels in {labeled} rows; report: {out}")
+    confident = sum(s.confident for s in suspects)
+    click.echo(f"{len(suspects)} suspect labels ({confident} confident) in {labeled} rows; report: {out}")
     for s in suspects[:top]:
         click.echo(f"  {s.file}:{s.line} {s.id} {s.attribute}: given {s.given!r} "
                    f"({s.given_probability:.2f}), model says {s.suggested!r} ({s.suggested_probability:.2f})")
