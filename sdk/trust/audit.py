@@ -1,22 +1,31 @@
 """Suspect labels in training data, by confident learning (Northcutt et al., 2021).
 
-For each audited attribute, out-of-sample probabilities come from K-fold cross-fitting: a
-fresh linear classifier on the model's frozen backbone features is trained on K-1 folds of the
-labeled rows and predicts the held-out fold, so no row is scored by a classifier that saw its
-label. A row is suspect when that out-of-sample classifier predicts another label than the
-given one; suspects are ranked by self-confidence (the out-of-sample probability of the given
-label, lowest first), so the rows the model contradicts most come first. This is confident
+Out-of-sample probabilities come from K-fold cross-fitting, so no row is scored by a
+classifier that saw its label. One linear classifier is cross-fitted per *evidence stream*:
+each of the model's inputs (``image:full``, ``text``, …: its frozen backbone features,
+L2-normalized) and, when the products have text, the listing's words (a hashed bag of the
+cleaned title and description's words: a frozen sentence embedding blurs the one word that
+says "formal"). A second-level classifier, cross-fitted on the same folds, weighs the streams'
+out-of-fold log-probabilities into one distribution (stacking). Separate small classifiers
+generalize from a few hundred labeled rows where one classifier over every feature side by
+side overfits (docs/trust.md measures both), and the stacker learns how far to trust each
+stream per attribute.
+
+A row is suspect when the stacked out-of-sample prediction is another label than the given
+one; suspects are ranked by self-confidence (the out-of-sample probability of the given label,
+lowest first), so the rows the model contradicts most come first. This is confident
 learning's ``predicted_neq_given`` filter with ``self_confidence`` ranking; the stricter
 confident-joint rule (the suggested class reaches its own threshold, the mean probability of
 that class over the rows labeled with it) is reported per row as ``confident`` so a reviewer
-can start with those (docs/trust.md compares the two on the synthetic catalog). The audit
-reports; it never edits or deletes data.
+can start with those. The audit reports; it never edits or deletes data.
 """
 
 from __future__ import annotations
 
 import csv
-from collections.abc import Sequence
+import hashlib
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,8 +38,16 @@ from fashion.errors import ConfigError
 from .features import encode_products
 
 if TYPE_CHECKING:
+    from fashion.inputs import Product
     from fashion.model import FashionModel
     from fashion.training.data import LabeledDataset
+
+WORDS = "words"
+"""The name of the listing-words stream in :func:`audit_streams`."""
+WORD_BUCKETS = 4096
+FEATURE_SCALE = 10.0  # L2-normalized backbone features are scaled to this norm for the probes
+PROBE_WEIGHT_DECAY = 1e-2  # per-stream probes (on the scaled features / binary word indicators)
+STACK_WEIGHT_DECAY = 1e-3  # the second level, on the streams' log-probabilities
 
 
 @dataclass
@@ -49,40 +66,132 @@ class Suspect:
     confident: bool = False  # the suggested class also reaches its confident-joint threshold
 
 
-def cross_fitted_probabilities(
-    x: Tensor, y: Tensor, classes: int, *, folds: int = 5, seed: int = 0, steps: int = 200,
-    weight_decay: float = 1e-3,
-) -> Tensor:
-    """Out-of-sample class probabilities ``(N, classes)`` of a linear classifier on ``x``."""
-    n = x.shape[0]
+@dataclass
+class Stream:
+    """One source of evidence for the audit: features ``(N, D)`` and which rows have them."""
+
+    features: Tensor
+    mask: Tensor  # (N,) bool: rows without this input (no text, no image) get the class prior
+    standardize: bool = False
+
+
+def fold_assignment(n: int, folds: int, seed: int = 0) -> Tensor:
+    """Each row's fold ``(N,)`` in ``0..folds-1``: a seeded shuffle dealt round-robin."""
     folds = max(2, min(folds, n))
-    generator = torch.Generator().manual_seed(seed)
-    order = torch.randperm(n, generator=generator)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     fold_of = torch.empty(n, dtype=torch.long)
     fold_of[order] = torch.arange(n) % folds
-    mean, std = x.mean(0), x.std(0).clamp(min=1e-6)
-    z = (x - mean) / std
+    return fold_of
+
+
+def _fit_linear(z: Tensor, y: Tensor, classes: int, *, weight_decay: float, steps: int,
+                seed: int) -> torch.nn.Linear:
+    torch.manual_seed(seed)
+    linear = torch.nn.Linear(z.shape[1], classes)
+    optimizer = torch.optim.LBFGS(linear.parameters(), lr=1.0, max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure() -> Tensor:
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(linear(z), y)
+        loss = loss + weight_decay * linear.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return linear
+
+
+def cross_fitted_probabilities(
+    x: Tensor, y: Tensor, classes: int, *, folds: int = 5, seed: int = 0, steps: int = 200,
+    weight_decay: float = 1e-3, standardize: bool = True, mask: Tensor | None = None,
+    fold_of: Tensor | None = None,
+) -> Tensor:
+    """Out-of-sample class probabilities ``(N, classes)`` of a linear classifier on ``x``.
+
+    ``standardize``: z-score each feature on the training folds (otherwise ``x`` is used as
+    given). ``mask``: rows without this evidence are neither trained on nor predicted; they
+    get the class frequencies of the training folds. ``fold_of``: a fold per row (from
+    :func:`fold_assignment`; drawn from ``seed`` when omitted).
+    """
+    n = x.shape[0]
+    fold_of = fold_assignment(n, folds, seed) if fold_of is None else fold_of
+    mask = torch.ones(n, dtype=torch.bool) if mask is None else mask.bool()
     out = torch.zeros(n, classes)
-    for k in range(folds):
-        train, held = fold_of != k, fold_of == k
-        torch.manual_seed(seed + k)
-        linear = torch.nn.Linear(z.shape[1], classes)
-        optimizer = torch.optim.LBFGS(linear.parameters(), lr=1.0, max_iter=steps,
-                                      line_search_fn="strong_wolfe")
-        zt, yt = z[train], y[train]
-
-        def closure(linear: torch.nn.Linear = linear, zt: Tensor = zt, yt: Tensor = yt,
-                    optimizer: torch.optim.Optimizer = optimizer) -> Tensor:
-            optimizer.zero_grad()
-            loss = torch.nn.functional.cross_entropy(linear(zt), yt)
-            loss = loss + weight_decay * linear.weight.pow(2).sum()
-            loss.backward()
-            return loss
-
-        optimizer.step(closure)
+    for k in range(int(fold_of.max()) + 1):
+        train, held = (fold_of != k) & mask, fold_of == k
+        counts = torch.bincount(y[fold_of != k], minlength=classes).float() + 1.0
+        out[held] = counts / counts.sum()  # the prior, for held-out rows without this evidence
+        scored = held & mask
+        if not bool(train.any()) or not bool(scored.any()):
+            continue
+        xt = x[train]
+        mean, std = (xt.mean(0), xt.std(0).clamp(min=1e-6)) if standardize and xt.shape[0] > 1 else (0.0, 1.0)
+        linear = _fit_linear((xt - mean) / std, y[train], classes, weight_decay=weight_decay, steps=steps,
+                             seed=seed + k)
         with torch.no_grad():
-            out[held] = linear(z[held]).softmax(-1)
+            out[scored] = linear((x[scored] - mean) / std).softmax(-1)
     return out
+
+
+def stacked_probabilities(
+    streams: Mapping[str, Stream], y: Tensor, classes: int, *, folds: int = 5, seed: int = 0,
+    steps: int = 200,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Out-of-sample probabilities ``(N, classes)`` from several evidence streams, and each
+    stream's own: one cross-fitted linear classifier per stream, then a linear classifier over
+    their out-of-fold log-probabilities, cross-fitted on the same folds."""
+    if not streams:
+        raise ValueError("stacked_probabilities needs at least one stream")
+    fold_of = fold_assignment(len(y), folds, seed)
+    each = {
+        name: cross_fitted_probabilities(
+            s.features, y, classes, steps=steps, weight_decay=PROBE_WEIGHT_DECAY, standardize=s.standardize,
+            mask=s.mask, fold_of=fold_of, seed=seed,
+        )
+        for name, s in streams.items()
+    }
+    if len(each) == 1:
+        return next(iter(each.values())), each
+    logs = torch.cat([p.clamp(min=1e-6).log() for p in each.values()], dim=1)
+    stacked = cross_fitted_probabilities(logs, y, classes, steps=steps, weight_decay=STACK_WEIGHT_DECAY,
+                                         standardize=False, fold_of=fold_of, seed=seed + 1000)
+    return stacked, each
+
+
+_WORD = re.compile(r"\w+")
+
+
+def listing_text(product: Product) -> str:
+    """The words the audit reads of a product: its cleaned title and description."""
+    from fashion.plugins.text_clean import clean_text
+
+    return " ".join(clean_text(t) for t in (product.title, product.description) if t)
+
+
+def word_features(texts: Sequence[str], *, buckets: int = WORD_BUCKETS) -> Tensor:
+    """Binary word indicators ``(N, buckets)``: each lower-cased word hashed (md5) to a bucket."""
+    x = torch.zeros(len(texts), buckets)
+    for row, text in enumerate(texts):
+        for word in set(_WORD.findall(text.lower())):
+            x[row, int.from_bytes(hashlib.md5(word.encode()).digest()[:4], "little") % buckets] = 1.0
+    return x
+
+
+def audit_streams(model: FashionModel, products: Sequence[Product], *, words: bool = True,
+                  batch_size: int = 64) -> dict[str, Stream]:
+    """The audit's evidence per product: each model input's frozen features (L2-normalized,
+    scaled) and, with ``words`` and any text, the listing's words."""
+    encoded = encode_products(model, products, batch_size=batch_size)
+    streams = {
+        name: Stream(torch.nn.functional.normalize(f, dim=1) * FEATURE_SCALE, encoded.masks[name].bool())
+        for name, f in encoded.features.items()
+    }
+    if words:
+        x = word_features([listing_text(p) for p in products])
+        mask = x.sum(1) > 0
+        if bool(mask.any()):
+            streams[WORDS] = Stream(x, mask)
+    return streams
 
 
 def find_suspects(probabilities: Tensor, given: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -113,23 +222,29 @@ def audit_datasets(
     folds: int = 5,
     batch_size: int = 64,
     seed: int = 0,
+    words: bool = True,
 ) -> list[Suspect]:
-    """Suspect rows of every audited (single-label) attribute, most suspect first."""
+    """Suspect rows of every audited (single-label) attribute, most suspect first.
+
+    ``words``: also read the listing's words (see :func:`audit_streams`)."""
     suspects: list[Suspect] = []
     for dataset in datasets:
         chosen = [a for a in dataset.attributes if attributes is None or a in attributes]
         chosen = [a for a in chosen if not model.task(a).multilabel]
         if not chosen or not dataset.products:
             continue
-        encoded = encode_products(model, dataset.products, batch_size=batch_size)
-        x = torch.cat([f * m.unsqueeze(1) for f, m in zip(encoded.features.values(), encoded.masks.values(), strict=True)], dim=1)
+        streams = audit_streams(model, dataset.products, words=words, batch_size=batch_size)
         for attribute in chosen:
             head = model.task(attribute)
             rows = [i for i, v in enumerate(dataset.labels[attribute]) if v is not None]
             if len(rows) < 2 * folds:
                 continue
             y = torch.tensor([head.index[dataset.labels[attribute][i]] for i in rows])
-            p = cross_fitted_probabilities(x[rows], y, len(head.labels), folds=folds, seed=seed)
+            index = torch.tensor(rows)
+            p, _ = stacked_probabilities(
+                {name: Stream(s.features[index], s.mask[index], s.standardize) for name, s in streams.items()},
+                y, len(head.labels), folds=folds, seed=seed,
+            )
             flagged, best, score, confident = find_suspects(p, y)
             for j in flagged.nonzero().flatten().tolist():
                 i = rows[j]
@@ -163,5 +278,18 @@ def check_folds(folds: int) -> int:
     return folds
 
 
-__all__ = ["Suspect", "audit_datasets", "check_folds", "cross_fitted_probabilities", "find_suspects",
-           "write_suspects"]
+__all__ = [
+    "WORDS",
+    "Stream",
+    "Suspect",
+    "audit_datasets",
+    "audit_streams",
+    "check_folds",
+    "cross_fitted_probabilities",
+    "find_suspects",
+    "fold_assignment",
+    "listing_text",
+    "stacked_probabilities",
+    "word_features",
+    "write_suspects",
+]

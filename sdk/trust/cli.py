@@ -80,16 +80,18 @@ def calibrate_command(model: str, data: tuple[Path, ...], min_precision: float, 
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("suspects.csv"),
               show_default=True, help="The report: one row per suspect label.")
 @click.option("--folds", default=5, show_default=True, type=int, help="Cross-fitting folds.")
+@click.option("--words/--no-words", default=True, show_default=True,
+              help="Also read the listing's words (title, description) beside the model's features.")
 @click.option("--top", default=20, show_default=True, type=click.IntRange(min=0),
               help="How many suspects to print.")
 def audit_command(data: tuple[Path, ...], model: str, attributes: tuple[str, ...], out: Path,
-                  folds: int, top: int) -> None:
+                  folds: int, words: bool, top: int) -> None:
     """List labeled rows of DATA whose label the model contradicts, most suspect first.
 
-    Confident learning on out-of-sample (cross-fitted) probabilities: a row is listed when
-    the held-out classifier predicts another label, ranked by how little probability the given
-    label gets; `confident` marks rows whose suggested label also clears its class threshold.
-    The data is never edited.
+    Confident learning on out-of-sample (cross-fitted) probabilities: one classifier per model
+    input (and the listing's words), stacked; a row is listed when the held-out prediction is
+    another label, ranked by how little probability the given label gets; `confident` marks
+    rows whose suggested label also clears its class threshold. The data is never edited.
     """
     from fashion.trust.audit import audit_datasets, check_folds, write_suspects
 
@@ -97,7 +99,7 @@ def audit_command(data: tuple[Path, ...], model: str, attributes: tuple[str, ...
     bundle = _load(model)
     wanted = list(attributes) or None
     datasets = _datasets(bundle.model, data)
-    suspects = audit_datasets(bundle.model, datasets, attributes=wanted, folds=folds)
+    suspects = audit_datasets(bundle.model, datasets, attributes=wanted, folds=folds, words=words)
     write_suspects(suspects, out)
     labeled = sum(len(d) for d in datasets)
     confident = sum(s.confident for s in suspects)

@@ -90,6 +90,11 @@ def test_training_calibrates_and_the_trust_commands_run(tiny: object, tmp_path: 
     suspects = [row["id"] for row in csv.DictReader(report.open(encoding="utf-8"))]
     found = set(suspects[: len(flipped)]) & set(flipped)
     assert len(found) >= 0.8 * len(flipped)  # the images say the color: flips stand out
+    result = runner.invoke(cli, ["audit", str(noisy), "--model", str(bundle), "--attribute", "color",
+                                 "--no-words", "--out", str(report)])  # the model's features alone
+    assert result.exit_code == 0, result.output
+    suspects = [row["id"] for row in csv.DictReader(report.open(encoding="utf-8"))]
+    assert len(set(suspects[: len(flipped)]) & set(flipped)) >= 0.8 * len(flipped)
 
     queue = tmp_path / "queue.csv"
     result = runner.invoke(cli, ["review", str(bundle), str(catalog["categories"]), "--out", str(queue),
