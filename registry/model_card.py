@@ -90,6 +90,24 @@ def _example(index: BundleIndex) -> str:
     return " ".join(words[:4]) or "Red cotton shirt"
 
 
+RELIABILITY = ".reliability"
+"""Suffix of a plot key (and of its file under ``plots/``) holding an attribute's reliability
+diagram; a key without it is the attribute's confusion matrix."""
+
+
+def reliability_key(attribute: str) -> str:
+    """The plot key of ``attribute``'s reliability diagram: ``color.reliability``."""
+    return attribute + RELIABILITY
+
+
+def plot_keys(stem: str) -> str:
+    """The plot key for a run's PNG named ``stem``: ``confusion_color`` -> ``color``,
+    ``reliability_color`` -> ``color.reliability``; a bundle's own ``plots/`` stems pass through."""
+    if stem.startswith("reliability_"):
+        return reliability_key(stem.removeprefix("reliability_"))
+    return stem.removeprefix("confusion_")
+
+
 def _body(index: BundleIndex, plots: Mapping[str, str] | None) -> list[str]:
     attributes = list(index.attributes)
     uri = _load_uri(index)
@@ -107,7 +125,7 @@ def _body(index: BundleIndex, plots: Mapping[str, str] | None) -> list[str]:
     for a, entry in index.attributes.items():
         labels = ", ".join(entry.labels[:12]) + (" …" if len(entry.labels) > 12 else "")
         lines.append(f"| {a} | {labels} | {entry.head.name} | {entry.threshold} |")
-    lines += _trust_section(index)
+    lines += _trust_section(index, plots or {})
     lines += ["", "## Components", "", "| path | component | plugin distribution |", "|---|---|---|"]
     for path, c in index.components.items():
         dist = f"{c.distribution} {c.version or ''}".strip() if c.distribution else "(not packaged)"
@@ -126,7 +144,8 @@ def _body(index: BundleIndex, plots: Mapping[str, str] | None) -> list[str]:
                 cells += [f"{scores[k]:.3f}" if k in scores else "—" for k in METRICS]
             lines.append(f"| {attribute} | " + " | ".join(cells) + " |")
     for attribute, rel in (plots or {}).items():
-        lines += ["", f"### {attribute} confusion matrix", "", f"![{attribute} confusion matrix]({rel})"]
+        if not attribute.endswith(RELIABILITY):
+            lines += ["", f"### {attribute} confusion matrix", "", f"![{attribute} confusion matrix]({rel})"]
     for title, entries in (("Training data", index.provenance.datasets),
                            ("Validation data", getattr(index.provenance, "validation", None)),
                            ("Test data", getattr(index.provenance, "test", None))):
@@ -141,8 +160,9 @@ def _body(index: BundleIndex, plots: Mapping[str, str] | None) -> list[str]:
     return lines
 
 
-def _trust_section(index: BundleIndex) -> list[str]:
-    """Calibration, abstention and applicability per attribute (fashion.trust; docs/trust.md)."""
+def _trust_section(index: BundleIndex, plots: Mapping[str, str]) -> list[str]:
+    """Calibration, abstention and applicability per attribute (fashion.trust; docs/trust.md),
+    with the reliability diagrams the calibration drew."""
     rows = []
     for a, entry in index.attributes.items():
         c, t = entry.calibration, entry.abstention
@@ -161,7 +181,19 @@ def _trust_section(index: BundleIndex) -> list[str]:
             "Fitted on validation data: scores are calibrated probabilities; "
             "`abstain=True` gives no label under the threshold.", "",
             "| attribute | temperature | ECE raw → calibrated | target precision | threshold | applies to |",
-            "|---|---|---|---|---|---|", *rows]
+            "|---|---|---|---|---|---|", *rows, *_reliability_figures(index, plots)]
+
+
+def _reliability_figures(index: BundleIndex, plots: Mapping[str, str]) -> list[str]:
+    lines = []
+    for a in index.attributes:
+        rel = plots.get(reliability_key(a))
+        if rel:
+            lines += ["", f"### {a} reliability", "",
+                      "Accuracy against confidence on the validation rows calibration was fitted on, "
+                      "raw and calibrated (the diagonal is perfect calibration).", "",
+                      f"![{a} reliability diagram]({rel})"]
+    return lines
 
 
 def model_card(index: BundleIndex, plots: Mapping[str, str] | None = None) -> str:
@@ -172,4 +204,4 @@ def model_card(index: BundleIndex, plots: Mapping[str, str] | None = None) -> st
     return str(ModelCard(content))
 
 
-__all__ = ["METRICS", "model_card", "model_name"]
+__all__ = ["METRICS", "RELIABILITY", "model_card", "model_name", "plot_keys", "reliability_key"]

@@ -77,9 +77,10 @@ def finish_run(trainer: Trainer) -> TrainResult:
         if config.calibrate and trainer.val_sets:
             from fashion.trust.fit import fit_and_report
 
-            fit_and_report(model, trainer.val_sets, evaluation, config.output_dir / "evaluation",
-                           min_precision=config.min_precision, features=trainer.val_features,
-                           batch_size=config.eval_batch_size or config.batch_size)
+            trust = fit_and_report(model, trainer.val_sets, evaluation, config.output_dir / "evaluation",
+                                   min_precision=config.min_precision, features=trainer.val_features,
+                                   batch_size=config.eval_batch_size or config.batch_size)
+            plots += [p for p in trust.saved if p.name.startswith("reliability_")]  # into the model card
             if evaluation is not None:  # metrics.json again, now with the calibration's numbers
                 evaluation.to_json(config.output_dir / "evaluation" / "metrics.json")
         if config.test:
@@ -145,7 +146,9 @@ def save_run_bundle(
     metrics = (
         {a: m.to_dict() for a, m in evaluation.attributes.items()} if evaluation is not None else {}
     )
-    plot_files = {p.stem.removeprefix("confusion_"): p for p in plots}
+    from fashion.registry.model_card import plot_keys
+
+    plot_files = {plot_keys(p.stem): p for p in plots}
     provenance = run_provenance(trainer)
     if trainer.config.name:
         provenance["name"] = trainer.config.name

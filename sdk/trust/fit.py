@@ -111,6 +111,8 @@ class TrustReport:
     split: str
     attributes: dict[str, AttributeTrust]
     applicability: dict[str, dict[str, Any]] = field(default_factory=dict)
+    saved: list[Path] = field(default_factory=list, repr=False)
+    """The files :meth:`save` wrote last (empty until it is called)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {"split": self.split,
@@ -152,6 +154,7 @@ class TrustReport:
             written.append(plot_reliability(a, t, directory / f"reliability_{a}.png"))
             if t.curve:
                 written.append(plot_coverage(a, t, directory / f"coverage_{a}.png"))
+        self.saved = written
         return written
 
 

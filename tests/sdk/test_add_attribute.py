@@ -201,6 +201,9 @@ def test_add_attribute_leaves_nothing_in_the_temp_folder_and_keeps_an_unpushed_b
     card = (bundle.path / "README.md").read_text()
     for attribute in ("color", "category", "sleeve_length"):
         assert f"![{attribute} confusion matrix]" in card
+    # the new attribute was calibrated on its validation rows: its reliability diagram too
+    assert "![sleeve_length reliability diagram](plots/sleeve_length.reliability.png)" in card
+    assert (bundle.path / "plots" / "sleeve_length.reliability.png").is_file()
     assert 'Predictor.from_pretrained("local://shop@latest")' in card
     training = card.split("## Training data")[1].split("##")[0]
     assert "sleeves/train.csv" in training and "val.csv" not in training

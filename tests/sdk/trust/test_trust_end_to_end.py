@@ -57,7 +57,12 @@ def test_training_calibrates_and_the_trust_commands_run(tiny: object, tmp_path: 
         entry = index.attributes[attribute]
         assert entry.calibration is not None and entry.calibration.temperature > 0
         assert entry.abstention is not None and entry.abstention.min_precision == 0.9
-    assert "## Calibration and abstention" in (bundle / "README.md").read_text(encoding="utf-8")
+    card = (bundle / "README.md").read_text(encoding="utf-8")
+    assert "## Calibration and abstention" in card
+    for attribute in ("color", "category"):  # the reliability diagrams are in the model card
+        assert f"![{attribute} reliability diagram](plots/{attribute}.reliability.png)" in card
+        assert (bundle / "plots" / f"{attribute}.reliability.png").is_file()
+        assert f"![{attribute} confusion matrix](plots/{attribute}.png)" in card
     assert (tmp_path / "run" / "evaluation" / "reliability_color.png").is_file()
     assert (tmp_path / "run" / "evaluation" / "coverage_category.png").is_file()
     import json
@@ -80,6 +85,10 @@ def test_training_calibrates_and_the_trust_commands_run(tiny: object, tmp_path: 
     assert result.exit_code == 0, result.output
     assert "ece_before" in result.output and read_index(out).attributes["color"].calibration is not None
     assert read_index(out).provenance.parent == str(bundle)
+    card = (out / "README.md").read_text(encoding="utf-8")  # the base's plots stay, new diagrams
+    assert "![color confusion matrix](plots/color.png)" in card and (out / "plots" / "color.png").is_file()
+    assert "![color reliability diagram](plots/color.reliability.png)" in card
+    assert (out / "plots" / "color.reliability.png").read_bytes() != (bundle / "plots" / "color.reliability.png").read_bytes()
 
     noisy = catalog["colors"].with_name("noisy.csv")  # beside the images it names
     flipped = _flip(catalog["colors"], noisy, "color", every=10)
