@@ -64,6 +64,7 @@ class Suspect:
     suggested_probability: float
     score: float  # 1 - given probability (self-confidence ranking): higher = more surely wrong
     confident: bool = False  # the suggested class also reaches its confident-joint threshold
+    contradicted_by: str = ""  # the streams whose own out-of-sample prediction is not the given label, "|"-joined
 
 
 @dataclass
@@ -241,7 +242,7 @@ def audit_datasets(
                 continue
             y = torch.tensor([head.index[dataset.labels[attribute][i]] for i in rows])
             index = torch.tensor(rows)
-            p, _ = stacked_probabilities(
+            p, each = stacked_probabilities(
                 {name: Stream(s.features[index], s.mask[index], s.standardize) for name, s in streams.items()},
                 y, len(head.labels), folds=folds, seed=seed,
             )
@@ -252,6 +253,7 @@ def audit_datasets(
                     str(dataset.path), dataset.rows[i], str(dataset.products[i].id), attribute,
                     head.labels[int(y[j])], head.labels[int(best[j])], float(p[j, y[j]]),
                     float(p[j, best[j]]), float(score[j]), bool(confident[j]),
+                    "|".join(name for name, q in each.items() if streams[name].mask[i] and int(q[j].argmax()) != int(y[j])),
                 ))
     suspects.sort(key=lambda s: -s.score)
     return suspects

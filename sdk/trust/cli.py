@@ -112,7 +112,8 @@ def audit_command(data: tuple[Path, ...], model: str, attributes: tuple[str, ...
     click.echo(f"{len(suspects)} suspect labels ({confident} confident) in {labeled} rows; report: {out}")
     for s in suspects[:top]:
         click.echo(f"  {s.file}:{s.line} {s.id} {s.attribute}: given {s.given!r} "
-                   f"({s.given_probability:.2f}), model says {s.suggested!r} ({s.suggested_probability:.2f})")
+                   f"({s.given_probability:.2f}), model says {s.suggested!r} ({s.suggested_probability:.2f})"
+                   + (f"; contradicted by {s.contradicted_by.replace('|', ', ')}" if s.contradicted_by else ""))
 
 
 @click.command("review")

@@ -96,9 +96,13 @@ def test_training_calibrates_and_the_trust_commands_run(tiny: object, tmp_path: 
     result = runner.invoke(cli, ["audit", str(noisy), "--model", str(bundle), "--attribute", "color",
                                  "--out", str(report)])
     assert result.exit_code == 0, result.output
-    suspects = [row["id"] for row in csv.DictReader(report.open(encoding="utf-8"))]
+    listed = list(csv.DictReader(report.open(encoding="utf-8")))
+    suspects = [row["id"] for row in listed]
     found = set(suspects[: len(flipped)]) & set(flipped)
     assert len(found) >= 0.8 * len(flipped)  # the images say the color: flips stand out
+    streams = {"words", *Predictor.from_pretrained(str(bundle), device="cpu").model.input_dims}
+    for row in listed[: len(flipped)]:  # which evidence disagrees with the given label
+        assert row["contradicted_by"] and set(row["contradicted_by"].split("|")) <= streams
     result = runner.invoke(cli, ["audit", str(noisy), "--model", str(bundle), "--attribute", "color",
                                  "--no-words", "--out", str(report)])  # the model's features alone
     assert result.exit_code == 0, result.output
