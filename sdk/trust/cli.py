@@ -30,6 +30,16 @@ def _datasets(model: Any, paths: tuple[Path, ...], attributes: list[str] | None 
     return out
 
 
+def _report_skipped(datasets: list[LabeledDataset]) -> int:
+    """Print (stderr) what loading skipped: rows that cannot be read, labels no taxonomy knows."""
+    skipped = 0
+    for d in datasets:
+        if d.report.rows_skipped or d.report.unknown_labels:
+            click.echo(d.report.summary(), err=True)
+        skipped += d.report.rows_skipped
+    return skipped
+
+
 @click.command("calibrate")
 @click.argument("model")
 @click.option("--data", "data", type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -55,6 +65,7 @@ def calibrate_command(model: str, data: tuple[Path, ...], min_precision: float, 
 
     bundle = _load(model)
     datasets = _datasets(bundle.model, data)
+    _report_skipped(datasets)
     report = fit_and_report(bundle.model, datasets, None, out.with_name(out.name + "-trust"),
                             min_precision=min_precision)
     if not report.attributes:
@@ -105,11 +116,13 @@ def audit_command(data: tuple[Path, ...], model: str, attributes: tuple[str, ...
     bundle = _load(model)
     wanted = list(attributes) or None
     datasets = _datasets(bundle.model, data)
+    skipped = _report_skipped(datasets)
     suspects = audit_datasets(bundle.model, datasets, attributes=wanted, folds=folds, words=words)
     write_suspects(suspects, out)
     labeled = sum(len(d) for d in datasets)
     confident = sum(s.confident for s in suspects)
-    click.echo(f"{len(suspects)} suspect labels ({confident} confident) in {labeled} rows; report: {out}")
+    click.echo(f"{len(suspects)} suspect labels ({confident} confident) in {labeled} rows"
+               + (f" ({skipped} unreadable rows skipped, listed above)" if skipped else "") + f"; report: {out}")
     for s in suspects[:top]:
         click.echo(f"  {s.file}:{s.line} {s.id} {s.attribute}: given {s.given!r} "
                    f"({s.given_probability:.2f}), model says {s.suggested!r} ({s.suggested_probability:.2f})"

@@ -103,9 +103,12 @@ def test_training_calibrates_and_the_trust_commands_run(tiny: object, tmp_path: 
     streams = {"words", *Predictor.from_pretrained(str(bundle), device="cpu").model.input_dims}
     for row in listed[: len(flipped)]:  # which evidence disagrees with the given label
         assert row["contradicted_by"] and set(row["contradicted_by"].split("|")) <= streams
+    with noisy.open("a", encoding="utf-8") as f:  # a row whose photo is missing: skipped, and said so
+        f.write("gone-1,images/no-such-photo.png,lost item,red\n")
     result = runner.invoke(cli, ["audit", str(noisy), "--model", str(bundle), "--attribute", "color",
                                  "--no-words", "--out", str(report)])  # the model's features alone
     assert result.exit_code == 0, result.output
+    assert "1 unreadable rows skipped" in result.output and "no-such-photo.png" in result.output
     suspects = [row["id"] for row in csv.DictReader(report.open(encoding="utf-8"))]
     assert len(set(suspects[: len(flipped)]) & set(flipped)) >= 0.8 * len(flipped)
 
