@@ -7,7 +7,8 @@ goes through ``ModelCardData`` and ``EvalResult``, which validate it, so the Hub
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from fashion.registry.bundle_format import BundleIndex
@@ -100,12 +101,17 @@ def reliability_key(attribute: str) -> str:
     return attribute + RELIABILITY
 
 
-def plot_keys(stem: str) -> str:
+def plot_key(stem: str) -> str:
     """The plot key for a run's PNG named ``stem``: ``confusion_color`` -> ``color``,
     ``reliability_color`` -> ``color.reliability``; a bundle's own ``plots/`` stems pass through."""
     if stem.startswith("reliability_"):
         return reliability_key(stem.removeprefix("reliability_"))
     return stem.removeprefix("confusion_")
+
+
+def plot_files(paths: Iterable[Path]) -> dict[str, Path]:
+    """``save_bundle``'s ``plots`` mapping for PNG files, keyed by :func:`plot_key`."""
+    return {plot_key(p.stem): p for p in paths}
 
 
 def _body(index: BundleIndex, plots: Mapping[str, str] | None) -> list[str]:
@@ -204,4 +210,4 @@ def model_card(index: BundleIndex, plots: Mapping[str, str] | None = None) -> st
     return str(ModelCard(content))
 
 
-__all__ = ["METRICS", "RELIABILITY", "model_card", "model_name", "plot_keys", "reliability_key"]
+__all__ = ["METRICS", "RELIABILITY", "model_card", "model_name", "plot_files", "plot_key", "reliability_key"]

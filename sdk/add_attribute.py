@@ -337,7 +337,7 @@ def gate_attribute(run: AttributeRun, config: AddAttributeConfig) -> GateReport:
 def publish_attribute(run: AttributeRun, gate: GateReport, config: AddAttributeConfig) -> AddAttributeResult:
     """Write the new bundle (unchanged component files reused from the base) and push it."""
     from fashion.registry import save_bundle
-    from fashion.registry.model_card import RELIABILITY, plot_keys
+    from fashion.registry.model_card import RELIABILITY, plot_files, plot_key
 
     name, index = run.name, run.base_bundle.index
     out_dir = config.out or run.run_dir / "bundle"
@@ -352,7 +352,7 @@ def publish_attribute(run: AttributeRun, gate: GateReport, config: AddAttributeC
     # replaced by this run's for every attribute it calibrated again
     for rel in sorted(run.base_bundle.index.files):
         if rel.startswith("plots/") and rel.endswith(".png"):
-            attribute = plot_keys(Path(rel).stem)
+            attribute = plot_key(Path(rel).stem)
             if attribute.endswith(RELIABILITY):
                 plots[attribute] = run.base_bundle.path / rel
             elif attribute in run.after.attributes and gate.changed_components:
@@ -365,7 +365,7 @@ def publish_attribute(run: AttributeRun, gate: GateReport, config: AddAttributeC
     if new_report is not None:
         plots[name] = new_report.plot_confusion(name, run.run_dir / "plots" / f"confusion_{name}.png")
         if new_report.trust is not None:
-            plots |= {plot_keys(p.stem): p for p in new_report.trust.saved if p.name.startswith("reliability_")}
+            plots |= plot_files(new_report.trust.reliability_plots())
     parent = _pinned_uri(run.base_bundle)
     new_provenance = dict(run.provenance)
     trained = {d.name for d in run.train_config.datasets}

@@ -80,7 +80,7 @@ def finish_run(trainer: Trainer) -> TrainResult:
             trust = fit_and_report(model, trainer.val_sets, evaluation, config.output_dir / "evaluation",
                                    min_precision=config.min_precision, features=trainer.val_features,
                                    batch_size=config.eval_batch_size or config.batch_size)
-            plots += [p for p in trust.saved if p.name.startswith("reliability_")]  # into the model card
+            plots += trust.reliability_plots()  # into the model card
             if evaluation is not None:  # metrics.json again, now with the calibration's numbers
                 evaluation.to_json(config.output_dir / "evaluation" / "metrics.json")
         if config.test:
@@ -140,15 +140,13 @@ def save_run_bundle(
 ) -> Path | None:
     try:
         from fashion.registry.bundle import save_bundle
+        from fashion.registry.model_card import plot_files
     except ModuleNotFoundError:
         log.warning("fashion.registry.bundle is not installed; no bundle was written")
         return None
     metrics = (
         {a: m.to_dict() for a, m in evaluation.attributes.items()} if evaluation is not None else {}
     )
-    from fashion.registry.model_card import plot_keys
-
-    plot_files = {plot_keys(p.stem): p for p in plots}
     provenance = run_provenance(trainer)
     if trainer.config.name:
         provenance["name"] = trainer.config.name
@@ -165,7 +163,7 @@ def save_run_bundle(
         metrics=metrics,
         provenance=provenance,
         training_config=trainer.config.model_dump(mode="json"),
-        plots=plot_files or None,
+        plots=plot_files(plots) or None,
     )
 
 

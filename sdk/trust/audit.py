@@ -73,7 +73,6 @@ class Stream:
 
     features: Tensor
     mask: Tensor  # (N,) bool: rows without this input (no text, no image) get the class prior
-    standardize: bool = False
 
 
 def fold_assignment(n: int, folds: int, seed: int = 0) -> Tensor:
@@ -146,7 +145,7 @@ def stacked_probabilities(
     fold_of = fold_assignment(len(y), folds, seed)
     each = {
         name: cross_fitted_probabilities(
-            s.features, y, classes, steps=steps, weight_decay=PROBE_WEIGHT_DECAY, standardize=s.standardize,
+            s.features, y, classes, steps=steps, weight_decay=PROBE_WEIGHT_DECAY, standardize=False,
             mask=s.mask, fold_of=fold_of, seed=seed,
         )
         for name, s in streams.items()
@@ -243,7 +242,7 @@ def audit_datasets(
             y = torch.tensor([head.index[dataset.labels[attribute][i]] for i in rows])
             index = torch.tensor(rows)
             p, each = stacked_probabilities(
-                {name: Stream(s.features[index], s.mask[index], s.standardize) for name, s in streams.items()},
+                {name: Stream(s.features[index], s.mask[index]) for name, s in streams.items()},
                 y, len(head.labels), folds=folds, seed=seed,
             )
             flagged, best, score, confident = find_suspects(p, y)

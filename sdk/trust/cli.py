@@ -60,7 +60,7 @@ def calibrate_command(model: str, data: tuple[Path, ...], min_precision: float, 
     --out/../<name>-trust/, and prints ECE before/after per attribute.
     """
     from fashion.registry.bundle import save_bundle
-    from fashion.registry.model_card import plot_keys
+    from fashion.registry.model_card import plot_files
     from fashion.trust.fit import fit_and_report
 
     bundle = _load(model)
@@ -72,11 +72,9 @@ def calibrate_command(model: str, data: tuple[Path, ...], min_precision: float, 
         raise click.UsageError("no attribute has enough labeled rows in --data to calibrate (20 at least)")
     index = bundle.index
     parent = bundle.uri or str(bundle.path)
-    plots = {  # the base's plots stay in the card; the reliability diagrams are this fit's
-        plot_keys(Path(rel).stem): bundle.path / rel for rel in sorted(index.files)
-        if rel.startswith("plots/") and rel.endswith(".png")
-    }
-    plots |= {plot_keys(p.stem): p for p in report.saved if p.name.startswith("reliability_")}
+    # the base's plots stay in the card; the reliability diagrams are this fit's
+    plots = plot_files(bundle.path / rel for rel in sorted(index.files) if rel.startswith("plots/") and rel.endswith(".png"))
+    plots |= plot_files(report.reliability_plots())
     path = save_bundle(bundle.model, out, metrics=index.metrics, provenance=index.provenance,
                        training_config=index.provenance.training_config, parent=parent,
                        reuse_from=bundle.path, plots=plots)

@@ -157,6 +157,10 @@ class TrustReport:
         self.saved = written
         return written
 
+    def reliability_plots(self) -> list[Path]:
+        """The reliability diagrams :meth:`save` drew (for the model card)."""
+        return [p for p in self.saved if p.name.startswith("reliability_")]
+
 
 def _bins(conf: Tensor, correct: Tensor) -> list[dict[str, float]]:
     return [asdict(b) for b in reliability_bins(conf, correct)]
