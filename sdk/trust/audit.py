@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import logging
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -41,6 +42,8 @@ if TYPE_CHECKING:
     from fashion.inputs import Product
     from fashion.model import FashionModel
     from fashion.training.data import LabeledDataset
+
+log = logging.getLogger("fashion.trust")
 
 WORDS = "words"
 """The name of the listing-words stream in :func:`audit_streams`."""
@@ -171,9 +174,12 @@ def listing_text(product: Product) -> str:
 def word_features(texts: Sequence[str], *, buckets: int = WORD_BUCKETS) -> Tensor:
     """Binary word indicators ``(N, buckets)``: each lower-cased word hashed (md5) to a bucket."""
     x = torch.zeros(len(texts), buckets)
+    bucket: dict[str, int] = {}  # a catalog repeats its words: hash each one once
     for row, text in enumerate(texts):
         for word in set(_WORD.findall(text.lower())):
-            x[row, int.from_bytes(hashlib.md5(word.encode()).digest()[:4], "little") % buckets] = 1.0
+            if word not in bucket:
+                bucket[word] = int.from_bytes(hashlib.md5(word.encode()).digest()[:4], "little") % buckets
+            x[row, bucket[word]] = 1.0
     return x
 
 
@@ -238,6 +244,9 @@ def audit_datasets(
             head = model.task(attribute)
             rows = [i for i, v in enumerate(dataset.labels[attribute]) if v is not None]
             if len(rows) < 2 * folds:
+                log.warning("%s: %s not audited: %d labeled rows, cross-fitting with %d folds needs "
+                            "%d at least (lower --folds or add rows)", dataset.path, attribute, len(rows),
+                            folds, 2 * folds)
                 continue
             y = torch.tensor([head.index[dataset.labels[attribute][i]] for i in rows])
             index = torch.tensor(rows)

@@ -34,7 +34,7 @@ def _report_skipped(datasets: list[LabeledDataset]) -> int:
     """Print (stderr) what loading skipped: rows that cannot be read, labels no taxonomy knows."""
     skipped = 0
     for d in datasets:
-        if d.report.rows_skipped or d.report.unknown_labels:
+        if d.report.problems:
             click.echo(d.report.summary(), err=True)
         skipped += d.report.rows_skipped
     return skipped
@@ -120,7 +120,7 @@ def audit_command(data: tuple[Path, ...], model: str, attributes: tuple[str, ...
     labeled = sum(len(d) for d in datasets)
     confident = sum(s.confident for s in suspects)
     click.echo(f"{len(suspects)} suspect labels ({confident} confident) in {labeled} rows"
-               + (f" ({skipped} unreadable rows skipped, listed above)" if skipped else "") + f"; report: {out}")
+               + (f" ({skipped} rows skipped, listed above)" if skipped else "") + f"; report: {out}")
     for s in suspects[:top]:
         click.echo(f"  {s.file}:{s.line} {s.id} {s.attribute}: given {s.given!r} "
                    f"({s.given_probability:.2f}), model says {s.suggested!r} ({s.suggested_probability:.2f})"

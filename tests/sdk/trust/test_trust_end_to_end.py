@@ -108,7 +108,7 @@ def test_training_calibrates_and_the_trust_commands_run(tiny: object, tmp_path: 
     result = runner.invoke(cli, ["audit", str(noisy), "--model", str(bundle), "--attribute", "color",
                                  "--no-words", "--out", str(report)])  # the model's features alone
     assert result.exit_code == 0, result.output
-    assert "1 unreadable rows skipped" in result.output and "no-such-photo.png" in result.output
+    assert "1 rows skipped" in result.output and "no-such-photo.png" in result.output
     suspects = [row["id"] for row in csv.DictReader(report.open(encoding="utf-8"))]
     assert len(set(suspects[: len(flipped)]) & set(flipped)) >= 0.8 * len(flipped)
 
