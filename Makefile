@@ -46,4 +46,4 @@ clean:
 
 docs: $(STAMP)
 	FASHION_DISABLE_PLUGIN_AUTOLOAD=1 $(VENV)/bin/fashion --reference > docs/cli.md
-	$(PY) -m fashion.training.reference > docs/config.md
+	$(PY) -m fashion.cli.reference > docs/config.md

@@ -74,7 +74,7 @@ def _new_accuracy(ctx: Context, bundle: Any) -> dict[str, Any]:
 def _add(ctx: Context, base: Any, strategy: str, device: torch.device, **options: Any) -> dict[str, Any]:
     import fashion.registry
     import fashion.training
-    from fashion.add_attribute import add_attribute
+    from fashion.attributes.pipeline import add_attribute
     from fashion.training import FeatureCache, Trainer
     from fashion.training import trainer as trainer_module
 

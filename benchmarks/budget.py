@@ -112,7 +112,7 @@ def schedule(rounds: int) -> list[tuple[str, str]]:
 def run(ctx: Context) -> dict[str, Any]:
     import os
 
-    from fashion.optimize.precision import cpu_bf16_native
+    from fashion.model.precision import cpu_bf16_native
 
     epochs = 2 if ctx.quick else 5
     load = os.getloadavg()[0]

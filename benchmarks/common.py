@@ -401,7 +401,8 @@ def manifests(catalog: Path, split: str, datasets: Sequence[str] = DATASETS) -> 
 
 def load_products(paths: Sequence[Path], limit: int | None = None) -> list[Any]:
     """``fashion.Product`` rows of manifests, in order (images as file paths)."""
-    from fashion.manifest import iter_manifest, row_to_product
+    from fashion.data.manifest import iter_manifest
+    from fashion.model.inputs import row_to_product
 
     products = []
     for path in paths:
@@ -415,7 +416,7 @@ def load_products(paths: Sequence[Path], limit: int | None = None) -> list[Any]:
 def decoded(products: Sequence[Any]) -> list[Any]:
     """The same products with their images already decoded (PIL, in memory)."""
     from fashion import Product
-    from fashion.images import load_image
+    from fashion.data.images import load_image
 
     return [
         Product(id=p.id, images=[load_image(s) for s in p.images], title=p.title,
@@ -484,7 +485,7 @@ def model_spec(
     text_finetune: bool = True,
 ) -> dict[str, Any]:
     """The benchmark model: image backbone on the ``full`` view + bert text, one head per attribute."""
-    from fashion.taxonomy import builtin_taxonomies
+    from fashion.model.taxonomy import builtin_taxonomies
 
     taxonomies = builtin_taxonomies()
     spec: dict[str, Any] = {"views": {}, "backbones": {}}

@@ -13,7 +13,7 @@ on disk:
 - ``hand-written fp32``: the SDK's own prepare + a hand-written forward (the limit the SDK's fp32
   predict is held to, 0.95x).
 
-Accuracy: the accuracy gate (``fashion.optimize.run_gate``) on the catalog's validation rows:
+Accuracy: the accuracy gate (``fashion.predict.run_gate``) on the catalog's validation rows:
 label agreement with fp32 eager and the macro-F1 delta per attribute.
 """
 
@@ -106,7 +106,7 @@ def naive(model: Any, crop: int) -> Callable[[Sequence[Any], int], list[Any]]:
 
 def active_paths() -> dict[str, tuple[str, str]]:
     """The optimized paths to measure: bf16 only where the CPU computes it natively."""
-    from fashion.optimize import cpu_bf16_native
+    from fashion.model.precision import cpu_bf16_native
 
     return {k: v for k, v in PATHS.items() if k != "sdk bf16" or cpu_bf16_native()}
 
@@ -137,8 +137,8 @@ def train_heads(ctx: Context, model: Any, image: str) -> dict[str, float]:
 
 def measure_config(ctx: Context, image: str, settings: dict[str, Any]) -> dict[str, Any]:
     from fashion import Predictor
-    from fashion.optimize.cli import _export
-    from fashion.optimize.gate import run_gate
+    from fashion.cli.optimize import _export
+    from fashion.predict.gate import run_gate
     from fashion.registry import save_bundle
     from fashion.registry.bundle import load_bundle
 
@@ -201,7 +201,7 @@ def measure_config(ctx: Context, image: str, settings: dict[str, Any]) -> dict[s
 
 
 def run(ctx: Context) -> dict[str, Any]:
-    from fashion.optimize import cpu_bf16_native
+    from fashion.model.precision import cpu_bf16_native
 
     metrics: dict[str, Any] = {}
     comparisons = []

@@ -32,7 +32,7 @@ PRECISIONS = ("bf16", "fp16")
 def _profile(ctx: Context, device: torch.device, precision: str, batch_size: int) -> list[dict[str, Any]]:
     from torch.profiler import ProfilerActivity, profile
 
-    from fashion.predictor import Predictor
+    from fashion.predict.predictor import Predictor
 
     s = ctx.sizes
     products = decoded(load_products(manifests(ctx.catalog(), "test"), limit=batch_size))

@@ -107,7 +107,7 @@ def hand_written(
 def breakdown(model: Any, disk_products: Sequence[Any], batch_size: int,
               device: torch.device, precision: Precision) -> dict[str, float]:
     """Seconds per stage over the same products (one pass, after the timed runs)."""
-    from fashion.images import load_image
+    from fashion.data.images import load_image
 
     stages: dict[str, float] = {}
 
@@ -227,7 +227,7 @@ def measure(
     ctx: Context, *, device: torch.device, precision: Precision = "fp32",
     batch_size: int | None = None, crop: int | None = None, label: str = "",
 ) -> dict[str, Any]:
-    from fashion.predictor import Predictor
+    from fashion.predict.predictor import Predictor
 
     s = ctx.sizes
     batch_size = batch_size or s.batch_size

@@ -47,7 +47,7 @@ def throughput(
     ctx: Context, *, device: torch.device, precision: Precision = "fp32",
     batch_size: int | None = None, crop: int | None = None, label: str = "",
 ) -> dict[str, Any]:
-    from fashion.predictor import Predictor
+    from fashion.predict.predictor import Predictor
 
     s = ctx.sizes
     batch_size = batch_size or s.batch_size

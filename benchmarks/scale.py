@@ -79,7 +79,7 @@ sys.exit(code)
 
 def _import_baseline_mb() -> float:
     """Peak RSS of a process that only imports what ``fashion predict`` imports."""
-    code = "import fashion.predictor, fashion.registry; from transformers import BertModel"
+    code = "import fashion.predict.predictor, fashion.registry; from transformers import BertModel"
     done = subprocess.run([sys.executable, "-c", _LAUNCHER, sys.executable, "-c", code],
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=True)
     output = done.stdout.decode(errors="replace")
@@ -144,9 +144,9 @@ def streaming_experiment(ctx: Context, bundle: Path, rows: Path, batch_size: int
     import torch
 
     from fashion import Head
-    from fashion.batch_predict import run_predict
     from fashion.plugins import text_clean
-    from fashion.predictor import Predictor
+    from fashion.predict.batch import run_predict
+    from fashion.predict.predictor import Predictor
 
     predictor = Predictor.from_pretrained(bundle)
     out = rows.with_suffix(".experiment.jsonl")

@@ -9,7 +9,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from fashion import ComponentOptions, Head, hookimpl
-from fashion.hookspecs import Register
+from fashion.contract.hookspecs import Register
 
 
 class LinearOptions(ComponentOptions):

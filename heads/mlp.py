@@ -12,7 +12,7 @@ from pydantic import Field, PositiveInt
 from torch import Tensor, nn
 
 from fashion import ComponentOptions, Head, hookimpl
-from fashion.hookspecs import Register
+from fashion.contract.hookspecs import Register
 
 
 class MLPOptions(ComponentOptions):

@@ -16,8 +16,8 @@ from pydantic import Field, PositiveInt
 from torch import Tensor
 
 from fashion import AttributePrediction, ConfigError, Head, hookimpl
+from fashion.contract.hookspecs import Register
 from fashion.heads.mlp import MLPOptions, build_mlp
-from fashion.hookspecs import Register
 
 
 class MultilabelOptions(MLPOptions):

@@ -1,7 +1,7 @@
 """Built-in text backbone ``bert``: any Hugging Face encoder (AutoModel + AutoTokenizer).
 
 The product's text fields (``fields``, default title, description, brand) are cleaned
-(:func:`fashion.plugins.text_clean.clean_text`), joined with the tokenizer's separator token and
+(:func:`fashion.data.text.clean_text`), joined with the tokenizer's separator token and
 encoded; the output is the attention-masked mean of the last hidden states (``pooling: mean``)
 or the first token's state (``pooling: cls``), ``hidden_size`` wide.
 
@@ -29,9 +29,9 @@ import torch
 from torch import Tensor, nn
 
 from fashion import BundleError, ComponentOptions, TextBackbone, WeightsNotFoundError, hookimpl
-from fashion.components import Lambda
-from fashion.hookspecs import Register
-from fashion.plugins.text_clean import clean_text
+from fashion.contract.components import Lambda
+from fashion.contract.hookspecs import Register
+from fashion.data.text import clean_text
 
 FALLBACK_MODEL = "bert-base-uncased"
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")

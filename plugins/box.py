@@ -23,17 +23,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-import click
 import numpy as np
 import torch
 from PIL import Image
 from pydantic import Field
 from torch import nn
 
-from fashion import ComponentOptions, Cropper, View, hookimpl
+from fashion import ComponentOptions, Cropper, CropperOptions, View, hookimpl
+from fashion.contract.hookspecs import Register
+from fashion.data.images import resize_square, to_rgb
 from fashion.errors import BundleError, ConfigError
-from fashion.hookspecs import Register
-from fashion.images import Resample, resize_square, to_rgb
 
 Box = tuple[float, float, float, float]  # (left, top, right, bottom)
 Architecture = Literal["fasterrcnn_mobilenet_v3_large_fpn", "ssdlite320_mobilenet_v3_large"]
@@ -43,11 +42,7 @@ CONFIG_FILE = "cropper.json"
 _MIN_AUTO_THRESHOLD = 24.0  # RGB distance to the background below which a pixel is background
 
 
-class BoxOptions(ComponentOptions):
-    size: int = Field(224, ge=1, le=4096, description="Side S of each S x S view.")
-    resample: Resample = Field(
-        "bicubic", description="Resize filter (bicubic, bilinear, lanczos, box, hamming, nearest)."
-    )
+class BoxOptions(CropperOptions):
     engine: Literal["foreground", "detector"] = Field(
         "foreground", description="foreground: no weights, light backgrounds; detector: trained."
     )
@@ -333,7 +328,7 @@ def image_tensor(image: Image.Image) -> torch.Tensor:
 
 def save_box_cropper(cropper: BoxCropper, directory: str | Path) -> Path:
     """Write ``cropper.safetensors`` (its state) and ``cropper.json`` (name, options)."""
-    from fashion.weights import save_safetensors, tensors_for_saving
+    from fashion.data.weights import save_safetensors, tensors_for_saving
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -378,11 +373,3 @@ def load_box_cropper(directory: str | Path) -> BoxCropper:
     cropper = BoxCropper(_read_config(directory)["options"])
     _load_weights(cropper, directory / WEIGHTS_FILE)
     return cropper.eval()
-
-
-@hookimpl
-def register_commands(cli: click.Group) -> None:
-    """``fashion train-detector``: trains this cropper's detector (see box_training)."""
-    from fashion.plugins.box_training import train_detector_command
-
-    cli.add_command(train_detector_command)

@@ -1,7 +1,7 @@
 """Training the ``box`` cropper's garment detector: ``train_detector`` and ``fashion train-detector``.
 
-The command reaches the CLI through the box plugin's ``register_commands`` hook, like any
-plugin's command.
+The command reaches the CLI through this module's ``register_commands`` hook, like any
+plugin's command (the module is a built-in plugin of its own, beside ``box``).
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ import torch
 from PIL import Image
 from torch import nn
 
+from fashion import hookimpl
+from fashion.data.images import to_rgb
 from fashion.errors import ConfigError, DataError
-from fashion.images import to_rgb
 from fashion.plugins.box import (
     CONFIG_FILE,
     WEIGHTS_FILE,
@@ -225,3 +226,9 @@ def train_detector_command(
         f"image_size: {image_size}}}}} and load it with "
         f"model.croppers[VIEW].load_detector('{out}')."
     )
+
+
+@hookimpl
+def register_commands(cli: click.Group) -> None:
+    """``fashion train-detector``: trains the box cropper's detector."""
+    cli.add_command(train_detector_command)

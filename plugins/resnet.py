@@ -27,9 +27,9 @@ from fashion import (
     WeightsNotFoundError,
     hookimpl,
 )
-from fashion.components import Lambda
-from fashion.hookspecs import Register
-from fashion.weights import contiguous_state, load_state_dict_file, strip_prefix
+from fashion.contract.components import Lambda
+from fashion.contract.hookspecs import Register
+from fashion.data.weights import contiguous_state, load_state_dict_file, strip_prefix
 
 
 class ResNetOptions(ImageBackboneOptions):

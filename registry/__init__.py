@@ -9,12 +9,19 @@
 
 from __future__ import annotations
 
-from .base import ModelSummary, Registry, Revision
-from .bundle import Bundle, BundleIndex, load_bundle, read_index, save_bundle, verify_bundle
-from .compose import compose_bundles
-from .hub import HubRegistry
-from .local import LocalRegistry
-from .uri import ModelURI, fetch_uri, get_registry, parse_uri
+from fashion.registry.base import ModelSummary, Registry, Revision
+from fashion.registry.bundle import (
+    Bundle,
+    BundleIndex,
+    load_bundle,
+    read_index,
+    save_bundle,
+    verify_bundle,
+)
+from fashion.registry.compose import compose_bundles
+from fashion.registry.hub import HubRegistry
+from fashion.registry.local import LocalRegistry
+from fashion.registry.uri import ModelURI, fetch_uri, get_registry, parse_uri
 
 __all__ = [
     "Bundle",

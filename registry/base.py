@@ -79,4 +79,17 @@ def check_tag(tag: str) -> str:
     return tag
 
 
-__all__ = ["ModelSummary", "Registry", "Revision", "check_name", "check_tag"]
+LATEST = "latest"
+"""The tag every publish moves (unless told otherwise)."""
+
+
+def encode_name(name: str) -> str:
+    """``org/name`` as one folder name (``org--name``)."""
+    return name.replace("/", "--")
+
+
+def decode_name(folder: str) -> str:
+    return folder.replace("--", "/")
+
+
+__all__ = ["LATEST", "ModelSummary", "Registry", "Revision", "check_name", "check_tag", "decode_name", "encode_name"]

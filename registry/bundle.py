@@ -22,11 +22,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from fashion._files import sha256_file
-from fashion.components import ImageBackbone
+from fashion._util.files import sha256_file
+from fashion.contract.components import ImageBackbone
+from fashion.contract.manager import get_component_info
 from fashion.errors import BundleError
-from fashion.manager import get_component_info
-from fashion.model import FashionModel
+from fashion.model.network import FashionModel
+from fashion.model.spec import ModelSpec
 from fashion.registry.bundle_format import (
     FORMAT_VERSION,
     INDEX_NAME,
@@ -43,7 +44,6 @@ from fashion.registry.bundle_format import (
 )
 from fashion.registry.bundle_write import preprocessing_block, save_bundle
 from fashion.registry.model_card import model_card
-from fashion.spec import ModelSpec
 
 
 class PreprocessingChangedWarning(UserWarning):

@@ -20,13 +20,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from fashion._config import StrictModel, explain_validation_error
-from fashion._files import sha256_file
+from fashion._util.config import StrictModel, explain_validation_error
+from fashion._util.files import sha256_file
+from fashion.contract.manager import get_component_info
 from fashion.errors import BundleError, MissingPluginError, UnknownComponentError
-from fashion.manager import get_component_info
-from fashion.model import FashionModel
-from fashion.spec import ModelSpec
-from fashion.taxonomy import AttributeSpec
+from fashion.model.network import FashionModel
+from fashion.model.spec import ModelSpec
+from fashion.model.taxonomy import AttributeSpec
 
 FORMAT_VERSION = 3
 READABLE_FORMATS = (1, 2, 3)
@@ -88,7 +88,7 @@ class BundleIndex(StrictModel):
     files: dict[str, FileEntry]
     metrics: dict[str, dict[str, Any]] = Field(default_factory=dict)
     provenance: Provenance = Field(default_factory=Provenance)
-    # ONNX artifacts and the accuracy gate's verdict (fashion.optimize.artifacts)
+    # ONNX artifacts and the accuracy gate's verdict (fashion.predict.artifacts)
     optimizations: dict[str, Any] = Field(default_factory=dict)
 
     def backbone_fingerprints(self) -> dict[str, str]:
@@ -106,7 +106,7 @@ class Bundle:
 
 
 def sdk_version() -> str:
-    from fashion import __version__
+    from fashion._util.version import __version__
 
     return __version__
 
@@ -241,7 +241,7 @@ def check_plugins(index: BundleIndex, where: str = "this bundle") -> None:
         else:
             lines.append(
                 f"{c.kind} '{c.name}' ({path}) was registered by plugin '{c.plugin}', which is not "
-                "a published distribution: register that plugin (fashion.manager.register_plugin) "
+                "a published distribution: register that plugin (fashion.contract.manager.register_plugin) "
                 "or install the package that provides it"
             )
     advice = ""

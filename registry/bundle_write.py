@@ -19,12 +19,14 @@ from typing import Any
 
 from torch import nn
 
-from fashion._faults import fault_point
-from fashion._files import sha256_file
-from fashion.components import Component, ImageBackbone, module_fingerprint
+from fashion._util.faults import fault_point
+from fashion._util.files import sha256_file
+from fashion.contract.components import Component, ImageBackbone, module_fingerprint
+from fashion.contract.manager import get_component_info
+from fashion.data.weights import save_safetensors, tensors_for_saving
 from fashion.errors import BundleError, ConfigError, UnknownComponentError
-from fashion.manager import get_component_info
-from fashion.model import FashionModel, LateAttribute
+from fashion.model.network import FashionModel, LateAttribute
+from fashion.model.spec import ModelSpec
 from fashion.registry.bundle_format import (
     FORMAT_VERSION,
     INDEX_NAME,
@@ -40,8 +42,6 @@ from fashion.registry.bundle_format import (
     sdk_version,
 )
 from fashion.registry.model_card import model_card
-from fashion.spec import ModelSpec
-from fashion.weights import save_safetensors, tensors_for_saving
 
 _PLOT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 

@@ -16,9 +16,9 @@ from typing import Any
 from torch import nn
 
 from fashion.errors import BundleError
+from fashion.model.spec import ModelSpec
 from fashion.registry.bundle import BundleIndex, load_bundle, read_index, save_bundle
 from fashion.registry.uri import fetch_uri
-from fashion.spec import ModelSpec
 
 
 def _shared(index: BundleIndex) -> dict[str, str]:
@@ -116,7 +116,7 @@ def compose_bundles(
 
 
 def _index_sha(directory: Path) -> str:
-    from fashion._files import sha256_file
+    from fashion._util.files import sha256_file
     from fashion.registry.bundle import INDEX_NAME
 
     return sha256_file(directory / INDEX_NAME)

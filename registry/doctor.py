@@ -26,10 +26,11 @@ import shutil
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from fashion.registry.local import LocalRegistry
+from fashion._util.files import sha256_file
+from fashion.registry.base import LATEST, decode_name
+from fashion.registry.bundle_format import read_index
 
 
 @dataclass
@@ -70,7 +71,7 @@ class DoctorReport:
                 "findings": [f.__dict__ for f in self.findings]}
 
 
-def run_doctor(registry: LocalRegistry, *, repair: bool = False) -> DoctorReport:
+def run_doctor(registry: Any, *, repair: bool = False) -> DoctorReport:
     """See the module docstring. With ``repair`` the registry's lock is held throughout."""
     report = DoctorReport(str(registry.root))
     if not registry.root.is_dir():
@@ -87,9 +88,7 @@ def run_doctor(registry: LocalRegistry, *, repair: bool = False) -> DoctorReport
     return report
 
 
-def _check(registry: LocalRegistry, report: DoctorReport, *, repair: bool) -> None:
-    from fashion.registry.bundle import read_index
-    from fashion.registry.local import LATEST, _decode, sha256_file
+def _check(registry: Any, report: DoctorReport, *, repair: bool) -> None:
 
     root = registry.root
     add = report.findings.append
@@ -123,7 +122,7 @@ def _check(registry: LocalRegistry, report: DoctorReport, *, repair: bool) -> No
     intact_copies: dict[str, Path] = {}
     damaged_revisions: list[tuple[str, str, str]] = []
     for folder in model_dirs:
-        name = _decode(folder.name)
+        name = decode_name(folder.name)
         for revision_id in registry._revision_ids(name):
             report.revisions += 1
             problem = registry.check_revision(name, revision_id)
@@ -161,7 +160,7 @@ def _check(registry: LocalRegistry, report: DoctorReport, *, repair: bool) -> No
                                              f"{uuid.uuid4().hex[:6]}")
     # 4. tags
     for folder in model_dirs:
-        name = _decode(folder.name)
+        name = decode_name(folder.name)
         ids = registry._revision_ids(name)
         path = folder / "tags.json"
         try:
@@ -191,4 +190,13 @@ def _check(registry: LocalRegistry, report: DoctorReport, *, repair: bool) -> No
             path.unlink(missing_ok=True)
 
 
-__all__ = ["DoctorReport", "Finding", "run_doctor"]
+class DoctorMixin:
+    """``doctor()`` for :class:`~fashion.registry.local.LocalRegistry` (mixed in there)."""
+
+    def doctor(self, *, repair: bool = False) -> DoctorReport:
+        """Check every blob and revision against its hash, the tags and leftovers of killed
+        writers; with ``repair``, fix what has one right answer (see :mod:`.doctor`)."""
+        return run_doctor(self, repair=repair)
+
+
+__all__ = ["DoctorMixin", "DoctorReport", "Finding", "run_doctor"]

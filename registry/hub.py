@@ -20,7 +20,7 @@ from typing import Any
 
 from fashion.errors import ModelNotFoundError, RegistryError
 from fashion.registry.base import ModelSummary, Revision, check_name, check_tag
-from fashion.registry.bundle import INDEX_NAME, verify_bundle
+from fashion.registry.bundle_format import INDEX_NAME, verify_bundle
 
 _TRUE = {"1", "true", "yes", "on"}
 

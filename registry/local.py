@@ -36,28 +36,29 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from fashion._faults import fault_point
+from fashion._util.faults import fault_point
+from fashion._util.files import sha256_file
 from fashion.errors import BundleError, ModelNotFoundError, RegistryError
-from fashion.registry.base import ModelSummary, Revision, check_name, check_tag
-from fashion.registry.bundle import INDEX_NAME, sha256_file, verify_bundle
+from fashion.registry.base import (
+    LATEST,
+    ModelSummary,
+    Revision,
+    check_name,
+    check_tag,
+    decode_name,
+    encode_name,
+)
+from fashion.registry.bundle_format import INDEX_NAME, verify_bundle
+from fashion.registry.doctor import DoctorMixin
 
 _META = ".revision.json"
-LATEST = "latest"
 
 
 def fashion_home() -> Path:
     return Path(os.environ.get("FASHION_HOME") or Path.home() / ".cache" / "fashion").expanduser()
 
 
-def _encode(name: str) -> str:
-    return name.replace("/", "--")
-
-
-def _decode(folder: str) -> str:
-    return folder.replace("--", "/")
-
-
-class LocalRegistry:
+class LocalRegistry(DoctorMixin):
     """Revisions and tags of named models in a folder; safe for concurrent publishers."""
 
     scheme = "local"
@@ -75,7 +76,7 @@ class LocalRegistry:
         return self.root / "blobs"
 
     def _model_dir(self, name: str) -> Path:
-        return self.root / "models" / _encode(check_name(name))
+        return self.root / "models" / encode_name(check_name(name))
 
     def _uri(self, name: str, revision: str) -> str:
         return f"local://{name}@{revision}"
@@ -166,7 +167,7 @@ class LocalRegistry:
         done = []
         models = self.root / "models"
         for journal in sorted(models.glob("*/.pending-*.json")) if models.is_dir() else []:
-            name = _decode(journal.parent.name)
+            name = decode_name(journal.parent.name)
             revision = journal.name[len(".pending-"):-len(".json")]
             try:
                 moves = dict(json.loads(journal.read_text(encoding="utf-8")))
@@ -316,7 +317,7 @@ class LocalRegistry:
         models = self.root / "models"
         out = []
         for folder in sorted(models.iterdir()) if models.is_dir() else []:
-            name = _decode(folder.name)
+            name = decode_name(folder.name)
             ids = self._revision_ids(name)
             if not ids:
                 continue
@@ -383,16 +384,6 @@ class LocalRegistry:
                     removed += 1
         return removed, freed
 
-    def doctor(self, *, repair: bool = False) -> DoctorReport:
-        """Check every blob and revision against its hash, the tags and leftovers of killed
-        writers; with ``repair``, fix what has one right answer (see :mod:`.doctor`)."""
-        from fashion.registry.doctor import run_doctor
-
-        return run_doctor(self, repair=repair)
-
-
-from fashion.registry.doctor import DoctorReport  # noqa: E402  (doctor imports this module lazily)
-
 
 def _link_or_copy(source: Path, target: Path) -> None:
     try:
@@ -401,4 +392,4 @@ def _link_or_copy(source: Path, target: Path) -> None:
         shutil.copyfile(source, target)
 
 
-__all__ = ["LATEST", "LocalRegistry", "fashion_home"]
+__all__ = ["LocalRegistry", "fashion_home"]

@@ -6,17 +6,17 @@ as a safetensors bundle, and predict with ``Predictor.from_hub()``.
 
 from __future__ import annotations
 
-import sys
 from importlib import import_module
-from types import ModuleType
 from typing import Any
 
-from .components import (
+from fashion._util.version import __version__ as __version__
+from fashion.contract.components import (
     AttributePrediction,
     Backbone,
     Component,
     ComponentOptions,
     Cropper,
+    CropperOptions,
     Fusion,
     Head,
     ImageBackbone,
@@ -25,7 +25,9 @@ from .components import (
     TextBackbone,
     View,
 )
-from .errors import (
+from fashion.contract.hookspecs import hookimpl, hookspec
+from fashion.contract.manager import build_component, get_component_info, list_components
+from fashion.errors import (
     BundleError,
     ConfigError,
     DataError,
@@ -35,19 +37,17 @@ from .errors import (
     UnknownComponentError,
     WeightsNotFoundError,
 )
-from .hookspecs import hookimpl, hookspec
-from .manager import build_component, get_component_info, list_components
-from .model import FashionModel, Product
-from .spec import AttributeSpec, BackboneSpec, ComponentSpec, ModelSpec
+from fashion.model.inputs import Product
+from fashion.model.network import FashionModel
+from fashion.model.spec import AttributeSpec, BackboneSpec, ComponentSpec, ModelSpec
 
-__version__ = "0.1.0"
-
-# Heavier entry points load on first use, so `import fashion` stays quick.
+# Heavier entry points load on first use, so `import fashion` stays quick. No submodule of
+# `fashion` has any of these names, so an import never shadows them.
 _LAZY = {
-    "Predictor": "fashion.predictor",
+    "Predictor": "fashion.predict.predictor",
     "Trainer": "fashion.training",
     "TrainConfig": "fashion.training",
-    "add_attribute": "fashion.add_attribute",
+    "add_attribute": "fashion.attributes.pipeline",
 }
 
 
@@ -55,23 +55,6 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'fashion' has no attribute {name!r}")
-
-
-class _Package(ModuleType):
-    """``fashion`` itself: a lazy attribute wins over a submodule of the same name.
-
-    ``fashion.add_attribute`` is the function; importing the submodule ``fashion.add_attribute``
-    (``from fashion.add_attribute import ...``) would otherwise set the package attribute to the
-    module, so ``from fashion import add_attribute`` gave the module after the first import.
-    """
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in _LAZY and isinstance(value, ModuleType) and value.__name__ == _LAZY[name]:
-            return  # the import system binding the submodule: keep the lazy attribute
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
 
 
 __all__ = [
@@ -85,6 +68,7 @@ __all__ = [
     "ComponentSpec",
     "ConfigError",
     "Cropper",
+    "CropperOptions",
     "DataError",
     "FashionError",
     "FashionModel",

@@ -29,7 +29,7 @@ def fashion_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def tiny() -> Iterator[object]:
     """Register the tiny test plugin (tiny_image, tiny_text, tiny_head...) for one test."""
-    from fashion.manager import register_plugin, unregister_plugin
+    from fashion.contract.manager import register_plugin, unregister_plugin
 
     register_plugin(tiny_plugin, name="tests.tiny_plugin")
     try:

@@ -6,8 +6,8 @@ import re
 from pathlib import Path
 
 from fashion.cli import cli, cli_reference
-from fashion.hookspecs import HOOKS
-from fashion.manager import get_plugin_manager
+from fashion.contract.kinds import HOOKS
+from fashion.contract.manager import get_plugin_manager
 
 ROOT = Path(__file__).resolve().parents[1]
 

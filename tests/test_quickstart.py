@@ -15,7 +15,7 @@ from tests.registry.conftest import image, make_model
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "quickstart.md"
 RUNNABLE = ("fashion predict", "fashion models")
-PRELUDE = ("from fashion.manager import register_plugin; from tests import tiny_plugin; "
+PRELUDE = ("from fashion.contract.manager import register_plugin; from tests import tiny_plugin; "
            "register_plugin(tiny_plugin, name='tests.tiny_plugin')\n")
 
 

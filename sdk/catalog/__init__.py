@@ -13,7 +13,7 @@ attributes only. Layout of ``out``::
 
 Manifest ``images`` cells hold paths relative to the manifest file joined by ``|``; about 10% of
 label cells use a vendor synonym or odd casing ("Ruby", "POLKA DOT") and about 3% are empty, so
-read them through :mod:`fashion.taxonomy`. ``ground_truth.csv`` has one row per product:
+read them through :mod:`fashion.model.taxonomy`. ``ground_truth.csv`` has one row per product:
 its dataset and split, vendor and text, every attribute in canonical form (``sleeve_length`` is
 empty for pants and skirts), ``pattern_scale`` (fine/coarse), ``color_rgb``, and per image
 (``|``-joined, in order) the path relative to ``out``, the shot type (product, fabric, artistic,
@@ -34,8 +34,8 @@ placement), :mod:`.render` (drawing the shots) and :mod:`.build` (the entry poin
 
 from __future__ import annotations
 
-from .build import make_catalog, make_catalog_command, read_ground_truth
-from .info import (
+from fashion.catalog.build import make_catalog, read_ground_truth
+from fashion.catalog.info import (
     ATTRIBUTES,
     DATASET_SHARES,
     DATASETS,
@@ -70,6 +70,5 @@ __all__ = [
     "DatasetInfo",
     "load_catalog",
     "make_catalog",
-    "make_catalog_command",
     "read_ground_truth",
 ]

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .info import Point
-from .products import _Product
+from fashion.catalog.info import Point
+from fashion.catalog.products import _Product
 
 # ---------------------------------------------------------------------------------------------
 # drawing

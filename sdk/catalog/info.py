@@ -9,7 +9,7 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from fashion._config import StrictModel
+from fashion._util.config import StrictModel
 from fashion.errors import ConfigError
 
 FORMAT_VERSION = 1

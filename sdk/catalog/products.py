@@ -7,7 +7,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .info import RGB, SLEEVED
+from fashion.catalog.info import RGB, SLEEVED
 
 # ---------------------------------------------------------------------------------------------
 # sampling the products

@@ -9,9 +9,9 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from .geometry import _Frame, _Geometry, _geometry, _mirror, _place
-from .info import RGB, Point
-from .products import _SKIN, _hsv_to_rgb, _luma, _mix, _Product
+from fashion.catalog.geometry import _Frame, _Geometry, _geometry, _mirror, _place
+from fashion.catalog.info import RGB, Point
+from fashion.catalog.products import _SKIN, _hsv_to_rgb, _luma, _mix, _Product
 
 
 def _texture(p: _Product, h: int, w: int, ox: int, oy: int, scale: float) -> np.ndarray:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from .info import ATTRIBUTES
-from .products import _COLORS, _Product
+from fashion.catalog.info import ATTRIBUTES
+from fashion.catalog.products import _COLORS, _Product
 
 # ---------------------------------------------------------------------------------------------
 # vendor text

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from .config import ServeConfig, make_config, require_serve_extras
+from fashion.serve.config import ServeConfig, make_config, require_serve_extras
 
 
 def create_app(config: ServeConfig, predictor: Any | None = None) -> Any:
     """The ASGI app for ``config`` (see :func:`fashion.serve.app.create_app`)."""
     require_serve_extras()
-    from .app import create_app as build
+    from fashion.serve.app import create_app as build
 
     return build(config, predictor)
 

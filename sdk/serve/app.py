@@ -23,25 +23,15 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import DataError, FashionError
-from .batching import Batcher, QueueFull
-from .config import CONFIG_ENV, ServeConfig
-from .explain import cropper_views
-from .metrics import Metrics
-from .requests import (  # noqa: F401 - names of this module before the split
-    ROUTES,
-    TEXT_FIELDS,
+from fashion.errors import DataError, FashionError
+from fashion.serve.batching import Batcher, QueueFull
+from fashion.serve.config import CONFIG_ENV, ServeConfig
+from fashion.serve.explain import cropper_views
+from fashion.serve.metrics import Metrics
+from fashion.serve.requests import (
     Guard,
-    Message,
-    ParsedRequest,
-    PredictRequest,
     Problem,
-    ProductIn,
-    Receive,
     RequestParser,
-    Scope,
-    Send,
-    _inline_refs,
     _request_body_doc,
     _validation_message,
     error_response,
@@ -118,7 +108,7 @@ class ServeState:
             "runtime": getattr(predictor, "runtime", config.runtime),
         }
         if bundle is not None:
-            from fashion.optimize.artifacts import gate_verdict
+            from fashion.predict.artifacts import gate_verdict
 
             index = bundle.index
             digest = hashlib.sha256(index.model_dump_json().encode()).hexdigest()[:16]
@@ -149,7 +139,7 @@ class ServeState:
 
 
 def load_predictor(config: ServeConfig) -> Any:
-    from fashion.predictor import Predictor
+    from fashion.predict.predictor import Predictor
 
     return Predictor.from_pretrained(config.model, device=config.device or "auto",
                                      revision=config.revision, precision=config.precision,  # type: ignore[arg-type]

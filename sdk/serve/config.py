@@ -11,9 +11,9 @@ import os
 
 from pydantic import Field, model_validator
 
-from .._config import StrictModel, explain_validation_error
-from ..errors import ConfigError, MissingExtraError
-from ..optimize.precision import PRECISIONS, RUNTIMES, check_choice
+from fashion._util.config import StrictModel, explain_validation_error
+from fashion.errors import ConfigError, MissingExtraError
+from fashion.predict.precision import PRECISIONS, RUNTIMES, check_choice
 
 CONFIG_ENV = "FASHION_SERVE_CONFIG"
 # import name -> distribution, for the message when the `serve` extra is missing
@@ -59,7 +59,7 @@ class ServeConfig(StrictModel):
     @model_validator(mode="after")
     def _check(self) -> ServeConfig:
         check_choice(self.precision, self.runtime)  # the Predictor's own rules, before loading
-        from ..images import max_image_pixels
+        from fashion.data.images import max_image_pixels
 
         limit = max_image_pixels()
         if self.max_image_pixels > limit:  # the Predictor re-checks every image against it

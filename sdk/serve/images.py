@@ -2,7 +2,7 @@
 
 URLs and server-side paths are refused, never fetched or read: the server makes no outgoing
 requests (no SSRF) and reads no files on a client's behalf. :func:`open_image` is the one place
-bytes become pixels (through :func:`fashion.images.load_image`), with the pixel limit checked on
+bytes become pixels (through :func:`fashion.data.images.load_image`), with the pixel limit checked on
 the header before anything is decoded.
 """
 
@@ -69,15 +69,15 @@ def image_bytes(value: Any, where: str) -> bytes:
 
 
 def open_image(data: bytes, *, max_pixels: int, where: str) -> Any:
-    """Decode ``data`` into an RGB PIL image with :func:`fashion.images.load_image` (the one
+    """Decode ``data`` into an RGB PIL image with :func:`fashion.data.images.load_image` (the one
     image loader: EXIF orientation, 16-bit scaling, transparency on white, as the Predictor
     reads a file), refusing images over ``max_pixels`` (w x h).
 
     The size is read from the header, so a decompression bomb (a small file that decodes to
     gigapixels) is refused before it is decoded.
     """
+    from fashion.data.images import load_image
     from fashion.errors import DataError
-    from fashion.images import load_image
 
     try:
         return load_image(data, where=where, max_pixels=max_pixels)

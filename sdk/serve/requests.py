@@ -20,11 +20,12 @@ from pydantic import ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .._config import StrictModel
-from ..errors import DataError
-from .config import ServeConfig
-from .images import ImageRejected, image_bytes, open_image
-from .metrics import Metrics
+from fashion._util.config import StrictModel
+from fashion.data.manifest import TEXT_FIELDS
+from fashion.errors import DataError
+from fashion.serve.config import ServeConfig
+from fashion.serve.images import ImageRejected, image_bytes, open_image
+from fashion.serve.metrics import Metrics
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -33,7 +34,6 @@ Send = Callable[[Message], Awaitable[None]]
 
 ROUTES = ("/", "/healthz", "/readyz", "/metrics", "/v1/model", "/v1/predict", "/v1/explain",
           "/docs", "/openapi.json")
-TEXT_FIELDS = ("title", "description", "brand")
 
 
 class Problem(Exception):
@@ -132,7 +132,7 @@ class RequestParser:
 
     def product(self, index: int, fields: dict[str, Any], images: list[Any]) -> tuple[Any, list[Any]]:
         from fashion import Product
-        from fashion.predictor import check_products
+        from fashion.predict.predictor import check_products
 
         if len(images) > self.config.max_images:
             raise Problem(413, "too_many_images",

@@ -14,16 +14,33 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .cache import CachedFeatures, FeatureCache
-    from .callbacks import BestWeights, Callback, Checkpointing, EarlyStopping, ProgressBar
-    from .config import DatasetConfig, OptimizerConfig, ScheduleConfig, TrainConfig
-    from .data import DataReport, LabeledDataset, Problem, label_normalizers, load_dataset
-    from .evaluation import AttributeMetrics, ClassMetrics, EvaluationReport, evaluate
-    from .losses import LossCombiner, get_loss, list_losses
-    from .result import TrainResult
-    from .samplers import Sampler, get_sampler, list_samplers
-    from .state import TrainingState
-    from .trainer import Trainer, TrainingError, TrainState
+    from fashion.training.cache import CachedFeatures, FeatureCache
+    from fashion.training.callbacks import (
+        BestWeights,
+        Callback,
+        Checkpointing,
+        EarlyStopping,
+        ProgressBar,
+    )
+    from fashion.training.config import DatasetConfig, OptimizerConfig, ScheduleConfig, TrainConfig
+    from fashion.training.data import (
+        DataReport,
+        LabeledDataset,
+        Problem,
+        label_normalizers,
+        load_dataset,
+    )
+    from fashion.training.evaluation import (
+        AttributeMetrics,
+        ClassMetrics,
+        EvaluationReport,
+        evaluate,
+    )
+    from fashion.training.losses import LossCombiner, get_loss, list_losses
+    from fashion.training.result import TrainResult
+    from fashion.training.samplers import Sampler, get_sampler, list_samplers
+    from fashion.training.state import TrainingState
+    from fashion.training.trainer import StepInfo, Trainer, TrainingError
 
 _LAZY = {
     "CachedFeatures": "cache",
@@ -56,7 +73,7 @@ _LAZY = {
     "Trainer": "trainer",
     "TrainingError": "trainer",
     "TrainResult": "result",
-    "TrainState": "trainer",
+    "StepInfo": "trainer",
 }
 
 
@@ -91,7 +108,7 @@ __all__ = [
     "ScheduleConfig",
     "TrainConfig",
     "TrainResult",
-    "TrainState",
+    "StepInfo",
     "Trainer",
     "TrainingError",
     "TrainingState",

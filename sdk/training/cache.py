@@ -42,10 +42,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .._files import atomic_writer
-from ..inputs import InputName, Product
-from ..model import FashionModel, _masked_mean
-from .data import LabeledDataset
+from fashion._util.files import atomic_writer
+from fashion.model.inputs import Product
+from fashion.model.network import FashionModel, _masked_mean
+from fashion.model.spec import InputName
+from fashion.training.data import LabeledDataset
 
 log = logging.getLogger("fashion.training")
 

@@ -11,9 +11,9 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, ValidationError, field_validator
 
-from .._config import StrictModel, explain_validation_error
-from ..errors import ConfigError
-from ..spec import ModelSpec, load_config_file
+from fashion._util.config import StrictModel, explain_validation_error
+from fashion.errors import ConfigError
+from fashion.model.spec import ModelSpec, load_config_file
 
 MANIFEST_SUFFIXES = (".csv", ".jsonl", ".ndjson", ".parquet")
 
@@ -168,7 +168,7 @@ class TrainConfig(_Config):
     verify_images: bool = True
     """Open and decode every image once when a dataset loads (bad rows are found before training starts)."""
     taxonomies: Path | None = None
-    """A project taxonomy file (label synonyms), see `fashion.taxonomy`."""
+    """A project taxonomy file (label synonyms), see `fashion.model.taxonomy`."""
 
     device: str = "auto"
     """`auto` (CUDA when available, else the CPU), `cpu`, `cuda` or `cuda:N`."""
@@ -239,10 +239,12 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
 def check_compatible(sampler: str, loss: str) -> None:
     """Refuse an unregistered sampler or loss, and a loss that needs several tasks per step with
     a sampler that gives one dataset."""
-    from ..manager import component_table
+    from fashion.contract.kinds import KINDS
+    from fashion.contract.manager import component_table
 
     table = component_table()
-    for kind, name, hook in (("sampler", sampler, "register_samplers"), ("loss", loss, "register_losses")):
+    for kind, name in (("sampler", sampler), ("loss", loss)):
+        hook = KINDS[kind].hook
         if name not in table[kind]:
             raise ConfigError(
                 f"{kind} = {name!r} is not registered; registered: "

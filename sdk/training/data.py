@@ -1,6 +1,6 @@
 """Labeled datasets: manifests -> products + normalized labels, with a report of every problem.
 
-Loading a dataset reads its manifest as a stream (:mod:`fashion.manifest`), checks each row's
+Loading a dataset reads its manifest as a stream (:mod:`fashion.data.manifest`), checks each row's
 images once (exists, not empty, decodes), maps each label cell to a canonical label through the
 attribute's taxonomy, and records every row it could not use in a :class:`DataReport`
 (``rows_read == rows_used + rows_skipped``). Nothing is dropped silently.
@@ -25,12 +25,12 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from .._files import sha256_file
-from ..errors import ConfigError, DataError
-from ..inputs import Product
-from ..manifest import iter_manifest, manifest_columns, row_to_product
-from ..model import FashionModel
-from .config import DatasetConfig
+from fashion._util.files import sha256_file
+from fashion.data.manifest import iter_manifest, manifest_columns
+from fashion.errors import ConfigError, DataError
+from fashion.model.inputs import Product, row_to_product
+from fashion.model.network import FashionModel
+from fashion.training.config import DatasetConfig
 
 MAX_LISTED_PROBLEMS = 10
 
@@ -118,7 +118,7 @@ def label_normalizers(
     (``taxonomies``), and the built-in taxonomy of the same name. Synonyms pointing at labels the
     model does not have are ignored (such values are reported as unknown).
     """
-    from fashion.taxonomy import builtin_taxonomies, load_project_taxonomies, normalize_text
+    from fashion.model.taxonomy import builtin_taxonomies, load_project_taxonomies, normalize_text
 
     builtin = builtin_taxonomies()
     project = load_project_taxonomies(taxonomies) if taxonomies is not None else {}

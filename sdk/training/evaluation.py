@@ -20,10 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..model import FashionModel
-from .config import DatasetConfig
-from .data import DataReport, LabeledDataset, load_dataset
-from .loader import BatchCollator, iterate_steps
+from fashion.model.network import FashionModel
+from fashion.training.config import DatasetConfig
+from fashion.training.data import DataReport, LabeledDataset, load_dataset
+from fashion.training.loader import BatchCollator, iterate_steps
 
 
 @dataclass
@@ -412,7 +412,7 @@ def evaluate(
             loaded.append(item)
             continue
         if normalizers is None:
-            from .data import label_normalizers
+            from fashion.training.data import label_normalizers
 
             normalizers = label_normalizers(model, taxonomies)
         loaded.append(
@@ -421,7 +421,7 @@ def evaluate(
                 on_unknown_label=on_unknown_label, on_bad_row=on_bad_row,
             )
         )
-    from fashion.progress import progress
+    from fashion._util.progress import progress
 
     with progress("evaluate", total=sum(len(d) for d in loaded)) as bar:
         attributes, per_dataset = score_datasets(

@@ -15,12 +15,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..errors import DataError
-from ..inputs import ProductError
-from ..model import FashionModel
-from .cache import CachedFeatures
-from .data import LabeledDataset
-from .samplers import Step, shard_step
+from fashion.errors import DataError
+from fashion.model.inputs import ProductError
+from fashion.model.network import FashionModel
+from fashion.training.cache import CachedFeatures
+from fashion.training.data import LabeledDataset
+from fashion.training.samplers import Step, shard_step
 
 Targets = dict[str, tuple[Tensor, Tensor]]
 Part = tuple[Any, Targets]

@@ -14,57 +14,22 @@
 A combiner is an ``nn.Module``; its parameters (``uncertainty``) train with the heads' learning
 rate and its state (``dwa``'s loss history) is saved in checkpoints. Combinations register
 through the ``register_losses`` plugin hook (the built-in ones in
-:mod:`fashion.training.builtins`).
+this module's ``register_losses``).
 """
 
 from __future__ import annotations
 
-import abc
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from ..components import ComponentOptions, validate_options
-
-
-class LossCombiner(nn.Module, abc.ABC):
-    """Base class. ``tasks`` are the model's attribute names."""
-
-    name: ClassVar[str] = ""
-    Options: ClassVar[type[ComponentOptions]] = ComponentOptions
-    requires_all_tasks: ClassVar[bool] = False
-    gradient_surgery: ClassVar[bool] = False
-
-    def __init__(self, tasks: Sequence[str], options: ComponentOptions | Mapping[str, Any] | None = None) -> None:
-        super().__init__()
-        self.options = validate_options(self.Options, options, f"loss '{self.name}'")
-        self.tasks = list(tasks)
-        self.index = {task: i for i, task in enumerate(self.tasks)}
-        self._positions: dict[tuple[str, ...], Tensor] = {}
-
-    def positions(self, names: Sequence[str], device: torch.device) -> Tensor:
-        """Positions of ``names`` in ``tasks`` as a tensor on ``device`` (cached)."""
-        key = tuple(names)
-        found = self._positions.get(key)
-        if found is None or found.device != device:
-            found = torch.tensor([self.index[t] for t in key], device=device)
-            self._positions[key] = found
-        return found
-
-    @abc.abstractmethod
-    def forward(self, losses: Mapping[str, Tensor]) -> Tensor:
-        """The step's per-attribute losses (only those labeled in it) -> one loss."""
-
-    def end_epoch(self, mean_losses: Mapping[str, float]) -> None:
-        """Called once per epoch with each attribute's mean training loss (NaN when unseen)."""
-
-    def weights(self) -> dict[str, float]:
-        """The current weight of each attribute (for the history)."""
-        return dict.fromkeys(self.tasks, 1.0)
+from fashion.contract.components import ComponentOptions
+from fashion.contract.hookspecs import Register, hookimpl
+from fashion.contract.training import LossCombiner
 
 
 class SumLoss(LossCombiner):
@@ -163,9 +128,16 @@ class PCGradLoss(LossCombiner):
         return projected.sum(dim=0)
 
 
+@hookimpl
+def register_losses(register: Register) -> None:
+    """The built-in loss combinations, registered like any plugin's."""
+    for loss in (SumLoss, MeanLoss, UncertaintyLoss, DWALoss, PCGradLoss):
+        register(loss)
+
+
 def get_loss_class(name: str) -> type[LossCombiner]:
     """The loss combination registered as ``name`` (through the ``register_losses`` hook)."""
-    from ..manager import get_component_info
+    from fashion.contract.manager import get_component_info
 
     return get_component_info("loss", name).cls  # type: ignore[return-value]
 
@@ -177,7 +149,7 @@ def get_loss(name: str, tasks: Sequence[str], options: Mapping[str, Any] | None 
 
 def list_losses() -> list[str]:
     """The names of the registered loss combinations, sorted."""
-    from ..manager import component_table
+    from fashion.contract.manager import component_table
 
     return sorted(component_table("loss")["loss"])
 

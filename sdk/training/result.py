@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ..model import FashionModel
-from .data import DataReport, describe_datasets
-from .evaluation import EvaluationReport
+from fashion.model.network import FashionModel
+from fashion.training.data import DataReport, describe_datasets
+from fashion.training.evaluation import EvaluationReport
 
 if TYPE_CHECKING:
-    from .trainer import Trainer
+    from fashion.training.state import Run
 
 log = logging.getLogger("fashion.training")
 
@@ -50,7 +50,7 @@ class TrainResult:
         return self.history[-1]["loss"] if self.history else float("nan")
 
 
-def finish_run(trainer: Trainer) -> TrainResult:
+def finish_run(trainer: Run) -> TrainResult:
     """The end of a run: final evaluation, history, calibration, test scores, the bundle."""
     config, state = trainer.config, trainer.state
     model = trainer.model
@@ -64,13 +64,13 @@ def finish_run(trainer: Trainer) -> TrainResult:
             attributes, per_dataset = recorded[1]
         else:
             trainer.final_validation_passes += 1
-            attributes, per_dataset = trainer._validate() or ({}, {})
+            attributes, per_dataset = trainer.validate() or ({}, {})
         evaluation = EvaluationReport(attributes, per_dataset, [d.report for d in trainer.val_sets])
     model.eval()
     bundle_path: Path | None = None
     test_evaluation: EvaluationReport | None = None
     if trainer.is_main:
-        trainer._write_history()
+        trainer.write_history()
         plots: list[Path] = []
         if evaluation is not None:
             plots = [p for p in evaluation.save(config.output_dir / "evaluation") if p.suffix == ".png"]
@@ -84,7 +84,7 @@ def finish_run(trainer: Trainer) -> TrainResult:
             if evaluation is not None:  # metrics.json again, now with the calibration's numbers
                 evaluation.to_json(config.output_dir / "evaluation" / "metrics.json")
         if config.test:
-            from .evaluation import evaluate
+            from fashion.training.evaluation import evaluate
 
             test_evaluation = evaluate(
                 model, config.test, batch_size=config.eval_batch_size or config.batch_size,
@@ -94,7 +94,7 @@ def finish_run(trainer: Trainer) -> TrainResult:
             test_evaluation.save(config.output_dir / "evaluation" / "test")
         if config.save_bundle:
             bundle_path = save_run_bundle(trainer, model, evaluation, plots, test_evaluation)
-    trainer._barrier()
+    trainer.barrier()
     return TrainResult(
         history=state.history,
         best_epoch=state.best_epoch,
@@ -111,9 +111,9 @@ def finish_run(trainer: Trainer) -> TrainResult:
     )
 
 
-def run_provenance(trainer: Trainer) -> dict[str, Any]:
+def run_provenance(trainer: Run) -> dict[str, Any]:
     """What the bundle records of how the run was made: data, seed, precision, cuts, versions."""
-    import fashion
+    from fashion._util.version import __version__
 
     return {
         "datasets": describe_datasets(trainer.train_sets),
@@ -129,13 +129,13 @@ def run_provenance(trainer: Trainer) -> dict[str, Any]:
         "epochs_run": len(trainer.state.history),
         "global_step": trainer.state.global_step,
         "best_epoch": trainer.state.best_epoch,
-        "fashion_version": fashion.__version__,
+        "fashion_version": __version__,
         "torch_version": torch.__version__,
     }
 
 
 def save_run_bundle(
-    trainer: Trainer, model: FashionModel, evaluation: EvaluationReport | None, plots: list[Path],
+    trainer: Run, model: FashionModel, evaluation: EvaluationReport | None, plots: list[Path],
     test_evaluation: EvaluationReport | None = None,
 ) -> Path | None:
     try:

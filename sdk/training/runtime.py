@@ -14,12 +14,19 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..errors import ConfigError
-from ..model import FashionModel
-from .config import TrainConfig
-from .data import DataReport, LabeledDataset, label_normalizers, load_dataset, stratified_split
-from .losses import LossCombiner, balanced_class_weights
-from .samplers import make_generator
+from fashion.errors import ConfigError
+from fashion.model.network import FashionModel
+from fashion.model.precision import cpu_bf16_native
+from fashion.training.config import TrainConfig
+from fashion.training.data import (
+    DataReport,
+    LabeledDataset,
+    label_normalizers,
+    load_dataset,
+    stratified_split,
+)
+from fashion.training.losses import LossCombiner, balanced_class_weights
+from fashion.training.samplers import make_generator
 
 log = logging.getLogger("fashion.training")
 
@@ -45,15 +52,10 @@ def resolve_device(name: str, local_rank: int) -> torch.device:
     return device
 
 
-def cpu_bf16_native() -> bool:
-    """Whether this CPU runs bf16 natively (AVX512-BF16 or AMX), as for inference."""
-    from ..optimize.precision import cpu_bf16_native as native
-
-    return bool(native())
-
-
-def autocast_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype of a run (``None``: fp32), with one log line saying why.
+def training_precision(config: TrainConfig, device: torch.device) -> str:
+    """The precision a run trains in (``fp32``, ``bf16`` or ``fp16``: autocast with fp32 master
+    weights; :func:`fashion.model.precision.autocast_dtype` gives its dtype), with one log line
+    saying why.
 
     On the CPU, bf16 autocast (fp32 master weights, channels_last convolutions) is used where
     the CPU has native bf16 (AVX512-BF16/AMX): ``precision = "auto"`` picks it there and fp32
@@ -62,15 +64,15 @@ def autocast_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | N
     """
     if device.type != "cuda":
         if config.precision == "fp32":
-            return None
+            return "fp32"
         native = cpu_bf16_native()
         capability = torch.backends.cpu.get_cpu_capability()
         if config.precision == "fp16":
             log.warning("precision fp16 is used on CUDA only; training in fp32 on %s", device)
-            return None
+            return "fp32"
         if native:
             log.info("precision %s: bf16 autocast on this CPU (native bf16, %s)", config.precision, capability)
-            return torch.bfloat16
+            return "bf16"
         if config.precision == "bf16":
             log.warning(
                 "precision bf16 asked for, but this CPU has no native bf16 (no AVX512-BF16/AMX; "
@@ -78,14 +80,14 @@ def autocast_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | N
             )
         else:
             log.info("precision auto: fp32 (this CPU has no native bf16, capability %s)", capability)
-        return None
+        return "fp32"
     if config.precision == "fp32":
-        return None
+        return "fp32"
     if config.precision == "fp16":
-        return torch.float16
+        return "fp16"
     if config.precision == "bf16" or torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float16
+        return "bf16"
+    return "fp16"
 
 
 def config_fingerprint(config: TrainConfig) -> str:
@@ -311,8 +313,7 @@ def set_train_mode(model: FashionModel) -> None:
 __all__ = [
     "WarmupCosine",
     "apply_freeze",
-    "autocast_dtype",
-    "cpu_bf16_native",
+    "training_precision",
     "build_optimizer",
     "class_weights",
     "config_fingerprint",

@@ -19,25 +19,22 @@ Built-in samplers (``docs/training.md`` has the details):
   ends when the largest dataset is exhausted; smaller ones restart.
 
 Samplers register through the ``register_samplers`` plugin hook (the built-in ones in
-:mod:`fashion.training.builtins`); ``docs/plugins.md`` shows a plugin that adds one.
+this module's ``register_samplers``); ``docs/plugins.md`` shows a plugin that adds one.
 """
 
 from __future__ import annotations
 
-import abc
 import hashlib
 import math
 from collections.abc import Iterator, Sequence
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from pydantic import Field
 
-from ..components import ComponentOptions, validate_options
-from ..errors import ConfigError
-
-Part = tuple[int, list[int]]
-Step = tuple[Part, ...]
+from fashion.contract.components import ComponentOptions
+from fashion.contract.hookspecs import Register, hookimpl
+from fashion.contract.training import Part, Sampler, Step
 
 
 def derive_seed(seed: int, *tags: object) -> int:
@@ -64,33 +61,6 @@ def endless_batches(size: int, batch_size: int, generator: torch.Generator) -> I
 
 def num_batches(size: int, batch_size: int) -> int:
     return math.ceil(size / batch_size)
-
-
-class Sampler(abc.ABC):
-    """Base class: subclasses set ``name`` and implement :meth:`schedule`."""
-
-    name: ClassVar[str] = ""
-    Options: ClassVar[type[ComponentOptions]] = ComponentOptions
-    all_tasks_per_step: ClassVar[bool] = False
-    """True when each step holds a batch of every dataset (needed by ``pcgrad``)."""
-
-    def __init__(self, options: ComponentOptions | dict[str, Any] | None = None) -> None:
-        self.options = validate_options(self.Options, options, f"sampler '{self.name}'")
-
-    @abc.abstractmethod
-    def schedule(
-        self, sizes: Sequence[int], batch_size: int, *, epoch: int, seed: int
-    ) -> list[Step]:
-        """An epoch's steps; a pure function of the arguments (resume rebuilds it)."""
-
-    def _check(self, sizes: Sequence[int], batch_size: int) -> None:
-        if not sizes or any(n <= 0 for n in sizes):
-            raise ConfigError(
-                f"sampler '{self.name}' got dataset sizes {list(sizes)}; every dataset needs at "
-                "least one usable row (see the data report for skipped rows)."
-            )
-        if batch_size < 1:
-            raise ConfigError("batch_size must be at least 1")
 
 
 class ProportionalSampler(Sampler):
@@ -177,9 +147,16 @@ def shard_step(step: Step, rank: int, world_size: int) -> Step:
     return tuple(out)
 
 
+@hookimpl
+def register_samplers(register: Register) -> None:
+    """The built-in samplers, registered like any plugin's."""
+    for sampler in (ProportionalSampler, RoundRobinSampler, TemperatureSampler, AllTasksSampler):
+        register(sampler)
+
+
 def get_sampler_class(name: str) -> type[Sampler]:
     """The sampler class registered as ``name`` (through the ``register_samplers`` hook)."""
-    from ..manager import get_component_info
+    from fashion.contract.manager import get_component_info
 
     return get_component_info("sampler", name).cls  # type: ignore[return-value]
 
@@ -191,7 +168,7 @@ def get_sampler(name: str, options: dict[str, Any] | None = None) -> Sampler:
 
 def list_samplers() -> list[str]:
     """The names of the registered samplers, sorted."""
-    from ..manager import component_table
+    from fashion.contract.manager import component_table
 
     return sorted(component_table("sampler")["sampler"])
 

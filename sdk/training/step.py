@@ -7,10 +7,10 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from ..inputs import InputName
-from ..model import FashionModel
-from .loader import Part
-from .losses import LossCombiner, PCGradLoss
+from fashion.model.network import FashionModel
+from fashion.model.spec import InputName
+from fashion.training.loader import Part
+from fashion.training.losses import LossCombiner, PCGradLoss
 
 
 class StepModule(nn.Module):

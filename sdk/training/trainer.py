@@ -26,29 +26,28 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..errors import ConfigError, FashionError
-from ..model import FashionModel
-from .cache import CachedFeatures, FeatureCache
-from .callbacks import (
+from fashion.errors import ConfigError, FashionError
+from fashion.model.network import FashionModel
+from fashion.model.precision import autocast_dtype
+from fashion.training.cache import CachedFeatures, FeatureCache
+from fashion.training.callbacks import (
     BestWeights,
     Callback,
     Checkpointing,
     EarlyStopping,
     ProgressBar,
     StepFunction,
-    TrainState,
+    StepInfo,
 )
-from .checkpoint import load_checkpoint
-from .config import TrainConfig, check_compatible
-from .data import DataReport
-from .evaluation import EvaluationReport, score_datasets
-from .loader import Part, StepLoader
-from .losses import get_loss, get_loss_class
-from .result import TrainResult, finish_run, run_provenance
-from .runtime import (
+from fashion.training.config import TrainConfig, check_compatible
+from fashion.training.data import DataReport
+from fashion.training.evaluation import EvaluationReport, score_datasets
+from fashion.training.loader import Part, StepLoader
+from fashion.training.losses import get_loss, get_loss_class
+from fashion.training.result import TrainResult, finish_run, run_provenance
+from fashion.training.runtime import (
     WarmupCosine,
     apply_freeze,
-    autocast_dtype,
     build_optimizer,
     class_weights,
     config_fingerprint,
@@ -57,12 +56,13 @@ from .runtime import (
     resolve_device,
     seed_everything,
     set_train_mode,
+    training_precision,
     unvalidated_attributes,
     unvalidated_message,
 )
-from .samplers import Step, get_sampler, make_generator
-from .state import TrainingState
-from .step import StepModule, pcgrad_backward
+from fashion.training.samplers import Step, get_sampler, make_generator
+from fashion.training.state import TrainingState, load_checkpoint
+from fashion.training.step import StepModule, pcgrad_backward
 
 log = logging.getLogger("fashion.training")
 
@@ -76,7 +76,7 @@ class Trainer:
 
     ``model`` may be ``None``: it is then built from ``config.model`` (after seeding).
     ``callbacks`` are :class:`~fashion.training.Callback` objects or functions called with a
-    :class:`TrainState` after every optimizer step; an exception raised by one stops training at
+    :class:`StepInfo` after every optimizer step; an exception raised by one stops training at
     once (the last checkpoint stays, ``resume=True`` goes on).
     """
 
@@ -85,7 +85,7 @@ class Trainer:
         model: FashionModel | None,
         config: TrainConfig | dict[str, Any],
         *,
-        callbacks: Sequence[Callback | Callable[[TrainState], None]] = (),
+        callbacks: Sequence[Callback | Callable[[StepInfo], None]] = (),
     ) -> None:
         if isinstance(config, dict):
             config = TrainConfig.parse(config)
@@ -133,7 +133,7 @@ class Trainer:
         self.world_size = dist.get_world_size()
         self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
 
-    def _barrier(self) -> None:
+    def barrier(self) -> None:
         if self.world_size > 1:
             import torch.distributed as dist
 
@@ -156,7 +156,7 @@ class Trainer:
         if self.is_main:
             for dataset in datasets:
                 cache.fill(dataset, batch_size=batch_size, autocast=self._autocast, progress=config.progress)
-        self._barrier()
+        self.barrier()
         loaded = [cache.load(d).to(self.device) for d in datasets]
         self.train_features = loaded[: len(self.train_sets)]
         self.val_features = loaded[len(self.train_sets) :]
@@ -184,7 +184,7 @@ class Trainer:
             self.config = config = config.model_copy(update={"model": self.model.spec})
         model = self.model.to(self.device)
         self.cuts = apply_freeze(model, config.freeze) if config.freeze else {}
-        self._amp_dtype = autocast_dtype(config, self.device)
+        self._amp_dtype = autocast_dtype(training_precision(config, self.device))
         self.precision = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(self._amp_dtype, "fp32")  # type: ignore[arg-type]
         if self._amp_dtype is not None and self.device.type == "cpu":
             model.to(memory_format=torch.channels_last)  # bf16 convolutions run fastest NHWC
@@ -319,7 +319,7 @@ class Trainer:
                 state.loss_counts[on_cpu] += 1
             if self.callbacks:
                 detached = {a: v.detach() for a, v in losses.items()}
-                info = TrainState(epoch, state.step_in_epoch, state.global_step, len(schedule), detached)
+                info = StepInfo(epoch, state.step_in_epoch, state.global_step, len(schedule), detached)
                 for callback in self.callbacks:
                     callback.on_step_end(self, info)
             if self._budget_spent():
@@ -387,7 +387,7 @@ class Trainer:
                 "lr_backbone, set grad_clip, or check the labels."
             )
         seen = [v for v in mean_losses.values() if math.isfinite(v)]
-        scores = self._validate()
+        scores = self.validate()
         report = None if scores is None else EvaluationReport(scores[0])
         val_metrics, score = ({}, None) if report is None else (report.summary()["attributes"], report.mean_macro_f1)
         state.combiner.end_epoch(mean_losses)
@@ -410,11 +410,11 @@ class Trainer:
         if improved:
             self.best_scores = (state.epoch + 1, scores)  # reused by the final evaluation
         state.epoch, state.step_in_epoch = state.epoch + 1, 0
-        self._write_history()
+        self.write_history()
         for callback in self.callbacks:
             callback.on_epoch_end(self, entry, improved)
 
-    def _validate(self) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    def validate(self) -> tuple[dict[str, Any], dict[str, Any]] | None:
         """Score the validation datasets once: ``(per attribute, per dataset)`` metrics."""
         if not self.val_sets:
             return None
@@ -427,7 +427,8 @@ class Trainer:
             autocast=self._autocast if self._amp_dtype is not None else None,
         )
 
-    def _write_history(self) -> None:
+    def write_history(self) -> None:
+        """``history.json`` (main process only)."""
         if self.is_main:
             (self.config.output_dir / "history.json").write_text(json.dumps(self.state.history, indent=2) + "\n")
 
@@ -436,4 +437,4 @@ class Trainer:
         return run_provenance(self)
 
 
-__all__ = ["Callback", "TrainResult", "TrainState", "Trainer", "TrainingError", "WarmupCosine"]
+__all__ = ["Callback", "TrainResult", "StepInfo", "Trainer", "TrainingError", "WarmupCosine"]

@@ -14,9 +14,10 @@ See docs/trust.md.
 
 from __future__ import annotations
 
-from .calibration import expected_calibration_error, fit_temperature, reliability_bins
-from .fit import AttributeTrust, TrustReport, collect_outputs, fit_trust, score_applicability
-from .thresholds import choose_threshold, precision_coverage_curve
+from fashion.trust.calibration import expected_calibration_error, fit_temperature, reliability_bins
+from fashion.trust.fit import collect_outputs, fit_trust, score_applicability
+from fashion.trust.report import AttributeTrust, TrustReport
+from fashion.trust.thresholds import choose_threshold, precision_coverage_curve
 
 __all__ = [
     "AttributeTrust",

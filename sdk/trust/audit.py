@@ -35,13 +35,12 @@ import torch
 from torch import Tensor
 
 from fashion.errors import ConfigError
-
-from .features import encode_products
+from fashion.trust.features import encode_products
 
 if TYPE_CHECKING:
-    from fashion.inputs import Product
-    from fashion.model import FashionModel
-    from fashion.training.data import LabeledDataset
+    from fashion.model.inputs import Product
+    from fashion.model.network import FashionModel
+    from fashion.trust.labeled import LabeledDataset
 
 log = logging.getLogger("fashion.trust")
 
@@ -166,7 +165,7 @@ _WORD = re.compile(r"\w+")
 
 def listing_text(product: Product) -> str:
     """The words the audit reads of a product: its cleaned title and description."""
-    from fashion.plugins.text_clean import clean_text
+    from fashion.data.text import clean_text
 
     return " ".join(clean_text(t) for t in (product.title, product.description) if t)
 
@@ -269,7 +268,7 @@ def audit_datasets(
 
 def write_suspects(suspects: Sequence[Suspect], path: str | Path) -> Path:
     """The audit report as CSV (one row per suspect label, most suspect first)."""
-    from fashion._files import atomic_write_text
+    from fashion._util.files import atomic_write_text
 
     fields = list(Suspect.__dataclass_fields__)
     import io

@@ -9,13 +9,12 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from fashion.inputs import InputName
-
-from .scope import calibrated
+from fashion.model.decode import calibrated
+from fashion.model.spec import InputName
 
 if TYPE_CHECKING:
-    from fashion.inputs import Product
-    from fashion.model import FashionModel
+    from fashion.model.inputs import Product
+    from fashion.model.network import FashionModel
 
 
 @dataclass
@@ -62,7 +61,7 @@ def view_probabilities(model: FashionModel, encoded: Encoded, attribute: str, vi
     with torch.inference_mode():
         logits = model.head_logits({k: v.to(device) for k, v in encoded.features.items()},
                                    {k: v.to(device) for k, v in masks.items()}, [attribute])[attribute]
-    return model.task(attribute).probabilities(calibrated(model, attribute, logits)).cpu()
+    return model.task(attribute).probabilities(calibrated(model.spec.attributes[attribute], logits)).cpu()
 
 
 def has_views(encoded: Encoded) -> tuple[bool, bool]:

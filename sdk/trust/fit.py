@@ -4,30 +4,34 @@
 and encoded targets of the labeled rows. :func:`fit_trust` fits each attribute's temperature
 and (single-label attributes) its abstention threshold into the model's spec;
 :func:`assess_trust` measures the same numbers on other data (test) without fitting.
-:class:`TrustReport` saves ``trust.json`` with reliability diagrams and precision/coverage
+:class:`~fashion.trust.report.TrustReport` saves ``trust.json`` with reliability diagrams and precision/coverage
 curves as PNGs.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
-from fashion.taxonomy import Abstention, Calibration
-
-from .calibration import confidences, expected_calibration_error, fit_temperature, reliability_bins
-from .scope import NOT_APPLICABLE, gate_label
-from .thresholds import choose_threshold, precision_coverage_curve
+from fashion.model.decode import NOT_APPLICABLE, gate_label
+from fashion.model.taxonomy import Abstention, Calibration
+from fashion.trust.calibration import (
+    confidences,
+    expected_calibration_error,
+    fit_temperature,
+    reliability_bins,
+)
+from fashion.trust.report import AttributeTrust, TrustReport
+from fashion.trust.thresholds import choose_threshold, precision_coverage_curve
 
 if TYPE_CHECKING:
-    from fashion.model import FashionModel
-    from fashion.training.data import LabeledDataset
+    from fashion.model.network import FashionModel
+    from fashion.trust.labeled import LabeledDataset
 
 MIN_ROWS = 20
 """Fewer labeled validation rows than this: the attribute keeps raw scores and no threshold."""
@@ -87,79 +91,6 @@ def collect_outputs(
                    bool(model.task(a).multilabel))
         for a, parts in found.items()
     }
-
-
-@dataclass
-class AttributeTrust:
-    """Calibration and abstention numbers of one attribute on one set of rows."""
-
-    rows: int
-    temperature: float
-    ece_before: float
-    ece_after: float
-    accuracy: float
-    abstention: dict[str, Any] | None = None  # threshold, min_precision, precision, coverage
-    curve: list[dict[str, float]] = field(default_factory=list)  # calibrated precision/coverage
-    bins_before: list[dict[str, float]] = field(default_factory=list)
-    bins_after: list[dict[str, float]] = field(default_factory=list)
-
-
-@dataclass
-class TrustReport:
-    """Per-attribute trust numbers; ``split`` says which data they were measured on."""
-
-    split: str
-    attributes: dict[str, AttributeTrust]
-    applicability: dict[str, dict[str, Any]] = field(default_factory=dict)
-    saved: list[Path] = field(default_factory=list, repr=False)
-    """The files :meth:`save` wrote last (empty until it is called)."""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"split": self.split,
-                "attributes": {a: asdict(t) for a, t in self.attributes.items()},
-                "applicability": self.applicability}
-
-    def summary(self) -> dict[str, dict[str, Any]]:
-        """The headline numbers per attribute (no curves), for metrics and model cards."""
-        out: dict[str, dict[str, Any]] = {}
-        for a, t in self.attributes.items():
-            row: dict[str, Any] = {"temperature": round(t.temperature, 4),
-                                   "ece_before": round(t.ece_before, 4),
-                                   "ece_after": round(t.ece_after, 4)}
-            if t.abstention is not None:
-                row.update({f"abstain_{k}": v for k, v in t.abstention.items() if v is not None})
-            out[a] = row
-        for a, values in self.applicability.items():
-            out.setdefault(a, {}).update({f"applicability_{k}": v for k, v in values.items()})
-        return out
-
-    def lines(self) -> list[str]:
-        """One line per attribute, for the terminal."""
-        text = []
-        for a, row in self.summary().items():
-            text.append(f"{a}: " + ", ".join(
-                f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
-        return text
-
-    def save(self, directory: str | Path) -> list[Path]:
-        """``trust_<split>.json``, ``reliability_<attribute>.png`` and ``coverage_<attribute>.png``."""
-        from .plots import plot_coverage, plot_reliability
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        path = directory / f"trust_{self.split}.json"
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
-        written = [path]
-        for a, t in self.attributes.items():
-            written.append(plot_reliability(a, t, directory / f"reliability_{a}.png"))
-            if t.curve:
-                written.append(plot_coverage(a, t, directory / f"coverage_{a}.png"))
-        self.saved = written
-        return written
-
-    def reliability_plots(self) -> list[Path]:
-        """The reliability diagrams :meth:`save` drew (for the model card)."""
-        return [p for p in self.saved if p.name.startswith("reliability_")]
 
 
 def _bins(conf: Tensor, correct: Tensor) -> list[dict[str, float]]:

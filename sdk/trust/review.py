@@ -30,12 +30,11 @@ import torch
 from torch import Tensor
 
 from fashion.errors import ConfigError
-
-from .features import Encoded, encode_products, has_views, view_probabilities
+from fashion.trust.features import Encoded, encode_products, has_views, view_probabilities
 
 if TYPE_CHECKING:
-    from fashion.inputs import Product
-    from fashion.model import FashionModel
+    from fashion.model.inputs import Product
+    from fashion.model.network import FashionModel
 
 Strategy = Literal["margin", "entropy", "disagreement"]
 STRATEGIES: tuple[str, ...] = ("margin", "entropy", "disagreement")

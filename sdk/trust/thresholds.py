@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from fashion.taxonomy import Abstention
+from fashion.model.taxonomy import Abstention
 
 
 @dataclass

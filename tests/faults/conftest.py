@@ -25,7 +25,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 
 @pytest.fixture(scope="module")
 def plugin() -> Iterator[None]:
-    from fashion.manager import register_plugin, unregister_plugin
+    from fashion.contract.manager import register_plugin, unregister_plugin
 
     register_plugin(tiny_plugin, name="tests.tiny_plugin")
     try:
@@ -61,7 +61,7 @@ class Outcome:
 
 def run_manifest(predictor: Predictor, manifest: Path, out: Path | None = None,
                  **options: Any) -> Outcome:
-    from fashion.batch_predict import run_predict
+    from fashion.predict.batch import run_predict
 
     out = out or manifest.with_name(manifest.name + ".out.jsonl")
     rejects = options.pop("rejects", out.with_name(out.name + ".rejects.jsonl"))

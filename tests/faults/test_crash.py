@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow  # real subprocesses: each one imports torch
 
 ROOT = Path(__file__).resolve().parents[2]
 PRELUDE = (
-    "import sys; from fashion.manager import register_plugin; from tests import tiny_plugin; "
+    "import sys; from fashion.contract.manager import register_plugin; from tests import tiny_plugin; "
     "register_plugin(tiny_plugin, name='tests.tiny_plugin'); "
 )
 

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from fashion import FashionError
-from fashion.images import load_image
+from fashion.data.images import load_image
 from tests.faults import ledger
 from tests.faults.conftest import check_error, check_rows, run_manifest
 from tests.registry.conftest import image
@@ -263,7 +263,7 @@ CLI_CASES: list[tuple[str, list[str], str]] = [
 def test_cli_flags(kind: str, args: list[str], match: str, cli_setup, monkeypatch) -> None:
     import torch
 
-    from fashion.batch_predict import predict_command
+    from fashion.cli.predict import predict_command
 
     if "cuda" in kind and torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
@@ -286,7 +286,7 @@ def test_cli_flags(kind: str, args: list[str], match: str, cli_setup, monkeypatc
      ("model folder is missing", ["nowhere", "m.csv", "--out", "o.jsonl"], "nowhere")],
 )
 def test_cli_paths(kind: str, args: list[str], match: str, cli_setup, monkeypatch) -> None:
-    from fashion.batch_predict import predict_command
+    from fashion.cli.predict import predict_command
 
     _, folder = cli_setup
     monkeypatch.chdir(folder)

@@ -83,7 +83,7 @@ def test_damaged_bundles(kind: str, bundle: Path, tmp_path: Path) -> None:
 
 def test_bert_options_model_outside_the_bundle(tmp_path: Path) -> None:
     pytest.importorskip("transformers")
-    from fashion.manager import build_component
+    from fashion.contract.manager import build_component
 
     check_error("bundle", "bert options.model outside the bundle",
                 lambda: build_component("backbone", "bert", {"model": str(tmp_path)},
@@ -99,7 +99,7 @@ def _publish(bundle: Path, name: str = "team/shoes") -> tuple[LocalRegistry, str
 
 
 def test_edited_revision_is_refused_on_every_read_path(bundle: Path) -> None:
-    from fashion.registry.cli import pull_command
+    from fashion.cli.registry import pull_command
 
     registry, revision = _publish(bundle)
     folder = registry.fetch("team/shoes")
@@ -181,7 +181,7 @@ def test_damaged_tags_file(bundle: Path) -> None:
 
 
 def test_doctor_cleans_leftovers(bundle: Path) -> None:
-    from fashion.registry.cli import doctor_command
+    from fashion.cli.registry import doctor_command
 
     registry, _ = _publish(bundle, "d")
     (registry.root / "tmp" / "deadbeef").mkdir(parents=True)

@@ -10,8 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fashion import DataError
-from fashion.images import load_image
-from fashion.manifest import iter_manifest, row_to_product
+from fashion.data.images import load_image
+from fashion.data.manifest import iter_manifest
+from fashion.model.inputs import row_to_product
 from tests.faults import ledger
 
 CELL = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=30)

@@ -308,7 +308,7 @@ def test_read_coco_reports_missing_images(tmp_path: Path) -> None:
 def test_train_detector_reaches_the_cli_through_register_commands():
     import click
 
-    from fashion.manager import get_plugin_manager
+    from fashion.contract.manager import get_plugin_manager
     from fashion.plugins import box
 
     plugins = [i.plugin_name for i in get_plugin_manager().hook.register_commands.get_hookimpls()]

@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 
 import fashion
 from fashion import ConfigError, FashionModel, build_component
-from fashion.model import LateAttribute
+from fashion.model.network import LateAttribute
 from tests.tiny_plugin import TINY_SPEC
 
 DIMS = {"image:full": 6, "image:center": 6, "text": 5}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fashion.plugins.text_clean import clean_text
+from fashion.data.text import clean_text
 
 
 @pytest.mark.parametrize(

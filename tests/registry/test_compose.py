@@ -6,8 +6,8 @@ import pytest
 from click.testing import CliRunner
 
 from fashion import AttributeSpec, BundleError, ComponentSpec
+from fashion.cli.registry import compose_command
 from fashion.registry import compose_bundles, load_bundle, read_index, save_bundle
-from fashion.registry.cli import compose_command
 from tests.registry.conftest import as_plain, make_model, products, train_briefly
 
 SHARED = ["backbones", "croppers", "fusion"]

@@ -12,17 +12,17 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from fashion.cli.registry import models_command, pull_command, push_command
 from fashion.errors import ModelNotFoundError, RegistryError
 from fashion.registry import HubRegistry, load_bundle, save_bundle
 from fashion.registry.bundle import read_index, sha256_file
-from fashion.registry.cli import models_command, pull_command, push_command
 from tests.registry.conftest import as_plain, assert_close_predictions, image, train_briefly
 
 ROOT = Path(__file__).resolve().parents[2]
 
 FRESH_PROCESS = """
 import json, sys
-from fashion.manager import register_plugin
+from fashion.contract.manager import register_plugin
 from tests import tiny_plugin
 
 register_plugin(tiny_plugin, name="tests.tiny_plugin")  # entry points are off in tests

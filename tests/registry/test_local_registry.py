@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from fashion.cli.registry import models_command, pull_command, push_command, show_command
 from fashion.errors import ConfigError, ModelNotFoundError
 from fashion.registry import LocalRegistry, get_registry, load_bundle, save_bundle
 from fashion.registry.bundle import FORMAT_VERSION, read_index, sha256_file, verify_bundle
-from fashion.registry.cli import models_command, pull_command, push_command, show_command
 from tests.registry.conftest import as_plain, products, train_briefly
 
 ROOT = Path(__file__).resolve().parents[2]

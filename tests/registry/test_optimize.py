@@ -1,4 +1,4 @@
-"""fashion.optimize: ONNX export and runtime, int8, the accuracy gate, artifacts in bundles."""
+"""fashion.predict: ONNX export and runtime, int8, the accuracy gate, artifacts in bundles."""
 
 from __future__ import annotations
 
@@ -11,16 +11,16 @@ import torch
 from click.testing import CliRunner
 
 from fashion import BundleError, ConfigError, Predictor
-from fashion.batch_predict import predict_command
+from fashion.cli import optimize as optimize_cli
+from fashion.cli.predict import predict_command
+from fashion.cli.registry import show_command
 from fashion.errors import GateError
-from fashion.optimize import cli as optimize_cli
-from fashion.optimize import precision as precision_module
-from fashion.optimize.artifacts import onnx_file, update_bundle
-from fashion.optimize.gate import run_gate
-from fashion.optimize.prefetch import prefetch
+from fashion.predict import precision as precision_module
+from fashion.predict.artifacts import onnx_file, update_bundle
+from fashion.predict.gate import run_gate
+from fashion.predict.prefetch import prefetch
 from fashion.registry import save_bundle
 from fashion.registry.bundle import load_bundle, read_index
-from fashion.registry.cli import show_command
 from tests.registry.conftest import as_plain, assert_close_predictions, image, products
 
 pytest.importorskip("onnxruntime")

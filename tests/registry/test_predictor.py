@@ -10,8 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from fashion import ConfigError, DataError, Predictor
-from fashion.batch_predict import predict_command
-from fashion.predictor import ProductPrediction
+from fashion.cli.predict import predict_command
+from fashion.predict.predictor import ProductPrediction
 from fashion.registry import save_bundle
 from tests.registry.conftest import as_plain, assert_close_predictions, image, products
 
@@ -160,7 +160,7 @@ def test_bf16_autocast_predicts_like_fp32_and_bad_precision_is_refused(tiny_mode
     # autocast really ran: bf16 rounding moves some score
     assert any(p.score != b.attributes[n].score for a, b in zip(fp32, bf16, strict=True)
                for n, p in a.attributes.items())
-    monkeypatch.setattr("fashion.optimize.precision.cpu_bf16_native", lambda: False)
+    monkeypatch.setattr("fashion.predict.precision.cpu_bf16_native", lambda: False)
     auto = Predictor(tiny_model, precision="auto")  # fp32 on a CPU without native bf16
     assert_close_predictions(as_plain(auto.predict(products())), as_plain(fp32))
     with pytest.raises(ConfigError, match="unknown precision 'fp8'"):
@@ -191,7 +191,7 @@ def test_device_defaults_to_auto_like_training(tiny_model, tmp_path):
 
     import torch
 
-    from fashion.predictor import parse_device
+    from fashion.predict.predictor import parse_device
 
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert parse_device("auto").type == expected
@@ -202,7 +202,7 @@ def test_device_defaults_to_auto_like_training(tiny_model, tmp_path):
 
 def test_predict_reports_progress_when_output_is_not_a_terminal(tiny_model, tmp_path, capsys,
                                                                monkeypatch):
-    from fashion.batch_predict import run_predict
+    from fashion.predict.batch import run_predict
 
     monkeypatch.setenv("FASHION_PROGRESS_INTERVAL", "0")
     image("red").save(tmp_path / "red.png")

@@ -5,15 +5,15 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
-from fashion.errors import ModelNotFoundError
-from fashion.registry import LocalRegistry, save_bundle
-from fashion.registry.cli import (
+from fashion.cli.registry import (
     delete_command,
     gc_command,
     models_command,
     show_command,
     tag_command,
 )
+from fashion.errors import ModelNotFoundError
+from fashion.registry import LocalRegistry, save_bundle
 from tests.registry.conftest import train_briefly
 
 NAME = "team/a-rather-long-model-name-for-an-eighty-column-table"

@@ -12,18 +12,20 @@ from pathlib import Path
 import pytest
 import torch
 
-from fashion.add_attribute import add_attribute, propose_labels
+from fashion.attributes.labels import propose_labels
+from fashion.attributes.pipeline import add_attribute
+from fashion.data.manifest import iter_manifest
 from fashion.errors import FashionError
-from fashion.manifest import iter_manifest, row_to_product
+from fashion.model.inputs import row_to_product
+from fashion.model.taxonomy import load_taxonomy
 from fashion.registry import LocalRegistry, load_bundle
-from fashion.taxonomy import load_taxonomy
 from tests.sdk.training.mdmt_data import FILLER, make_catalog, write_manifest
 from tests.tiny_plugin import TINY_SPEC
 
 ROOT = Path(__file__).resolve().parents[2]
 # The CLI as a real subprocess; the tiny test plugin is registered before `main` runs.
 BOOT = (
-    "import sys; from fashion.manager import register_plugin; from tests import tiny_plugin; "
+    "import sys; from fashion.contract.manager import register_plugin; from tests import tiny_plugin; "
     "register_plugin(tiny_plugin, name='tests.tiny_plugin'); from fashion.cli import main; "
     "main(sys.argv[1:])"
 )
@@ -165,7 +167,7 @@ def test_labels_are_proposed_from_the_data_with_synonyms(tmp_path):
 
 
 def test_options_come_as_a_config_object_or_keywords_and_bad_ones_are_named(tmp_path):
-    from fashion.add_attribute import AddAttributeConfig
+    from fashion.attributes.config import AddAttributeConfig
     from fashion.errors import ConfigError
 
     config = AddAttributeConfig(labels=["crew", "v_neck"], project_dir=tmp_path, head="linear")

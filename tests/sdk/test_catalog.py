@@ -19,11 +19,11 @@ from fashion.catalog import (
     CatalogInfo,
     load_catalog,
     make_catalog,
-    make_catalog_command,
     read_ground_truth,
 )
+from fashion.cli.catalog import make_catalog_command
 from fashion.errors import ConfigError
-from fashion.taxonomy import builtin_taxonomies
+from fashion.model.taxonomy import builtin_taxonomies
 
 PINNED_CATALOG_DIGEST = "71a1ba61057a8a81fb1acfa44ace8c75fea9f3e05da79c12d46c0a7b56dc7bd9"
 SLEEVED = {"t_shirt", "shirt", "dress", "jacket", "sweater"}

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from fashion import hookimpl
 from fashion.cli import cli, main
-from fashion.manager import register_plugin, unregister_plugin
+from fashion.contract.manager import register_plugin, unregister_plugin
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = shutil.which("fashion", path=str(Path(sys.executable).parent))
@@ -47,7 +47,7 @@ def test_register_commands_hook_adds_a_command():
     register_plugin(module, name="cmd_plugin")
     try:
         group = click.Group(name="g")
-        from fashion.manager import get_plugin_manager
+        from fashion.contract.manager import get_plugin_manager
 
         get_plugin_manager().hook.register_commands(cli=group)
         result = CliRunner().invoke(group, ["shout"])
@@ -169,7 +169,7 @@ def test_install_editable_needs_no_package_and_hides_pip_noise(monkeypatch, capf
 
 
 def test_lazy_add_attribute_is_the_function_even_after_its_module_is_imported():
-    import fashion.add_attribute_cli  # noqa: F401  (imports the submodule fashion.add_attribute)
+    import fashion.cli.attributes  # noqa: F401  (imports the submodule fashion.add_attribute)
     from fashion import add_attribute
 
     assert callable(add_attribute) and add_attribute.__name__ == "add_attribute"

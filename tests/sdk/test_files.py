@@ -8,8 +8,8 @@ import stat
 
 import pytest
 
-from fashion._files import atomic_write_bytes, atomic_write_text, sha256_file
-from fashion.taxonomy import Taxonomy, save_project_taxonomy
+from fashion._util.files import atomic_write_bytes, atomic_write_text, sha256_file
+from fashion.model.taxonomy import Taxonomy, save_project_taxonomy
 
 
 @pytest.fixture

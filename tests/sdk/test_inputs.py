@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from fashion import ConfigError, ModelSpec
-from fashion.inputs import InputName
+from fashion.model.spec import InputName
 from tests.tiny_plugin import TINY_SPEC
 
 

@@ -15,8 +15,13 @@ from fashion import (
     hookimpl,
     list_components,
 )
+from fashion.contract.manager import (
+    DEFAULT_PLUGINS,
+    get_plugin_manager,
+    register_plugin,
+    unregister_plugin,
+)
 from fashion.errors import DuplicateComponentError
-from fashion.manager import DEFAULT_PLUGINS, get_plugin_manager, register_plugin, unregister_plugin
 
 
 def _plugin(**hooks):

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from fashion import ConfigError, DataError, FashionModel
-from fashion.model import ProductError
+from fashion.model.inputs import ProductError
 from tests.tiny_plugin import TINY_SPEC
 
 
@@ -98,7 +98,7 @@ def test_prepare_threads_setting_must_be_a_number(tiny, monkeypatch):
 
 
 def test_transparent_pixels_become_white_not_black():
-    from fashion.images import load_image
+    from fashion.data.images import load_image
 
     rgba = Image.new("RGBA", (4, 4), (0, 0, 0, 0))
     rgba.putpixel((0, 0), (200, 10, 10, 255))

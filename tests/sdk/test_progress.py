@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from fashion.progress import progress
+from fashion._util.progress import progress
 
 
 class _Terminal(io.StringIO):

@@ -1,4 +1,4 @@
-"""fashion.distributed on a local 2-CPU Ray instance: the same predictions as `fashion predict`,
+"""fashion.predict.ray.engine on a local 2-CPU Ray instance: the same predictions as `fashion predict`,
 bad rows rejected, a killed run resumed with every row once, an hf:// model loaded once per
 worker from the cache, and the `fashion predict --engine ray` CLI in a subprocess."""
 
@@ -23,9 +23,13 @@ import pytest
 import torch
 
 from fashion import FashionModel
-from fashion.batch_predict import run_predict
 from fashion.cli import main
-from fashion.distributed import (
+from fashion.data.manifest import iter_manifest
+from fashion.errors import ConfigError, DataError
+from fashion.model.inputs import row_to_product
+from fashion.predict.batch import run_predict
+from fashion.predict.predictor import Predictor
+from fashion.predict.ray.engine import (
     actor_cpus,
     default_concurrency,
     expand_inputs,
@@ -33,9 +37,6 @@ from fashion.distributed import (
     predict_dataset,
     run_ray_predict,
 )
-from fashion.errors import ConfigError, DataError
-from fashion.manifest import iter_manifest, row_to_product
-from fashion.predictor import Predictor
 from fashion.registry import save_bundle
 from tests.registry import conftest as registry_fixtures
 from tests.registry.conftest import image, make_model, train_briefly
@@ -249,7 +250,7 @@ def test_ray_gives_the_same_predictions_as_fashion_predict(tiny: object, ray_clu
 @pytest.mark.slow
 def test_hf_model_is_fetched_once_and_loaded_once_per_worker(tiny: object, ray_cluster: Any,
                                                             hub: Any, tmp_path: Path) -> None:
-    from fashion.manager import register_plugin, unregister_plugin
+    from fashion.contract.manager import register_plugin, unregister_plugin
     from fashion.registry.hub import HubRegistry
     from tests.sdk import distributed_probe
 
@@ -346,7 +347,7 @@ def test_a_node_without_the_folder_writes_the_shipped_bundle_once(tiny: object, 
     driver put in the object store, written once under $FASHION_HOME/ray-bundles/<sha>."""
     from dataclasses import replace
 
-    from fashion.distributed import _bundle_folder, resolve_model
+    from fashion.predict.ray.engine import _bundle_folder, resolve_model
     from fashion.registry.bundle import load_bundle
 
     model = make_model(0)
@@ -394,7 +395,7 @@ def test_runtime_reaches_the_predictor_and_its_error_the_user(
     err = capsys.readouterr().err
     assert "has no fp32 ONNX model" in err and "Traceback" not in err
 
-    from fashion.optimize import cli as optimize_cli
+    from fashion.cli import optimize as optimize_cli
 
     optimize_cli._export(bundle, ["fp32"])
     (tmp_path / "in.csv").write_text("id,title,images\n1,red dress,red.png\n2,blue shirt,\n")

@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from fashion.errors import ConfigError
-from fashion.taxonomy import (
+from fashion.model.taxonomy import (
     PROJECT_FILE,
     Resolution,
     Taxonomy,

@@ -134,7 +134,7 @@ class Server:
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A briefly trained tiny model with the real full/center/box croppers, saved as a bundle."""
-    from fashion.manager import register_plugin, unregister_plugin
+    from fashion.contract.manager import register_plugin, unregister_plugin
     from fashion.registry import save_bundle
     from tests import tiny_plugin
     from tests.registry.conftest import make_model
@@ -150,7 +150,7 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def tiny_registered() -> Iterator[None]:
-    from fashion.manager import register_plugin, unregister_plugin
+    from fashion.contract.manager import register_plugin, unregister_plugin
     from tests import tiny_plugin
 
     register_plugin(tiny_plugin, name="tests.tiny_plugin")

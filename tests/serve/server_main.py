@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 
 from fashion.cli import main
-from fashion.manager import register_plugin
+from fashion.contract.manager import register_plugin
 from tests import tiny_plugin
 
 if __name__ == "__main__":

@@ -19,9 +19,9 @@ SCRIPT = str(Path(sys.executable).with_name("fashion"))
 
 
 def test_serve_is_registered_through_the_plugin_hook() -> None:
-    from fashion.manager import DEFAULT_PLUGINS
+    from fashion.contract.manager import DEFAULT_PLUGINS
 
-    assert "fashion.serve.command" in DEFAULT_PLUGINS
+    assert "fashion.cli.serve" in DEFAULT_PLUGINS
     assert "serve" in cli.commands
 
 

@@ -346,8 +346,8 @@ def test_runtime_onnxruntime_serves_the_export_and_reports_the_gate(
 
     pytest.importorskip("onnxruntime")
     from fashion import Predictor
-    from fashion.optimize import cli as optimize_cli
-    from fashion.optimize.artifacts import update_bundle
+    from fashion.cli import optimize as optimize_cli
+    from fashion.predict.artifacts import update_bundle
 
     exported = tmp_path_factory.mktemp("onnx") / "bundle"
     shutil.copytree(bundle, exported)

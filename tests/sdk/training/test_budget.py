@@ -34,7 +34,7 @@ def test_validation_runs_once_per_epoch_and_the_best_metrics_are_reused(tiny, tr
 
 
 def test_demo_training_curves_have_whole_epoch_ticks_and_validation_curves(tmp_path):
-    from fashion.demo_report import plot_history
+    from fashion.demo.report import plot_history
 
     history = [
         {"epoch": e, "losses": {"color": 1.0 / e, "category": 2.0 / e}, "val_macro_f1": 0.1 * e,

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from fashion.cli.reference import TABLES, config_reference
 from fashion.errors import ConfigError
 from fashion.training import TrainConfig
 from fashion.training.config import _Config
-from fashion.training.reference import TABLES, config_reference
 
 ROOT = Path(__file__).resolve().parents[3]
 

@@ -20,7 +20,7 @@ SCRIPT = """
 import json, os, sys
 from pathlib import Path
 
-from fashion.manager import register_plugin
+from fashion.contract.manager import register_plugin
 from tests import tiny_plugin
 
 register_plugin(tiny_plugin, name="tests.tiny_plugin")

@@ -9,7 +9,7 @@ import tomllib
 import types
 from pathlib import Path
 
-from fashion.manager import register_plugin, unregister_plugin
+from fashion.contract.manager import register_plugin, unregister_plugin
 
 DOC = Path(__file__).resolve().parents[3] / "docs" / "plugins.md"
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from fashion import PluginError, get_component_info, hookimpl
+from fashion.contract.manager import register_plugin, unregister_plugin
 from fashion.errors import ConfigError
-from fashion.manager import register_plugin, unregister_plugin
 from fashion.training import LossCombiner, TrainConfig, Trainer, get_loss, list_losses
 from fashion.training.config import check_compatible
 from fashion.training.losses import PCGradLoss, balanced_class_weights

@@ -10,7 +10,7 @@ import torch
 
 from fashion import ConfigError, FashionModel
 from fashion.training import DatasetConfig, FeatureCache, Trainer, load_dataset
-from fashion.training.runtime import autocast_dtype
+from fashion.training.runtime import training_precision
 from tests.tiny_plugin import TINY_SPEC
 
 PARTIAL_SPEC = {
@@ -87,7 +87,7 @@ def test_the_fill_reports_rows_per_second_and_eta(tiny, catalog, tmp_path, caplo
 
 
 def test_backbones_declare_cut_points_and_split_exactly():
-    from fashion.manager import build_component
+    from fashion.contract.manager import build_component
 
     for name, expected in (("resnet18", "layer4"), ("efficientnet_lite0", "head")):
         backbone = build_component("backbone", name, {"pretrained": False}).eval()
@@ -131,13 +131,13 @@ def test_bf16_on_a_cpu_without_native_bf16_falls_back_with_a_clear_line(train_co
     monkeypatch.setattr(runtime, "cpu_bf16_native", lambda: False)
     cpu = torch.device("cpu")
     with caplog.at_level(logging.INFO, logger="fashion.training"):
-        assert autocast_dtype(train_config(precision="bf16"), cpu) is None
-        assert autocast_dtype(train_config(precision="auto"), cpu) is None
+        assert training_precision(train_config(precision="bf16"), cpu) == "fp32"
+        assert training_precision(train_config(precision="auto"), cpu) == "fp32"
     text = " ".join(r.message for r in caplog.records)
     assert "no native bf16" in text and "training in fp32" in text
     monkeypatch.setattr(runtime, "cpu_bf16_native", lambda: True)
-    assert autocast_dtype(train_config(precision="auto"), cpu) == torch.bfloat16
-    assert autocast_dtype(train_config(precision="fp32"), cpu) is None
+    assert training_precision(train_config(precision="auto"), cpu) == "bf16"
+    assert training_precision(train_config(precision="fp32"), cpu) == "fp32"
 
 
 def test_partial_epochs_skip_the_frozen_blocks_forward(tiny, train_config, tmp_path, monkeypatch):

@@ -8,8 +8,8 @@ from collections import Counter
 import pytest
 
 from fashion import get_component_info, hookimpl
+from fashion.contract.manager import register_plugin, unregister_plugin
 from fashion.errors import ConfigError, DuplicateComponentError, PluginError, UnknownComponentError
-from fashion.manager import register_plugin, unregister_plugin
 from fashion.training import Sampler, TrainConfig, get_sampler, list_samplers
 from fashion.training.samplers import shard_step
 

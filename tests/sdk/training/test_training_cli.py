@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from fashion.cli.train import evaluate_command, train_command
 from fashion.errors import ConfigError
 from fashion.training import TrainConfig
-from fashion.training.cli import evaluate_command, train_command
 
 CONFIG = """
 epochs = 3

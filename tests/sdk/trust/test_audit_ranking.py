@@ -90,7 +90,7 @@ def test_rows_without_a_stream_get_the_class_prior_from_it():
 
 
 def test_word_features_read_the_cleaned_listing_words_case_blind():
-    from fashion.inputs import Product
+    from fashion.model.inputs import Product
     from fashion.trust.audit import listing_text, word_features
 
     text = listing_text(Product(title="FORMAL&nbsp;Blazer", description="CrÃ¨me, <b>tailored</b>."))
@@ -105,7 +105,7 @@ def test_audit_streams_are_the_model_inputs_and_the_words(tiny: object) -> None:
     from PIL import Image
 
     from fashion import FashionModel
-    from fashion.inputs import Product
+    from fashion.model.inputs import Product
     from fashion.trust.audit import WORDS, audit_streams
     from tests.tiny_plugin import TINY_SPEC
 

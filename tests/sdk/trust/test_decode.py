@@ -7,7 +7,7 @@ import copy
 import torch
 
 from fashion import FashionModel
-from fashion.taxonomy import Abstention, Calibration
+from fashion.model.taxonomy import Abstention, Calibration
 from tests.tiny_plugin import TINY_SPEC
 
 

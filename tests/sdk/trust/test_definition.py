@@ -6,8 +6,8 @@ import pytest
 from pydantic import ValidationError
 
 from fashion import AttributeSpec, ConfigError, ModelSpec
+from fashion.model.taxonomy import Taxonomy, load_taxonomy
 from fashion.registry.bundle_format import AttributeEntry
-from fashion.taxonomy import Taxonomy, load_taxonomy
 
 
 def test_taxonomy_spec_and_bundle_entry_are_one_model() -> None:

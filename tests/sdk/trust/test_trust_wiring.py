@@ -18,7 +18,7 @@ from fashion.catalog import (
     read_ground_truth,
 )
 from fashion.errors import ConfigError
-from fashion.taxonomy import builtin_taxonomies
+from fashion.model.taxonomy import builtin_taxonomies
 from tests.sdk.training.mdmt_data import make_catalog as make_tiny_data
 from tests.tiny_plugin import TINY_SPEC
 
@@ -93,7 +93,7 @@ def test_catalog_options_are_checked_and_on_the_command_line(tmp_path: Path) -> 
 
 def _scoped_model() -> object:
     from fashion import FashionModel
-    from fashion.taxonomy import Abstention, Calibration
+    from fashion.model.taxonomy import Abstention, Calibration
 
     spec = json.loads(json.dumps(TINY_SPEC))
     spec["attributes"]["color"]["applies_to"] = {"category": ["dress", "shirt"]}
@@ -158,8 +158,8 @@ def test_evaluate_of_a_plain_model_has_no_trust_section(tiny: object, tmp_path: 
 
 
 def test_scaffold_copies_the_taxonomy_scope(tmp_path: Path) -> None:
-    from fashion.add_attribute import add_attribute
-    from fashion.taxonomy import PROJECT_FILE, load_project_taxonomies
+    from fashion.attributes.pipeline import add_attribute
+    from fashion.model.taxonomy import PROJECT_FILE, load_project_taxonomies
 
     add_attribute("sleeve_length", project_dir=tmp_path)
     written = load_project_taxonomies(tmp_path / PROJECT_FILE)["sleeve_length"]
@@ -169,7 +169,7 @@ def test_scaffold_copies_the_taxonomy_scope(tmp_path: Path) -> None:
 
 def test_new_attribute_scope_keeps_what_the_base_model_predicts(tiny: object) -> None:
     from fashion import FashionModel
-    from fashion.add_attribute import scope_for
+    from fashion.attributes.labels import scope_for
 
     sleeves = builtin_taxonomies()["sleeve_length"]
     model = FashionModel(TINY_SPEC)  # category: dress, shirt, pants

@@ -1,0 +1,110 @@
+"""``fashion add-attribute``: the command line of :func:`fashion.add_attribute.add_attribute`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from fashion.attributes.config import Strategy
+from fashion.attributes.pipeline import add_attribute
+from fashion.errors import GateError
+from fashion.model.taxonomy import DEFAULT_HEAD
+
+
+def _split_labels(_: click.Context, __: click.Parameter, value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    labels = [v.strip() for v in value.split(",") if v.strip()]
+    if len(labels) < 2:
+        raise click.BadParameter("give at least two comma-separated labels, e.g. short,long")
+    return labels
+
+
+@click.command("add-attribute")
+@click.argument("name")
+@click.option("--labels", callback=_split_labels, help="Comma-separated labels (default: from the data or taxonomy).")
+@click.option("--synonyms", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="JSON/TOML/YAML file mapping vendor words to labels.")
+@click.option("--data", multiple=True, type=click.Path(exists=True, path_type=Path),
+              help="Manifest(s) labeling NAME (repeatable). Without it: scaffold only.")
+@click.option("--validation", multiple=True, type=click.Path(exists=True, path_type=Path),
+              help="Validation manifest(s) for NAME (default: split from --data).")
+@click.option("--base", help="The published model to extend: local://name@rev, hf://org/name@rev or a folder.")
+@click.option("--head", default=DEFAULT_HEAD, show_default=True, help="Head plugin for the new attribute.")
+@click.option("--strategy", type=click.Choice(["head-only", "partial", "finetune"]), default="head-only", show_default=True)
+@click.option("--max-regression", type=float, default=0.01, show_default=True,
+              help="Largest allowed macro-F1 drop of any existing attribute.")
+@click.option("--push", metavar="REPO", help="Publish the new revision as REPO.")
+@click.option("--registry", type=click.Choice(["local", "hf"]), default="local", show_default=True)
+@click.option("--tag", help="Tag the published revision.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Write the new bundle here (default: NAME-bundle in --project-dir unless --push).")
+@click.option("--replay", multiple=True, type=click.Path(exists=True, path_type=Path),
+              help="finetune: base datasets to replay (default: from the base's provenance).")
+@click.option("--gate-data", multiple=True, type=click.Path(exists=True, path_type=Path),
+              help="Validation data of the existing attributes (default: from the base's provenance).")
+@click.option("--epochs", type=int, help="Training epochs (default: 30 head-only, 5 partial and finetune).")
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--lr", type=float, help="Learning rate of the new head.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--project-dir", type=click.Path(file_okay=False, path_type=Path), default=".",
+              show_default=True, help="Where the team's attribute file lives.")
+@click.option("--endpoint", help="Hub endpoint (hf registry).")
+@click.option("--json", "as_json", is_flag=True, help="Print the gate report as JSON.")
+def add_attribute_command(
+    name: str, labels: list[str] | None, synonyms: Path | None, data: tuple[Path, ...],
+    validation: tuple[Path, ...], base: str | None, head: str, strategy: Strategy,
+    max_regression: float, push: str | None, registry: str, tag: str | None, out: Path | None,
+    replay: tuple[Path, ...], gate_data: tuple[Path, ...], epochs: int | None, batch_size: int,
+    lr: float | None, seed: int, device: str, project_dir: Path, endpoint: str | None,
+    as_json: bool,
+) -> None:
+    """Add attribute NAME: scaffold -> train -> no-regression gate -> publish.
+
+    Without --data it writes NAME into the team's attribute file and a manifest template, and
+    prints the next command. With --data and --base it trains the new head (head-only by
+    default: everything else frozen, on cached features), checks that no existing attribute
+    regresses, and publishes a new revision whose parent is the base.
+    """
+    import json
+
+    out_console = Console()
+    try:
+        result = add_attribute(
+            name, labels=labels, synonyms=synonyms, data=data, validation=validation, base=base,
+            head=head, strategy=strategy, max_regression=max_regression, push=push,
+            registry=registry, out=out, replay=replay, gate_data=gate_data, epochs=epochs,
+            batch_size=batch_size, lr=lr, seed=seed, device=device, project_dir=project_dir,
+            endpoint=endpoint, tag=tag,
+        )
+    except GateError as exc:
+        if exc.report is not None:
+            out_console.print(exc.report.table())
+        raise
+    if result.scaffolded:
+        for path in result.scaffolded:
+            out_console.print(f"wrote {path}")
+        out_console.print(f"labels: {', '.join(result.labels)}")
+        out_console.print(f"next: fill the manifest, then run\n  {result.next_command}")
+        return
+    if result.label_counts:
+        counts = ", ".join(f"{k} ({v})" for k, v in result.label_counts.items())
+        out_console.print(f"labels proposed from the data: {counts}")
+    assert result.gate is not None
+    if as_json:
+        click.echo(json.dumps(result.gate.to_dict(), indent=2, default=str))
+    else:
+        out_console.print(result.gate.table())
+    if result.bundle_path is not None:
+        out_console.print(f"bundle: {result.bundle_path}", highlight=False)
+    if result.revision is not None:
+        out_console.print(f"published: {result.revision.uri}", highlight=False)
+    elif result.bundle_path is not None:
+        out_console.print(
+            f"not published; publish it with: fashion push {result.bundle_path} MODEL", highlight=False
+        )
+
+
+__all__ = ["add_attribute_command"]

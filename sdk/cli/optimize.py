@@ -1,0 +1,129 @@
+"""``fashion export`` and ``fashion optimize``: optimized artifacts behind the accuracy gate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+
+from fashion.errors import ConfigError, GateError
+
+console = Console()
+TORCH_PATHS = ("torch:bf16", "torch:int8")
+
+
+def _bundle_folder(model: str) -> Path:
+    from fashion.registry.uri import parse_uri
+
+    parsed = parse_uri(model)
+    if parsed.scheme != "path":
+        raise ConfigError(
+            f"{model} is a registry URI; optimized artifacts are written into a bundle folder. "
+            f"Run `fashion pull {model} --out DIR`, then `fashion export DIR ...` and "
+            "`fashion push DIR NAME`."
+        )
+    return Path(parsed.name)
+
+
+def _gate(folder: Path, paths: list[str], data: tuple[Path, ...], max_loss: float,
+          batch_size: int, limit: int | None, exported: list[str]) -> None:
+    """Run the gate on ``paths``, record the verdict, drop refused exports; exit 1 on a refusal."""
+    from fashion.predict.artifacts import update_bundle
+    from fashion.predict.gate import run_gate
+    from fashion.registry.bundle import load_bundle
+
+    bundle = load_bundle(folder)
+    report = run_gate(bundle, paths, data=list(data) or None, max_loss=max_loss,
+                      batch_size=batch_size, limit=limit)
+    console.print(report.table())
+    refused_exports = [p for p in exported if f"onnxruntime:{p}" in report.refused]
+    update_bundle(folder, gate=report.verdict(bundle.index.optimizations.get("gate")),
+                  remove=refused_exports)
+    if not report.passed:
+        raise GateError(
+            f"the accuracy gate refused {', '.join(report.refused)}: an attribute lost more than "
+            f"{max_loss:g} macro-F1 points against fp32 eager (table above); "
+            f"validated: {', '.join(report.validated) or 'none'}. The verdict is recorded in "
+            f"{folder / 'fashion.json'}" + (f"; the refused ONNX export ({', '.join(refused_exports)}) "
+                                             "was removed." if refused_exports else "."),
+            report,
+        )
+    console.print(f"validated: {', '.join(report.validated)} (recorded in {folder / 'fashion.json'})")
+
+
+def _export(folder: Path, precisions: list[str]) -> None:
+    from fashion.predict.artifacts import onnx_file, update_bundle
+    from fashion.predict.export import export_onnx
+    from fashion.registry.bundle import load_bundle
+
+    bundle = load_bundle(folder)
+    graphs: dict[str, Any] = {}
+    for precision in precisions:
+        rel = onnx_file(precision)
+        graphs[precision] = {"file": rel, **export_onnx(bundle.model, folder / rel, precision=precision)}
+        console.print(f"exported {folder / rel}")
+    update_bundle(folder, onnx=graphs)
+
+
+def _gate_options(function: Any) -> Any:
+    for decorator in reversed([
+        click.option("--data", multiple=True, type=click.Path(exists=True, path_type=Path),
+                     help="Labeled manifest(s) for the accuracy gate (default: the bundle's "
+                          "validation data). Repeatable."),
+        click.option("--max-loss", default=0.5, show_default=True, type=float,
+                     help="Most macro-F1 points any attribute may lose against fp32 eager."),
+        click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1)),
+        click.option("--limit", default=None, type=click.IntRange(min=1),
+                     help="Gate on at most this many rows per manifest."),
+    ]):
+        function = decorator(function)
+    return function
+
+
+@click.command("export")
+@click.argument("model", metavar="BUNDLE")
+@click.option("--format", "fmt", type=click.Choice(["onnx"]), default="onnx", show_default=True)
+@click.option("--precision", type=click.Choice(["fp32", "int8"]), default="fp32", show_default=True,
+              help="int8: Linear/MatMul weights int8 with dynamic activations.")
+@_gate_options
+def export_command(model: str, fmt: str, precision: str, data: tuple[Path, ...], max_loss: float,
+                   batch_size: int, limit: int | None) -> None:
+    """Export a bundle folder's model as ONNX (backbones -> fusion -> heads) into the bundle.
+
+    The file (onnx/model.onnx or onnx/model.int8.onnx) is listed with its sha256 in
+    fashion.json; the accuracy gate then compares it with fp32 eager and records the verdict.
+    A refused export is removed and the command exits 1 with the table. Needs the extra
+    fashion-sdk[onnx].
+    """
+    folder = _bundle_folder(model)
+    _export(folder, [precision])
+    _gate(folder, [f"onnxruntime:{precision}"], data, max_loss, batch_size, limit, [precision])
+
+
+@click.command("optimize")
+@click.argument("model", metavar="BUNDLE")
+@click.option("--onnx/--no-onnx", "with_onnx", default=None,
+              help="Also export and gate ONNX fp32 and int8 (default: when onnxruntime is installed).")
+@_gate_options
+def optimize_command(model: str, with_onnx: bool | None, data: tuple[Path, ...], max_loss: float,
+                     batch_size: int, limit: int | None) -> None:
+    """Validate every optimized path of a bundle folder against fp32 eager and record it.
+
+    Paths: torch:bf16, torch:int8 and (with ONNX) onnxruntime:fp32 and onnxruntime:int8. The
+    verdict lands in fashion.json, where `Predictor(precision="auto")` and `fashion show` read
+    it. Exits 1 with the table when any path loses more than --max-loss points on an attribute.
+    """
+    import importlib.util
+
+    folder = _bundle_folder(model)
+    if with_onnx is None:
+        with_onnx = importlib.util.find_spec("onnxruntime") is not None
+    paths = list(TORCH_PATHS)
+    exported: list[str] = []
+    if with_onnx:
+        exported = ["fp32", "int8"]
+        _export(folder, exported)
+        paths += [f"onnxruntime:{p}" for p in exported]
+    _gate(folder, paths, data, max_loss, batch_size, limit, exported)

@@ -1,0 +1,118 @@
+"""``fashion serve``: the CLI command, registered by this built-in plugin's ``register_commands``.
+
+The command only needs click to be listed; FastAPI and uvicorn are imported when it runs, and
+their absence is one line naming the ``serve`` extra.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import click
+
+from fashion.contract.hookspecs import hookimpl
+from fashion.predict.precision import RUNTIMES
+from fashion.predict.predictor import PRECISIONS
+from fashion.serve.config import CONFIG_ENV, ServeConfig, make_config, require_serve_extras
+
+
+@click.command("serve")
+@click.argument("model")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Interface to listen on (0.0.0.0: every interface).")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--max-batch-size", default=32, show_default=True, type=click.IntRange(min=1),
+              help="Products per forward; 1 turns dynamic batching off.")
+@click.option("--batch-timeout-ms", default=10.0, show_default=True, type=click.FloatRange(min=0),
+              help="How long a request waits for others to join its batch.")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Worker processes, each with its own copy of the model.")
+@click.option("--device", default=None,
+              help="torch device: auto, cpu, cuda, cuda:N (default: auto, the GPU when CUDA is "
+                   "available).")
+@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
+              help="As `fashion predict --precision` (auto: bf16/fp16 on CUDA, a path the "
+                   "bundle's accuracy gate validated on the CPU).")
+@click.option("--runtime", type=click.Choice(RUNTIMES), default="torch", show_default=True,
+              help="onnxruntime: run the bundle's ONNX export (`fashion export`, extra "
+                   "fashion-sdk[onnx]).")
+@click.option("--api-key-env", default=None, metavar="VAR",
+              help="Require the API key held in environment variable VAR (X-API-Key header).")
+@click.option("--max-products", default=64, show_default=True, type=click.IntRange(min=1),
+              help="Products per request.")
+@click.option("--max-images", default=16, show_default=True, type=click.IntRange(min=1),
+              help="Images per product.")
+@click.option("--max-body-mb", default=32.0, show_default=True, type=click.FloatRange(min=0.001),
+              help="Request body size limit in MiB.")
+@click.option("--max-image-pixels", default=40_000_000, show_default=True,
+              type=click.IntRange(min=1), help="Width x height limit of one image.")
+@click.option("--max-queue", default=256, show_default=True, type=click.IntRange(min=1),
+              help="Requests waiting for a batch; more are answered 503 with Retry-After.")
+@click.option("--request-timeout", default=30.0, show_default=True, type=click.FloatRange(min=0.001),
+              help="Seconds per request, queue included (then 503).")
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+def serve_command(
+    model: str,
+    host: str,
+    port: int,
+    max_batch_size: int,
+    batch_timeout_ms: float,
+    workers: int,
+    device: str | None,
+    precision: str,
+    runtime: str,
+    api_key_env: str | None,
+    max_products: int,
+    max_images: int,
+    max_body_mb: float,
+    max_image_pixels: int,
+    max_queue: int,
+    request_timeout: float,
+    log_level: str,
+) -> None:
+    """Serve MODEL over HTTP: /v1/predict with dynamic batching, a page at /, OpenAPI at /docs.
+
+    MODEL is a bundle folder, hf://org/name[@revision] or local://name[@revision].
+    Needs the serve extra: pip install 'fashion-sdk[serve]'.
+    """
+    config = make_config(
+        model=model, host=host, port=port, workers=workers, device=device, precision=precision,
+        runtime=runtime, max_batch_size=max_batch_size, batch_timeout_ms=batch_timeout_ms,
+        max_queue=max_queue, max_products=max_products, max_images=max_images,
+        max_body_bytes=int(max_body_mb * 1024 * 1024), max_image_pixels=max_image_pixels,
+        request_timeout_s=request_timeout, api_key_env=api_key_env,
+    )
+    run_server(config, log_level=log_level)
+
+
+def run_server(config: ServeConfig, *, log_level: str = "info") -> None:
+    """Load the model (a bad MODEL fails here, as one line) and serve until interrupted."""
+    require_serve_extras()
+    import uvicorn
+
+    from fashion.serve.app import create_app, load_predictor
+
+    config.api_key()  # a missing key fails before the model loads
+    predictor = load_predictor(config)
+    click.echo(
+        f"fashion serve: {config.model} ({len(predictor.attributes)} attributes) on "
+        f"http://{config.host}:{config.port}  page: /  API: /docs  workers: {config.workers}",
+        err=True,
+    )
+    if config.workers == 1:
+        uvicorn.run(create_app(config, predictor), host=config.host, port=config.port,
+                    log_level=log_level, timeout_graceful_shutdown=math.ceil(config.request_timeout_s))
+        return
+    del predictor  # checked; each worker loads its own copy
+    os.environ[CONFIG_ENV] = json.dumps(config.model_dump(mode="json"))
+    uvicorn.run("fashion.serve.app:app_from_environment", factory=True, host=config.host,
+                port=config.port, workers=config.workers, log_level=log_level,
+                timeout_graceful_shutdown=math.ceil(config.request_timeout_s))
+
+
+@hookimpl
+def register_commands(cli: click.Group) -> None:
+    cli.add_command(serve_command)

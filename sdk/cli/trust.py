@@ -1,0 +1,164 @@
+"""``fashion calibrate``, ``fashion audit`` and ``fashion review`` (docs/trust.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+if TYPE_CHECKING:
+    from fashion.training.data import LabeledDataset
+
+
+def _load(model: str) -> Any:
+    from fashion.registry.bundle import load_bundle
+
+    return load_bundle(model)
+
+
+def _datasets(model: Any, paths: tuple[Path, ...], attributes: list[str] | None = None) -> list[LabeledDataset]:
+    from fashion.training.config import DatasetConfig
+    from fashion.training.data import label_normalizers, load_dataset
+
+    normalizers = label_normalizers(model)
+    out = []
+    for path in paths:
+        config = DatasetConfig(name=path.stem, path=path, attributes=attributes)
+        out.append(load_dataset(config, model, normalizers=normalizers, on_unknown_label="skip",
+                                on_bad_row="skip"))
+    return out
+
+
+def _report_skipped(datasets: list[LabeledDataset]) -> int:
+    """Print (stderr) what loading skipped: rows that cannot be read, labels no taxonomy knows."""
+    skipped = 0
+    for d in datasets:
+        if d.report.problems:
+            click.echo(d.report.summary(), err=True)
+        skipped += d.report.rows_skipped
+    return skipped
+
+
+@click.command("calibrate")
+@click.argument("model")
+@click.option("--data", "data", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              multiple=True, required=True,
+              help="Labeled validation manifest(s) (not the training data). Repeat for several.")
+@click.option("--min-precision", type=click.FloatRange(0.0, 1.0, min_open=True), default=0.95,
+              show_default=True, help="Choose each attribute's abstention threshold to reach this precision.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for the calibrated bundle (a new bundle; MODEL is not changed).")
+@click.option("--push", default=None,
+              help="Also publish the new bundle as this model name in the local registry (a new revision).")
+def calibrate_command(model: str, data: tuple[Path, ...], min_precision: float, out: Path,
+                      push: str | None) -> None:
+    """Fit calibration (temperature) and abstention thresholds of MODEL on labeled data.
+
+    MODEL is a bundle folder or a model URI. Writes a new bundle to --out with the fitted
+    values in fashion.json, reliability diagrams and precision/coverage curves in
+    --out/../<name>-trust/, and prints ECE before/after per attribute.
+    """
+    from fashion.registry.bundle import save_bundle
+    from fashion.registry.model_card import plot_files
+    from fashion.trust.fit import fit_and_report
+
+    bundle = _load(model)
+    datasets = _datasets(bundle.model, data)
+    _report_skipped(datasets)
+    report = fit_and_report(bundle.model, datasets, None, out.with_name(out.name + "-trust"),
+                            min_precision=min_precision)
+    if not report.attributes:
+        raise click.UsageError("no attribute has enough labeled rows in --data to calibrate (20 at least)")
+    index = bundle.index
+    parent = bundle.uri or str(bundle.path)
+    # the base's plots stay in the card; the reliability diagrams are this fit's
+    plots = plot_files(bundle.path / rel for rel in sorted(index.files) if rel.startswith("plots/") and rel.endswith(".png"))
+    plots |= plot_files(report.reliability_plots())
+    path = save_bundle(bundle.model, out, metrics=index.metrics, provenance=index.provenance,
+                       training_config=index.provenance.training_config, parent=parent,
+                       reuse_from=bundle.path, plots=plots)
+    for line in report.lines():
+        click.echo(line)
+    click.echo(f"calibrated bundle: {path}")
+    if push:
+        from fashion.registry import get_registry
+
+        revision = get_registry("local").publish(path, push, message=f"calibrate {parent}")
+        click.echo(f"published local://{push}@{revision.id}")
+
+
+@click.command("audit")
+@click.argument("data", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--model", "model", required=True, help="A bundle folder or model URI whose features are used.")
+@click.option("--attribute", "attributes", multiple=True, help="Audit only these attributes (repeatable).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("suspects.csv"),
+              show_default=True, help="The report: one row per suspect label.")
+@click.option("--folds", default=5, show_default=True, type=int, help="Cross-fitting folds.")
+@click.option("--words/--no-words", default=True, show_default=True,
+              help="Also read the listing's words (title, description) beside the model's features.")
+@click.option("--top", default=20, show_default=True, type=click.IntRange(min=0),
+              help="How many suspects to print.")
+def audit_command(data: tuple[Path, ...], model: str, attributes: tuple[str, ...], out: Path,
+                  folds: int, words: bool, top: int) -> None:
+    """List labeled rows of DATA whose label the model contradicts, most suspect first.
+
+    Confident learning on out-of-sample (cross-fitted) probabilities: one classifier per model
+    input (and the listing's words), stacked; a row is listed when the held-out prediction is
+    another label, ranked by how little probability the given label gets; `confident` marks
+    rows whose suggested label also clears its class threshold. The data is never edited.
+    """
+    from fashion.trust.audit import audit_datasets, check_folds, write_suspects
+
+    check_folds(folds)
+    bundle = _load(model)
+    wanted = list(attributes) or None
+    datasets = _datasets(bundle.model, data)
+    skipped = _report_skipped(datasets)
+    suspects = audit_datasets(bundle.model, datasets, attributes=wanted, folds=folds, words=words)
+    write_suspects(suspects, out)
+    labeled = sum(len(d) for d in datasets)
+    confident = sum(s.confident for s in suspects)
+    click.echo(f"{len(suspects)} suspect labels ({confident} confident) in {labeled} rows"
+               + (f" ({skipped} rows skipped, listed above)" if skipped else "") + f"; report: {out}")
+    for s in suspects[:top]:
+        click.echo(f"  {s.file}:{s.line} {s.id} {s.attribute}: given {s.given!r} "
+                   f"({s.given_probability:.2f}), model says {s.suggested!r} ({s.suggested_probability:.2f})"
+                   + (f"; contradicted by {s.contradicted_by.replace('|', ', ')}" if s.contradicted_by else ""))
+
+
+@click.command("review")
+@click.argument("model")
+@click.argument("input_path", metavar="INPUT", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The queue (CSV manifest with empty label columns to fill in).")
+@click.option("--budget", type=click.IntRange(min=1), required=True, help="How many products to queue.")
+@click.option("--attribute", default=None, help="Queue for this attribute only (default: every single-label one).")
+@click.option("--strategy", type=click.Choice(["margin", "entropy", "disagreement"]), default="margin",
+              show_default=True, help="What makes a product worth labeling (docs/trust.md).")
+@click.option("--diversity", type=click.FloatRange(min=0.0), default=0.5, show_default=True,
+              help="Penalty on similarity to products already queued (0: pure ranking).")
+def review_command(model: str, input_path: Path, out: Path, budget: int, attribute: str | None,
+                   strategy: str, diversity: float) -> None:
+    """Rank the products of INPUT whose labels would help MODEL most; write a labeling queue."""
+    from fashion._util.files import atomic_write_text
+    from fashion.data.manifest import iter_manifest
+    from fashion.model.inputs import row_to_product
+    from fashion.trust.review import build_queue, queue_csv
+
+    bundle = _load(model)
+    products = []
+    skipped = 0
+    for row in iter_manifest(input_path):
+        try:
+            products.append(row_to_product(row, input_path))
+        except Exception:  # noqa: BLE001  (an unreadable row is reported, not queued)
+            skipped += 1
+    queue = build_queue(bundle.model, products, budget, attribute=attribute, strategy=strategy,
+                        diversity=diversity)
+    atomic_write_text(out, queue_csv(bundle.model, products, queue))
+    click.echo(f"queued {len(queue)} of {len(products)} products ({strategy}); "
+               f"{skipped} unreadable rows skipped; queue: {out}")
+
+
+__all__ = ["audit_command", "calibrate_command", "review_command"]

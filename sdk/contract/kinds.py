@@ -1,0 +1,42 @@
+"""Every component kind, in one table: its name, the hook that registers it, its base class and
+whether ``build_component`` probes what it returns.
+
+The manager, the CLI's ``fashion plugins --kind`` and the training config all read this table;
+``HOOKS`` is every hook a plugin can implement.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fashion.contract.backbones import Backbone
+from fashion.contract.components import Cropper, Fusion, Head
+from fashion.contract.training import LossCombiner, Sampler
+
+
+@dataclass(frozen=True)
+class Kind:
+    name: str
+    hook: str
+    """The ``register_*`` hook (``fashion.contract.hookspecs``) its plugins implement."""
+    base: type
+    """What a registered class must subclass."""
+    probed: bool = False
+    """``build_component`` runs probe inputs through it and checks its ``output_dim``."""
+
+
+KINDS: dict[str, Kind] = {
+    kind.name: kind
+    for kind in (
+        Kind("backbone", "register_backbones", Backbone, probed=True),
+        Kind("head", "register_heads", Head, probed=True),
+        Kind("cropper", "register_croppers", Cropper),
+        Kind("fusion", "register_fusions", Fusion, probed=True),
+        Kind("sampler", "register_samplers", Sampler),
+        Kind("loss", "register_losses", LossCombiner),
+    )
+}
+
+HOOKS: tuple[str, ...] = (*(kind.hook for kind in KINDS.values()), "register_commands")
+
+__all__ = ["HOOKS", "KINDS", "Kind"]

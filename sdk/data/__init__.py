@@ -1,0 +1,7 @@
+"""Files in: dataset manifests (``manifest``: the one CSV/JSONL/Parquet reader), image loading
+and resizing (``images``), vendor text cleaning (``text``) and weight files (``weights``).
+
+May import: ``fashion.errors``, ``fashion._util``. Knows nothing of models: a manifest row
+becomes a ``Product`` in ``fashion.model.inputs``. ``images``, ``text`` and ``weights`` are
+public helpers for plugins.
+"""

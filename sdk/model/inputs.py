@@ -1,0 +1,212 @@
+"""The input layer: products, image loading, the preparation thread pool, batches, input names.
+
+Everything a model reads before its first tensor operation lives here, apart from the network
+(:mod:`fashion.model.network`): :class:`Product` (one listing), :func:`prepare_batch` (decode images,
+cut views, preprocess pixels and text on the CPU, in a small thread pool), :class:`Batch` (the
+prepared inputs) and :class:`InputName` (the name of one fusion input: a backbone and, for an
+image backbone, the view it reads).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+
+from fashion.data.images import load_image
+from fashion.data.manifest import TEXT_FIELDS, ManifestRow, image_paths, text_value
+from fashion.errors import ConfigError, DataError
+from fashion.model.spec import InputName, ModelSpec
+
+if TYPE_CHECKING:
+    from fashion.contract.components import Backbone, Cropper
+
+
+
+
+@dataclass
+class Product:
+    """One product listing. Images are paths, bytes or PIL images; any field may be missing."""
+
+    id: str | None = None
+    images: list[Any] = field(default_factory=list)
+    title: str | None = None
+    description: str | None = None
+    brand: str | None = None
+
+    @classmethod
+    def coerce(cls, value: Product | Mapping[str, Any]) -> Product:
+        if isinstance(value, Product):
+            return value
+        if not isinstance(value, Mapping):
+            raise DataError(
+                f"a product must be a fashion.Product or a mapping, got {type(value).__name__}"
+            )
+        unknown = set(value) - {"id", "images", "image", "title", "description", "brand"}
+        if unknown:
+            raise DataError(
+                f"product {value.get('id')!r} has unknown fields {sorted(unknown)}; "
+                "use id, images, title, description, brand."
+            )
+        images = value.get("images", value.get("image")) or []
+        if isinstance(images, (str, Path, bytes)) or hasattr(images, "convert"):
+            images = [images]
+        return cls(
+            id=None if value.get("id") is None else str(value["id"]),
+            images=list(images),
+            title=value.get("title"),
+            description=value.get("description"),
+            brand=value.get("brand"),
+        )
+
+    def text_fields(self) -> dict[str, str]:
+        return {
+            name: getattr(self, name)
+            for name in TEXT_FIELDS
+            if isinstance(getattr(self, name), str) and getattr(self, name).strip()
+        }
+
+
+_POOL: tuple[int, Any] | None = None  # (pid, ThreadPoolExecutor): a forked child makes its own
+
+
+def crop_pool() -> Any:
+    """The thread pool :meth:`FashionModel.prepare` cuts images in; ``None`` for no threads.
+
+    ``FASHION_PREPARE_THREADS`` sets its size (default: up to 4, one per available core; ``1``
+    turns it off). Inside DataLoader workers the images are cut in the worker itself: the
+    workers already run in parallel.
+    """
+    global _POOL
+    import os
+
+    from torch.utils.data import get_worker_info
+
+    if get_worker_info() is not None:
+        return None
+    setting = os.environ.get("FASHION_PREPARE_THREADS", "").strip()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        threads = int(setting) if setting else min(4, cores)
+    except ValueError:
+        raise ConfigError(
+            f"FASHION_PREPARE_THREADS={setting!r} is not a whole number; set it to e.g. 1 or 4."
+        ) from None
+    if threads <= 1:
+        return None
+    if _POOL is None or _POOL[0] != os.getpid() or _POOL[1]._max_workers != threads:
+        from concurrent.futures import ThreadPoolExecutor
+
+        if _POOL is not None and _POOL[0] == os.getpid():
+            _POOL[1].shutdown(wait=False)
+        _POOL = (os.getpid(), ThreadPoolExecutor(threads, thread_name_prefix="fashion-prepare"))
+    return _POOL[1]
+
+
+class ProductError(DataError):
+    """A product in a batch could not be prepared; ``row`` is its index in the batch."""
+
+    def __init__(self, message: str, row: int, product_id: str | None) -> None:
+        super().__init__(message)
+        self.row = row
+        self.product_id = product_id
+
+
+@dataclass
+class Batch:
+    """Preprocessed inputs. ``inputs[name] = (payload, owner)``: owner maps payload rows to products."""
+
+    size: int
+    inputs: dict[str, tuple[Any, Tensor]]
+    notes: list[list[str]]
+    ids: list[str | None]
+
+    def to(self, device: torch.device | str) -> Batch:
+        def move(x: Any) -> Any:
+            if isinstance(x, Tensor):
+                return x.to(device, non_blocking=True)
+            if isinstance(x, Mapping):
+                return {k: move(v) for k, v in x.items()}
+            return x
+
+        return Batch(
+            self.size,
+            {k: (move(p), o.to(device)) for k, (p, o) in self.inputs.items()},
+            self.notes,
+            self.ids,
+        )
+
+
+def prepare_batch(
+    products: Sequence[Product | Mapping[str, Any]],
+    *,
+    croppers: Mapping[str, Cropper],
+    backbones: Mapping[str, Backbone],
+    spec: ModelSpec,
+) -> Batch:
+    """Decode, crop and preprocess a list of products (CPU; raises ProductError per row)."""
+    items = [Product.coerce(p) for p in products]
+    notes: list[list[str]] = [[] for _ in items]
+    views: dict[str, list[Any]] = {view: [] for view in croppers}
+    owners: dict[str, list[int]] = {view: [] for view in croppers}
+    jobs = [(row, k, source) for row, product in enumerate(items) for k, source in enumerate(product.images)]
+
+    def cut(job: tuple[int, int, Any]) -> tuple[int, list[tuple[str, Any]]]:
+        row, k, source = job
+        product = items[row]
+        try:
+            image = load_image(source, where=f"product {product.id or row} image {k}")
+        except DataError as exc:
+            raise ProductError(str(exc), row, product.id) from None
+        return row, [(view, c) for view, cropper in croppers.items() for c in cropper.crop(image)]
+
+    # Decoding and resizing release the GIL: a batch's images are cut in a few threads.
+    # Results come back in order, so the first bad image raises, as in a plain loop.
+    pool = crop_pool() if len(jobs) > 1 else None
+    for row, cuts in (pool.map(cut, jobs) if pool is not None else map(cut, jobs)):
+        for view, c in cuts:
+            views[view].append(c.image)
+            owners[view].append(row)
+            if c.note:
+                notes[row].append(f"{view}: {c.note}")
+    inputs: dict[str, tuple[Any, Tensor]] = {}
+    for key, backbone in backbones.items():
+        backbone_spec = spec.backbones[key]
+        if backbone.modality == "image":
+            for view in backbone_spec.views:
+                pixels = backbone.preprocess(views[view])
+                inputs[str(InputName(key, view))] = (pixels, torch.tensor(owners[view], dtype=torch.long))
+        else:
+            rows = [r for r, p in enumerate(items) if p.text_fields()]
+            texts = [items[r].text_fields() for r in rows]
+            payload = backbone.preprocess(texts) if texts else None
+            inputs[str(InputName(key))] = (payload, torch.tensor(rows, dtype=torch.long))
+    return Batch(len(items), inputs, notes, [p.id for p in items])
+
+
+def row_to_product(row: ManifestRow, manifest_path: str | Path) -> Product:
+    """Turn a manifest row into a :class:`Product` (images are resolved, not opened).
+
+    Raises :class:`DataError` (naming ``file:row``) for a record that could not be read or a
+    field of the wrong type.
+    """
+    if row.error is not None:
+        raise DataError(row.error)
+    path = Path(manifest_path)
+    values = row.values
+    where = f"{path}:{row.line or row.row}"
+    fields = {name: text_value(values.get(name), where, name) for name in TEXT_FIELDS}
+    raw_id = values.get("id")
+    images = image_paths(values, path, row.row)
+    return Product(
+        id=None if raw_id in (None, "") else str(raw_id),
+        images=[str(p) for p in images],
+        **fields,
+    )
+
+
+__all__ = ["Batch", "Product", "ProductError", "crop_pool", "prepare_batch", "row_to_product"]

@@ -1,0 +1,465 @@
+"""Attribute taxonomies: canonical labels plus the words vendors use for them.
+
+A :class:`Taxonomy` names one attribute (``color``), its canonical labels (lowercase snake_case,
+``"polka_dot"``) and a synonym table (``"ruby" -> "red"``). :meth:`Taxonomy.normalize` maps a
+raw catalog value to its canonical label whatever the casing, spacing, accents or separators
+(``"Polka-Dot"``, ``"POLKA DOT"`` and ``"polka_dot"`` all give ``"polka_dot"``);
+:meth:`Taxonomy.resolve` also tells an empty cell (missing) apart from a value nobody knows.
+
+Built-in taxonomies ship as ``fashion/taxonomies/*.json``. A team keeps its own in a
+project file (``fashion-attributes.json``, or a TOML file with ``[attributes.NAME]`` tables)::
+
+    {"attributes": {"fit": {"labels": ["slim", "regular"], "synonyms": {"skinny": "slim"}}}}
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import tomllib
+import unicodedata
+from collections.abc import Mapping
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from pydantic import Field, PrivateAttr, ValidationError, model_validator
+
+from fashion._util.config import StrictModel, explain_validation_error
+from fashion._util.files import atomic_write_text
+from fashion.errors import ConfigError
+
+PROJECT_FILE = "fashion-attributes.json"
+"""Default name of a team's project taxonomy file."""
+
+MULTILABEL_SEPARATOR = "|"
+
+_TAXONOMY_DIR = Path(__file__).with_name("taxonomies")
+_LABEL_RE = re.compile(r"^[a-z0-9]+(?:_[a-z0-9]+)*$")
+_SEPARATORS_RE = re.compile(r"[\s_\-]+")
+_EDGE_PUNCTUATION = " .,;:!?'\"`()[]{}"
+
+
+def normalize_text(value: str) -> str:
+    """Fold ``value`` for matching: strip accents, casefold, ``_``/``-``/runs of spaces -> one space.
+
+    Punctuation around the value (``"Red."``, ``"'navy'"``) is dropped as well.
+
+    >>> normalize_text("  Crème_Brûlée--POLKA   dot ")
+    'creme brulee polka dot'
+    """
+    text = unicodedata.normalize("NFKD", value)
+    text = "".join(ch for ch in text if not unicodedata.combining(ch))
+    text = text.casefold()
+    text = _SEPARATORS_RE.sub(" ", text)
+    return text.strip(_EDGE_PUNCTUATION).strip()
+
+
+def _is_missing(value: object) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, float) and math.isnan(value):
+        return True
+    return isinstance(value, str) and not value.strip()
+
+
+class ComponentSpec(StrictModel):
+    """A registered component name and its options."""
+
+    name: str
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+NOT_APPLICABLE_WORDS: tuple[str, ...] = (
+    "n/a", "na", "n.a.", "none", "-", "--", "—", "not applicable", "does not apply",
+)
+"""Vendor values that mean "this attribute does not apply to this product" for every attribute
+(an attribute adds its own in ``not_applicable``). A label or synonym spelled the same wins."""
+
+
+class Resolution(NamedTuple):
+    """What a raw value means: a canonical ``label``, a ``missing`` cell, a ``not_applicable``
+    marker (``"n/a"``, ``"none"``, ``"-"``), or none of these (unknown)."""
+
+    label: str | None
+    missing: bool
+    not_applicable: bool = False
+
+    @property
+    def unknown(self) -> bool:
+        """True for a non-empty value that matches no label, synonym or not-applicable word."""
+        return self.label is None and not self.missing and not self.not_applicable
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """The canonical labels as a tuple (several for a multilabel value, none when absent)."""
+        return tuple(self.label.split(MULTILABEL_SEPARATOR)) if self.label else ()
+
+
+class Calibration(StrictModel):
+    """Temperature scaling fitted on validation data: probabilities = softmax(logits / T)."""
+
+    temperature: float = Field(gt=0.0)
+    ece_before: float | None = None  # expected calibration error on the fitting data, raw
+    ece_after: float | None = None  # … and after scaling
+    rows: int = 0  # validation rows it was fitted on
+
+
+class Abstention(StrictModel):
+    """The score under which ``abstain=True`` predictions return no label (fitted on validation)."""
+
+    min_precision: float = Field(ge=0.0, le=1.0)  # the precision asked for
+    threshold: float = Field(ge=0.0, le=1.0)  # calibrated top-1 score needed to publish a label
+    precision: float | None = None  # measured on the validation rows at that threshold
+    coverage: float | None = None  # share of validation rows that keep a label
+    reached: bool = True  # False: no threshold reached min_precision; the strictest was kept
+
+
+DEFAULT_HEAD = "linear"
+"""The head plugin an attribute gets when none is named (model specs, training, add-attribute,
+the CLI's ``--head``); a multilabel attribute without a head gets ``multilabel``."""
+
+
+class AttributeSpec(StrictModel):
+    """One attribute, the one definition used by taxonomies, model specs, training and bundles.
+
+    - ``labels``, ``synonyms`` (vendor word -> label), ``multilabel``, ``description``: the
+      vocabulary; :meth:`normalize` / :meth:`resolve` map raw catalog values onto it.
+    - ``head``: the registered head and its options (default :data:`DEFAULT_HEAD`;
+      ``multilabel`` for a multilabel attribute); ``threshold``: a score under which a label is
+      never published.
+    - ``applies_to``: when the attribute applies, as ``{other attribute: [its labels]}`` (e.g.
+      ``{"category": ["t_shirt", "dress"]}``); empty = always. Out of scope, prediction answers
+      ``not_applicable`` and training ignores the head's loss.
+    - ``not_applicable``: extra vendor values meaning "does not apply" (besides
+      :data:`NOT_APPLICABLE_WORDS`).
+    - ``calibration`` / ``abstention``: fitted on validation data (``fashion.trust``); absent in
+      older bundles, which means raw scores and no abstention.
+    """
+
+    labels: list[str]
+    head: ComponentSpec = Field(default_factory=lambda: ComponentSpec(name=DEFAULT_HEAD))
+    synonyms: dict[str, str] = Field(default_factory=dict)
+    multilabel: bool = False
+    threshold: float = Field(0.0, ge=0.0, le=1.0)
+    description: str = ""
+    applies_to: dict[str, list[str]] = Field(default_factory=dict)
+    not_applicable: list[str] = Field(default_factory=list)
+    calibration: Calibration | None = None
+    abstention: Abstention | None = None
+
+    _table: dict[str, str] | None = PrivateAttr(default=None)
+    _compact: dict[str, str | None] | None = PrivateAttr(default=None)
+    _na: frozenset[str] | None = PrivateAttr(default=None)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _head_by_name(cls, data: Any) -> Any:
+        # bundles written before format 3 list the head by its name only
+        if isinstance(data, dict) and isinstance(data.get("head"), str):
+            data = {**data, "head": {"name": data["head"]}}
+        if isinstance(data, dict) and data.get("multilabel") and "head" not in data:
+            data = {**data, "head": {"name": "multilabel"}}
+        return data
+
+    @model_validator(mode="after")
+    def _check_attribute(self) -> AttributeSpec:
+        if len(set(self.labels)) != len(self.labels):
+            raise ValueError(f"duplicate labels in {self.labels}")
+        bad = {k: v for k, v in self.synonyms.items() if v not in self.labels}
+        if bad:
+            raise ValueError(
+                f"synonyms point at labels that do not exist ({bad}: not a label); use one of "
+                f"{self.labels} or add the target to labels"
+            )
+        if self.head.name == "multilabel" and not self.multilabel:
+            self.multilabel = True
+        for other, values in self.applies_to.items():
+            if not values:
+                raise ValueError(
+                    f"applies_to.{other} lists no labels; list the {other} labels the attribute "
+                    "applies to, or drop the key"
+                )
+        return self
+
+    # -------------------------------------------------------------- normalization
+
+    def _tables(self) -> tuple[dict[str, str], dict[str, str | None]]:
+        if self._table is None or self._compact is None:
+            table = {normalize_text(word): target for word, target in self.synonyms.items()}
+            table.update({normalize_text(label): label for label in self.labels})
+            compact: dict[str, str | None] = {}
+            for key, target in table.items():
+                squeezed = key.replace(" ", "")
+                # a spelling without spaces ("polkadot") is only trusted when it is unambiguous
+                compact[squeezed] = target if compact.get(squeezed, target) == target else None
+            self._table, self._compact = table, compact
+        return self._table, self._compact
+
+    def _lookup(self, value: str) -> str | None:
+        table, compact = self._tables()
+        key = normalize_text(value)
+        found = table.get(key) or compact.get(key.replace(" ", ""))
+        if found is None and not value.isascii():
+            import ftfy  # repairs mojibake such as "CrÃ¨me"; imported only when needed
+
+            fixed = ftfy.fix_text(value)
+            if fixed != value:
+                key = normalize_text(fixed)
+                found = table.get(key) or compact.get(key.replace(" ", ""))
+        return found
+
+    def is_not_applicable(self, value: str) -> bool:
+        """True when ``value`` says the attribute does not apply ("n/a", "none", "-", …) and
+        no label or synonym reads the same."""
+        if self._na is None:
+            words = (*NOT_APPLICABLE_WORDS, *self.not_applicable)
+            self._na = frozenset({w.strip().casefold() for w in words}
+                                 | {normalize_text(w) for w in words} - {""})
+        text = value.strip()
+        if self._lookup(text) is not None:
+            return False
+        return text.casefold() in self._na or normalize_text(text) in self._na
+
+    def normalize_multi(self, value: str | None) -> list[str] | None:
+        """Canonical labels of a ``"a|b"`` value, sorted; ``None`` when missing or any part unknown.
+
+        A single-label attribute returns a one-element list for a known value.
+        """
+        if _is_missing(value):
+            return None
+        assert value is not None
+        parts = [value] if not self.multilabel else value.split(MULTILABEL_SEPARATOR)
+        labels: set[str] = set()
+        for part in parts:
+            if _is_missing(part):
+                continue
+            label = self._lookup(part)
+            if label is None:
+                return None
+            labels.add(label)
+        return sorted(labels) or None
+
+    def normalize(self, value: str | None) -> str | None:
+        """Canonical label for a raw value, or ``None`` when it is empty, unknown or not applicable.
+
+        Multilabel attributes accept ``"floral|Stripes"`` and return the sorted canonical labels
+        joined by ``|`` (``"floral|striped"``); use :meth:`normalize_multi` for a list. Use
+        :meth:`resolve` to tell an empty cell, a not-applicable marker and an unknown value apart.
+        """
+        labels = self.normalize_multi(value)
+        return MULTILABEL_SEPARATOR.join(labels) if labels else None
+
+    def resolve(self, value: object) -> Resolution:
+        """Resolve a raw cell: ``Resolution(label, missing, not_applicable)``.
+
+        ``missing`` is True for ``None``, NaN and blank strings; ``not_applicable`` for "n/a",
+        "none", "-" and the attribute's own ``not_applicable`` words; a non-empty value that
+        matches nothing gives ``Resolution(None, False)`` (``.unknown`` is True).
+        """
+        if _is_missing(value):
+            return Resolution(None, True)
+        label = self.normalize(str(value))
+        if label is None and self.is_not_applicable(str(value)):
+            return Resolution(None, False, True)
+        return Resolution(label, False)
+
+    def applies(self, known: Mapping[str, object]) -> bool | None:
+        """Whether the attribute applies given other attributes' labels (``known``): True/False,
+        or ``None`` when a label it depends on is not known."""
+        for other, allowed in self.applies_to.items():
+            value = known.get(other)
+            if value is None:
+                return None
+            values = value if isinstance(value, (list, tuple)) else [value]
+            if not any(v in allowed for v in values):
+                return False
+        return True
+
+
+class Taxonomy(AttributeSpec):
+    """A named attribute definition, as kept in taxonomy files: canonical labels are lowercase
+    snake_case and no two vendor words read the same after normalization."""
+
+    name: str
+
+    @model_validator(mode="after")
+    def _check(self) -> Taxonomy:
+        if not _LABEL_RE.match(self.name):
+            raise ValueError(
+                f"taxonomy name {self.name!r} must be lowercase snake_case, e.g. 'sleeve_length'"
+            )
+        if not self.labels:
+            raise ValueError(f"taxonomy {self.name!r} has no labels: list at least one label")
+        bad = [label for label in self.labels if not _LABEL_RE.match(label)]
+        if bad:
+            raise ValueError(
+                f"labels {bad} of taxonomy {self.name!r} are not lowercase snake_case: write them "
+                "like 'polka_dot' and put the vendor spelling in synonyms"
+            )
+        owner = {normalize_text(label): label for label in self.labels}
+        for word, target in self.synonyms.items():
+            key = normalize_text(word)
+            if not key:
+                raise ValueError(
+                    f"taxonomy {self.name!r} has an empty synonym mapped to {target!r}"
+                )
+            if owner.setdefault(key, target) != target:
+                raise ValueError(
+                    f"synonym {word!r} of taxonomy {self.name!r} maps to {target!r} but reads the "
+                    f"same as {owner[key]!r} after normalization; remove one of them"
+                )
+        return self
+
+    def spec(self) -> AttributeSpec:
+        """This definition as a model spec's attribute (everything but the name)."""
+        return AttributeSpec.model_validate(self.model_dump(exclude={"name"}))
+
+
+# ---------------------------------------------------------------------------------------------
+# loading and saving
+
+
+def _read_mapping(path: Path) -> dict[str, Any]:
+    suffix = path.suffix.lower()
+    if suffix not in (".json", ".toml"):
+        raise ConfigError(
+            f"{path}: taxonomy files must end in .json or .toml; rename the file or convert it"
+        )
+    if not path.is_file():
+        raise ConfigError(f"{path}: taxonomy file not found; check the path")
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = tomllib.loads(text) if suffix == ".toml" else json.loads(text)
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ConfigError(f"{path}: cannot read taxonomy file ({exc}); fix its syntax") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected an object/table at the top level of the file")
+    return data
+
+
+def _validate(data: dict[str, Any], source: str) -> Taxonomy:
+    try:
+        return Taxonomy.model_validate(data)
+    except ValidationError as exc:
+        problems = explain_validation_error(exc, "(taxonomy)")
+        raise ConfigError(
+            f"{source}: invalid taxonomy: {problems}. Accepted keys: "
+            f"{', '.join(Taxonomy.model_fields)}."
+        ) from None
+
+
+@lru_cache(maxsize=1)
+def _builtin_cache() -> dict[str, Taxonomy]:
+    found: dict[str, Taxonomy] = {}
+    for path in sorted(_TAXONOMY_DIR.glob("*.json")):
+        taxonomy = _validate(_read_mapping(path), str(path))
+        found[taxonomy.name] = taxonomy
+    return found
+
+
+def builtin_taxonomies() -> dict[str, Taxonomy]:
+    """The taxonomies shipped with the SDK, by name (fresh copies: edit them freely)."""
+    return {name: tax.model_copy(deep=True) for name, tax in _builtin_cache().items()}
+
+
+def load_taxonomy(name_or_path: str | Path) -> Taxonomy:
+    """A built-in taxonomy by name (``"color"``) or one taxonomy from a ``.json``/``.toml`` file.
+
+    The file holds the :class:`Taxonomy` fields at its top level; ``name`` defaults to the file
+    stem. For a project file with several attributes use :func:`load_project_taxonomies`.
+    """
+    builtins = _builtin_cache()
+    if isinstance(name_or_path, str) and name_or_path in builtins:
+        return builtins[name_or_path].model_copy(deep=True)
+    path = Path(name_or_path)
+    if path.suffix.lower() not in (".json", ".toml") and not path.exists():
+        raise ConfigError(
+            f"unknown taxonomy {str(name_or_path)!r}: built-in taxonomies are "
+            f"{', '.join(sorted(builtins))}; or pass the path of a .json/.toml taxonomy file"
+        )
+    data = _read_mapping(path)
+    if "attributes" in data:
+        raise ConfigError(
+            f"{path}: this is a project file with several attributes; load it with "
+            "load_project_taxonomies() and pick one by name"
+        )
+    data.setdefault("name", path.stem)
+    return _validate(data, str(path))
+
+
+def load_project_taxonomies(path: str | Path) -> dict[str, Taxonomy]:
+    """Every taxonomy in a team's project file (JSON or TOML), by attribute name.
+
+    The file has an ``attributes`` table whose keys are attribute names and whose values hold
+    ``labels``, ``synonyms``, ``multilabel`` and ``description``. A directory means
+    ``<directory>/fashion-attributes.json``.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / PROJECT_FILE
+    data = _read_mapping(path)
+    attributes = data.get("attributes")
+    if not isinstance(attributes, dict):
+        raise ConfigError(
+            f"{path}: a project file needs an 'attributes' table, e.g. "
+            '{"attributes": {"fit": {"labels": ["slim", "regular"]}}}; add one or save a '
+            "taxonomy into it with save_project_taxonomy()"
+        )
+    found: dict[str, Taxonomy] = {}
+    for name, body in attributes.items():
+        if not isinstance(body, dict):
+            raise ConfigError(f"{path}: attributes.{name} must be a table/object with 'labels'")
+        if body.get("name", name) != name:
+            raise ConfigError(
+                f"{path}: attributes.{name} says name={body['name']!r}; drop 'name' or make it match"
+            )
+        found[name] = _validate({**body, "name": name}, f"{path} (attributes.{name})")
+    return found
+
+
+def save_project_taxonomy(path: str | Path, taxonomy: Taxonomy) -> Path:
+    """Add or replace ``taxonomy`` in a project file, creating the file if needed.
+
+    JSON (``fashion-attributes.json``, the default when ``path`` is a directory) or TOML by
+    suffix; other top-level keys are kept (comments in a TOML file are not). Returns the path.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / PROJECT_FILE
+    data: dict[str, Any] = _read_mapping(path) if path.exists() else {}
+    if path.suffix.lower() not in (".json", ".toml"):
+        raise ConfigError(f"{path}: project files must end in .json or .toml; rename it")
+    attributes = data.setdefault("attributes", {})
+    if not isinstance(attributes, dict):
+        raise ConfigError(f"{path}: 'attributes' must be a table/object; fix or remove it")
+    attributes[taxonomy.name] = taxonomy.model_dump(exclude={"name"}, exclude_none=True)
+    if path.suffix.lower() == ".toml":
+        import tomli_w
+
+        try:
+            text = tomli_w.dumps(data)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{path}: cannot write TOML ({exc}); save the project file as JSON") from None
+    else:
+        text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    return atomic_write_text(path, text)
+
+
+__all__ = [
+    "NOT_APPLICABLE_WORDS",
+    "Abstention",
+    "AttributeSpec",
+    "Calibration",
+    "ComponentSpec",
+    "MULTILABEL_SEPARATOR",
+    "PROJECT_FILE",
+    "Resolution",
+    "Taxonomy",
+    "builtin_taxonomies",
+    "load_project_taxonomies",
+    "load_taxonomy",
+    "normalize_text",
+    "save_project_taxonomy",
+]
