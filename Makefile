@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.fashion-installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test bench lint install clean docs browser
+.PHONY: demo test bench lint lint-imports install clean docs browser
 
 install: $(STAMP)
 
@@ -33,13 +33,19 @@ browser:
 
 test: $(STAMP) browser
 	$(VENV)/bin/ruff check sdk plugins heads registry tests docs/plugins benchmarks
+	$(PY) -m tests.import_graph
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run
 
-lint: $(STAMP)
+lint: $(STAMP) lint-imports
 	$(VENV)/bin/ruff check sdk plugins heads registry tests docs/plugins benchmarks
+
+# The layer contracts of pyproject.toml ([tool.importlinter]; docs/architecture.md), run by
+# import-linter over a copy of the sources laid out as installed (tests/import_graph.py).
+lint-imports: $(STAMP)
+	$(PY) -m tests.import_graph
 
 clean:
 	rm -rf $(VENV) build *.egg-info
@@ -47,3 +53,4 @@ clean:
 docs: $(STAMP)
 	FASHION_DISABLE_PLUGIN_AUTOLOAD=1 $(VENV)/bin/fashion --reference > docs/cli.md
 	$(PY) -m fashion.cli.reference > docs/config.md
+	$(PY) -m fashion.cli.reference --plugins docs/plugins.md

@@ -1,7 +1,7 @@
 """3. add-attribute: head-only on cached features vs a full fine-tune, end to end.
 
 A base model (category, color, pattern, style) is trained and saved as a bundle; then
-``fashion.add_attribute.add_attribute("sleeve_length", ...)`` adds the new attribute twice from
+``fashion.attributes.add_attribute("sleeve_length", ...)`` adds the new attribute twice from
 the same base: ``strategy="head-only"`` (frozen model, new head on cached features, SDK default
 epochs) and ``strategy="finetune"`` (everything trains, replaying base data). Both run the
 same gate on the base validation data. Reported: wall time of each call, where it went, and the

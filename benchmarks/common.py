@@ -485,7 +485,7 @@ def model_spec(
     text_finetune: bool = True,
 ) -> dict[str, Any]:
     """The benchmark model: image backbone on the ``full`` view + bert text, one head per attribute."""
-    from fashion.model.taxonomy import builtin_taxonomies
+    from fashion.model.taxonomy_files import builtin_taxonomies
 
     taxonomies = builtin_taxonomies()
     spec: dict[str, Any] = {"views": {}, "backbones": {}}

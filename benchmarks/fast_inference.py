@@ -13,7 +13,7 @@ on disk:
 - ``hand-written fp32``: the SDK's own prepare + a hand-written forward (the limit the SDK's fp32
   predict is held to, 0.95x).
 
-Accuracy: the accuracy gate (``fashion.predict.run_gate``) on the catalog's validation rows:
+Accuracy: the accuracy gate (``fashion.predict.gate.run_gate``) on the catalog's validation rows:
 label agreement with fp32 eager and the macro-F1 delta per attribute.
 """
 

@@ -74,7 +74,7 @@ def _catalog(ctx: Context, size: Mapping[str, Any]) -> Path:
 
 
 def _spec(ctx: Context, size: Mapping[str, Any], attributes: Sequence[str]) -> dict[str, Any]:
-    from fashion.model.taxonomy import builtin_taxonomies
+    from fashion.model.taxonomy_files import builtin_taxonomies
 
     text = str(tiny_bert(ctx.work)) if ctx.quick else None
     spec = model_spec(crop=size["crop"], text_model=text, attributes=attributes)

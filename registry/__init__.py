@@ -5,6 +5,9 @@
 - :class:`LocalRegistry` (``local://name@rev``) and :class:`HubRegistry` (``hf://org/name@rev``)
   publish bundles as revisions with tags (docs/registries.md).
 - :func:`compose_bundles`: heads trained on one shared base, combined into one bundle.
+
+May import: ``fashion.model`` and the layers below (never training, prediction or trust).
+Exports the names above; the commands are ``fashion.cli.registry``.
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fashion._util.config import StrictModel, explain_validation_error
 from fashion._util.files import sha256_file
+from fashion.contract.kinds import KINDS
 from fashion.contract.manager import get_component_info
 from fashion.errors import BundleError, MissingPluginError, UnknownComponentError
 from fashion.model.network import FashionModel
@@ -32,9 +33,9 @@ FORMAT_VERSION = 3
 READABLE_FORMATS = (1, 2, 3)
 INDEX_NAME = "fashion.json"
 README_NAME = "README.md"
-KIND_OF_PREFIX = {"croppers": "cropper", "backbones": "backbone", "fusion": "fusion", "heads": "head"}
+KIND_OF_PREFIX = {kind.bundle_folder: kind.name for kind in KINDS.values() if kind.bundle_folder}
 
-ComponentKind = Literal["cropper", "backbone", "fusion", "head"]
+ComponentKind = Literal[tuple(KIND_OF_PREFIX.values())]  # type: ignore[valid-type]
 
 
 class FileEntry(StrictModel):

@@ -20,7 +20,7 @@ from typing import Any
 from torch import nn
 
 from fashion._util.faults import fault_point
-from fashion._util.files import sha256_file
+from fashion._util.files import link_or_copy, sha256_file
 from fashion.contract.components import Component, ImageBackbone, module_fingerprint
 from fashion.contract.manager import get_component_info
 from fashion.data.weights import save_safetensors, tensors_for_saving
@@ -61,13 +61,6 @@ def _describing_component(module: nn.Module) -> Component:
         raise BundleError(f"{type(module).__name__} is not a fashion component; cannot save it.")
     return module
 
-
-def _link_or_copy(source: Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copyfile(source, target)
 
 
 def _list_files(root: Path) -> list[str]:
@@ -287,7 +280,7 @@ def _reuse_component(root: Path, index: BundleIndex, old: ComponentEntry, stagin
                 f"cannot reuse {rel} from {root}: the file changed since that bundle was written. "
                 "Save without reuse_from."
             )
-        _link_or_copy(source, staging / rel)
+        link_or_copy(source, staging / rel)
 
 
 def _resolved_spec(model: FashionModel, components: Mapping[str, ComponentEntry]) -> ModelSpec:

@@ -26,7 +26,7 @@ def _shared(index: BundleIndex) -> dict[str, str]:
     return {p: c.fingerprint for p, c in index.components.items() if c.kind != "head"}
 
 
-def check_compatible(base: BundleIndex, head: BundleIndex, base_name: str, head_name: str) -> None:
+def check_composable(base: BundleIndex, head: BundleIndex, base_name: str, head_name: str) -> None:
     """Refuse a head bundle whose shared components differ from the base's, naming both prints."""
     ours, theirs = _shared(base), _shared(head)
     problems = []
@@ -60,7 +60,7 @@ def compose_bundles(
         head_dir, head_uri = fetch_uri(head)
         label = head_uri or str(head_dir)
         index = read_index(head_dir)
-        check_compatible(base_index, index, base_uri or str(base_dir), label)
+        check_composable(base_index, index, base_uri or str(base_dir), label)
         contributed = []
         for attribute in index.attributes:
             fingerprint = index.components[f"heads/{attribute}"].fingerprint
@@ -91,7 +91,7 @@ def compose_bundles(
                 data = model.spec.model_dump()
                 del data["attributes"][attribute]
                 model.spec = ModelSpec.parse(data)
-            model.add_attribute(attribute, spec)
+            model.add_head(attribute, spec)
             model.heads[attribute].load_state_dict(donor.heads[attribute].state_dict(), strict=True)
             if attribute in index.metrics:
                 metrics[attribute] = index.metrics[attribute]
@@ -122,4 +122,4 @@ def _index_sha(directory: Path) -> str:
     return sha256_file(directory / INDEX_NAME)
 
 
-__all__ = ["check_compatible", "compose_bundles"]
+__all__ = ["check_composable", "compose_bundles"]

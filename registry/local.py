@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from fashion._util.faults import fault_point
-from fashion._util.files import sha256_file
+from fashion._util.files import link_or_copy, sha256_file
 from fashion.errors import BundleError, ModelNotFoundError, RegistryError
 from fashion.registry.base import (
     LATEST,
@@ -133,7 +133,7 @@ class LocalRegistry(DoctorMixin):
                     expected = index.files[rel].sha256 if rel in index.files else None
                     blob = self._store_blob(bundle_dir / rel, expected)
                     (stage / rel).parent.mkdir(parents=True, exist_ok=True)
-                    _link_or_copy(blob, stage / rel)
+                    link_or_copy(blob, stage / rel)
                 sequence = len(self._revision_ids(name))  # publish order (under the lock)
                 meta = {"id": revision, "name": name, "created": created, "message": message,
                         "sequence": sequence}
@@ -384,12 +384,6 @@ class LocalRegistry(DoctorMixin):
                     removed += 1
         return removed, freed
 
-
-def _link_or_copy(source: Path, target: Path) -> None:
-    try:
-        os.link(source, target)
-    except OSError:  # a filesystem without hard links: a copy is still correct
-        shutil.copyfile(source, target)
 
 
 __all__ = ["LocalRegistry", "fashion_home"]

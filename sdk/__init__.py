@@ -27,6 +27,7 @@ from fashion.contract.components import (
 )
 from fashion.contract.hookspecs import hookimpl, hookspec
 from fashion.contract.manager import build_component, get_component_info, list_components
+from fashion.contract.training import LossCombiner, Sampler
 from fashion.errors import (
     BundleError,
     ConfigError,
@@ -77,11 +78,13 @@ __all__ = [
     "ImageBackbone",
     "ImageBackboneOptions",
     "ImagePreprocessing",
+    "LossCombiner",
     "MissingPluginError",
     "ModelSpec",
     "PluginError",
     "Predictor",
     "Product",
+    "Sampler",
     "TextBackbone",
     "TrainConfig",
     "Trainer",

@@ -1,10 +1,12 @@
-"""Shared fixtures: a tiny test plugin, an isolated FASHION_HOME, quiet threads."""
+"""Shared fixtures: a tiny test plugin and a briefly trained model of it, a loopback Hub, an
+isolated FASHION_HOME, quiet threads."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 # Third-party entry points stay out of the suite unless a test asks for them.
 os.environ.setdefault("FASHION_DISABLE_PLUGIN_AUTOLOAD", "1")
@@ -15,6 +17,8 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from tests import tiny_plugin  # noqa: E402
+from tests.hub_server import HubServer  # noqa: E402
+from tests.tiny_model import make_model  # noqa: E402
 
 torch.set_num_threads(int(os.environ.get("FASHION_TEST_THREADS", "2")))
 
@@ -36,3 +40,26 @@ def tiny() -> Iterator[object]:
         yield tiny_plugin
     finally:
         unregister_plugin(name="tests.tiny_plugin")
+
+
+@pytest.fixture
+def tiny_model(tiny: object) -> Any:
+    return make_model(0)
+
+
+@pytest.fixture
+def hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[HubServer]:
+    """A loopback Hub; HF_ENDPOINT/HF_TOKEN point at it, offline mode is off, the HF cache is
+    in tmp_path."""
+    from huggingface_hub import constants
+
+    server = HubServer().start()
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setenv("HF_ENDPOINT", server.url)
+    monkeypatch.setenv("HF_TOKEN", "test-token")
+    try:
+        yield server
+    finally:
+        server.stop()

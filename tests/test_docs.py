@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 from fashion.cli import cli, cli_reference
+from fashion.cli.reference import plugin_examples
 from fashion.contract.kinds import HOOKS
 from fashion.contract.manager import get_plugin_manager
 
@@ -18,6 +19,13 @@ def test_every_hook_is_a_spec_and_documented():
     docs = (ROOT / "docs" / "plugins.md").read_text()
     for hook in HOOKS:
         assert f"### `{hook}(" in docs, f"docs/plugins.md has no section for {hook}"
+
+
+def test_hook_examples_in_the_docs_are_the_docstrings():
+    page = (ROOT / "docs" / "plugins.md").read_text()
+    marked = set(re.findall(r"<!-- example: (register_\w+) ", page))
+    assert marked == set(HOOKS), "every hook section shows its docstring's example"
+    assert page == plugin_examples(page), "docs/plugins.md is stale: run `make docs`"
 
 
 def test_every_hook_has_a_test():

@@ -29,8 +29,8 @@ def test_wheel_holds_only_the_fashion_package(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     top_level = {name.split("/")[0] for name in names}
     assert {t for t in top_level if not t.endswith(".dist-info")} == {"fashion"}
-    for expected in ("fashion/hookspecs.py", "fashion/plugins/__init__.py",
-                     "fashion/heads/__init__.py", "fashion/registry/__init__.py",
+    for expected in ("fashion/contract/hookspecs.py", "fashion/plugins/__init__.py",
+                     "fashion/heads/__init__.py", "fashion/registry/__init__.py", "fashion/model/taxonomies/color.json",
                      "fashion/training/__init__.py"):
         assert expected in names
 

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from fashion.registry import LocalRegistry, save_bundle
-from tests.registry.conftest import image, make_model
+from tests.tiny_model import image, make_model
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "quickstart.md"
 RUNNABLE = ("fashion predict", "fashion models")

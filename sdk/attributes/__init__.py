@@ -1,9 +1,10 @@
-"""Add an attribute to a published model: labels and synonyms (``labels``), the new head
-trained by MDMT with the base frozen (``pipeline``), the gate against the base (``gate``) and
-the publish step.
+"""Add an attribute to a published model: its options (``config``), labels, synonyms and
+scaffold (``labels``), the new head trained by MDMT (``pipeline``: train, gate, publish) and
+the no-regression gate against the base (``regression``).
 
-May import: ``fashion.training``, ``fashion.registry`` and the layers below.
-Exports ``add_attribute`` and ``AddAttributeConfig``.
+May import: ``fashion.training``, ``fashion.registry`` and the layers below; never
+``fashion.serve`` or the Ray engine. Exports ``add_attribute``, ``AddAttributeConfig`` and
+``AddAttributeResult``.
 """
 
 from __future__ import annotations

@@ -26,7 +26,11 @@ console = Console(stderr=True)
 
 def taxonomy_for(name: str, project_dir: Path | None) -> Any:
     """The team's project taxonomy for ``name``, else the built-in one, else None."""
-    from fashion.model.taxonomy import PROJECT_FILE, builtin_taxonomies, load_project_taxonomies
+    from fashion.model.taxonomy_files import (
+        PROJECT_FILE,
+        builtin_taxonomies,
+        load_project_taxonomies,
+    )
 
     if project_dir is not None and (project_dir / PROJECT_FILE).is_file():
         project = load_project_taxonomies(project_dir / PROJECT_FILE)
@@ -86,7 +90,8 @@ def scaffold_attribute(
 
     The scope (``applies_to``) and "does not apply" words of the attribute's existing taxonomy
     (project or built-in) are kept."""
-    from fashion.model.taxonomy import PROJECT_FILE, Taxonomy, save_project_taxonomy
+    from fashion.model.taxonomy import Taxonomy
+    from fashion.model.taxonomy_files import PROJECT_FILE, save_project_taxonomy
 
     known = taxonomy_for(name, project_dir)
     taxonomy = Taxonomy(

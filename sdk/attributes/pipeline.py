@@ -211,7 +211,7 @@ def train_attribute(
         synonyms=synonyms, applies_to=scope_for(name, taxonomy, model.spec.attributes),
         not_applicable=list(taxonomy.not_applicable) if taxonomy is not None else [],
     )
-    model.add_attribute(name, spec)
+    model.add_head(name, spec)
     model.train()
 
     train_sets = _as_configs(config.data, [name], "new")

@@ -30,6 +30,10 @@ Two options, off by default, make a catalog for measuring trust (docs/trust.md):
 The package: :mod:`.info` (layout constants, :class:`CatalogInfo`), :mod:`.products` (sampling
 the products), :mod:`.text` (vendor text and label cells), :mod:`.geometry` (garment outlines and
 placement), :mod:`.render` (drawing the shots) and :mod:`.build` (the entry points).
+
+May import: ``fashion.model`` (the taxonomies) and the layers below; nothing but the demo, the
+CLI and the benchmarks imports it. Exports the names below; ``fashion make-catalog`` is
+``fashion.cli.catalog``.
 """
 
 from __future__ import annotations

@@ -31,7 +31,8 @@ from fashion.catalog.products import _Product, _sample_product
 from fashion.catalog.render import _render_product
 from fashion.catalog.text import _VENDORS, _label_cell, _write_text
 from fashion.errors import ConfigError
-from fashion.model.taxonomy import Taxonomy, builtin_taxonomies
+from fashion.model.taxonomy import Taxonomy
+from fashion.model.taxonomy_files import builtin_taxonomies
 
 # ---------------------------------------------------------------------------------------------
 # datasets and splits

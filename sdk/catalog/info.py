@@ -52,7 +52,6 @@ NOT_APPLICABLE_CELLS: tuple[str, ...] = ("n/a", "N/A", "-", "none", "not applica
 
 ProgressCallback = Callable[[int, int], None]
 Point = tuple[float, float]
-RGB = tuple[int, int, int]
 
 
 # ---------------------------------------------------------------------------------------------

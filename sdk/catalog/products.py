@@ -7,7 +7,8 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from fashion.catalog.info import RGB, SLEEVED
+from fashion.catalog.info import SLEEVED
+from fashion.data.images import RGB
 
 # ---------------------------------------------------------------------------------------------
 # sampling the products

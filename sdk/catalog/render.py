@@ -10,8 +10,9 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from fashion.catalog.geometry import _Frame, _Geometry, _geometry, _mirror, _place
-from fashion.catalog.info import RGB, Point
+from fashion.catalog.info import Point
 from fashion.catalog.products import _SKIN, _hsv_to_rgb, _luma, _mix, _Product
+from fashion.data.images import RGB
 
 
 def _texture(p: _Product, h: int, w: int, ox: int, oy: int, scale: float) -> np.ndarray:

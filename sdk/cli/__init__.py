@@ -1,7 +1,11 @@
-"""The ``fashion`` command line.
+"""The ``fashion`` command line: every command's front (parse, call, print), one module per
+area (``train``, ``predict``, ``optimize``, ``trust``, ``attributes``, ``registry``, ``serve``,
+``catalog``, ``demo``), and ``reference`` for the generated docs/cli.md and docs/config.md.
 
 Errors raised on purpose (:class:`fashion.FashionError`) become one-line messages in
 :func:`main`; ``FASHION_DEBUG=1`` shows the traceback instead.
+
+May import: every layer (nothing imports it). Exports ``cli`` (the click group) and ``main``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``fashion add-attribute``: the command line of :func:`fashion.add_attribute.add_attribute`."""
+"""``fashion add-attribute``: the command line of :func:`fashion.attributes.add_attribute`."""
 
 from __future__ import annotations
 

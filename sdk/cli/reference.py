@@ -1,15 +1,23 @@
-"""The configuration reference (``docs/config.md``), generated from the pydantic schema.
+"""Generated docs: the configuration reference (``docs/config.md``) from the pydantic schema,
+and the hook examples of ``docs/plugins.md`` from the hook specs' docstrings.
 
 Every field of :class:`~fashion.training.TrainConfig` and of the tables inside it is documented
 by the docstring under it; :func:`config_reference` renders them as Markdown tables (key, type,
 default, meaning) and refuses a field without one, so an undocumented key fails the docs test
-(``tests/sdk/training/test_config_reference.py``). Regenerate with ``make docs`` or
+(``tests/training/test_config_reference.py``). Regenerate with ``make docs`` or
 ``python -m fashion.cli.reference > docs/config.md``.
+
+Each hook's example lives once, in its docstring in :mod:`fashion.contract.hookspecs`;
+:func:`plugin_examples` copies them into the marked blocks of docs/plugins.md
+(``python -m fashion.cli.reference --plugins docs/plugins.md``, part of ``make docs``), and the
+docs test fails when the page and the docstrings differ.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import textwrap
 import types
 import typing
 from pathlib import Path
@@ -103,8 +111,35 @@ def config_reference(tables: list[tuple[str, type[BaseModel]]] | None = None) ->
     return "\n".join(out)
 
 
+_EXAMPLE = re.compile(
+    r"(<!-- example: (?P<hook>register_\w+) [^\n]*-->\n```python\n)(?P<code>.*?)(```\n<!-- /example -->)",
+    re.S,
+)
+
+
+def hook_example(hook: str) -> str:
+    """The example of a hook spec's docstring (the block after ``Example::``), dedented."""
+    from fashion.contract import hookspecs
+
+    doc = getattr(hookspecs, hook).__doc__ or ""
+    if "Example::" not in doc:
+        raise ConfigError(f"the docstring of hook {hook} has no 'Example::' block")
+    return textwrap.dedent(doc.split("Example::", 1)[1]).strip("\n") + "\n"
+
+
+def plugin_examples(page: str) -> str:
+    """``page`` (docs/plugins.md) with every marked example block replaced by its hook's."""
+    return _EXAMPLE.sub(lambda m: m.group(1) + hook_example(m.group("hook")) + m.group(4), page)
+
+
 if __name__ == "__main__":  # pragma: no cover - `make docs`
-    print(config_reference(), end="")
+    import sys
+
+    if sys.argv[1:2] == ["--plugins"]:
+        page = Path(sys.argv[2])
+        page.write_text(plugin_examples(page.read_text(encoding="utf-8")), encoding="utf-8")
+    else:
+        print(config_reference(), end="")
 
 
-__all__ = ["TABLES", "config_reference", "undocumented"]
+__all__ = ["TABLES", "config_reference", "hook_example", "plugin_examples", "undocumented"]

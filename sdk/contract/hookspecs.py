@@ -56,13 +56,18 @@ def register_backbones(register: Register) -> None:
 
     Runs when the component table is (re)built; see the module docstring. Example::
 
-        from fashion import hookimpl, ImageBackbone, ImageBackboneOptions
+        import torch
+        from fashion import ImageBackbone, ImageBackboneOptions, ImagePreprocessing, hookimpl
 
-        class TinyOptions(ImageBackboneOptions):  # carries the pixel normalization
+        class TinyOptions(ImageBackboneOptions):  # carries `preprocessing` (mean, std)
             width: int = 8
 
-        class Tiny(ImageBackbone[TinyOptions]):  # sets Options and types self.options
+        class Tiny(ImageBackbone[TinyOptions]):  # sets Options; self.options is a TinyOptions
             name = "tiny"
+
+            @classmethod
+            def default_preprocessing(cls):  # optional: the default is ImageNet mean/std
+                return ImagePreprocessing(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
 
             def __init__(self, options=None, *, assets=None, pretrained=True):
                 super().__init__(options)
@@ -84,7 +89,8 @@ def register_heads(register: Register) -> None:
 
     Runs when the component table is (re)built; see the module docstring. Example::
 
-        from fashion import hookimpl, Head
+        import torch
+        from fashion import Head, hookimpl
 
         class Bilinear(Head):
             name = "bilinear"
@@ -108,7 +114,7 @@ def register_croppers(register: Register) -> None:
 
     Runs when the component table is (re)built; see the module docstring. Example::
 
-        from fashion import hookimpl, Cropper, View
+        from fashion import Cropper, View, hookimpl
 
         class TopHalf(Cropper):
             name = "top_half"
@@ -129,7 +135,8 @@ def register_fusions(register: Register) -> None:
 
     Runs when the component table is (re)built; see the module docstring. Example::
 
-        from fashion import hookimpl, Fusion
+        import torch
+        from fashion import Fusion, hookimpl
 
         class Sum(Fusion):
             name = "sum"
@@ -159,8 +166,7 @@ def register_samplers(register: Register) -> None:
     names one. All implementations run, when the plugin manager first collects components.
     Example::
 
-        from fashion import hookimpl
-        from fashion.training import Sampler
+        from fashion import Sampler, hookimpl
 
         class Sequential(Sampler):
             name = "sequential"
@@ -183,8 +189,7 @@ def register_losses(register: Register) -> None:
     one. All implementations run, when the plugin manager first collects components. Example::
 
         import torch
-        from fashion import hookimpl
-        from fashion.training import LossCombiner
+        from fashion import LossCombiner, hookimpl
 
         class Max(LossCombiner):
             name = "max"

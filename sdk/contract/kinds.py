@@ -1,5 +1,5 @@
-"""Every component kind, in one table: its name, the hook that registers it, its base class and
-whether ``build_component`` probes what it returns.
+"""Every component kind, in one table: its name, the hook that registers it, its base class,
+whether ``build_component`` probes what it returns and where a bundle keeps its tensors.
 
 The manager, the CLI's ``fashion plugins --kind`` and the training config all read this table;
 ``HOOKS`` is every hook a plugin can implement.
@@ -23,15 +23,18 @@ class Kind:
     """What a registered class must subclass."""
     probed: bool = False
     """``build_component`` runs probe inputs through it and checks its ``output_dim``."""
+    bundle_folder: str | None = None
+    """Where a bundle keeps this kind's tensors (``heads/<attribute>.safetensors``); ``None``:
+    not part of a model (samplers and losses configure training)."""
 
 
 KINDS: dict[str, Kind] = {
     kind.name: kind
     for kind in (
-        Kind("backbone", "register_backbones", Backbone, probed=True),
-        Kind("head", "register_heads", Head, probed=True),
-        Kind("cropper", "register_croppers", Cropper),
-        Kind("fusion", "register_fusions", Fusion, probed=True),
+        Kind("backbone", "register_backbones", Backbone, probed=True, bundle_folder="backbones"),
+        Kind("head", "register_heads", Head, probed=True, bundle_folder="heads"),
+        Kind("cropper", "register_croppers", Cropper, bundle_folder="croppers"),
+        Kind("fusion", "register_fusions", Fusion, probed=True, bundle_folder="fusion"),
         Kind("sampler", "register_samplers", Sampler),
         Kind("loss", "register_losses", LossCombiner),
     )

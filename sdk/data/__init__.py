@@ -2,6 +2,6 @@
 and resizing (``images``), vendor text cleaning (``text``) and weight files (``weights``).
 
 May import: ``fashion.errors``, ``fashion._util``. Knows nothing of models: a manifest row
-becomes a ``Product`` in ``fashion.model.inputs``. ``images``, ``text`` and ``weights`` are
-public helpers for plugins.
+becomes a ``Product`` in ``fashion.model.inputs``. Exports nothing here; ``images``, ``text``
+and ``weights`` are public helper modules for plugins.
 """

@@ -19,7 +19,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,8 @@ from typing import Any
 from fashion.errors import DataError
 
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
+MANIFEST_SUFFIXES = tuple(FORMATS)
+"""The file suffixes a manifest may have."""
 IMAGE_SEPARATOR = "|"
 IMAGE_COLUMNS = ("images", "image")
 #: The columns a product is read from; a manifest needs at least one of them.
@@ -386,62 +388,6 @@ def check_input_columns(path: str | Path) -> list[str]:
     return columns
 
 
-def text_value(value: Any, where: str, name: str) -> str | None:
-    """A text field's value, or ``None`` when it is missing or blank; anything but a string is
-    refused. The one rule for ``title``/``description``/``brand``, from a manifest or Python."""
-    if value is None:
-        return None
-    if isinstance(value, float) and value != value:  # NaN from Parquet/pandas
-        return None
-    if not isinstance(value, str):
-        raise DataError(
-            f"{where}: field '{name}' must be text, got {type(value).__name__} {str(value)[:40]!r}; "
-            "convert it to a string or leave it empty."
-        )
-    return value if value.strip() else None
-
-
-def image_paths(values: Mapping[str, Any], manifest_path: str | Path, row: int) -> list[Path | str]:
-    """The row's image paths, resolved relative to the manifest's folder (a URL is kept as
-    written, so the image loader can say that URLs are not fetched)."""
-    manifest_path = Path(manifest_path)
-    raw = values.get("images", values.get("image"))
-    if raw is None or raw == "" or (isinstance(raw, float) and raw != raw):
-        return []
-    if isinstance(raw, str):
-        text = raw.strip()
-        if text.startswith("[") and text.endswith("]"):  # a JSON list in a CSV cell
-            try:
-                raw = json.loads(text)
-            except json.JSONDecodeError:
-                raise DataError(
-                    f"{manifest_path}:{row}: field 'images' starts with '[' but is not a JSON "
-                    "list of paths; use a JSON list or separate paths with '|'."
-                ) from None
-    if isinstance(raw, str):
-        parts = [p.strip() for p in raw.split(IMAGE_SEPARATOR)]
-    elif isinstance(raw, (list, tuple)):
-        bad = [p for p in raw if not isinstance(p, str)]
-        if bad:
-            raise DataError(
-                f"{manifest_path}:{row}: field 'images' holds {type(bad[0]).__name__} "
-                f"{str(bad[0])[:40]!r}; every image must be a path (a string)."
-            )
-        parts = [p.strip() for p in raw]
-    else:
-        raise DataError(
-            f"{manifest_path}:{row}: field 'images' must be a '|'-separated string or a list, "
-            f"got {type(raw).__name__}."
-        )
-    base = manifest_path.parent
-    return [p if _is_url(p) else (base / p) if not Path(p).is_absolute() else Path(p)
-            for p in parts if p]
-
-
-def _is_url(text: str) -> bool:
-    return "://" in text[:16]
-
-
 def count_rows(path: str | Path) -> int:
     """How many rows :func:`iter_manifest` yields (unreadable records included)."""
     return sum(1 for _ in iter_manifest(path))
@@ -449,14 +395,13 @@ def count_rows(path: str | Path) -> int:
 
 __all__ = [
     "INPUT_COLUMNS",
+    "MANIFEST_SUFFIXES",
     "MAX_RECORD_BYTES",
     "TEXT_FIELDS",
     "ManifestRow",
     "check_input_columns",
     "count_rows",
-    "image_paths",
     "iter_manifest",
     "manifest_columns",
     "manifest_format",
-    "text_value",
 ]

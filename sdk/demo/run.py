@@ -39,7 +39,7 @@ def pretrained_available() -> bool:
 
 def demo_spec(settings: DemoSettings, *, center: bool = True, pretrained: bool = True) -> dict[str, Any]:
     """The demo's model spec: full (+ center) views, image + text backbones, MLP heads."""
-    from fashion.model.taxonomy import builtin_taxonomies
+    from fashion.model.taxonomy_files import builtin_taxonomies
 
     size = settings.view_size
     views: dict[str, Any] = {"full": {"name": "full", "options": {"size": size}}}

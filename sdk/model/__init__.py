@@ -1,8 +1,10 @@
-"""The model: attribute taxonomies, the model spec, ``Product`` and input preparation, the
-``FashionModel`` network, decoding with applicability and abstention, and autocast precision.
+"""The model: attribute taxonomies (``taxonomy``, ``taxonomy_files``), the model spec
+(``spec``), ``Product`` and input preparation (``inputs``), the ``FashionModel`` network
+(``network``), decoding with applicability and abstention (``decode``) and autocast precision
+(``precision``).
 
 May import: ``fashion.contract``, ``fashion.data``, ``fashion.errors``, ``fashion._util``.
-Exports ``FashionModel``, ``Product`` and the spec types.
+Exports nothing here: ``fashion`` re-exports ``FashionModel``, ``Product`` and the spec types.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ image backbone, the view it reads).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,7 @@ import torch
 from torch import Tensor
 
 from fashion.data.images import load_image
-from fashion.data.manifest import TEXT_FIELDS, ManifestRow, image_paths, text_value
+from fashion.data.manifest import IMAGE_SEPARATOR, TEXT_FIELDS, ManifestRow
 from fashion.errors import ConfigError, DataError
 from fashion.model.spec import InputName, ModelSpec
 
@@ -188,6 +189,62 @@ def prepare_batch(
     return Batch(len(items), inputs, notes, [p.id for p in items])
 
 
+def text_value(value: Any, where: str, name: str) -> str | None:
+    """A text field's value, or ``None`` when it is missing or blank; anything but a string is
+    refused. The one rule for ``title``/``description``/``brand``, from a manifest or Python."""
+    if value is None:
+        return None
+    if isinstance(value, float) and value != value:  # NaN from Parquet/pandas
+        return None
+    if not isinstance(value, str):
+        raise DataError(
+            f"{where}: field '{name}' must be text, got {type(value).__name__} {str(value)[:40]!r}; "
+            "convert it to a string or leave it empty."
+        )
+    return value if value.strip() else None
+
+
+def image_paths(values: Mapping[str, Any], manifest_path: str | Path, row: int) -> list[Path | str]:
+    """The row's image paths, resolved relative to the manifest's folder (a URL is kept as
+    written, so the image loader can say that URLs are not fetched)."""
+    manifest_path = Path(manifest_path)
+    raw = values.get("images", values.get("image"))
+    if raw is None or raw == "" or (isinstance(raw, float) and raw != raw):
+        return []
+    if isinstance(raw, str):
+        text = raw.strip()
+        if text.startswith("[") and text.endswith("]"):  # a JSON list in a CSV cell
+            try:
+                raw = json.loads(text)
+            except json.JSONDecodeError:
+                raise DataError(
+                    f"{manifest_path}:{row}: field 'images' starts with '[' but is not a JSON "
+                    "list of paths; use a JSON list or separate paths with '|'."
+                ) from None
+    if isinstance(raw, str):
+        parts = [p.strip() for p in raw.split(IMAGE_SEPARATOR)]
+    elif isinstance(raw, (list, tuple)):
+        bad = [p for p in raw if not isinstance(p, str)]
+        if bad:
+            raise DataError(
+                f"{manifest_path}:{row}: field 'images' holds {type(bad[0]).__name__} "
+                f"{str(bad[0])[:40]!r}; every image must be a path (a string)."
+            )
+        parts = [p.strip() for p in raw]
+    else:
+        raise DataError(
+            f"{manifest_path}:{row}: field 'images' must be a '|'-separated string or a list, "
+            f"got {type(raw).__name__}."
+        )
+    base = manifest_path.parent
+    return [p if _is_url(p) else (base / p) if not Path(p).is_absolute() else Path(p)
+            for p in parts if p]
+
+
+def _is_url(text: str) -> bool:
+    return "://" in text[:16]
+
+
 def row_to_product(row: ManifestRow, manifest_path: str | Path) -> Product:
     """Turn a manifest row into a :class:`Product` (images are resolved, not opened).
 
@@ -209,4 +266,4 @@ def row_to_product(row: ManifestRow, manifest_path: str | Path) -> Product:
     )
 
 
-__all__ = ["Batch", "Product", "ProductError", "crop_pool", "prepare_batch", "row_to_product"]
+__all__ = ["Batch", "Product", "ProductError", "crop_pool", "image_paths", "prepare_batch", "row_to_product", "text_value"]

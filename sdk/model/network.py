@@ -115,8 +115,9 @@ class FashionModel(nn.Module):
             input_dim=self.fusion.output_dim, labels=spec.labels,
         )
 
-    def add_attribute(self, name: str, spec: AttributeSpec) -> nn.Module:
-        """Add a new attribute head (the rest of the model is untouched)."""
+    def add_head(self, name: str, spec: AttributeSpec) -> nn.Module:
+        """Add the head of a new attribute ``name`` (the rest of the model is untouched); the
+        whole add-attribute workflow is :func:`fashion.add_attribute`."""
         if name in self.heads:
             raise ConfigError(f"the model already has an attribute named {name!r}")
         new_spec = self.spec.model_copy(deep=True)

@@ -1,10 +1,12 @@
-"""Prediction: the ``Predictor``, the batch engine of ``fashion predict`` (rejects, resume,
-output guard), precision selection, int8 quantization, ONNX export and its runner, the
-accuracy gate of optimized paths and the prefetch thread; ``fashion.predict.ray`` runs the same
-engine on Ray Data.
+"""Prediction: the ``Predictor`` (``predictor``), the batch engine of ``fashion predict``
+(``batch``: rejects, resume, output guard), precision selection (``precision``), int8
+quantization (``quantize``), ONNX export and its runner (``export``, ``runtime``), the accuracy
+gate of optimized paths and its record in the bundle (``gate``, ``artifacts``) and the prefetch
+thread (``prefetch``); ``fashion.predict.ray`` runs the same engine on Ray Data.
 
 May import: ``fashion.training`` (the gate's evaluation), ``fashion.registry`` and every layer
-below. Exports ``Predictor`` and ``ProductPrediction``.
+below; only ``fashion.predict.ray`` and the CLI import the Ray engine. Exports nothing here:
+``fashion.Predictor`` is the entry point.
 """
 
 from __future__ import annotations

@@ -320,7 +320,8 @@ def check_products(products: Any) -> list[Product]:
     images nor text, a text field that is not a string and an ``images`` value that is neither a path, bytes, a PIL image nor a list of
     them are errors (:class:`DataError`) naming the product, like the rejects of ``fashion predict``.
     """
-    from fashion.data.manifest import TEXT_FIELDS, text_value
+    from fashion.data.manifest import TEXT_FIELDS
+    from fashion.model.inputs import text_value
 
     if isinstance(products, (Mapping, Product, str, bytes)) or not isinstance(products, Iterable):
         raise DataError(

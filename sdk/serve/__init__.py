@@ -3,6 +3,9 @@
 Install the extra (``pip install 'fashion-sdk[serve]'``), then ``fashion serve MODEL``. In
 Python: ``create_app(ServeConfig(model=...))`` returns the ASGI app (see docs/serve.md).
 This package imports FastAPI only when the app is built, so the CLI stays quick.
+
+May import: ``fashion.predict`` and the layers below; never ``fashion.attributes`` or the Ray
+engine. Exports ``create_app``, ``ServeConfig``, ``make_config``, ``require_serve_extras``.
 """
 
 from __future__ import annotations

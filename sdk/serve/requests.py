@@ -131,7 +131,7 @@ class RequestParser:
                           "per request (--max-products). Split the request.")
 
     def product(self, index: int, fields: dict[str, Any], images: list[Any]) -> tuple[Any, list[Any]]:
-        from fashion import Product
+        from fashion.model.inputs import Product
         from fashion.predict.predictor import check_products
 
         if len(images) > self.config.max_images:

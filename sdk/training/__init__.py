@@ -1,11 +1,13 @@
-"""Multi-data multi-task training: datasets, samplers, loss combination, trainer, evaluation.
+"""Multi-data multi-task training: datasets, samplers, loss combination, trainer, feature cache,
+evaluation, checkpoints.
 
 >>> from fashion.training import Trainer, TrainConfig
 >>> result = Trainer(None, TrainConfig.load("train.toml")).fit()   # doctest: +SKIP
 
-Names load on first use: the plugin manager imports :mod:`fashion.training.samplers` and
-:mod:`fashion.training.losses` (the base classes of two component kinds) without pulling in the
-trainer. See ``docs/training.md`` and ``docs/evaluation.md``.
+May import: ``fashion.registry`` (the run's bundle), ``fashion.trust`` (calibration at the end of
+a run), ``fashion.model`` and the layers below. Exports the trainer, its config and callbacks,
+``evaluate``; names load on first use so ``import fashion.training`` stays quick. See
+``docs/training.md`` and ``docs/evaluation.md``.
 """
 
 from __future__ import annotations
@@ -24,9 +26,9 @@ if TYPE_CHECKING:
     )
     from fashion.training.config import DatasetConfig, OptimizerConfig, ScheduleConfig, TrainConfig
     from fashion.training.data import (
+        DataProblem,
         DataReport,
         LabeledDataset,
-        Problem,
         label_normalizers,
         load_dataset,
     )
@@ -56,7 +58,7 @@ _LAZY = {
     "TrainConfig": "config",
     "DataReport": "data",
     "LabeledDataset": "data",
-    "Problem": "data",
+    "DataProblem": "data",
     "label_normalizers": "data",
     "load_dataset": "data",
     "AttributeMetrics": "evaluation",
@@ -102,7 +104,7 @@ __all__ = [
     "LabeledDataset",
     "LossCombiner",
     "OptimizerConfig",
-    "Problem",
+    "DataProblem",
     "ProgressBar",
     "Sampler",
     "ScheduleConfig",

@@ -32,7 +32,8 @@ import torch
 
 @dataclass
 class StepInfo:
-    """Where training is; handed to step callbacks after every optimizer step."""
+    """One optimizer step as a step callback sees it (the run's whole state is
+    :class:`~fashion.training.state.TrainingState`)."""
 
     epoch: int
     step: int  # steps done in this epoch

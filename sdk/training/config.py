@@ -12,10 +12,9 @@ from typing import Any, Literal
 from pydantic import ConfigDict, Field, ValidationError, field_validator
 
 from fashion._util.config import StrictModel, explain_validation_error
+from fashion.data.manifest import MANIFEST_SUFFIXES
 from fashion.errors import ConfigError
 from fashion.model.spec import ModelSpec, load_config_file
-
-MANIFEST_SUFFIXES = (".csv", ".jsonl", ".ndjson", ".parquet")
 
 
 class _Config(StrictModel):

@@ -23,7 +23,7 @@ from fashion.training.data import LabeledDataset
 from fashion.training.samplers import Step, shard_step
 
 Targets = dict[str, tuple[Tensor, Tensor]]
-Part = tuple[Any, Targets]
+LoadedPart = tuple[Any, Targets]
 """``(inputs, targets)``: a Batch (or cached ``(features, masks)``) and the labeled attributes."""
 
 
@@ -122,13 +122,13 @@ class StepLoader:
             present.append([a for a, (_, m) in targets.items() if bool(m.index_select(0, index).any())])
         return present
 
-    def __call__(self, steps: Sequence[Step]) -> Iterator[list[Part]]:
+    def __call__(self, steps: Sequence[Step]) -> Iterator[list[LoadedPart]]:
         """The parts of each step, in order."""
         items = [(shard_step(step, self.rank, self.world_size), self.present(step)) for step in steps]
         device = self.device
         if self.features is not None:
             for step, present in items:
-                parts: list[Part] = []
+                parts: list[LoadedPart] = []
                 for (d, rows), attributes in zip(step, present, strict=True):
                     index = torch.as_tensor(rows, dtype=torch.long)
                     targets = self.datasets[d].targets
@@ -153,4 +153,4 @@ class StepLoader:
             yield parts
 
 
-__all__ = ["BatchCollator", "Part", "StepDataset", "StepLoader", "Targets", "iterate_steps"]
+__all__ = ["BatchCollator", "LoadedPart", "StepDataset", "StepLoader", "Targets", "iterate_steps"]

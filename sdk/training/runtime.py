@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from fashion.contract.training import LossCombiner
 from fashion.errors import ConfigError
 from fashion.model.network import FashionModel
 from fashion.model.precision import cpu_bf16_native
@@ -25,7 +26,7 @@ from fashion.training.data import (
     load_dataset,
     stratified_split,
 )
-from fashion.training.losses import LossCombiner, balanced_class_weights
+from fashion.training.losses import balanced_class_weights
 from fashion.training.samplers import make_generator
 
 log = logging.getLogger("fashion.training")

@@ -31,9 +31,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 import torch
 from torch import Tensor
 
+from fashion.contract.training import LossCombiner
 from fashion.errors import ConfigError
 from fashion.model.network import FashionModel
-from fashion.training.losses import LossCombiner
 
 if TYPE_CHECKING:
     from fashion.training.config import TrainConfig

@@ -7,10 +7,11 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from fashion.contract.training import LossCombiner
 from fashion.model.network import FashionModel
 from fashion.model.spec import InputName
-from fashion.training.loader import Part
-from fashion.training.losses import LossCombiner, PCGradLoss
+from fashion.training.loader import LoadedPart
+from fashion.training.losses import PCGradLoss
 
 
 class StepModule(nn.Module):
@@ -41,7 +42,7 @@ class StepModule(nn.Module):
             name: model.backbones[InputName.parse(name).backbone].modality for name in model.input_dims
         }
 
-    def forward(self, parts: Sequence[Part]) -> tuple[Tensor, dict[str, Tensor]]:
+    def forward(self, parts: Sequence[LoadedPart]) -> tuple[Tensor, dict[str, Tensor]]:
         per_task: dict[str, list[Tensor]] = {}
         for inputs, targets in parts:
             if self.cached:

@@ -42,7 +42,7 @@ from fashion.training.callbacks import (
 from fashion.training.config import TrainConfig, check_compatible
 from fashion.training.data import DataReport
 from fashion.training.evaluation import EvaluationReport, score_datasets
-from fashion.training.loader import Part, StepLoader
+from fashion.training.loader import LoadedPart, StepLoader
 from fashion.training.losses import get_loss, get_loss_class
 from fashion.training.result import TrainResult, finish_run, run_provenance
 from fashion.training.runtime import (
@@ -338,7 +338,7 @@ class Trainer:
     def _budget_spent(self) -> bool:
         return self.config.max_steps is not None and self.state.global_step >= self.config.max_steps
 
-    def _optimizer_step(self, parts: list[Part]) -> dict[str, Tensor]:
+    def _optimizer_step(self, parts: list[LoadedPart]) -> dict[str, Tensor]:
         state = self.state
         factor = self.lr_factor(state.global_step)
         for group, base in zip(state.optimizer.param_groups, self._base_lrs, strict=True):

@@ -1,15 +1,19 @@
 """Predictions a catalog team can trust: calibration, abstention, applicability, audit, review.
 
 - :mod:`~fashion.trust.calibration`: per-attribute temperature scaling, expected calibration
-  error (ECE), reliability diagrams.
+  error (ECE), reliability bins.
 - :mod:`~fashion.trust.thresholds`: the precision/coverage curve and the score threshold that
   reaches a target precision (``abstain=True`` predictions return no label under it).
 - :mod:`~fashion.trust.fit`: run a model over labeled data and fit both (end of training,
-  add-attribute, ``fashion calibrate``); applicability scoring.
+  add-attribute, ``fashion calibrate``); applicability scoring. :mod:`~fashion.trust.report`:
+  the numbers, ``trust_<split>.json`` and the plots.
 - :mod:`~fashion.trust.audit`: suspect labels by confident learning (``fashion audit``).
 - :mod:`~fashion.trust.review`: the review queue (``fashion review``).
 
-See docs/trust.md.
+Decoding with applicability and abstention is :mod:`fashion.model.decode`. May import:
+``fashion.model`` and the layers below; labeled data is read through the
+:class:`~fashion.trust.labeled.LabeledData` protocol, so trust never imports training.
+Exports the names below. See docs/trust.md.
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ from fashion.trust.features import encode_products
 if TYPE_CHECKING:
     from fashion.model.inputs import Product
     from fashion.model.network import FashionModel
-    from fashion.trust.labeled import LabeledDataset
+    from fashion.trust.labeled import LabeledData
 
 log = logging.getLogger("fashion.trust")
 
@@ -221,7 +221,7 @@ def find_suspects(probabilities: Tensor, given: Tensor) -> tuple[Tensor, Tensor,
 
 def audit_datasets(
     model: FashionModel,
-    datasets: Sequence[LabeledDataset],
+    datasets: Sequence[LabeledData],
     *,
     attributes: Sequence[str] | None = None,
     folds: int = 5,

@@ -31,7 +31,7 @@ from fashion.trust.thresholds import choose_threshold, precision_coverage_curve
 
 if TYPE_CHECKING:
     from fashion.model.network import FashionModel
-    from fashion.trust.labeled import LabeledDataset
+    from fashion.trust.labeled import LabeledData
 
 MIN_ROWS = 20
 """Fewer labeled validation rows than this: the attribute keeps raw scores and no threshold."""
@@ -52,7 +52,7 @@ class Outputs:
 
 def collect_outputs(
     model: FashionModel,
-    datasets: Sequence[LabeledDataset],
+    datasets: Sequence[LabeledData],
     *,
     batch_size: int = 64,
     features: Sequence[Any | None] | None = None,
@@ -155,7 +155,7 @@ def fit_trust(
 
 def fit_and_report(
     model: FashionModel,
-    datasets: Sequence[LabeledDataset],
+    datasets: Sequence[LabeledData],
     evaluation: Any,
     directory: Path | None,
     *,
@@ -195,7 +195,7 @@ def predict_products(
 
 
 def assess_applicability(
-    model: FashionModel, datasets: Sequence[LabeledDataset], *, batch_size: int = 64
+    model: FashionModel, datasets: Sequence[LabeledData], *, batch_size: int = 64
 ) -> dict[str, dict[str, Any]]:
     """:func:`score_applicability` on labeled data: the rows that label an attribute another
     one depends on (``category`` for ``sleeve_length``) say whether that one applies."""

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from fashion.model.network import FashionModel
 
 
-class LabeledDataset(Protocol):
+class LabeledData(Protocol):
     """Products of one dataset and their canonical labels for the attributes it labels."""
 
     path: Path
@@ -27,7 +27,7 @@ class LabeledDataset(Protocol):
 
     def __len__(self) -> int: ...
 
-    def encode(self, model: FashionModel) -> LabeledDataset: ...
+    def encode(self, model: FashionModel) -> LabeledData: ...
 
 
-__all__ = ["LabeledDataset"]
+__all__ = ["LabeledData"]

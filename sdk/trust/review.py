@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from fashion.model.inputs import Product
     from fashion.model.network import FashionModel
 
-Strategy = Literal["margin", "entropy", "disagreement"]
+ReviewStrategy = Literal["margin", "entropy", "disagreement"]
 STRATEGIES: tuple[str, ...] = ("margin", "entropy", "disagreement")
 
 
@@ -169,4 +169,4 @@ def queue_csv(model: FashionModel, products: Sequence[Product], queue: Sequence[
     return buffer.getvalue()
 
 
-__all__ = ["STRATEGIES", "QueueItem", "Strategy", "build_queue", "informativeness", "queue_csv"]
+__all__ = ["STRATEGIES", "QueueItem", "ReviewStrategy", "build_queue", "informativeness", "queue_csv"]

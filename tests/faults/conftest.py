@@ -14,7 +14,7 @@ import pytest
 from fashion import FashionError, Predictor
 from tests import tiny_plugin
 from tests.faults import ledger
-from tests.registry.conftest import image, make_model
+from tests.tiny_model import image, make_model
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

@@ -14,7 +14,7 @@ from fashion.cli import cli
 from fashion.errors import FashionError
 from fashion.registry import save_bundle
 from tests.faults import ledger
-from tests.registry.conftest import make_model
+from tests.tiny_model import make_model
 
 HEADER = b"id,images,title,color\n"
 GOOD = b"".join(

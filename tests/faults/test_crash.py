@@ -16,7 +16,7 @@ import pytest
 from fashion.registry import save_bundle
 from fashion.registry.local import LocalRegistry
 from tests.faults import ledger
-from tests.registry.conftest import image, make_model
+from tests.tiny_model import image, make_model
 
 pytestmark = pytest.mark.slow  # real subprocesses: each one imports torch
 
@@ -87,7 +87,7 @@ def test_save_bundle_killed_keeps_the_old_bundle(setup, tmp_path: Path) -> None:
     target = tmp_path / "b"
     save_bundle(make_model(0), target)
     before = (target / "fashion.json").read_text()
-    code = (f"from tests.registry.conftest import make_model; from fashion.registry import "
+    code = (f"from tests.tiny_model import make_model; from fashion.registry import "
             f"save_bundle; save_bundle(make_model(1), {str(target)!r})")
     killed = _python(code, "bundle.staged")
     assert killed.returncode == -signal.SIGKILL, killed.stderr

@@ -20,7 +20,7 @@ from fashion import FashionError
 from fashion.data.images import load_image
 from tests.faults import ledger
 from tests.faults.conftest import check_error, check_rows, run_manifest
-from tests.registry.conftest import image
+from tests.tiny_model import image
 
 
 def _encode(im: Image.Image, fmt: str = "PNG", **options: Any) -> bytes:
@@ -185,7 +185,7 @@ def test_nan_weights_abstain_with_strict_json(plugin, tmp_path: Path) -> None:
     import torch
 
     from fashion import Predictor
-    from tests.registry.conftest import make_model
+    from tests.tiny_model import make_model
 
     model = make_model(0)
     with torch.no_grad():
@@ -210,7 +210,7 @@ def test_devices(kind: str, device: str, match: str, plugin) -> None:
     import torch
 
     from fashion import Predictor
-    from tests.registry.conftest import make_model
+    from tests.tiny_model import make_model
 
     if device.startswith("cuda") and torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
@@ -223,7 +223,7 @@ def test_devices(kind: str, device: str, match: str, plugin) -> None:
 @pytest.fixture(scope="module")
 def cli_setup(plugin, tmp_path_factory) -> tuple[Path, Path]:
     from fashion.registry import save_bundle
-    from tests.registry.conftest import make_model
+    from tests.tiny_model import make_model
 
     folder = tmp_path_factory.mktemp("cli")
     image("red").save(folder / "red.png")

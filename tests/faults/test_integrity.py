@@ -16,7 +16,7 @@ from fashion.registry import save_bundle
 from fashion.registry.local import LocalRegistry
 from tests.faults import ledger
 from tests.faults.conftest import check_error
-from tests.registry.conftest import make_model
+from tests.tiny_model import make_model
 
 
 @pytest.fixture(scope="module")

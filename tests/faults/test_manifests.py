@@ -211,7 +211,7 @@ def test_parquet_truncated(predictor, images: Path) -> None:
 
 
 def test_record_over_the_size_limit(predictor, images: Path, monkeypatch) -> None:
-    from fashion import manifest
+    from fashion.data import manifest
 
     monkeypatch.setattr(manifest, "MAX_RECORD_BYTES", 1000)
     csv_path = _write(images, "huge-record", ".csv", HEADER + b'b,good.png,"' + b"x" * 5000

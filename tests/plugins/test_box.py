@@ -309,10 +309,10 @@ def test_train_detector_reaches_the_cli_through_register_commands():
     import click
 
     from fashion.contract.manager import get_plugin_manager
-    from fashion.plugins import box
+    from fashion.plugins import box_training
 
     plugins = [i.plugin_name for i in get_plugin_manager().hook.register_commands.get_hookimpls()]
-    assert "fashion.plugins.box" in plugins
+    assert "fashion.plugins.box_training" in plugins
     group = click.Group()
-    box.register_commands(cli=group)
+    box_training.register_commands(cli=group)
     assert group.commands["train-detector"] is train_detector_command

@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 from fashion import BundleError, FashionModel, MissingPluginError
 from fashion.registry import load_bundle, save_bundle
 from fashion.registry.bundle import FORMAT_VERSION, read_index, sha256_file
-from tests.registry.conftest import as_plain, make_model, products, train_briefly
+from tests.tiny_model import as_plain, make_model, products, train_briefly
 from tests.tiny_plugin import TINY_SPEC
 
 

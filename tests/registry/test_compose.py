@@ -8,7 +8,7 @@ from click.testing import CliRunner
 from fashion import AttributeSpec, BundleError, ComponentSpec
 from fashion.cli.registry import compose_command
 from fashion.registry import compose_bundles, load_bundle, read_index, save_bundle
-from tests.registry.conftest import as_plain, make_model, products, train_briefly
+from tests.tiny_model import as_plain, make_model, products, train_briefly
 
 SHARED = ["backbones", "croppers", "fusion"]
 
@@ -19,7 +19,7 @@ def teams(tiny_model, tmp_path):
     base = save_bundle(tiny_model, tmp_path / "base", metrics={"color": {"accuracy": 0.5},
                                                                "category": {"accuracy": 0.6}})
     a = load_bundle(base).model
-    a.add_attribute("pattern", AttributeSpec(labels=["solid", "striped"],
+    a.add_head("pattern", AttributeSpec(labels=["solid", "striped"],
                                              head=ComponentSpec(name="tiny_head")))
     a.freeze(SHARED)
     train_briefly(a, ["pattern"], seed=11)

@@ -16,7 +16,7 @@ from fashion.cli.registry import models_command, pull_command, push_command
 from fashion.errors import ModelNotFoundError, RegistryError
 from fashion.registry import HubRegistry, load_bundle, save_bundle
 from fashion.registry.bundle import read_index, sha256_file
-from tests.registry.conftest import as_plain, assert_close_predictions, image, train_briefly
+from tests.tiny_model import as_plain, assert_close_predictions, image, train_briefly
 
 ROOT = Path(__file__).resolve().parents[2]
 

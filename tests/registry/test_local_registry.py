@@ -17,7 +17,7 @@ from fashion.cli.registry import models_command, pull_command, push_command, sho
 from fashion.errors import ConfigError, ModelNotFoundError
 from fashion.registry import LocalRegistry, get_registry, load_bundle, save_bundle
 from fashion.registry.bundle import FORMAT_VERSION, read_index, sha256_file, verify_bundle
-from tests.registry.conftest import as_plain, products, train_briefly
+from tests.tiny_model import as_plain, products, train_briefly
 
 ROOT = Path(__file__).resolve().parents[2]
 

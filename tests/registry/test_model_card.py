@@ -8,7 +8,7 @@ import re
 import yaml
 
 from fashion.registry import LocalRegistry, load_bundle
-from tests.sdk.training.mdmt_data import make_catalog
+from tests.mdmt_data import make_catalog
 from tests.tiny_plugin import TINY_SPEC
 
 

@@ -14,7 +14,7 @@ from fashion.cli.registry import (
 )
 from fashion.errors import ModelNotFoundError
 from fashion.registry import LocalRegistry, save_bundle
-from tests.registry.conftest import train_briefly
+from tests.tiny_model import train_briefly
 
 NAME = "team/a-rather-long-model-name-for-an-eighty-column-table"
 

@@ -137,7 +137,7 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from fashion.contract.manager import register_plugin, unregister_plugin
     from fashion.registry import save_bundle
     from tests import tiny_plugin
-    from tests.registry.conftest import make_model
+    from tests.tiny_model import make_model
 
     register_plugin(tiny_plugin, name="tests.tiny_plugin")
     try:

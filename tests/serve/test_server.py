@@ -18,8 +18,8 @@ from PIL import Image
 pytest.importorskip("fastapi", reason="the serve extra is not installed: pip install 'fashion-sdk[serve]'")
 
 from fashion.serve.images import open_image  # noqa: E402
-from tests.registry.conftest import assert_close_predictions
 from tests.serve.conftest import Reply, Server, b64, photo, start
+from tests.tiny_model import assert_close_predictions
 
 KEY = "s3cret-test-key"
 AUTH = {"X-API-Key": KEY}

@@ -4,4 +4,5 @@
 is the model each actor loads; ``engine`` plans the run, resumes it and writes the parts.
 
 May import: ``fashion.predict`` and the layers below it; nothing imports it but the CLI.
+Exports nothing here: ``engine.run_ray_predict`` is the entry point.
 """

@@ -40,7 +40,7 @@ from fashion.predict.ray.inputs import (
     RECORD,
     ROW,
     SOURCE,
-    Part,
+    ManifestPart,
     expand_inputs,
     manifest_datasource,
     plan_parts,
@@ -255,7 +255,7 @@ class RaySummary(PredictSummary):
         return "\n".join(lines)
 
 
-def _complete(path: Path, part: Part) -> tuple[bool, str | None]:
+def _complete(path: Path, part: ManifestPart) -> tuple[bool, str | None]:
     """Whether an output file is a finished part (and the model key it was written with)."""
     import pyarrow.parquet as pq
 
@@ -383,7 +383,7 @@ def _attributes(columns: Sequence[str]) -> list[str]:
             if c.endswith("_abstained") and c.removesuffix("_abstained") + "_label" in names]
 
 
-def _read_resumed(out: Path, parts: Sequence[Part], summary: RaySummary) -> list[str] | None:
+def _read_resumed(out: Path, parts: Sequence[ManifestPart], summary: RaySummary) -> list[str] | None:
     """Count the rows of parts finished by an earlier run (reading only the status and label
     columns); their attributes."""
     import pyarrow.parquet as pq
@@ -399,7 +399,7 @@ def _read_resumed(out: Path, parts: Sequence[Part], summary: RaySummary) -> list
     return attributes
 
 
-def _collect(ds: Any, out: Path, model_key: str, todo: Sequence[Part], summary: RaySummary,
+def _collect(ds: Any, out: Path, model_key: str, todo: Sequence[ManifestPart], summary: RaySummary,
              attributes: list[str] | None) -> None:
     """Stream the predicted blocks to the driver; write each part once all its rows are in."""
     import pyarrow.compute as pc

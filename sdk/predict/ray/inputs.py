@@ -1,7 +1,7 @@
 """The inputs of a distributed prediction: manifests found, cut into parts, read as Arrow blocks.
 
 :func:`expand_inputs` finds the CSV/JSONL/Parquet manifests of INPUT (a file, a folder or a glob);
-:func:`plan_parts` cuts them into :class:`Part` s (one per CSV/JSONL file, row groups of about
+:func:`plan_parts` cuts them into :class:`ManifestPart` s (one per CSV/JSONL file, row groups of about
 ``part_rows`` rows per Parquet file), the units of work and of output of
 ``fashion predict --engine ray``; :func:`read_part` reads one part in blocks, adding the internal
 columns the writer needs, and :func:`manifest_datasource` hands the parts to Ray Data. Used by
@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fashion.data.manifest import MANIFEST_SUFFIXES
 from fashion.errors import DataError
 
 if TYPE_CHECKING:
@@ -27,11 +28,10 @@ if TYPE_CHECKING:
 SOURCE, ROW, PART, PART_ROWS = "_fashion_source", "_fashion_row", "_fashion_part", "_fashion_part_rows"
 RECORD = "_fashion_record"  # a CSV/JSONL row as read (JSON): the product is built from it
 INTERNAL = (SOURCE, ROW, PART, PART_ROWS, RECORD)
-MANIFEST_SUFFIXES = (".parquet", ".csv", ".jsonl", ".ndjson")
 
 
 @dataclass(frozen=True)
-class Part:
+class ManifestPart:
     """One unit of work and of output: a CSV/JSONL file, or some row groups of a Parquet file."""
 
     source: str
@@ -65,16 +65,16 @@ def expand_inputs(input_path: str | Path) -> list[Path]:
     return [f.resolve() for f in files]
 
 
-def plan_parts(files: Sequence[Path], root: Path | None, part_rows: int) -> list[Part]:
+def plan_parts(files: Sequence[Path], root: Path | None, part_rows: int) -> list[ManifestPart]:
     """Split the inputs into parts: Parquet files by row groups of about ``part_rows`` rows."""
     import pyarrow.parquet as pq
 
-    parts: list[Part] = []
+    parts: list[ManifestPart] = []
     for file in files:
         rel = file.relative_to(root) if root is not None and root in file.parents else Path(file.name)
         stem = "__".join(rel.parts)
         if file.suffix.lower() != ".parquet":
-            parts.append(Part(str(file), f"{stem}.00000.parquet"))
+            parts.append(ManifestPart(str(file), f"{stem}.00000.parquet"))
             continue
         meta = pq.ParquetFile(file).metadata
         groups: list[int] = []
@@ -83,10 +83,10 @@ def plan_parts(files: Sequence[Path], root: Path | None, part_rows: int) -> list
             groups.append(g)
             count += meta.row_group(g).num_rows
             if count >= part_rows or g == meta.num_row_groups - 1:
-                parts.append(Part(str(file), f"{stem}.{index:05d}.parquet", first, count, tuple(groups)))
+                parts.append(ManifestPart(str(file), f"{stem}.{index:05d}.parquet", first, count, tuple(groups)))
                 first, count, groups, index = first + count, 0, [], index + 1
         if meta.num_row_groups == 0:
-            parts.append(Part(str(file), f"{stem}.00000.parquet", 1, 0, ()))
+            parts.append(ManifestPart(str(file), f"{stem}.00000.parquet", 1, 0, ()))
     return parts
 
 
@@ -108,7 +108,7 @@ def _records_table(records: list[dict[str, Any]]) -> pa.Table:
     return pa.table(columns) if columns else pa.table({"id": pa.nulls(len(records))})
 
 
-def read_part(part: Part, block_rows: int) -> Iterator[pa.Table]:
+def read_part(part: ManifestPart, block_rows: int) -> Iterator[pa.Table]:
     """The rows of one part, in blocks, with the internal source/row/part columns."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -132,7 +132,7 @@ def read_part(part: Part, block_rows: int) -> Iterator[pa.Table]:
         yield table.slice(start, block_rows)
 
 
-def manifest_datasource(parts: Sequence[Part], block_rows: int) -> Any:
+def manifest_datasource(parts: Sequence[ManifestPart], block_rows: int) -> Any:
     """A Ray Datasource with one read task per part."""
     from ray.data import Datasource, ReadTask
     from ray.data.block import BlockMetadata
@@ -155,13 +155,12 @@ def manifest_datasource(parts: Sequence[Part], block_rows: int) -> Any:
 
 __all__ = [
     "INTERNAL",
-    "MANIFEST_SUFFIXES",
     "PART",
     "PART_ROWS",
     "RECORD",
     "ROW",
     "SOURCE",
-    "Part",
+    "ManifestPart",
     "expand_inputs",
     "manifest_datasource",
     "plan_parts",

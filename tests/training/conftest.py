@@ -1,0 +1,45 @@
+"""Fixtures for the training tests: a small generated catalog and a TrainConfig factory."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.mdmt_data import make_catalog
+
+
+@pytest.fixture
+def catalog(tmp_path: Path) -> dict[str, Path]:
+    """``{"colors": csv path, "categories": csv path}`` under ``tmp_path/data``."""
+    return make_catalog(tmp_path / "data")
+
+
+@pytest.fixture
+def train_config(tmp_path: Path, catalog: dict[str, Path]) -> Callable[..., Any]:
+    """A factory of small TrainConfigs over the catalog (quiet, no bundle unless asked)."""
+    from fashion.training import TrainConfig
+    from tests.tiny_plugin import TINY_SPEC
+
+    def make(**overrides: Any) -> TrainConfig:
+        data: dict[str, Any] = {
+            "model": TINY_SPEC,
+            "datasets": [
+                {"name": "colors", "path": catalog["colors"]},
+                {"name": "categories", "path": catalog["categories"]},
+            ],
+            "epochs": 4,
+            "batch_size": 8,
+            "optimizer": {"lr_backbone": 0.03, "lr_head": 0.03, "weight_decay": 0.0},
+            "val_fraction": 0.25,
+            "output_dir": tmp_path / "run",
+            "progress": False,
+            "save_bundle": False,
+            "device": "cpu",
+        }
+        data.update(overrides)
+        return TrainConfig.parse(data)
+
+    return make
