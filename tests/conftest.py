@@ -18,6 +18,7 @@ import torch  # noqa: E402
 
 from tests import tiny_plugin  # noqa: E402
 from tests.hub_server import HubServer  # noqa: E402
+from tests.mdmt_data import make_catalog  # noqa: E402
 from tests.tiny_model import make_model  # noqa: E402
 
 torch.set_num_threads(int(os.environ.get("FASHION_TEST_THREADS", "2")))
@@ -63,3 +64,9 @@ def hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[HubServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def catalog(tmp_path: Path) -> dict[str, Path]:
+    """``{"colors": csv path, "categories": csv path}`` under ``tmp_path/data``."""
+    return make_catalog(tmp_path / "data")

@@ -127,6 +127,7 @@ _COMMAND_MODULES = (
     "fashion.cli.trust:calibrate_command",
     "fashion.cli.trust:audit_command",
     "fashion.cli.trust:review_command",
+    "fashion.cli.serve:serve_command",
 )
 
 

@@ -1,4 +1,4 @@
-"""``fashion serve``: the CLI command, registered by this built-in plugin's ``register_commands``.
+"""``fashion serve``: the command's front (the app is :mod:`fashion.serve`).
 
 The command only needs click to be listed; FastAPI and uvicorn are imported when it runs, and
 their absence is one line naming the ``serve`` extra.
@@ -6,16 +6,11 @@ their absence is one line naming the ``serve`` extra.
 
 from __future__ import annotations
 
-import json
-import math
-import os
-
 import click
 
-from fashion.contract.hookspecs import hookimpl
-from fashion.predict.precision import RUNTIMES
-from fashion.predict.predictor import PRECISIONS
-from fashion.serve.config import CONFIG_ENV, ServeConfig, make_config, require_serve_extras
+from fashion.predict.precision import PRECISIONS, RUNTIMES
+from fashion.serve.config import make_config
+from fashion.serve.server import run_server
 
 
 @click.command("serve")
@@ -88,31 +83,4 @@ def serve_command(
     run_server(config, log_level=log_level)
 
 
-def run_server(config: ServeConfig, *, log_level: str = "info") -> None:
-    """Load the model (a bad MODEL fails here, as one line) and serve until interrupted."""
-    require_serve_extras()
-    import uvicorn
-
-    from fashion.serve.app import create_app, load_predictor
-
-    config.api_key()  # a missing key fails before the model loads
-    predictor = load_predictor(config)
-    click.echo(
-        f"fashion serve: {config.model} ({len(predictor.attributes)} attributes) on "
-        f"http://{config.host}:{config.port}  page: /  API: /docs  workers: {config.workers}",
-        err=True,
-    )
-    if config.workers == 1:
-        uvicorn.run(create_app(config, predictor), host=config.host, port=config.port,
-                    log_level=log_level, timeout_graceful_shutdown=math.ceil(config.request_timeout_s))
-        return
-    del predictor  # checked; each worker loads its own copy
-    os.environ[CONFIG_ENV] = json.dumps(config.model_dump(mode="json"))
-    uvicorn.run("fashion.serve.app:app_from_environment", factory=True, host=config.host,
-                port=config.port, workers=config.workers, log_level=log_level,
-                timeout_graceful_shutdown=math.ceil(config.request_timeout_s))
-
-
-@hookimpl
-def register_commands(cli: click.Group) -> None:
-    cli.add_command(serve_command)
+__all__ = ["serve_command"]

@@ -42,7 +42,6 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "fashion.heads.multilabel",
     "fashion.training.samplers",
     "fashion.training.losses",
-    "fashion.cli.serve",
 )
 
 ENTRY_POINT_GROUP = "fashion"

@@ -29,14 +29,9 @@ from fashion.errors import ConfigError, DataError
 from fashion.model.inputs import row_to_product
 from fashion.predict.batch import run_predict
 from fashion.predict.predictor import Predictor
-from fashion.predict.ray.engine import (
-    actor_cpus,
-    default_concurrency,
-    expand_inputs,
-    plan_parts,
-    predict_dataset,
-    run_ray_predict,
-)
+from fashion.predict.ray import predict_dataset, run_ray_predict
+from fashion.predict.ray.engine import actor_cpus, default_concurrency
+from fashion.predict.ray.inputs import expand_inputs, plan_parts
 from fashion.registry import save_bundle
 from tests.tiny_model import image, make_model, train_briefly
 from tests.tiny_plugin import TINY_SPEC
@@ -345,7 +340,7 @@ def test_a_node_without_the_folder_writes_the_shipped_bundle_once(tiny: object, 
     driver put in the object store, written once under $FASHION_HOME/ray-bundles/<sha>."""
     from dataclasses import replace
 
-    from fashion.predict.ray.engine import _bundle_folder, resolve_model
+    from fashion.predict.ray.worker import _bundle_folder, resolve_model
     from fashion.registry.bundle import load_bundle
 
     model = make_model(0)

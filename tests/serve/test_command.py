@@ -18,11 +18,12 @@ from tests.serve.conftest import ROOT
 SCRIPT = str(Path(sys.executable).with_name("fashion"))
 
 
-def test_serve_is_registered_through_the_plugin_hook() -> None:
+def test_serve_is_a_command_of_the_cli_like_the_others() -> None:
+    from fashion.cli.serve import serve_command
     from fashion.contract.manager import DEFAULT_PLUGINS
 
-    assert "fashion.cli.serve" in DEFAULT_PLUGINS
-    assert "serve" in cli.commands
+    assert cli.commands["serve"] is serve_command
+    assert not any(name.startswith("fashion.cli") for name in DEFAULT_PLUGINS)
 
 
 def test_missing_extra_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:

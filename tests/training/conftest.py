@@ -1,4 +1,5 @@
-"""Fixtures for the training tests: a small generated catalog and a TrainConfig factory."""
+"""Fixtures for the training tests: a TrainConfig factory over the generated catalog (the
+``catalog`` fixture of tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -7,14 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from tests.mdmt_data import make_catalog
-
-
-@pytest.fixture
-def catalog(tmp_path: Path) -> dict[str, Path]:
-    """``{"colors": csv path, "categories": csv path}`` under ``tmp_path/data``."""
-    return make_catalog(tmp_path / "data")
 
 
 @pytest.fixture

@@ -45,17 +45,11 @@ from fashion.predict.ray.inputs import (
     manifest_datasource,
     plan_parts,
 )
-from fashion.predict.ray.worker import (  # noqa: F401 - names of this module before the split
-    EMBEDDING,
-    MISSING,
-    NOTES,
-    REASON,
+from fashion.predict.ray.worker import (
     STATUS,
     ModelRef,
     PredictBatches,
-    _bundle_folder,
     check_model_runs,
-    output_fields,
     prediction_columns,
     resolve_model,
     runtime_plugins,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from fashion.contract.manager import register_plugin, unregister_plugin
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "plugins.md"
+DOC = Path(__file__).resolve().parents[1] / "docs" / "plugins.md"
 
 
 def _section(title: str) -> str:
