@@ -195,7 +195,7 @@ class DoctorMixin:
 
     def doctor(self, *, repair: bool = False) -> DoctorReport:
         """Check every blob and revision against its hash, the tags and leftovers of killed
-        writers; with ``repair``, fix what has one right answer (see :mod:`.doctor`)."""
+        writers; with ``repair``, fix what has one right answer (see the module docstring)."""
         return run_doctor(self, repair=repair)
 
 
