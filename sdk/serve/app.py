@@ -30,8 +30,8 @@ from fashion.serve.explain import cropper_views
 from fashion.serve.metrics import Metrics
 from fashion.serve.requests import (
     Guard,
-    Problem,
     RequestParser,
+    RequestProblem,
     _request_body_doc,
     _validation_message,
     error_response,
@@ -67,25 +67,25 @@ class ServeState:
             sent = token.strip() if scheme.lower() == "bearer" and token.strip() else None
         headers = {"WWW-Authenticate": 'Bearer realm="fashion"'}
         if sent is None:
-            raise Problem(401, "missing_api_key",
+            raise RequestProblem(401, "missing_api_key",
                           "this server needs an API key: send it in the X-API-Key header "
                           "(or Authorization: Bearer KEY)", headers)
         if not hmac.compare_digest(sent.encode(), self.api_key.encode()):
-            raise Problem(401, "invalid_api_key", "the API key is not valid", headers)
+            raise RequestProblem(401, "invalid_api_key", "the API key is not valid", headers)
 
     async def run(self, products: list[Any], top_k: int) -> list[dict[str, Any]]:
         if self.batcher is None or not self.ready:
-            raise Problem(503, "not_ready", "the model is not loaded yet; retry shortly",
+            raise RequestProblem(503, "not_ready", "the model is not loaded yet; retry shortly",
                           {"Retry-After": str(self.config.retry_after_s)})
         self.metrics.queue_depth.set(self.batcher.depth)
         try:
             results = await self.batcher.submit(products, top_k)
         except QueueFull as exc:
-            raise Problem(503, "overloaded",
+            raise RequestProblem(503, "overloaded",
                           f"the server is busy ({exc}); retry after {self.config.retry_after_s} s",
                           {"Retry-After": str(self.config.retry_after_s)}) from None
         except FashionError as exc:
-            raise Problem(422, "prediction_failed", str(exc)) from None
+            raise RequestProblem(422, "prediction_failed", str(exc)) from None
         out = []
         for result in results:
             record = result.to_dict()
@@ -181,15 +181,15 @@ def create_app(config: ServeConfig, predictor: Any | None = None) -> Any:
     )
     app.state.fashion = state
 
-    @app.exception_handler(Problem)
-    async def _problem(_: Request, exc: Problem) -> JSONResponse:
+    @app.exception_handler(RequestProblem)
+    async def _problem(_: Request, exc: RequestProblem) -> JSONResponse:
         state.metrics.rejects.labels(exc.code).inc()
         return error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         message = _validation_message(exc.errors())
-        return await _problem(_, Problem(422, "invalid_request", message or "invalid request"))
+        return await _problem(_, RequestProblem(422, "invalid_request", message or "invalid request"))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -197,13 +197,13 @@ def create_app(config: ServeConfig, predictor: Any | None = None) -> Any:
         message = str(exc.detail)
         if exc.status_code == 404:
             message = "no such route; see /docs for the API"
-        return await _problem(_, Problem(exc.status_code, code, message, dict(exc.headers or {})))
+        return await _problem(_, RequestProblem(exc.status_code, code, message, dict(exc.headers or {})))
 
     @app.exception_handler(Exception)
     async def _crash(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error while serving a request")
         state.metrics.rejects.labels("internal_error").inc()
-        return error_response(Problem(500, "internal_error",
+        return error_response(RequestProblem(500, "internal_error",
                                       "the server failed on this request; the error is in its log"))
 
     async def guarded(request: Request, explain: bool) -> dict[str, Any]:
@@ -221,12 +221,12 @@ def create_app(config: ServeConfig, predictor: Any | None = None) -> Any:
         try:
             return await asyncio.wait_for(guarded(request, explain), config.request_timeout_s)
         except asyncio.TimeoutError:  # noqa: UP041 - not builtin TimeoutError on 3.10
-            raise Problem(503, "timeout",
+            raise RequestProblem(503, "timeout",
                           f"the request took over {config.request_timeout_s:g} s (--request-timeout); "
                           "the server is overloaded: retry later or send fewer products",
                           {"Retry-After": str(config.retry_after_s)}) from None
         except DataError as exc:
-            raise Problem(422, "bad_product", str(exc)) from None
+            raise RequestProblem(422, "bad_product", str(exc)) from None
 
     body_doc = _request_body_doc()
 
@@ -250,7 +250,7 @@ def create_app(config: ServeConfig, predictor: Any | None = None) -> Any:
     async def model(request: Request) -> dict[str, Any]:
         state.check_key(request)
         if state.predictor is None:
-            raise Problem(503, "not_ready", "the model is not loaded yet; retry shortly")
+            raise RequestProblem(503, "not_ready", "the model is not loaded yet; retry shortly")
         return state.describe_model()
 
     @app.get("/healthz", summary="Alive")

@@ -2,7 +2,7 @@
 
 :class:`RequestParser` reads a JSON or multipart body into products (each checked field by
 field, images decoded and limited), :class:`Guard` is the ASGI middleware that caps the body
-size and counts every request, and :class:`Problem` / :func:`error_response` give every error
+size and counts every request, and :class:`RequestProblem` / :func:`error_response` give every error
 its JSON body ``{"error": {"status", "code", "message"}}``.
 """
 
@@ -36,7 +36,7 @@ ROUTES = ("/", "/healthz", "/readyz", "/metrics", "/v1/model", "/v1/predict", "/
           "/docs", "/openapi.json")
 
 
-class Problem(Exception):
+class RequestProblem(Exception):
     """An HTTP error answered as JSON: status, a short code, and a message saying what to do."""
 
     def __init__(self, status: int, code: str, message: str,
@@ -118,15 +118,15 @@ class RequestParser:
         if value is None:
             return self.config.top_k
         if value > self.config.max_top_k:
-            raise Problem(422, "invalid_request",
+            raise RequestProblem(422, "invalid_request",
                           f"top_k: {value} is above the limit {self.config.max_top_k}")
         return value
 
     def count(self, products: int, where: str = "products") -> None:
         if products == 0:
-            raise Problem(422, "invalid_request", f"{where}: send at least one product")
+            raise RequestProblem(422, "invalid_request", f"{where}: send at least one product")
         if products > self.config.max_products:
-            raise Problem(413, "too_many_products",
+            raise RequestProblem(413, "too_many_products",
                           f"{where}: {products} products; the limit is {self.config.max_products} "
                           "per request (--max-products). Split the request.")
 
@@ -135,7 +135,7 @@ class RequestParser:
         from fashion.predict.predictor import check_products
 
         if len(images) > self.config.max_images:
-            raise Problem(413, "too_many_images",
+            raise RequestProblem(413, "too_many_images",
                           f"products[{index}]: {len(images)} images; the limit is "
                           f"{self.config.max_images} per product (--max-images)")
         decoded = []
@@ -145,7 +145,7 @@ class RequestParser:
                 data = raw if isinstance(raw, bytes) else image_bytes(raw, where)
                 decoded.append(open_image(data, max_pixels=self.config.max_image_pixels, where=where))
             except ImageRejected as exc:
-                raise Problem(422, "bad_image", str(exc)) from None
+                raise RequestProblem(422, "bad_image", str(exc)) from None
         product_id = fields.get("id")
         product = Product(
             id=None if product_id is None else str(product_id), images=list(decoded),
@@ -154,28 +154,28 @@ class RequestParser:
         try:  # the Predictor's own rules (an empty product is refused), before it joins a batch
             check_products([product])
         except DataError as exc:
-            raise Problem(422, "bad_product", f"products[{index}]: {exc}") from None
+            raise RequestProblem(422, "bad_product", f"products[{index}]: {exc}") from None
         return product, decoded
 
     def from_json(self, body: bytes) -> ParsedRequest:
         if not body.strip():
-            raise Problem(400, "empty_body",
+            raise RequestProblem(400, "empty_body",
                           'the request body is empty; send JSON {"products": [...]} or a multipart form')
         try:
             data = json.loads(body)
         except UnicodeDecodeError:
-            raise Problem(400, "bad_json", "the body is not UTF-8 text; send JSON in UTF-8") from None
+            raise RequestProblem(400, "bad_json", "the body is not UTF-8 text; send JSON in UTF-8") from None
         except json.JSONDecodeError as exc:
-            raise Problem(400, "bad_json",
+            raise RequestProblem(400, "bad_json",
                           f"the body is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
         except RecursionError:
-            raise Problem(400, "bad_json", "the JSON is nested too deeply") from None
+            raise RequestProblem(400, "bad_json", "the JSON is nested too deeply") from None
         if isinstance(data, dict) and isinstance(data.get("products"), list):
             self.count(len(data["products"]))  # before validating a huge list
         try:
             request = PredictRequest.model_validate(data)
         except ValidationError as exc:
-            raise Problem(422, "invalid_request", _validation_message(exc.errors())) from None
+            raise RequestProblem(422, "invalid_request", _validation_message(exc.errors())) from None
         self.count(len(request.products))
         top_k = self.top_k(request.top_k)
         products, images = [], []
@@ -192,34 +192,34 @@ class RequestParser:
             form = await request.form(max_files=self.config.max_images, max_fields=16,
                                       max_part_size=self.config.max_body_bytes)
         except StarletteHTTPException as exc:
-            raise Problem(400, "bad_multipart", f"the multipart form cannot be read: {exc.detail}") from None
+            raise RequestProblem(400, "bad_multipart", f"the multipart form cannot be read: {exc.detail}") from None
         except ValueError as exc:  # python-multipart parse errors
-            raise Problem(400, "bad_multipart", f"the multipart form cannot be read: {exc}") from None
+            raise RequestProblem(400, "bad_multipart", f"the multipart form cannot be read: {exc}") from None
         try:
             if not form:
-                raise Problem(422, "invalid_request",
+                raise RequestProblem(422, "invalid_request",
                               "the multipart form has no fields (empty or unreadable); send "
                               "title, description, brand, id and image files named images")
             allowed = {"id", *TEXT_FIELDS, "images", "image", "top_k"}
             unknown = sorted(set(form.keys()) - allowed)
             if unknown:
-                raise Problem(422, "invalid_request",
+                raise RequestProblem(422, "invalid_request",
                               f"unknown form fields {unknown}; use id, title, description, brand, "
                               "top_k and images (files)")
             fields: dict[str, Any] = {}
             for name in ("id", *TEXT_FIELDS):
                 value = form.get(name)
                 if isinstance(value, UploadFile):
-                    raise Problem(422, "invalid_request", f"{name}: send text, not a file")
+                    raise RequestProblem(422, "invalid_request", f"{name}: send text, not a file")
                 fields[name] = value
             raw_top_k = form.get("top_k")
             top_k = None
             if raw_top_k is not None:
                 if isinstance(raw_top_k, UploadFile) or not str(raw_top_k).strip().isdigit():
-                    raise Problem(422, "invalid_request", f"top_k: {raw_top_k!r} is not a whole number")
+                    raise RequestProblem(422, "invalid_request", f"top_k: {raw_top_k!r} is not a whole number")
                 top_k = int(str(raw_top_k))
                 if top_k < 1:
-                    raise Problem(422, "invalid_request", "top_k: must be at least 1")
+                    raise RequestProblem(422, "invalid_request", "top_k: must be at least 1")
             images: list[Any] = []
             for part in [*form.getlist("images"), *form.getlist("image")]:
                 images.append(await part.read() if isinstance(part, UploadFile) else part)
@@ -233,7 +233,7 @@ class RequestParser:
         if kind == "multipart/form-data":
             return await self.from_form(request)
         if kind not in ("application/json", ""):
-            raise Problem(415, "unsupported_media_type",
+            raise RequestProblem(415, "unsupported_media_type",
                           f"content type {kind!r} is not accepted; send application/json or "
                           "multipart/form-data")
         body = await request.body()
@@ -267,7 +267,7 @@ class Guard:
             length = dict(scope["headers"]).get(b"content-length")
             if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
                 problem = self.too_large() if length.isdigit() else \
-                    Problem(400, "bad_request", "the Content-Length header is not a number")
+                    RequestProblem(400, "bad_request", "the Content-Length header is not a number")
                 self.metrics.rejects.labels(problem.code).inc()
                 await error_response(problem)(scope, receive, sending)
                 return
@@ -287,13 +287,13 @@ class Guard:
             self.metrics.requests.labels(route, str(status)).inc()
             self.metrics.latency.labels(route).observe(time.perf_counter() - started)
 
-    def too_large(self) -> Problem:
-        return Problem(413, "body_too_large",
+    def too_large(self) -> RequestProblem:
+        return RequestProblem(413, "body_too_large",
                        f"the request body is over {self.max_body_bytes:,} bytes (--max-body-mb); "
                        "send fewer or smaller images per request")
 
 
-def error_response(problem: Problem) -> JSONResponse:
+def error_response(problem: RequestProblem) -> JSONResponse:
     return JSONResponse(
         {"error": {"status": problem.status, "code": problem.code, "message": problem.message}},
         status_code=problem.status, headers=problem.headers,

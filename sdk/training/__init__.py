@@ -26,9 +26,9 @@ if TYPE_CHECKING:
     )
     from fashion.training.config import DatasetConfig, OptimizerConfig, ScheduleConfig, TrainConfig
     from fashion.training.data import (
-        DataProblem,
         DataReport,
         LabeledDataset,
+        Problem,
         label_normalizers,
         load_dataset,
     )
@@ -58,7 +58,7 @@ _LAZY = {
     "TrainConfig": "config",
     "DataReport": "data",
     "LabeledDataset": "data",
-    "DataProblem": "data",
+    "Problem": "data",
     "label_normalizers": "data",
     "load_dataset": "data",
     "AttributeMetrics": "evaluation",
@@ -104,7 +104,7 @@ __all__ = [
     "LabeledDataset",
     "LossCombiner",
     "OptimizerConfig",
-    "DataProblem",
+    "Problem",
     "ProgressBar",
     "Sampler",
     "ScheduleConfig",

@@ -39,7 +39,7 @@ MAX_LISTED_PROBLEMS = 10
 
 
 @dataclass
-class DataProblem:
+class Problem:
     """One unusable row or label: where it is, what it holds and why it was not used.
 
     ``row`` is the line of the file the record starts on, header counted (so ``train.csv:7`` is
@@ -75,7 +75,7 @@ class DataReport:
     unknown_labels: int = 0
     missing_labels: dict[str, int] = field(default_factory=dict)
     label_counts: dict[str, dict[str, int]] = field(default_factory=dict)
-    problems: list[DataProblem] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
     sha256: str = ""
 
     def to_dict(self) -> dict[str, Any]:
@@ -275,17 +275,17 @@ def load_dataset(
     labels: dict[str, list[str | None]] = {a: [] for a in attributes}
     rows: list[int] = []
     digests: list[tuple[str, ...]] | None = [] if verify_images else None
-    label_problems: list[DataProblem] = []
-    bad_rows: list[DataProblem] = []
+    label_problems: list[Problem] = []
+    bad_rows: list[Problem] = []
 
     for record in iter_manifest(path):
         report.rows_read += 1
         line = record.line if record.line is not None else record.row  # the file's line (header counted)
-        problems: list[DataProblem] = []
+        problems: list[Problem] = []
         try:
             product = row_to_product(record, path)
         except DataError as exc:
-            problem = DataProblem(str(path), line, None, None, f"unreadable row: {exc}")
+            problem = Problem(str(path), line, None, None, f"unreadable row: {exc}")
             report.problems.append(problem)
             bad_rows.append(problem)
             report.rows_skipped += 1
@@ -297,12 +297,12 @@ def load_dataset(
             for image in product.images:
                 digest, reason = check_image(image)
                 if reason is not None:
-                    problems.append(DataProblem(str(path), line, "images", image, reason))
+                    problems.append(Problem(str(path), line, "images", image, reason))
                 else:
                     row_digests.append(digest or "")
         if not product.images and not product.text_fields():
             problems.append(
-                DataProblem(str(path), line, None, None, "the product has no images and no text")
+                Problem(str(path), line, None, None, "the product has no images and no text")
             )
         if problems:
             report.problems.extend(problems)
@@ -315,7 +315,7 @@ def load_dataset(
             resolution = normalizers[attribute].resolve(raw)
             if resolution.unknown:
                 known_labels = model.spec.attributes[attribute].labels
-                problem = DataProblem(
+                problem = Problem(
                     str(path), line, attribute, raw,
                     f"unknown label (known: {', '.join(known_labels)}); add a synonym to the "
                     "attribute's spec or the project taxonomy",
@@ -331,7 +331,7 @@ def load_dataset(
                 values[attribute] = None
         if all(v is None for v in values.values()):
             report.problems.append(
-                DataProblem(str(path), line, None, None,
+                Problem(str(path), line, None, None,
                         f"no usable label for any of {attributes}; row not used")
             )
             report.rows_skipped += 1
@@ -362,7 +362,7 @@ def load_dataset(
     return dataset
 
 
-def _problem_message(head: str, problems: Sequence[DataProblem], advice: str) -> str:
+def _problem_message(head: str, problems: Sequence[Problem], advice: str) -> str:
     listed = "; ".join(str(p) for p in problems[:MAX_LISTED_PROBLEMS])
     more = len(problems) - MAX_LISTED_PROBLEMS
     return f"{head}: {listed}" + (f"; ... and {more} more" if more > 0 else "") + f". {advice}"
@@ -418,7 +418,7 @@ def dumps_reports(reports: Sequence[DataReport]) -> str:
 __all__ = [
     "DataReport",
     "LabeledDataset",
-    "DataProblem",
+    "Problem",
     "check_image",
     "describe_datasets",
     "label_normalizers",
