@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from fashion.contract.components import AttributePrediction, Backbone, Fusion, Head
 from fashion.contract.manager import build_component
 from fashion.errors import ConfigError
+from fashion.model.decode import decode_attributes
 from fashion.model.inputs import Batch, Product, prepare_batch
 from fashion.model.spec import AttributeSpec, InputName, ModelSpec
 
@@ -190,8 +191,6 @@ class FashionModel(nn.Module):
         ``below_threshold``, top-k kept). An attribute whose ``applies_to`` excludes the
         product's predicted label of the attribute it depends on answers ``not_applicable``.
         """
-        from fashion.model.decode import decode_attributes
-
         heads = {attribute: self.task(attribute) for attribute in logits}
         return decode_attributes(self.spec.attributes, heads, logits, top_k=top_k, abstain=abstain)
 
