@@ -20,6 +20,8 @@ from tests.tiny_model import image, make_model
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     if ledger.RECORDS:
         terminalreporter.write_sep("-", "fault suite")
+        for area, records in sorted(ledger.by_area().items()):
+            terminalreporter.write_line(f"  {area}: {ledger.line(records)}")
         terminalreporter.write_line(ledger.line())
 
 

@@ -50,6 +50,15 @@ def summary(records: dict[str, Record] | None = None) -> tuple[int, int, int, in
     return len(values), tracebacks, wrong, lost
 
 
+def by_area(records: dict[str, Record] | None = None) -> dict[str, dict[str, Record]]:
+    """The records grouped by area (one family of the fault suite per area)."""
+    records = RECORDS if records is None else records
+    out: dict[str, dict[str, Record]] = {}
+    for key, r in records.items():
+        out.setdefault(r.area, {})[key] = r
+    return out
+
+
 def line(records: dict[str, Record] | None = None) -> str:
     kinds, tracebacks, wrong, lost = summary(records)
     return f"{kinds} kinds: {tracebacks} tracebacks, {wrong} silent wrong, {lost} lost rows"

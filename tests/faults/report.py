@@ -8,7 +8,6 @@ block between the ``fault-suite`` markers of docs/reliability.md (kinds per area
 
 from __future__ import annotations
 
-import collections
 import os
 import subprocess
 import sys
@@ -29,9 +28,10 @@ def main() -> int:
         result = subprocess.run([sys.executable, "-m", "pytest", "tests/faults", "-q", "-p",
                                  "no:cacheprovider"], cwd=ROOT, env=env)
         records = ledger.load(path) if path.is_file() else {}
-    areas = collections.Counter(r.area for r in records.values())
-    lines = [BEGIN, "", "| area | kinds |", "|---|---|"]
-    lines += [f"| {area} | {count} |" for area, count in sorted(areas.items())]
+    lines = [BEGIN, "", "| area | kinds | tracebacks | silent wrong | lost rows |", "|---|---|---|---|---|"]
+    for area, family in sorted(ledger.by_area(records).items()):
+        kinds, tracebacks, wrong, lost = ledger.summary(family)
+        lines.append(f"| {area} | {kinds} | {tracebacks} | {wrong} | {lost} |")
     lines += ["", f"**{ledger.line(records)}** (pytest exit status {result.returncode})", "", END]
     text = DOC.read_text(encoding="utf-8")
     start, stop = text.index(BEGIN), text.index(END) + len(END)
