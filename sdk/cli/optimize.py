@@ -27,6 +27,16 @@ def _bundle_folder(model: str) -> Path:
     return Path(parsed.name)
 
 
+def _check_paths(folder: Path, data: tuple[Path, ...], precisions: list[str]) -> None:
+    """The output guard of every writer: no --data manifest is a file this command rewrites in
+    the bundle (fashion.json, the ONNX graphs); checked before anything is read or written."""
+    from fashion.data.outputs import check_output_paths
+    from fashion.predict.artifacts import onnx_file
+
+    written = ["fashion.json", *(onnx_file(p) for p in precisions)]
+    check_output_paths(data, {f"the bundle's {rel}": folder / rel for rel in written})
+
+
 def _gate(folder: Path, paths: list[str], data: tuple[Path, ...], max_loss: float,
           batch_size: int, limit: int | None, exported: list[str]) -> None:
     """Run the gate on ``paths``, record the verdict, drop refused exports; exit 1 on a refusal."""
@@ -98,6 +108,7 @@ def export_command(model: str, fmt: str, precision: str, data: tuple[Path, ...],
     fashion-sdk[onnx].
     """
     folder = _bundle_folder(model)
+    _check_paths(folder, data, [precision])
     _export(folder, [precision])
     _gate(folder, [f"onnxruntime:{precision}"], data, max_loss, batch_size, limit, [precision])
 
@@ -122,6 +133,7 @@ def optimize_command(model: str, with_onnx: bool | None, data: tuple[Path, ...],
         with_onnx = importlib.util.find_spec("onnxruntime") is not None
     paths = list(TORCH_PATHS)
     exported: list[str] = []
+    _check_paths(folder, data, ["fp32", "int8"] if with_onnx else [])
     if with_onnx:
         exported = ["fp32", "int8"]
         _export(folder, exported)

@@ -30,6 +30,26 @@ def _datasets(model: Any, paths: tuple[Path, ...], attributes: list[str] | None 
     return out
 
 
+def _guard(model: str, reads: tuple[Path, ...] | list[Path], bundle: Any = None, *,
+           outputs: dict[str, Path] | None = None, folders: dict[str, Path] | None = None,
+           new_folders: dict[str, Path] | None = None) -> None:
+    """The output guard of every writer (:func:`fashion.data.outputs.check_output_paths`) with
+    MODEL's folder among the inputs: before loading when MODEL is a folder, and again after
+    loading with the folder a model URI resolved to (a registry revision, a download)."""
+    from fashion.data.outputs import check_output_paths
+    from fashion.registry.uri import parse_uri
+
+    if bundle is not None:
+        if parse_uri(model).scheme == "path":
+            return  # checked before loading
+        folder: Path | None = Path(bundle.path)
+    else:
+        parsed = parse_uri(model)
+        folder = Path(parsed.name) if parsed.scheme == "path" else None
+    check_output_paths([*reads, *([folder] if folder is not None else [])], outputs,
+                       folders=folders, new_folders=new_folders)
+
+
 def _report_skipped(datasets: list[LabeledDataset]) -> int:
     """Print (stderr) what loading skipped: rows that cannot be read, labels no taxonomy knows."""
     skipped = 0
@@ -59,14 +79,24 @@ def calibrate_command(model: str, data: tuple[Path, ...], min_precision: float, 
     values in fashion.json, reliability diagrams and precision/coverage curves in
     --out/../<name>-trust/, and prints ECE before/after per attribute.
     """
+    import os
+
     from fashion.registry.bundle import save_bundle
     from fashion.registry.model_card import plot_files
     from fashion.trust.fit import fit_and_report
 
+    where = Path(os.path.abspath(out))  # "--out ." has a name too
+    trust_dir = where.with_name(where.name + "-trust") if where.name else where
+    outputs = {"new_folders": {"--out": out}, "folders": {"the plots folder": trust_dir}}
+    _guard(model, data, **outputs)
     bundle = _load(model)
+    _guard(model, data, bundle, **outputs)
     datasets = _datasets(bundle.model, data)
-    _report_skipped(datasets)
-    report = fit_and_report(bundle.model, datasets, None, out.with_name(out.name + "-trust"),
+    skipped = _report_skipped(datasets)
+    used = sum(d.report.rows_used for d in datasets)
+    click.echo(f"{used + skipped} rows in = {used} used + {skipped} skipped"
+               + (" (listed above)" if skipped else ""), err=True)
+    report = fit_and_report(bundle.model, datasets, None, trust_dir,
                             min_precision=min_precision)
     if not report.attributes:
         raise click.UsageError("no attribute has enough labeled rows in --data to calibrate (20 at least)")
@@ -111,7 +141,9 @@ def audit_command(data: tuple[Path, ...], model: str, attributes: tuple[str, ...
     from fashion.trust.audit import audit_datasets, check_folds, write_suspects
 
     check_folds(folds)
+    _guard(model, data, outputs={"--out": out})
     bundle = _load(model)
+    _guard(model, data, bundle, outputs={"--out": out})
     wanted = list(attributes) or None
     datasets = _datasets(bundle.model, data)
     skipped = _report_skipped(datasets)
@@ -142,23 +174,20 @@ def review_command(model: str, input_path: Path, out: Path, budget: int, attribu
                    strategy: str, diversity: float) -> None:
     """Rank the products of INPUT whose labels would help MODEL most; write a labeling queue."""
     from fashion._util.files import atomic_write_text
-    from fashion.data.manifest import iter_manifest
-    from fashion.model.inputs import row_to_product
-    from fashion.trust.review import build_queue, queue_csv
+    from fashion.trust.review import build_queue, queue_csv, read_products
 
+    _guard(model, [input_path], outputs={"--out": out})
     bundle = _load(model)
-    products = []
-    skipped = 0
-    for row in iter_manifest(input_path):
-        try:
-            products.append(row_to_product(row, input_path))
-        except Exception:  # noqa: BLE001  (an unreadable row is reported, not queued)
-            skipped += 1
-    queue = build_queue(bundle.model, products, budget, attribute=attribute, strategy=strategy,
+    _guard(model, [input_path], bundle, outputs={"--out": out})
+    read = read_products(input_path)
+    for reason in read.rejected:
+        click.echo(f"rejected: {reason}", err=True)
+    queue = build_queue(bundle.model, read.products, budget, attribute=attribute, strategy=strategy,
                         diversity=diversity)
-    atomic_write_text(out, queue_csv(bundle.model, products, queue))
-    click.echo(f"queued {len(queue)} of {len(products)} products ({strategy}); "
-               f"{skipped} unreadable rows skipped; queue: {out}")
+    atomic_write_text(out, queue_csv(bundle.model, read.products, queue))
+    click.echo(f"{read.rows_in} rows in = {len(read.products)} ranked + {len(read.rejected)} rejected"
+               + (" (listed above)" if read.rejected else "")
+               + f"; queued {len(queue)} ({strategy}); queue: {out}")
 
 
 __all__ = ["audit_command", "calibrate_command", "review_command"]

@@ -266,4 +266,14 @@ def row_to_product(row: ManifestRow, manifest_path: str | Path) -> Product:
     )
 
 
-__all__ = ["Batch", "Product", "ProductError", "crop_pool", "image_paths", "prepare_batch", "row_to_product", "text_value"]
+def check_has_input(product: Product, where: str) -> Product:
+    """The rule of every command that reads products: one with no image and no text (title,
+    description, brand) has nothing to predict from, a :class:`DataError` naming ``where``."""
+    if not product.images and not product.text_fields():
+        raise DataError(f"{where}: the row has no image and no text (title, description, brand); "
+                        "nothing to predict from")
+    return product
+
+
+__all__ = ["Batch", "Product", "ProductError", "check_has_input", "crop_pool", "image_paths",
+           "prepare_batch", "row_to_product", "text_value"]

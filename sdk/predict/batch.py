@@ -3,7 +3,8 @@
 
 Batches keep memory flat; every input row ends as one prediction line or one rejected line
 (rows in = predicted + rejected); ``--resume`` continues an interrupted run; output paths go
-through one guard (:func:`check_output_paths`). ``--engine ray`` hands the same records to
+through the one guard of every writer
+(:func:`fashion.data.outputs.check_output_paths`). ``--engine ray`` hands the same records to
 :mod:`fashion.predict.ray.engine`.
 """
 
@@ -20,6 +21,7 @@ from typing import Any, TextIO
 from torch.utils.data import IterableDataset, get_worker_info
 
 from fashion._util.faults import fault_point
+from fashion.data.outputs import check_output_paths
 from fashion.errors import ConfigError, DataError
 from fashion.model.inputs import Batch, Product, ProductError
 from fashion.model.network import FashionModel
@@ -49,17 +51,14 @@ def prepare_rows(model: FashionModel, rows: Sequence[Any], manifest: Path) -> tu
     Batch | None, list[int], list[dict[str, Any]]
 ]:
     """Turn manifest rows into one batch; bad rows become rejects and the rest still run."""
-    from fashion.model.inputs import row_to_product
+    from fashion.model.inputs import check_has_input, row_to_product
 
     products: list[Product] = []
     numbers: list[int] = []
     rejects: list[dict[str, Any]] = []
     for row in rows:
         try:
-            product = row_to_product(row, manifest)
-            if not product.images and not product.text_fields():
-                raise DataError(f"{manifest}:{row.line or row.row}: the row has no image and no "
-                                "text (title, description, brand); nothing to predict from")
+            product = check_has_input(row_to_product(row, manifest), f"{manifest}:{row.line or row.row}")
             products.append(product)
             numbers.append(row.row)
         except DataError as exc:
@@ -154,8 +153,9 @@ def run_predict(
     if batch_size < 1:
         raise ConfigError("--batch-size must be at least 1")
     check_top_k(top_k)
-    check_output_paths(manifest, {"--out": out, "--rejects": rejects_path},
-                       resume=resume, overwrite=overwrite)
+    outputs = {"--out": out, "--rejects": rejects_path}
+    check_output_paths({"input manifest": manifest}, outputs)
+    _check_existing(outputs, resume=resume, overwrite=overwrite)
     check_input_columns(manifest)
     done_predicted, n_predicted = _read_done(out) if resume else (set(), 0)
     done_rejected, n_rejected = _read_done(rejects_path) if resume else (set(), 0)
@@ -192,46 +192,12 @@ def run_predict(
     return summary
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        if a.exists() and b.exists():
-            return os.path.samefile(a, b)
-    except OSError:
-        pass
-    return os.path.realpath(a) == os.path.realpath(b)
-
-
-def check_output_paths(
-    source: Path, outputs: Mapping[str, Path], *, resume: bool, overwrite: bool
-) -> None:
-    """The one guard of every file ``fashion predict`` writes.
-
-    An output is never the input (nor a link to it), two outputs are never the same file, an
-    output is not a folder, and an existing non-empty output is replaced only with
-    ``overwrite`` (or appended to with ``resume``).
-    """
-    names = list(outputs)
-    for name in names:
-        path = outputs[name]
-        if _same_file(path, source):
-            raise ConfigError(
-                f"{name} {path} is the input manifest; writing there would destroy the input. "
-                "Choose another file."
-            )
-        if path.is_dir():
-            raise ConfigError(f"{name} {path} is a directory; give a file path such as {path}/out.jsonl.")
-    for i, first in enumerate(names):
-        for second in names[i + 1:]:
-            if _same_file(outputs[first], outputs[second]):
-                raise ConfigError(
-                    f"{first} and {second} are the same file ({outputs[first]}); predictions and "
-                    "rejects need a file each."
-                )
+def _check_existing(outputs: Mapping[str, Path], *, resume: bool, overwrite: bool) -> None:
+    """An existing non-empty output is replaced only with ``overwrite`` or continued with ``resume``."""
     if resume and overwrite:
         raise ConfigError("--resume and --overwrite contradict each other; pass one of them.")
     if not resume and not overwrite:
-        for name in names:
-            path = outputs[name]
+        for name, path in outputs.items():
             if path.is_file() and path.stat().st_size:
                 raise ConfigError(
                     f"{name} {path} already exists; pass --resume to continue that run or "
@@ -260,7 +226,6 @@ def _write_lines(handle: TextIO, records: Iterable[dict[str, Any]]) -> None:
 
 __all__ = [
     "PredictSummary",
-    "check_output_paths",
     "prepare_rows",
     "run_predict",
 ]

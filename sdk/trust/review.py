@@ -14,6 +14,10 @@ chosen greedily with diversity (maximal marginal relevance): each pick maximizes
 products' backbone features, so the queue is not N copies of one product. The queue is a
 manifest (the input's columns, one empty column per queued attribute to fill in) that
 ``fashion train`` / ``fashion add-attribute`` read as it is.
+
+The input follows the row contract of ``fashion predict`` (:func:`read_products`): rows in =
+ranked + rejected, each rejected row named by ``file:line`` and reason; a row with no image and
+no text is rejected (the model would only repeat its priors), never queued.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from typing import TYPE_CHECKING, Literal
 import torch
 from torch import Tensor
 
-from fashion.errors import ConfigError
+from fashion.errors import ConfigError, DataError
 from fashion.trust.features import Encoded, encode_products, has_views, view_probabilities
 
 if TYPE_CHECKING:
@@ -38,6 +42,35 @@ if TYPE_CHECKING:
 
 ReviewStrategy = Literal["margin", "entropy", "disagreement"]
 STRATEGIES: tuple[str, ...] = ("margin", "entropy", "disagreement")
+
+
+@dataclass
+class ReviewInput:
+    """The products of a review input: rows in = ``len(products)`` ranked + ``len(rejected)``."""
+
+    products: list[Product]
+    rejected: list[str]  # "file:line: reason", one per rejected row
+
+    @property
+    def rows_in(self) -> int:
+        return len(self.products) + len(self.rejected)
+
+
+def read_products(path: str | Path) -> ReviewInput:
+    """Every row of the manifest at ``path``: a product to rank, or a rejected row with its
+    ``file:line`` and reason (unreadable, a bad field, no image and no text)."""
+    from fashion.data.manifest import iter_manifest
+    from fashion.model.inputs import check_has_input, row_to_product
+
+    path = Path(path)
+    products: list[Product] = []
+    rejected: list[str] = []
+    for row in iter_manifest(path):
+        try:
+            products.append(check_has_input(row_to_product(row, path), f"{path}:{row.line or row.row}"))
+        except DataError as exc:
+            rejected.append(str(exc))
+    return ReviewInput(products, rejected)
 
 
 @dataclass
@@ -169,4 +202,5 @@ def queue_csv(model: FashionModel, products: Sequence[Product], queue: Sequence[
     return buffer.getvalue()
 
 
-__all__ = ["STRATEGIES", "QueueItem", "ReviewStrategy", "build_queue", "informativeness", "queue_csv"]
+__all__ = ["STRATEGIES", "QueueItem", "ReviewInput", "ReviewStrategy", "build_queue", "informativeness",
+           "queue_csv", "read_products"]
