@@ -174,16 +174,18 @@ def review_command(model: str, input_path: Path, out: Path, budget: int, attribu
                    strategy: str, diversity: float) -> None:
     """Rank the products of INPUT whose labels would help MODEL most; write a labeling queue."""
     from fashion._util.files import atomic_write_text
-    from fashion.trust.review import build_queue, queue_csv, read_products
+    from fashion.trust.review import build_queue, queue_csv, read_products, review_attributes
 
     _guard(model, [input_path], outputs={"--out": out})
     bundle = _load(model)
     _guard(model, [input_path], bundle, outputs={"--out": out})
+    review_attributes(bundle.model, attribute, strategy=strategy, budget=budget)
     read = read_products(input_path)
+    encoded = read.encode(bundle.model) if read.products else None
     for reason in read.rejected:
         click.echo(f"rejected: {reason}", err=True)
     queue = build_queue(bundle.model, read.products, budget, attribute=attribute, strategy=strategy,
-                        diversity=diversity)
+                        diversity=diversity, encoded=encoded)
     atomic_write_text(out, queue_csv(bundle.model, read.products, queue))
     click.echo(f"{read.rows_in} rows in = {len(read.products)} ranked + {len(read.rejected)} rejected"
                + (" (listed above)" if read.rejected else "")

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
+from fashion.errors import DataError
 from fashion.model.decode import calibrated
 from fashion.model.spec import InputName
 
@@ -30,8 +31,16 @@ class Encoded:
         return torch.nn.functional.normalize(torch.cat(parts, dim=1), dim=1)
 
 
-def encode_products(model: FashionModel, products: Sequence[Product], *, batch_size: int = 64) -> Encoded:
-    """Run the backbones once over ``products`` (eval mode, no gradients), on the CPU afterwards."""
+def encode_products(model: FashionModel, products: Sequence[Product], *, batch_size: int = 64,
+                    on_bad: Callable[[int, DataError], None] | None = None) -> Encoded:
+    """Run the backbones once over ``products`` (eval mode, no gradients), on the CPU afterwards.
+
+    A product that cannot be prepared (a missing or undecodable photo) raises its
+    :class:`~fashion.model.inputs.ProductError`; with ``on_bad`` it is left out instead and
+    ``on_bad(index, error)`` is told, and the result covers the other products, in order.
+    """
+    from fashion.model.inputs import ProductError
+
     was_training = model.training
     model.eval()
     features: dict[str, list[Tensor]] = {}
@@ -39,7 +48,18 @@ def encode_products(model: FashionModel, products: Sequence[Product], *, batch_s
     try:
         with torch.inference_mode():
             for start in range(0, len(products), batch_size):
-                f, m = model.encode(model.prepare(list(products[start:start + batch_size])))
+                indexes = list(range(start, min(start + batch_size, len(products))))
+                while indexes:
+                    try:
+                        batch = model.prepare([products[i] for i in indexes])
+                        break
+                    except ProductError as exc:
+                        if on_bad is None:
+                            raise
+                        on_bad(indexes.pop(exc.row), exc)
+                if not indexes:
+                    continue
+                f, m = model.encode(batch)
                 for name in f:
                     features.setdefault(name, []).append(f[name].float().cpu())
                     masks.setdefault(name, []).append(m[name].cpu())

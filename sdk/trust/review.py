@@ -49,28 +49,41 @@ class ReviewInput:
     """The products of a review input: rows in = ``len(products)`` ranked + ``len(rejected)``."""
 
     products: list[Product]
+    where: list[str]  # "file:line" of each product
     rejected: list[str]  # "file:line: reason", one per rejected row
 
     @property
     def rows_in(self) -> int:
         return len(self.products) + len(self.rejected)
 
+    def encode(self, model: FashionModel, *, batch_size: int = 64) -> Encoded:
+        """The products' features; one whose photo cannot be read becomes a rejected row."""
+        bad: list[tuple[int, str]] = []
+        encoded = encode_products(model, self.products, batch_size=batch_size,
+                                  on_bad=lambda i, exc: bad.append((i, str(exc))))
+        for i, message in reversed(bad):
+            self.rejected.append(f"{self.where[i]}: {message}")
+            del self.products[i], self.where[i]
+        return encoded
+
 
 def read_products(path: str | Path) -> ReviewInput:
     """Every row of the manifest at ``path``: a product to rank, or a rejected row with its
-    ``file:line`` and reason (unreadable, a bad field, no image and no text)."""
+    ``file:line`` and reason (unreadable, a bad field, no image and no text; a photo that
+    cannot be read is found by :meth:`ReviewInput.encode`)."""
     from fashion.data.manifest import iter_manifest
     from fashion.model.inputs import check_has_input, row_to_product
 
     path = Path(path)
-    products: list[Product] = []
-    rejected: list[str] = []
+    read = ReviewInput([], [], [])
     for row in iter_manifest(path):
+        where = f"{path}:{row.line or row.row}"
         try:
-            products.append(check_has_input(row_to_product(row, path), f"{path}:{row.line or row.row}"))
+            read.products.append(check_has_input(row_to_product(row, path), where))
+            read.where.append(where)
         except DataError as exc:
-            rejected.append(str(exc))
-    return ReviewInput(products, rejected)
+            read.rejected.append(str(exc))
+    return read
 
 
 @dataclass
@@ -128,6 +141,23 @@ def _out_of_scope(model: FashionModel, encoded: Encoded, attribute: str) -> Tens
     return out
 
 
+def review_attributes(model: FashionModel, attribute: str | None = None, *, strategy: str = "margin",
+                      budget: int = 1) -> list[str]:
+    """The attributes a queue ranks; a :class:`ConfigError` for a bad option (checked before
+    any product is read)."""
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"unknown strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
+    if budget < 1:
+        raise ConfigError(f"--budget must be at least 1, got {budget}")
+    attributes = [attribute] if attribute else [a for a in model.attributes if not model.task(a).multilabel]
+    unknown = [a for a in attributes if a not in model.attributes]
+    if unknown:
+        raise ConfigError(f"the model has no attribute {unknown[0]!r}; it predicts {', '.join(model.attributes)}")
+    if attribute and model.task(attribute).multilabel:
+        raise ConfigError(f"{attribute!r} is multilabel; the review queue ranks single-label attributes")
+    return attributes
+
+
 def build_queue(
     model: FashionModel,
     products: Sequence[Product],
@@ -140,16 +170,7 @@ def build_queue(
     encoded: Encoded | None = None,
 ) -> list[QueueItem]:
     """Up to ``budget`` products to label, most useful first (see the module docstring)."""
-    if strategy not in STRATEGIES:
-        raise ConfigError(f"unknown strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
-    if budget < 1:
-        raise ConfigError(f"--budget must be at least 1, got {budget}")
-    attributes = [attribute] if attribute else [a for a in model.attributes if not model.task(a).multilabel]
-    unknown = [a for a in attributes if a not in model.attributes]
-    if unknown:
-        raise ConfigError(f"the model has no attribute {unknown[0]!r}; it predicts {', '.join(model.attributes)}")
-    if attribute and model.task(attribute).multilabel:
-        raise ConfigError(f"{attribute!r} is multilabel; the review queue ranks single-label attributes")
+    attributes = review_attributes(model, attribute, strategy=strategy, budget=budget)
     if not products:
         return []
     encoded = encoded or encode_products(model, products, batch_size=batch_size)
@@ -203,4 +224,4 @@ def queue_csv(model: FashionModel, products: Sequence[Product], queue: Sequence[
 
 
 __all__ = ["STRATEGIES", "QueueItem", "ReviewInput", "ReviewStrategy", "build_queue", "informativeness",
-           "queue_csv", "read_products"]
+           "queue_csv", "read_products", "review_attributes"]
