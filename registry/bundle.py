@@ -50,6 +50,11 @@ class PreprocessingChangedWarning(UserWarning):
     """An installed plugin's default preprocessing differs from what a bundle was saved with."""
 
 
+class DamagedArtifactWarning(UserWarning):
+    """A bundle's ``optimizations`` record is damaged: it is loaded without its ONNX artifacts
+    and accuracy-gate verdict (the model's weights are unaffected)."""
+
+
 def spec_with_saved_preprocessing(index: BundleIndex, directory: Path) -> ModelSpec:
     """The bundle's spec with each image backbone's saved normalization in its options.
 
@@ -159,6 +164,8 @@ def load_bundle(
     )
     index = read_index(directory)
     verify_bundle(directory, index)
+    if index.optimizations_problem:
+        warnings.warn(index.optimizations_problem + ".", DamagedArtifactWarning, stacklevel=2)
     check_plugins(index, where=f"bundle {uri or directory}")
     assets = {p: directory / c.assets for p, c in index.components.items() if c.assets}
     spec = spec_with_saved_preprocessing(index, directory)
@@ -230,6 +237,7 @@ __all__ = [
     "Bundle",
     "BundleIndex",
     "ComponentEntry",
+    "DamagedArtifactWarning",
     "FileEntry",
     "PreprocessingChangedWarning",
     "Provenance",

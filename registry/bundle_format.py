@@ -5,10 +5,14 @@ code from the bundle: components are named by their registered plugin name plus 
 are safetensors, other files (tokenizers) are plain asset files, and every file is listed with
 its sha256 in ``fashion.json``. See docs/bundle-format.md for the layout and the fields.
 
-Format versions: 3 (current) writes each attribute as the full attribute definition (head as
+Format versions: 4 (current) covers the index with a hash: ``index_sha256`` is the sha256 of
+the index's canonical JSON without that key (:func:`index_digest`), written by every writer
+(:func:`dump_index`) and checked by :func:`read_index`, so an edited ``fashion.json`` (swapped
+labels, a changed spec or file list) is refused; 3 writes each attribute as the full attribute definition (head as
 name + options, ``applies_to``, ``calibration``, ``abstention``); 2 saves every image backbone's
 pixel normalization inside its options (``options.preprocessing``); 1 kept it only in the
-``preprocessing`` block, from which the loader reads it back.
+``preprocessing`` block, from which the loader reads it back. Bundles of formats 1 to 3 carry
+no index hash: they load as before, and their ``fashion.json`` is checked only by its schema.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from fashion._util.config import StrictModel, explain_validation_error
 from fashion._util.files import sha256_file
@@ -28,9 +32,12 @@ from fashion.errors import BundleError, MissingPluginError, UnknownComponentErro
 from fashion.model.network import FashionModel
 from fashion.model.spec import ModelSpec
 from fashion.model.taxonomy import AttributeSpec
+from fashion.registry.optimizations import optimizations_problem
 
-FORMAT_VERSION = 3
-READABLE_FORMATS = (1, 2, 3)
+FORMAT_VERSION = 4
+READABLE_FORMATS = (1, 2, 3, 4)
+HASHED_FROM = 4  # the first format whose index must carry index_sha256
+INDEX_HASH = "index_sha256"
 INDEX_NAME = "fashion.json"
 README_NAME = "README.md"
 KIND_OF_PREFIX = {kind.bundle_folder: kind.name for kind in KINDS.values() if kind.bundle_folder}
@@ -89,8 +96,16 @@ class BundleIndex(StrictModel):
     files: dict[str, FileEntry]
     metrics: dict[str, dict[str, Any]] = Field(default_factory=dict)
     provenance: Provenance = Field(default_factory=Provenance)
-    # ONNX artifacts and the accuracy gate's verdict (fashion.predict.artifacts)
+    # ONNX artifacts and the accuracy gate's verdict (fashion.registry.optimizations)
     optimizations: dict[str, Any] = Field(default_factory=dict)
+    index_sha256: str | None = None  # format 4: see index_digest (checked by read_index)
+    _optimizations_problem: str | None = PrivateAttr(default=None)
+
+    @property
+    def optimizations_problem(self) -> str | None:
+        """Why the ``optimizations`` record read from the file was set aside (``None``: it was
+        not); a damaged record is never used (fashion.registry.optimizations)."""
+        return self._optimizations_problem
 
     def backbone_fingerprints(self) -> dict[str, str]:
         return {p: c.fingerprint for p, c in self.components.items() if c.kind == "backbone"}
@@ -112,8 +127,45 @@ def sdk_version() -> str:
     return __version__
 
 
+def index_digest(raw: dict[str, Any]) -> str:
+    """The sha256 of an index's canonical JSON (keys in file order, no whitespace), leaving out
+    ``index_sha256`` itself: reformatting the file keeps it, any change of a value or of the
+    order of keys (attributes, labels) does not."""
+    import hashlib
+
+    body = {k: v for k, v in raw.items() if k != INDEX_HASH}
+    text = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def dump_index(index: BundleIndex) -> str:
+    """The text of ``fashion.json`` for ``index``, with its ``index_sha256`` (every writer uses it)."""
+    raw = json.loads(index.model_dump_json(exclude={INDEX_HASH}))
+    raw[INDEX_HASH] = index.index_sha256 = index_digest(raw)
+    return json.dumps(raw, indent=2, ensure_ascii=False) + "\n"
+
+
+def _check_hash(raw: dict[str, Any], path: Path, version: int) -> None:
+    claimed = raw.get(INDEX_HASH)
+    if claimed is None and version < HASHED_FROM:
+        return  # an older bundle: no index hash to check (docs/bundle-format.md)
+    if claimed is None:
+        problem = f"has no {INDEX_HASH}, which every format-{version} bundle carries"
+    elif claimed != index_digest(raw):
+        problem = (f"no longer matches its {INDEX_HASH} (it was edited after the bundle was "
+                   "written: labels, spec, files or optimizations may differ from the model's)")
+    else:
+        return
+    raise BundleError(
+        f"{path} {problem}; refusing to load it. Do not edit fashion.json by hand: re-download "
+        "the bundle (`fashion pull <uri>`) or save it again from the model."
+    )
+
+
 def read_index(directory: str | Path) -> BundleIndex:
-    """Parse ``fashion.json`` (format version checked first); files are not verified here."""
+    """Parse ``fashion.json`` (format version checked first, then the index hash); files are not
+    verified here. A damaged ``optimizations`` record is set aside (see
+    :attr:`BundleIndex.optimizations_problem`), never used."""
     directory = Path(directory)
     path = directory / INDEX_NAME
     if not path.is_file():
@@ -144,12 +196,22 @@ def read_index(directory: str | Path) -> BundleIndex:
             f"{raw.get('sdk_version', '?')}), but this fashion-sdk {sdk_version()} reads format "
             f"{FORMAT_VERSION} at most. Upgrade: pip install -U fashion-sdk"
         )
+    _check_hash(raw, path, version)
     try:
-        return BundleIndex.model_validate(raw)
+        index = BundleIndex.model_validate(raw)
     except ValidationError as exc:
         raise BundleError(
             f"{path} is malformed: {explain_validation_error(exc)}. Re-download the bundle (`fashion pull <uri>`)."
         ) from None
+    problem = optimizations_problem(index.optimizations, list(index.attributes), index.files)
+    if problem is not None:
+        index.optimizations = {}
+        index._optimizations_problem = (
+            f"bundle {directory}: the optimizations record in {INDEX_NAME} is damaged "
+            f"({problem}); its ONNX artifacts and accuracy-gate verdict are not used. Run "
+            f"`fashion optimize {directory}` again to rebuild them, or re-download the bundle"
+        )
+    return index
 
 
 def _allowed_roots(directory: Path) -> list[Path]:
@@ -222,6 +284,15 @@ def verify_bundle(directory: str | Path, index: BundleIndex | None = None) -> Bu
     return index
 
 
+def verify_for_publish(directory: str | Path) -> BundleIndex:
+    """:func:`verify_bundle`, and refuse a damaged ``optimizations`` record: a registry never
+    stores what a reader would set aside."""
+    index = verify_bundle(directory)
+    if index.optimizations_problem:
+        raise BundleError(f"{index.optimizations_problem}; refusing to publish it until then.")
+    return index
+
+
 def check_plugins(index: BundleIndex, where: str = "this bundle") -> None:
     """Raise MissingPluginError naming every component whose plugin is not installed."""
     missing = []
@@ -267,7 +338,10 @@ __all__ = [
     "FileEntry",
     "Provenance",
     "check_plugins",
+    "dump_index",
+    "index_digest",
     "read_index",
     "sha256_file",
     "verify_bundle",
+    "verify_for_publish",
 ]

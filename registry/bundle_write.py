@@ -38,6 +38,7 @@ from fashion.registry.bundle_format import (
     FileEntry,
     Provenance,
     _safe_path,
+    dump_index,
     read_index,
     sdk_version,
 )
@@ -107,9 +108,7 @@ def save_bundle(
         index = _write_bundle(
             model, staging, metrics, provenance, training_config, parent, plots, previous
         )
-        (staging / INDEX_NAME).write_text(
-            index.model_dump_json(indent=2) + "\n", encoding="utf-8"
-        )
+        (staging / INDEX_NAME).write_text(dump_index(index), encoding="utf-8")
         fault_point("bundle.staged")
         _move_into_place(staging, directory)
     except BaseException:

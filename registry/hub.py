@@ -20,7 +20,7 @@ from typing import Any
 
 from fashion.errors import ModelNotFoundError, RegistryError
 from fashion.registry.base import ModelSummary, Revision, check_name, check_tag
-from fashion.registry.bundle_format import INDEX_NAME, verify_bundle
+from fashion.registry.bundle_format import INDEX_NAME, verify_for_publish
 
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -168,7 +168,7 @@ class HubRegistry:
         if tag is not None:
             check_tag(tag)
         self._refuse_offline("publish")
-        index = verify_bundle(bundle_dir)
+        index = verify_for_publish(bundle_dir)
         files = sorted(index.files) + [INDEX_NAME]
         from huggingface_hub import CommitOperationAdd, CommitOperationDelete
 

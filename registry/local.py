@@ -48,7 +48,7 @@ from fashion.registry.base import (
     decode_name,
     encode_name,
 )
-from fashion.registry.bundle_format import INDEX_NAME, verify_bundle
+from fashion.registry.bundle_format import INDEX_NAME, verify_bundle, verify_for_publish
 from fashion.registry.doctor import DoctorMixin
 
 _META = ".revision.json"
@@ -65,6 +65,7 @@ class LocalRegistry(DoctorMixin):
 
     def __init__(self, root: str | Path | None = None) -> None:
         self.root = Path(root).expanduser() if root is not None else fashion_home() / "registry"
+        self._held = False  # this object holds the writers' lock (flock is per open file)
 
     def __repr__(self) -> str:
         return f"LocalRegistry({str(self.root)!r})"
@@ -92,10 +93,12 @@ class LocalRegistry(DoctorMixin):
             self.root.mkdir(parents=True, exist_ok=True)
             with open(self.root / ".lock", "a+") as handle:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+                self._held = True
                 try:
                     self._replay_journals()
                     yield
                 finally:
+                    self._held = False
                     fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
         except OSError as exc:
             raise RegistryError(
@@ -114,7 +117,7 @@ class LocalRegistry(DoctorMixin):
         check_name(name)
         if tag is not None:
             check_tag(tag)
-        index = verify_bundle(bundle_dir)
+        index = verify_for_publish(bundle_dir)
         files = sorted(index.files) + [INDEX_NAME]
         revision = sha256_file(bundle_dir / INDEX_NAME)[:16]
         created = datetime.now(UTC).isoformat(timespec="seconds")
@@ -178,6 +181,18 @@ class LocalRegistry(DoctorMixin):
                 done.append(f"{name}@{revision}: moved {', '.join(sorted(moves))}")
             journal.unlink(missing_ok=True)
         return done
+
+    def _finish_interrupted_publish(self, name: str, tags: dict[str, str]) -> dict[str, str]:
+        """A read that finds no ``latest`` while a publish's tag journal is pending: replay it
+        (what the next writer would do, under the writers' lock) and return the tags."""
+        if self._held or not any(self._model_dir(name).glob(".pending-*.json")):
+            return tags
+        try:
+            with self._lock():  # replays every pending journal
+                pass
+        except RegistryError:
+            return tags  # a read-only registry: the error names `fashion doctor --repair`
+        return self._read_tags(name)
 
     def _clear_staging(self) -> None:
         """Remove what killed publishers left behind (only called with the lock held)."""
@@ -260,11 +275,20 @@ class LocalRegistry(DoctorMixin):
                 f"`fashion push BUNDLE {name}`."
             )
         tags = self._read_tags(name)
+        if revision == LATEST and LATEST not in tags:
+            tags = self._finish_interrupted_publish(name, tags)
         if revision in tags:
             return tags[revision]
         matches = [i for i in ids if i.startswith(revision)]
         if len(matches) == 1:
             return matches[0]
+        if revision == LATEST:
+            raise ModelNotFoundError(
+                f"model {name!r} in the local registry {self.root} has revisions "
+                f"({', '.join(ids)}) but no 'latest' tag: a publish was interrupted before it "
+                "moved its tags. Run `fashion doctor --repair` (it points latest at the most "
+                f"recently published revision), or name a revision: local://{name}@REVISION."
+            )
         raise ModelNotFoundError(
             f"model {name!r} has no revision or tag {revision!r} "
             f"(tags: {', '.join(sorted(tags)) or 'none'}; see `fashion models` or "

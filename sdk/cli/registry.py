@@ -14,6 +14,7 @@ from typing import Any
 import click
 from rich.console import Console
 
+from fashion.errors import BundleError
 from fashion.registry.base import ModelSummary
 from fashion.registry.bundle import INDEX_NAME, read_index, verify_bundle
 from fashion.registry.uri import get_registry, parse_uri
@@ -185,23 +186,46 @@ def show_command(uri: str, registry_name: str | None, as_json: bool, endpoint: s
     """Show a model's revision, parent, attributes, components, metrics and provenance.
 
     URI is a bundle folder, hf://org/name[@rev], local://name[@rev] or a registry name (like
-    `fashion predict`; --registry chooses the registry, default local)."""
+    `fashion predict`; --registry chooses the registry, default local). A folder or a local
+    revision is verified (every file against its sha256): a damaged one is shown, then the
+    command exits 1 saying what is damaged and how to repair it."""
     revision_line = ""
+    folder: Path | None = None
+    damage: str | None = None
     if parse_uri(uri).scheme == "path" and Path(uri).is_dir():
-        index = read_index(Path(uri)).model_dump(mode="json")
+        folder = Path(uri)
     else:
         scheme, name, revision = _target(uri, registry_name)
         registry = _registry(scheme, endpoint)
-        index = registry.show(name, revision)
         if scheme == "local":
             resolved = registry.list_revisions(name)
-            wanted = registry.fetch(name, revision, verify=False).name
+            folder = registry.fetch(name, revision, verify=False)  # refuses an edited index
+            wanted = folder.name
             tags = next((r.tags for r in resolved if r.id == wanted), [])
             revision_line = f"revision local://{name}@{wanted}" + (f" (tags: {', '.join(tags)})" if tags else "")
+            problem = registry.check_revision(name, wanted)
+            if problem is not None:
+                damage = (f"local://{name}@{wanted} is damaged: {problem}. Loading it is refused; "
+                          "run `fashion doctor --repair` to set it aside, then publish the bundle "
+                          f"again (`fashion push BUNDLE {name}`)")
         else:
+            index = registry.show(name, revision)
             revision_line = f"revision {scheme}://{name}@{revision or 'main'}"
+    parsed = None
+    if folder is not None:
+        parsed = read_index(folder)
+        index = parsed.model_dump(mode="json")
+        if as_json:  # the file as it is
+            index = json.loads((folder / INDEX_NAME).read_text(encoding="utf-8"))
+        if not revision_line:  # a folder (a local revision was checked above)
+            try:
+                verify_bundle(folder, parsed)
+            except BundleError as exc:
+                damage = str(exc)
     if as_json:
         click.echo(json.dumps(index, indent=2))
+        if damage:
+            raise BundleError(damage)
         return
     console.print(f"[bold]{uri}[/]  format {index.get('format_version')}, "
                   f"fashion-sdk {index.get('sdk_version')}", soft_wrap=True)
@@ -226,10 +250,18 @@ def show_command(uri: str, registry_name: str | None, as_json: bool, endpoint: s
         for path, c in index.get("components", {}).items()])
     from fashion.predict.gate import print_verdict
 
-    print_verdict(console, index.get("optimizations", {}))
+    if parsed is not None and parsed.optimizations_problem:
+        console.print(f"optimizations: {parsed.optimizations_problem}", highlight=False, soft_wrap=True)
+    else:
+        print_verdict(console, index.get("optimizations", {}))
     datasets = index.get("provenance", {}).get("datasets", [])
     for d in datasets:
         console.print(f"dataset {d.get('name', '?')}: {d.get('rows', '?')} rows")
+    if damage:
+        console.print("integrity: DAMAGED", style="bold red")
+        raise BundleError(damage)
+    if parsed is not None:
+        console.print(f"integrity: ok ({len(parsed.files)} files match their sha256)", highlight=False)
 
 
 @click.command("compose")

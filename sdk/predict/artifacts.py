@@ -9,6 +9,8 @@ accuracy gate's verdict, under the index's ``optimizations`` key::
     }
 
 The files are ordinary bundle files: verified on load, published and fetched with the bundle.
+The record is parsed strictly when the index is read (:mod:`fashion.registry.optimizations`): a
+damaged one is set aside and never used; :func:`onnx_graph` then refuses with what is wrong.
 """
 
 from __future__ import annotations
@@ -18,8 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from fashion.errors import BundleError
-
-ONNX_FILES = {"fp32": "onnx/model.onnx", "int8": "onnx/model.int8.onnx"}
+from fashion.registry.optimizations import ONNX_FILES, optimizations_problem
 
 
 def onnx_file(precision: str) -> str:
@@ -33,19 +34,22 @@ def update_bundle(directory: str | Path, *, onnx: Mapping[str, Mapping[str, Any]
     The rest of the bundle is verified first, so a damaged bundle is never re-signed."""
     from fashion._util.files import atomic_write_text, sha256_file
     from fashion.registry.bundle_format import (
+        HASHED_FROM,
         INDEX_NAME,
         FileEntry,
+        dump_index,
         read_index,
         verify_bundle,
     )
 
     directory = Path(directory)
-    index = read_index(directory)
+    index = read_index(directory)  # a damaged optimizations record is dropped: it is rebuilt here
     optimizations = dict(index.optimizations)
-    for precision in onnx or {}:
+    for precision, entry in (onnx or {}).items():
         stale = optimizations.get("onnx", {}).get(precision, {}).get("file")
-        if stale:
-            index.files.pop(stale, None)
+        for rel in (stale, entry.get("file")):  # the file was just written over
+            if rel:
+                index.files.pop(rel, None)
     verify_bundle(directory, index)
     for precision in remove:  # a refused export leaves the bundle
         entry = optimizations.get("onnx", {}).pop(precision, None)
@@ -66,14 +70,21 @@ def update_bundle(directory: str | Path, *, onnx: Mapping[str, Mapping[str, Any]
             optimizations["gate"] = _without(optimizations["gate"], {f"onnxruntime:{p}" for p in onnx})
     if gate is not None:
         optimizations["gate"] = dict(gate)
-    index.optimizations = optimizations
     index.files = dict(sorted(index.files.items()))
-    atomic_write_text(directory / INDEX_NAME, index.model_dump_json(indent=2) + "\n")
+    problem = optimizations_problem(optimizations, list(index.attributes), index.files)
+    if problem is not None:  # what readers would set aside is never written
+        raise BundleError(f"refusing to record optimizations in {directory / INDEX_NAME}: {problem}")
+    index.optimizations = optimizations
+    if index.format_version == HASHED_FROM - 1:
+        index.format_version = HASHED_FROM  # format 3 + the index hash is format 4
+    atomic_write_text(directory / INDEX_NAME, dump_index(index))
     return index
 
 
 def onnx_graph(index: Any, directory: Path, precision: str) -> tuple[Path, dict[str, Any]]:
     """The ONNX file and graph description of ``precision`` in a loaded bundle."""
+    if getattr(index, "optimizations_problem", None):
+        raise BundleError(f"{index.optimizations_problem}. Until then, run it with runtime torch.")
     graphs = index.optimizations.get("onnx", {})
     if precision not in graphs:
         have = ", ".join(sorted(graphs)) or "none"

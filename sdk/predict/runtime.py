@@ -20,7 +20,10 @@ class OnnxRunner:
     """Logits per attribute for a prepared :class:`~fashion.model.network.Batch`, from an ONNX file.
 
     ``graph`` is the description :func:`~fashion.predict.export.export_onnx` returned (stored in
-    the bundle); ``model`` is the loaded bundle model, used for its preprocessing only.
+    the bundle); ``model`` is the loaded bundle model, used for its preprocessing only. The
+    graph's inputs and outputs are checked against it when the session opens: an output whose
+    width is not the attribute's label count (or an input the layout does not feed) is refused
+    here, never discovered while decoding.
     """
 
     def __init__(self, path: str | Path, graph: Mapping[str, Any], model: FashionModel,
@@ -49,10 +52,43 @@ class OnnxRunner:
             raise BundleError(
                 f"{self.path} is not a loadable ONNX model ({str(exc)[:200]}); export it again."
             ) from None
+        self.widths = {a: len(model.spec.attributes[a].labels) for a in self.attributes}
+        self._check_signature(graph)
+
+    def _check_signature(self, graph: Mapping[str, Any]) -> None:
+        """Refuse a graph whose inputs, layout or output widths do not fit the bundle's model."""
+        problems = []
+        planned = [name for name, _, _ in self.plan]
+        if planned != list(self.model.input_dims):
+            problems.append(f"its layout feeds {planned}, the model reads {list(self.model.input_dims)}")
+        inputs = sorted(i.name for i in self.session.get_inputs())
+        if inputs != sorted(graph["inputs"]):
+            problems.append(f"it takes inputs {inputs}, the bundle records {sorted(graph['inputs'])}")
+        shapes = {o.name: o.shape for o in self.session.get_outputs()}
+        for name, attribute in zip(self.outputs, self.attributes, strict=True):
+            shape = shapes.get(name)
+            want = self.widths[attribute]
+            if shape is None:
+                problems.append(f"it has no output {name}")
+            elif len(shape) != 2 or (isinstance(shape[1], int) and shape[1] != want):
+                problems.append(f"output {name} has shape {list(shape)}, expected [products, {want}] "
+                                f"({want} labels of {attribute!r})")
+        if problems:
+            raise BundleError(
+                f"{self.path} does not fit the bundle's model: {'; '.join(problems)}. Export it "
+                "again (`fashion export MODEL --format onnx`) or run with runtime torch."
+            )
 
     def __call__(self, batch: Batch) -> dict[str, Tensor]:
         feeds = to_numpy(graph_inputs(self.model, batch, self.plan, self.image_shape))  # type: ignore[arg-type]
         values = self.session.run(self.outputs, feeds)
+        for attribute, value in zip(self.attributes, values, strict=True):
+            if value.shape != (batch.size, self.widths[attribute]):  # a dynamic width in the graph
+                raise BundleError(
+                    f"{self.path} returned logits of shape {list(value.shape)} for {attribute!r}, "
+                    f"expected [{batch.size}, {self.widths[attribute]}]; export it again "
+                    "(`fashion export MODEL --format onnx`) or run with runtime torch."
+                )
         return {a: torch.from_numpy(v) for a, v in zip(self.attributes, values, strict=True)}
 
 

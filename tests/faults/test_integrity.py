@@ -37,9 +37,15 @@ def _load(path: Path | str) -> object:
 
 
 def _edit_json(path: Path, change) -> None:  # noqa: ANN001
+    """Edit a fashion.json and re-sign its index hash: the check under test, not the hash
+    (tests/faults/test_artifacts.py), is what must refuse the edit."""
+    from fashion.registry.bundle_format import index_digest
+
     path.chmod(0o644)
     data = json.loads(path.read_text())
     change(data)
+    if "index_sha256" in data:
+        data["index_sha256"] = index_digest(data)
     path.write_text(json.dumps(data))
 
 

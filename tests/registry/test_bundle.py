@@ -15,6 +15,7 @@ from safetensors.torch import load_file, save_file
 from fashion import BundleError, FashionModel, MissingPluginError
 from fashion.registry import load_bundle, save_bundle
 from fashion.registry.bundle import FORMAT_VERSION, read_index, sha256_file
+from fashion.registry.bundle_format import index_digest
 from tests.tiny_model import as_plain, make_model, products, train_briefly
 from tests.tiny_plugin import TINY_SPEC
 
@@ -25,9 +26,13 @@ def _save(model: FashionModel, path: Path, **kwargs: object) -> Path:
                        training_config={"epochs": 1}, parent="local://team/shoes@0123", **kwargs)
 
 
-def _edit_index(path: Path, edit) -> None:  # type: ignore[no-untyped-def]
+def _edit_index(path: Path, edit, *, resign: bool = True) -> None:  # type: ignore[no-untyped-def]
+    """Edit fashion.json; ``resign`` writes a matching index hash, so that the check under test
+    (not the index hash) is what refuses the edit."""
     data = json.loads((path / "fashion.json").read_text())
     edit(data)
+    if resign and "index_sha256" in data:
+        data["index_sha256"] = index_digest(data)
     (path / "fashion.json").write_text(json.dumps(data))
 
 

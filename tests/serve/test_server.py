@@ -352,7 +352,12 @@ def test_runtime_onnxruntime_serves_the_export_and_reports_the_gate(
     exported = tmp_path_factory.mktemp("onnx") / "bundle"
     shutil.copytree(bundle, exported)
     optimize_cli._export(exported, ["fp32"])
-    update_bundle(exported, gate={"validated": ["onnxruntime:fp32"], "refused": ["torch:bf16"]})
+    from fashion.predict.gate import GateReport, PathScore
+
+    scores = [PathScore(key, {"color": 1.0}, {"color": 1.0}, {"color": delta}, passed=delta == 0)
+              for key, delta in (("onnxruntime:fp32", 0.0), ("torch:bf16", -5.0))]
+    verdict = GateReport({"color": 1.0}, scores, max_loss=0.5, data=[], rows=6).verdict()
+    update_bundle(exported, gate=verdict)  # a verdict as `fashion optimize` records it
     s = start(exported, tmp_path_factory, "--runtime", "onnxruntime")
     try:
         info = s.request("GET", "/v1/model").json()

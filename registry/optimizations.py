@@ -1,0 +1,149 @@
+"""The ``optimizations`` record of ``fashion.json``: ONNX artifacts and the accuracy gate's verdict.
+
+Every record is parsed by the strict models below when a bundle's index is read
+(:func:`fashion.registry.bundle_format.read_index`): unknown keys, missing keys, a list where a
+mapping belongs, a value of the wrong type, an unknown ``runtime:precision`` path, an ONNX record
+whose outputs, inputs or file do not fit the bundle, or a verdict that contradicts its own scores
+make the record *damaged*. A damaged record is never used: the index is read without it
+(``index.optimizations`` is empty), :attr:`BundleIndex.optimizations_problem` says what is wrong,
+loading warns, ``fashion show`` says so, and asking for the ONNX runtime is an error naming the
+bundle file and the field. The model itself (its safetensors weights) is unaffected.
+
+The files an ONNX record names are ordinary bundle files, listed with their sha256: a damaged or
+missing ONNX file is refused on load like any other file.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+from pydantic import ConfigDict, Field, ValidationError, model_validator
+
+from fashion._util.config import StrictModel, explain_validation_error
+
+ONNX_FILES = {"fp32": "onnx/model.onnx", "int8": "onnx/model.int8.onnx"}
+PathKey = Literal["torch:bf16", "torch:fp16", "torch:int8", "onnxruntime:fp32", "onnxruntime:int8"]
+"""The optimized paths the accuracy gate judges (``runtime:precision``)."""
+
+_TOLERANCE = 1e-3  # scores are stored rounded to 4 decimals
+
+
+class _Record(StrictModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class OnnxRecord(_Record):
+    """One exported graph: its file and what :class:`fashion.predict.runtime.OnnxRunner` feeds it."""
+
+    file: str
+    precision: Literal["fp32", "int8"]
+    opset: int = Field(ge=1)
+    inputs: list[str]
+    outputs: list[str]
+    layout: list[tuple[str, Literal["image", "text"], list[str]]]
+    image_shape: list[int] | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> OnnxRecord:
+        if self.file != ONNX_FILES[self.precision]:
+            raise ValueError(f"file must be {ONNX_FILES[self.precision]} for precision {self.precision}")
+        expected = []
+        for name, modality, keys in self.layout:
+            expected += [f"{name}.pixels"] if modality == "image" else [f"{name}.{k}" for k in keys]
+            expected.append(f"{name}.pool")
+        if self.inputs != expected:
+            raise ValueError(f"inputs {self.inputs} do not follow the layout (expected {expected})")
+        return self
+
+
+class PathRecord(_Record):
+    passed: bool
+    agreement: dict[str, float]
+    macro_f1: dict[str, float]
+    f1_delta_points: dict[str, float]
+
+
+class GateData(_Record):
+    path: str
+    sha256: str
+    rows: int = Field(ge=0)
+
+
+class GateReference(_Record):
+    path: Literal["torch:fp32"]
+    macro_f1: dict[str, float]
+
+
+class GateRecord(_Record):
+    """The accuracy gate's verdict (:meth:`fashion.predict.gate.GateReport.verdict`)."""
+
+    max_loss: float = Field(ge=0)
+    data: list[GateData]
+    rows: int = Field(ge=0)
+    created: str
+    reference: GateReference
+    paths: dict[PathKey, PathRecord]
+    validated: list[PathKey]
+    refused: list[PathKey]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> GateRecord:
+        for key, score in self.paths.items():
+            losses = [d for d in score.f1_delta_points.values() if d < -self.max_loss - _TOLERANCE]
+            wins = all(d >= -self.max_loss + _TOLERANCE for d in score.f1_delta_points.values())
+            if score.passed and losses:
+                raise ValueError(f"paths.{key} is marked passed but loses {min(losses):g} points "
+                                 f"(max loss {self.max_loss:g})")
+            if not score.passed and wins:
+                raise ValueError(f"paths.{key} is marked refused but loses no more than "
+                                 f"{self.max_loss:g} points on any attribute")
+        validated = sorted(k for k, s in self.paths.items() if s.passed)
+        refused = sorted(k for k, s in self.paths.items() if not s.passed)
+        if sorted(self.validated) != validated or len(set(self.validated)) != len(self.validated):
+            raise ValueError(f"validated {self.validated} does not match the paths that passed {validated}")
+        if sorted(self.refused) != refused or len(set(self.refused)) != len(self.refused):
+            raise ValueError(f"refused {self.refused} does not match the paths that failed {refused}")
+        return self
+
+
+class Optimizations(_Record):
+    """The whole ``optimizations`` record (both keys optional)."""
+
+    onnx: dict[Literal["fp32", "int8"], OnnxRecord] = Field(default_factory=dict)
+    gate: GateRecord | None = None
+
+
+def optimizations_problem(record: Any, attributes: Sequence[str], files: Mapping[str, Any]) -> str | None:
+    """What is wrong with a bundle's ``optimizations`` record (``None``: nothing). ``attributes``
+    and ``files`` are the index's: every ONNX graph must output one logits tensor per attribute,
+    in order, and its file must be listed."""
+    if record == {}:
+        return None
+    try:
+        parsed = Optimizations.model_validate_json(json.dumps(record))
+    except ValidationError as exc:
+        return explain_validation_error(exc, top="optimizations")
+    except (TypeError, ValueError) as exc:  # not JSON-serializable (cannot come from a file)
+        return str(exc)
+    wanted = [f"logits.{a}" for a in attributes]
+    for precision, entry in parsed.onnx.items():
+        if entry.precision != precision:
+            return f"onnx.{precision}.precision: {entry.precision!r} under the key {precision!r}"
+        if entry.outputs != wanted:
+            return (f"onnx.{precision}.outputs: {entry.outputs} do not match the bundle's "
+                    f"attributes (expected {wanted})")
+        if entry.file not in files:
+            return f"onnx.{precision}.file: {entry.file} is not listed in the bundle's files"
+    return None
+
+
+__all__ = [
+    "ONNX_FILES",
+    "GateRecord",
+    "OnnxRecord",
+    "Optimizations",
+    "PathKey",
+    "optimizations_problem",
+]
