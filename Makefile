@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 EDITABLE := $(PY) -m pip install -q --no-deps --no-build-isolation --config-settings editable_mode=strict -e .
 SOURCES := find sdk plugins heads registry -type f -not -path '*/__pycache__/*' | LC_ALL=C sort
 
-.PHONY: demo test bench lint lint-imports install links clean docs browser
+.PHONY: demo test bench bench-full lint lint-imports install links clean docs browser
 
 install: links
 
@@ -51,8 +51,14 @@ test: links browser
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# `make bench`: the quick profile, every row in about 20 minutes on 2 cores (results in
+# benchmarks/results/quick/); `make bench-full`: the published sizes (benchmarks/results/, the
+# numbers `make docs` renders into docs/performance.md). BENCH_ARGS: e.g. `--only trust`.
 bench: links
-	$(PY) -m benchmarks.run
+	$(PY) -m benchmarks.run --quick $(BENCH_ARGS)
+
+bench-full: links
+	$(PY) -m benchmarks.run --full $(BENCH_ARGS)
 
 lint: lint-imports
 	$(VENV)/bin/ruff check sdk plugins heads registry tests docs/plugins benchmarks
@@ -69,3 +75,4 @@ docs: links
 	FASHION_DISABLE_PLUGIN_AUTOLOAD=1 $(VENV)/bin/fashion --reference > docs/cli.md
 	$(PY) -m fashion.cli.reference > docs/config.md
 	$(PY) -m fashion.cli.reference --plugins docs/plugins.md
+	$(PY) -m benchmarks.report --out docs/performance.md

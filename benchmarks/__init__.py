@@ -1,11 +1,15 @@
 """Benchmarks: the numbers a team asks for before adopting the SDK, each as a side-by-side ratio.
 
-Run them all with ``make bench`` (``python -m benchmarks.run``); ``--only NAME`` runs one and
-``--quick`` runs tiny sizes as a smoke test. Every measurement writes
-``benchmarks/results/<name>.json`` (environment, settings, numbers, ratio, target, verdict) and
-the runner renders ``benchmarks/results/summary.md``. SDK and baseline runs are interleaved
-(ABAB) and reported as medians and ratios, so a noisy machine shifts both sides alike.
-Benchmarks never fail: a missed target is a verdict in the table, not an error.
+``make bench`` (``python -m benchmarks.run``) runs every row in the quick profile (about 20
+minutes on 2 cores, results in ``benchmarks/results/quick/``); ``make bench-full``
+(``--full``) runs the published sizes into ``benchmarks/results/<name>.json``, from which
+``make docs`` (``python -m benchmarks.report``) generates docs/performance.md; ``--smoke`` runs
+tiny sizes (CI); ``--only NAME`` runs one row in any profile. Every result carries its
+environment (profile, CPU model and flags, versions, commit, load average), its size and expected
+noise, settings, numbers, ratio, target and verdict (met, missed, not measurable here). SDK and
+baseline runs are interleaved (ABAB) and reported as medians and ratios, so a noisy machine
+shifts both sides alike. Benchmarks never fail: a missed target is a verdict in the table, not an
+error.
 
 Measurements (one module each): ``inference``, ``fast_inference``, ``multitask``,
 ``add_attribute``, ``training``, ``scale``, ``gpu``, ``serve``, ``scale_out`` (needs the ``ray``

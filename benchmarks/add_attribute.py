@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from .common import (
+    NOT_MEASURABLE,
     Context,
     PhaseTimer,
     build_model,
@@ -26,6 +27,7 @@ from .common import (
     manifest,
     model_spec,
     result,
+    row_points,
     stopwatch,
     write_subsample,
 )
@@ -157,24 +159,6 @@ def measure(ctx: Context, *, device: torch.device) -> dict[str, Any]:
     tune_acc = _new_accuracy(ctx, tune["bundle"])
     part_acc = _new_accuracy(ctx, part["bundle"])
     below = _below_cut_identical(base, part["bundle"])
-    comparisons = [
-        compare(f"wall time of add_attribute('{NEW}'): finetune / head-only",
-                sdk=head["seconds"], baseline=tune["seconds"], unit="s",
-                sdk_label="head-only", baseline_label="finetune",
-                ratio=tune["seconds"] / head["seconds"], target=20.0,
-                note="ratio = finetune seconds / head-only seconds (higher: head-only is faster)"),
-        compare("new attribute test accuracy: head-only minus finetune",
-                sdk=head_acc["accuracy"], baseline=tune_acc["accuracy"], unit="accuracy",
-                sdk_label="head-only", baseline_label="finetune", kind="delta", target=-0.02),
-        compare("new attribute test accuracy: partial minus finetune",
-                sdk=part_acc["accuracy"], baseline=tune_acc["accuracy"], unit="accuracy",
-                sdk_label="partial", baseline_label="finetune", kind="delta", target=-0.005,
-                note=("old attributes' backbones bit-identical below the cut: "
-                      + ("yes" if below["identical"] else "NO") + f" ({below['detail']})")),
-        compare(f"wall time of add_attribute('{NEW}'): partial / finetune",
-                sdk=part["seconds"], baseline=tune["seconds"], unit="s", kind="max_ratio",
-                sdk_label="partial", baseline_label="finetune"),
-    ]
     # shortened fine-tunes (quick runs): what the SDK defaults (5 epochs, every base training
     # row replayed) would cost, from the measured seconds per step; a projection, labeled as one
     projection = None
@@ -190,6 +174,43 @@ def measure(ctx: Context, *, device: torch.device) -> dict[str, Any]:
                       "seconds_per_step": round(per_step, 3), "projected_seconds": round(projected, 1),
                       "projected_ratio": round(projected / head["seconds"], 2),
                       "base_rows": base_rows}
+    # the wall-time target is judged on the SDK-default fine-tune: measured in full runs,
+    # projected from the shortened one's measured seconds per step in quick runs
+    measured = compare(
+        f"wall time of add_attribute('{NEW}'): finetune / head-only"
+        + (f" (shortened fine-tune: {s.add_finetune_epochs} epoch, {replay_rows} rows replayed)"
+           if projection else ""),
+        sdk=head["seconds"], baseline=tune["seconds"], unit="s", sdk_label="head-only",
+        baseline_label="finetune", ratio=tune["seconds"] / head["seconds"],
+        target=None if projection else 20.0,
+        note="ratio = finetune seconds / head-only seconds (higher: head-only is faster)")
+    headline = [measured]
+    if projection:
+        headline.insert(0, compare(
+            f"wall time of add_attribute('{NEW}'): SDK-default finetune (projected) / head-only",
+            sdk=head["seconds"], baseline=projection["projected_seconds"], unit="s", sdk_label="head-only",
+            baseline_label="finetune, projected", ratio=projection["projected_ratio"], target=20.0,
+            note=f"projected: measured fixed costs + {projection['seconds_per_step']} s/step x "
+                 f"{projection['default_steps']} steps of the SDK defaults (5 epochs, all base rows)"))
+    comparisons = [
+        *headline,
+        compare("new attribute test accuracy: head-only minus finetune",
+                sdk=head_acc["accuracy"], baseline=tune_acc["accuracy"], unit="accuracy",
+                sdk_label="head-only", baseline_label="finetune", kind="delta", target=-0.02),
+        compare("new attribute test accuracy: partial minus finetune",
+                sdk=part_acc["accuracy"], baseline=tune_acc["accuracy"], unit="accuracy",
+                sdk_label="partial", baseline_label="finetune", kind="delta", target=-0.005,
+                note=("old attributes' backbones bit-identical below the cut: "
+                      + ("yes" if below["identical"] else "NO") + f" ({below['detail']})")),
+        compare(f"wall time of add_attribute('{NEW}'): partial / finetune",
+                sdk=part["seconds"], baseline=tune["seconds"], unit="s", kind="max_ratio",
+                sdk_label="partial", baseline_label="finetune"),
+    ]
+    if projection:  # a shortened fine-tune's accuracy is not the SDK default's: shown, not judged
+        for row in comparisons[len(headline):len(headline) + 2]:
+            row.update(verdict=NOT_MEASURABLE, note=(
+                f"the {s.profile} profile shortens the fine-tune ({s.add_finetune_epochs} epoch, "
+                f"{replay_rows} rows replayed); --full judges accuracy against SDK defaults"))
     train_only = {
         "head_only": head["phases"].get(TRAIN),
         "finetune": tune["phases"].get(TRAIN),
@@ -240,5 +261,13 @@ def run(ctx: Context) -> dict[str, Any]:
         f"The test split holds {m['new_attribute_test']['head_only']['support']} labeled "
         f"{NEW} rows, so one row is {100 / max(1, m['new_attribute_test']['head_only']['support']):.1f} points.",
     ]
-    return result(NAME, TITLE, ctx, settings=out["settings"], metrics=m,
-                  comparisons=out["comparisons"], notes=notes)
+    s = ctx.sizes
+    settings = out["settings"]
+    return result(NAME, TITLE, ctx, settings=settings, metrics=m, comparisons=out["comparisons"], notes=notes,
+                  size=f"{s.catalog_products}-product catalog, crop {s.train_crop} px, "
+                       f"{'tiny BERT' if s.tiny_text else 'MiniLM'}; head-only {settings['head_only_epochs']} "
+                       f"epochs; finetune and partial {settings['finetune_epochs']} epoch(s) replaying "
+                       f"{settings['finetune_replay_rows']} base rows; each strategy once",
+                  noise=row_points(m["new_attribute_test"]["head_only"]["support"])
+                  + "; wall times are single runs (no spread measured), and the 20x target is far from "
+                    "1x, so load changes its verdict only near 20x")

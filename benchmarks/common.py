@@ -39,8 +39,15 @@ Precision = Literal["fp32", "bf16", "fp16"]
 
 @dataclass(frozen=True)
 class Sizes:
-    """Every size knob of every measurement; ``QUICK`` is the smoke-test variant."""
+    """Every size knob of every measurement, one instance per profile (``PROFILES``).
 
+    ``full``: the sizes docs/performance.md publishes (about 100 minutes on 2 cores). ``quick``
+    (the default of ``make bench``): every row at reduced sizes chosen so its ratios still mean
+    something, about 20 minutes on 2 cores. ``smoke``: tiny sizes that only exercise the code
+    paths (CI's smoke test); its numbers mean nothing.
+    """
+
+    profile: str = "full"
     catalog_products: int = 1500
     catalog_image_size: int = 256
     infer_crop: int = 224  # inference + multi-task throughput: real input size
@@ -50,6 +57,7 @@ class Sizes:
     disk_batches: int = 3
     repeats: int = 8  # the shared 2-core VM swings +-10% between repeats: medians of 8
     disk_repeats: int = 3
+    prepare_repeats: int = 7  # inference's prepare before/after experiment
     mt_repeats: int = 3
     mt_products: int = 32
     mt_epochs: int = 20
@@ -60,11 +68,65 @@ class Sizes:
     train_rounds: int = 3
     scale_rows: tuple[int, int] = (10_000, 100_000)
     scale_batch: int = 256
-    tiny_text: bool = False  # quick: a random 1-layer BERT instead of MiniLM
+    scale_out_rows: int = 20_000
+    scale_out_batch: int = 256
+    budget_epochs: int = 5
+    budget_rounds: int = 2  # ABBA rounds; each cell keeps its fastest wall time
+    fast_head_epochs: int = 15
+    fast_pretrained: bool = True  # EfficientNet-Lite0's ImageNet weights in fast_inference
+    serve_requests_per_client: int = 4
+    serve_min_requests: int = 24
+    serve_repeats: int = 2
+    serve_ceiling_repeats: int = 3
+    trust_products: int = 4000
+    trust_image_size: int = 128
+    trust_crop: int = 128
+    trust_epochs: int = 20
+    trust_seeds: int = 5
+    trust_seed_rows: int = 100
+    trust_budget: int = 100
+    tiny_text: bool = False  # a random 1-layer BERT instead of MiniLM
 
 
 FULL = Sizes()
+# Quick: the same models and crops as full (ratios of speed depend on them), fewer products,
+# repeats, epochs and seeds. Budgeted from the full run's durations (fast_inference 27 min,
+# budget 24, add_attribute 23, trust 11, the rest 15) to about 20 minutes on 2 cores.
 QUICK = Sizes(
+    profile="quick",
+    catalog_products=1000,
+    batch_size=16,
+    infer_batches=2,
+    disk_batches=2,
+    repeats=4,
+    disk_repeats=2,
+    prepare_repeats=3,
+    mt_repeats=2,
+    mt_products=32,
+    mt_epochs=12,
+    add_finetune_epochs=1,
+    add_head_epochs=None,
+    train_warmup=1,
+    train_steps=3,
+    train_rounds=2,
+    scale_rows=(5_000, 50_000),
+    scale_out_rows=8_000,
+    budget_epochs=3,
+    budget_rounds=1,
+    fast_head_epochs=5,
+    serve_requests_per_client=2,
+    serve_min_requests=16,
+    serve_repeats=1,
+    serve_ceiling_repeats=2,
+    trust_products=1500,
+    trust_image_size=96,
+    trust_crop=96,
+    trust_epochs=12,
+    trust_seeds=3,
+    trust_seed_rows=60,
+)
+SMOKE = Sizes(
+    profile="smoke",
     catalog_products=40,
     catalog_image_size=64,
     infer_crop=64,
@@ -74,6 +136,7 @@ QUICK = Sizes(
     disk_batches=2,
     repeats=2,
     disk_repeats=1,
+    prepare_repeats=1,
     mt_repeats=1,
     mt_products=4,
     mt_epochs=2,
@@ -84,8 +147,26 @@ QUICK = Sizes(
     train_rounds=1,
     scale_rows=(200, 800),
     scale_batch=64,
+    scale_out_rows=400,
+    scale_out_batch=64,
+    budget_epochs=1,
+    budget_rounds=1,
+    fast_head_epochs=1,
+    fast_pretrained=False,
+    serve_requests_per_client=2,
+    serve_min_requests=8,
+    serve_repeats=1,
+    serve_ceiling_repeats=1,
+    trust_products=300,
+    trust_image_size=64,
+    trust_crop=64,
+    trust_epochs=2,
+    trust_seeds=1,
+    trust_seed_rows=20,
+    trust_budget=20,
     tiny_text=True,
 )
+PROFILES: dict[str, Sizes] = {"full": FULL, "quick": QUICK, "smoke": SMOKE}
 
 
 @dataclass
@@ -97,10 +178,18 @@ class Context:
     work: Path
     device: torch.device
     threads: int
-    quick: bool = False
     seed: int = 0
     log: Callable[[str], None] = print
     _catalog: Path | None = field(default=None, repr=False)
+
+    @property
+    def profile(self) -> str:
+        return self.sizes.profile
+
+    @property
+    def quick(self) -> bool:
+        """Any profile but ``full`` (sizes reduced; results kept apart from the published ones)."""
+        return self.sizes.profile != "full"
 
     def catalog(self) -> Path:
         """The synthetic catalog all measurements share (generated once, reused by seed)."""
@@ -146,13 +235,54 @@ def _version(module: str) -> str | None:
         return None
 
 
-def environment(threads: int, device: torch.device) -> dict[str, Any]:
-    """The block every result carries: machine, software versions, commit, GPU."""
+def _dist_version(*distributions: str) -> str | None:
+    """The installed version of the first of ``distributions`` found (``None``: not installed)."""
+    from importlib import metadata
+
+    for name in distributions:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16")
+
+
+def cpu_flags() -> dict[str, Any]:
+    """The CPU features the numbers depend on: AVX2, AVX512F, AVX512-VNNI, AVX512-BF16 and every
+    AMX flag (``amx``: a list, empty without AMX), plus torch's CPU capability."""
+    flags: set[str] = set()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    found: dict[str, Any] = {flag: flag in flags for flag in FLAGS}
+    found["amx"] = sorted(f for f in flags if f.startswith("amx"))
+    found["torch_capability"] = str(torch.backends.cpu.get_cpu_capability())
+    return found
+
+
+def native_bf16_reason() -> str | None:
+    """``None`` where this CPU computes bf16 natively (AVX512-BF16 or AMX), else why a bf16 cell
+    cannot be measured here."""
+    from fashion.model.precision import cpu_bf16_native
+
+    return None if cpu_bf16_native() else "no avx512_bf16/amx"
+
+
+def environment(threads: int, device: torch.device, profile: str = "full") -> dict[str, Any]:
+    """The block every result carries: profile, machine and CPU flags, software versions,
+    commit, GPU and the load average (taken when called: the runner calls it as a row starts)."""
     cuda = torch.cuda.is_available()
     status = _git("status", "--porcelain")
     return {
+        "profile": profile,
         "cpu": _cpu_model(),
         "logical_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "cpu_flags": cpu_flags(),
         "torch_threads": threads,
         "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
         "python": platform.python_version(),
@@ -160,6 +290,8 @@ def environment(threads: int, device: torch.device) -> dict[str, Any]:
         "torchvision": _version("torchvision"),
         "transformers": _version("transformers"),
         "timm": _version("timm"),
+        "onnxruntime": _dist_version("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino"),
+        "openvino": _dist_version("openvino"),
         "fashion": _version("fashion"),
         "commit": _git("rev-parse", "--short", "HEAD"),
         "dirty": bool(status) if status is not None else None,
@@ -232,6 +364,28 @@ def paired_ratio(fast: Sequence[float], slow: Sequence[float]) -> float:
     """Median over rounds of ``slow[i] / fast[i]``: each pair ran back to back."""
     pairs = [s / f for f, s in zip(fast, slow, strict=True) if f > 0]
     return median(pairs)
+
+
+def spread(fast: Sequence[float], slow: Sequence[float], what: str = "ratio") -> str:
+    """The noise of a paired ratio as measured: the range of its per-round values."""
+    return ratio_spread([s / f for f, s in zip(fast, slow, strict=True) if f > 0], what)
+
+
+def ratio_spread(ratios: Sequence[float], what: str = "ratio") -> str:
+    values = sorted(ratios)
+    if len(values) < 2:
+        return f"{what}: one pair only, no spread measured"
+    return (f"{what}: paired values {values[0]:.2f}-{values[-1]:.2f}x over {len(values)} pairs "
+            f"(median {median(values):.2f}x)")
+
+
+def row_points(rows: int) -> str:
+    """What one test row is worth in accuracy points, and the standard error of a difference of
+    two accuracies near 85% on that many rows (unpaired bound)."""
+    if rows <= 0:
+        return "no test rows"
+    se = (2 * 0.85 * 0.15 / rows) ** 0.5 * 100
+    return f"{rows} test rows: one row = {100 / rows:.1f} points, standard error of a difference ~{se:.1f} points"
 
 
 class PhaseTimer:
@@ -308,8 +462,11 @@ def compare(
         value = sdk - baseline
     else:
         value = ratio if ratio is not None else (sdk / baseline if baseline else float("nan"))
-    if target is None or value != value:  # NaN: nothing to judge
-        verdict = "info" if target is None else "n/a"
+    if target is None:
+        verdict = "info"
+    elif value != value:  # NaN: nothing to judge
+        verdict = NOT_MEASURABLE
+        note = note or "the measurement gave no value"
     elif kind == "max_ratio":
         verdict = "met" if value <= target else "missed"
     else:
@@ -329,6 +486,27 @@ def compare(
     }
 
 
+NOT_MEASURABLE = "not measurable here"
+
+
+def not_measurable(
+    what: str,
+    reason: str,
+    *,
+    unit: str,
+    target: float | None,
+    kind: Literal["ratio", "delta", "max_ratio"] = "ratio",
+    sdk_label: str = "SDK",
+    baseline_label: str = "baseline",
+) -> dict[str, Any]:
+    """A row this machine cannot fill (e.g. bf16 without native bf16): no value, the reason."""
+    return {
+        "what": what, "sdk_label": sdk_label, "baseline_label": baseline_label, "sdk": None,
+        "baseline": None, "unit": unit, "kind": kind, "value": None, "target": target,
+        "verdict": NOT_MEASURABLE, "note": reason,
+    }
+
+
 def _round(x: float) -> float:
     if x != x or x in (float("inf"), float("-inf")):
         return x
@@ -344,12 +522,20 @@ def result(
     metrics: Mapping[str, Any],
     comparisons: Sequence[Mapping[str, Any]],
     notes: Sequence[str] = (),
+    size: str = "",
+    noise: str = "",
 ) -> dict[str, Any]:
+    """One measurement's result. ``size``: what was measured at this profile's sizes, in words;
+    ``noise``: how far the row's ratios move between runs at these sizes (the runner replaces
+    ``environment`` with the block it took as the row started)."""
     return {
         "name": name,
         "title": title,
+        "profile": ctx.profile,
         "quick": ctx.quick,
-        "environment": environment(ctx.threads, ctx.device),
+        "size": size,
+        "noise": noise,
+        "environment": environment(ctx.threads, ctx.device, ctx.profile),
         "settings": dict(settings),
         "metrics": dict(metrics),
         "comparisons": list(comparisons),

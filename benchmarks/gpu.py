@@ -20,6 +20,7 @@ from .common import (
     load_products,
     manifests,
     model_spec,
+    not_measurable,
     result,
 )
 
@@ -55,7 +56,15 @@ def run(ctx: Context) -> dict[str, Any]:
     if not torch.cuda.is_available():
         return result(
             NAME, TITLE, ctx, settings={"batches": list(BATCHES), "precisions": list(PRECISIONS)},
-            metrics={"gpu_available": False}, comparisons=[],
+            metrics={"gpu_available": False},
+            comparisons=[not_measurable(f"[cuda] {what}", "no CUDA GPU", unit=unit,
+                                        target=target)
+                         for what, unit, target in (
+                             ("Predictor.predict vs hand-written forward", "products/s", 0.95),
+                             ("multi-task throughput: one 5-head model vs 5 single-task models",
+                              "products/s", 4.5),
+                             ("training steps/s: SDK Trainer vs plain PyTorch loop", "steps/s", 0.95))],
+            size="nothing: no CUDA GPU", noise="-",
             notes=["No GPU was available on this machine: the CUDA path (device selection, "
                    "autocast bf16/fp16, Trainer precision) was not measured. Run `make bench` on "
                    "a CUDA machine to fill this in."],

@@ -32,8 +32,11 @@ from .common import (
     manifests,
     median,
     model_spec,
+    native_bf16_reason,
+    not_measurable,
     paired_ratio,
     result,
+    spread,
     sync,
 )
 
@@ -176,7 +179,8 @@ def before_prepare_fixes() -> Iterator[None]:
             os.environ["FASHION_PREPARE_THREADS"] = threads
 
 
-def prepare_before_after(ctx: Context, model: Any, products: Sequence[Any], batch_size: int) -> dict[str, Any]:
+def prepare_before_after(ctx: Context, model: Any, products: Sequence[Any], batch_size: int,
+                         repeats: int = 7) -> dict[str, Any]:
     """``model.prepare`` of the same batches before and after the fixes, interleaved."""
     chunks = [products[i:i + batch_size] for i in range(0, len(products), batch_size)]
 
@@ -186,7 +190,7 @@ def prepare_before_after(ctx: Context, model: Any, products: Sequence[Any], batc
 
     ctx.log("  experiment: prepare before/after the fixes (RGB copy, normalize, threaded crops)")
     times = interleaved({"before": before, "after": lambda: [model.prepare(c) for c in chunks]},
-                        repeats=7, warmup=1)
+                        repeats=repeats, warmup=1)
     old, new = before(), [model.prepare(c) for c in chunks]
     same = all(torch.allclose(a.inputs[k][0], b.inputs[k][0], atol=1e-5)
                for a, b in zip(old, new, strict=True) for k in a.inputs if ":" in k)
@@ -277,13 +281,14 @@ def measure(
     ctx.log(f"  {label}from disk: {n_disk} products, 0 vs {workers} workers")
     disk_times = interleaved(
         {"disk_0_workers": disk(0), f"disk_{workers}_workers": disk(workers)},
-        repeats=s.disk_repeats, warmup=1 if not ctx.quick else 0, device=device,
+        repeats=s.disk_repeats, warmup=0 if ctx.profile == "smoke" else 1, device=device,
     )
     disk_per_s = {k: n_disk / median(v) for k, v in disk_times.items()}
 
     experiments = {
         "memory_format": memory_format_experiment(ctx, model, batches, limit, device, precision),
-        "prepare_before_after": prepare_before_after(ctx, model, mem_products, batch_size),
+        "prepare_before_after": prepare_before_after(ctx, model, mem_products, batch_size,
+                                                     s.prepare_repeats),
     }
 
     stages = breakdown(model, disk_products[:batch_size * 2], batch_size, device, precision)
@@ -331,8 +336,38 @@ def measure(
     }
 
 
+def bf16_cell(ctx: Context, products: Sequence[Any], batch_size: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``Predictor(precision="bf16")`` (autocast + channels_last) vs fp32 ``Predictor.predict``
+    on the same decoded products, interleaved; "not measurable here" without native bf16."""
+    from fashion.predict.predictor import Predictor
+
+    what = "Predictor.predict bf16 + channels_last vs fp32 (decoded images)"
+    reason = native_bf16_reason() if ctx.device.type == "cpu" else "measured by the gpu row on CUDA"
+    if reason is not None:
+        return not_measurable(what, reason, unit="products/s", target=None,
+                              sdk_label="bf16", baseline_label="fp32"), {"skipped": reason}
+    model = build_model(model_spec(crop=ctx.sizes.infer_crop, text_model=ctx.text_model()), ctx.seed).eval()
+    fp32, bf16 = Predictor(model), Predictor(model, precision="bf16")
+    ctx.log(f"  bf16 + channels_last vs fp32: {len(products)} products, batch {batch_size}")
+    times = interleaved({"fp32": lambda: fp32.predict(products, batch_size=batch_size),
+                         "bf16": lambda: bf16.predict(products, batch_size=batch_size)},
+                        repeats=ctx.sizes.repeats, warmup=1)
+    per_s = {k: len(products) / median(v) for k, v in times.items()}
+    row = compare(what, sdk=per_s["bf16"], baseline=per_s["fp32"], unit="products/s", sdk_label="bf16",
+                  baseline_label="fp32", ratio=paired_ratio(times["bf16"], times["fp32"]),
+                  note="native bf16 (avx512_bf16/amx); prediction's precision='auto' picks it here")
+    return row, {"products_per_s": {k: round(v, 3) for k, v in per_s.items()},
+                 "seconds": {k: [round(x, 4) for x in v] for k, v in times.items()}}
+
+
 def run(ctx: Context) -> dict[str, Any]:
     out = measure(ctx, device=ctx.device, precision="fp32")
+    s = ctx.sizes
+    n = s.batch_size * s.infer_batches
+    products = decoded(load_products(manifests(ctx.catalog(), "test") + manifests(ctx.catalog(), "train"), limit=n))
+    row, detail = bf16_cell(ctx, products, s.batch_size)
+    out["comparisons"].append(row)
+    out["metrics"]["bf16_channels_last"] = detail
     notes = [
         "Images average about two per product (one to three shots); throughput is per product.",
         "The hand-written limit reuses the model's fusion and head modules (a few small matmuls) "
@@ -352,5 +387,13 @@ def run(ctx: Context) -> dict[str, Any]:
         f"{ms['before']:.0f} ms before -> {ms['after']:.0f} ms after ({pe['speedup']:.2f}x; "
         f"pixels equal to 1e-5: {pe['pixels_equal_to_1e-5']})."
     )
-    return result(NAME, TITLE, ctx, settings=out["settings"], metrics=out["metrics"],
-                  comparisons=out["comparisons"], notes=notes)
+    return result(
+        NAME, TITLE, ctx, settings=out["settings"], metrics=out["metrics"],
+        comparisons=out["comparisons"], notes=notes,
+        size=f"{n} decoded products per timed call (batch {s.batch_size}, crop {s.infer_crop} px, "
+             f"{'tiny BERT' if s.tiny_text else 'MiniLM'}), {s.repeats} interleaved repeats; "
+             f"{s.batch_size * s.disk_batches} products from files, {s.disk_repeats} repeats",
+        noise=spread(*(out["metrics"]["seconds"][k] for k in ("predict", "limit")),
+                     what="predict/limit") + "; a 0.95x target is within a few percent of 1.0x: "
+              "a verdict that flips between runs is noise, re-measure with --full",
+    )

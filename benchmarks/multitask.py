@@ -34,6 +34,7 @@ from .common import (
     model_spec,
     paired_ratio,
     result,
+    spread,
     stopwatch,
 )
 
@@ -247,4 +248,12 @@ def run(ctx: Context) -> dict[str, Any]:
     ]
     rows = [speed["comparison"], *_accuracy_rows(default, "concat, SDK default", -0.01),
             *_accuracy_rows(shared, "gated 256-d shared trunk", None)]
-    return result(NAME, TITLE, ctx, settings=settings, metrics=metrics, comparisons=rows, notes=notes)
+    times = speed["metrics"]["seconds"]
+    return result(
+        NAME, TITLE, ctx, settings=settings, metrics=metrics, comparisons=rows, notes=notes,
+        size=f"throughput: {speed['settings']['products']} products at {speed['settings']['crop']} px, "
+             f"{s.mt_repeats} interleaved repeats; accuracy: {s.catalog_products}-product catalog, "
+             f"{s.mt_epochs} epochs on cached features",
+        noise=spread(times["multi"], times["singles"], "throughput multi/singles")
+        + f"; accuracy difference standard error ~{default['mean_accuracy_difference_se'] * 100:.1f} points",
+    )

@@ -1,8 +1,16 @@
-"""``python -m benchmarks.run [--only NAME ...] [--quick]``: run the benchmarks, write the results.
+"""``python -m benchmarks.run [--quick | --full | --smoke] [--only NAME ...]``: run the
+benchmarks, write the results.
+
+Profiles (``benchmarks.common.PROFILES``): ``quick`` (the default, ``make bench``) runs every row
+at reduced sizes, about 20 minutes on 2 cores, into ``benchmarks/results/quick/``; ``full``
+(``make bench-full``) runs the published sizes into ``benchmarks/results/``, the files
+docs/performance.md is generated from (``make docs``); ``smoke`` runs tiny sizes that only
+exercise the code (CI), into ``<work>/results-smoke/``. A quick run never overwrites a full
+result.
 
 Each measurement writes ``<out>/<name>.json``; ``<out>/summary.md`` is then rendered from every
-result file in ``<out>`` (so ``--only`` refreshes one row group and keeps the others). Targets
-are verdicts, never failures: the exit status is 0 unless a measurement crashed.
+result file in ``<out>`` (so ``--only`` refreshes one row and keeps the others). Targets are
+verdicts, never failures: the exit status is 0 unless a measurement crashed.
 """
 
 from __future__ import annotations
@@ -17,22 +25,37 @@ import time
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from . import MEASUREMENTS
+from .report import (
+    DOCS,
+    RESULTS,
+    format_value,
+    render_docs,
+    render_summary,
+    targets_table,
+    verdict_text,
+)
 
-DEFAULT_OUT = Path(__file__).resolve().parent / "results"
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "performance.md"
-START, END = "<!-- benchmarks:summary:start -->", "<!-- benchmarks:summary:end -->"
+DEFAULT_OUT = {"full": RESULTS, "quick": RESULTS / "quick"}
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", action="append", choices=MEASUREMENTS, metavar="NAME",
                         help=f"run only this measurement (repeatable): {', '.join(MEASUREMENTS)}")
-    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run of about a minute")
+    profile = parser.add_mutually_exclusive_group()
+    profile.add_argument("--quick", dest="profile", action="store_const", const="quick",
+                         help="reduced sizes, about 20 minutes on 2 cores (the default)")
+    profile.add_argument("--full", dest="profile", action="store_const", const="full",
+                         help="the published sizes (about 100 minutes on 2 cores)")
+    profile.add_argument("--smoke", dest="profile", action="store_const", const="smoke",
+                         help="tiny sizes that only exercise the code (CI); numbers mean nothing")
+    parser.set_defaults(profile="quick")
     parser.add_argument("--out", type=Path, default=None,
-                        help="results folder (default: benchmarks/results; --quick: <work>/results-quick)")
+                        help="results folder (default: benchmarks/results for --full, "
+                             "benchmarks/results/quick for --quick, <work>/results-smoke for --smoke)")
     parser.add_argument("--work", type=Path, default=None,
                         help="scratch folder for catalogs, caches and runs (default: $TMPDIR/fashion-bench)")
     parser.add_argument("--device", default="cpu",
@@ -42,14 +65,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--summary-only", action="store_true",
                         help="run nothing: render summary.md from the result files in --out")
     parser.add_argument("--update-docs", action="store_true",
-                        help=f"replace the results table in {DOCS.relative_to(DOCS.parents[1])} "
-                             "with the new summary (not with --quick)")
+                        help=f"regenerate {DOCS.relative_to(DOCS.parents[1])} from the full results "
+                             "afterwards (as `make docs` does; ignored unless --full)")
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    from .common import FULL, QUICK, Context, pick_device, quiet_libraries, write_json
+    from .common import PROFILES, Context, environment, pick_device, quiet_libraries, write_json
 
     quiet_libraries()
     import torch
@@ -58,18 +81,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     threads = args.threads or cpus
     torch.set_num_threads(threads)
     work = (args.work or Path(tempfile.gettempdir()) / "fashion-bench").resolve()
-    out = (args.out or (work / "results-quick" if args.quick else DEFAULT_OUT)).resolve()
+    out = (args.out or DEFAULT_OUT.get(args.profile, work / f"results-{args.profile}")).resolve()
     work.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
-    ctx = Context(
-        sizes=QUICK if args.quick else FULL, out=out, work=work, device=pick_device(args.device),
-        threads=threads, quick=args.quick, log=lambda m: print(m, flush=True),
-    )
+    ctx = Context(sizes=PROFILES[args.profile], out=out, work=work, device=pick_device(args.device),
+                  threads=threads, log=lambda m: print(m, flush=True))
     names = [] if args.summary_only else [n for n in MEASUREMENTS if not args.only or n in args.only]
     crashed = []
     started = time.perf_counter()
     for name in names:
-        print(f"[{name}] running ({'quick' if args.quick else 'full'}) ...", flush=True)
+        print(f"[{name}] running ({args.profile}) ...", flush=True)
+        env = environment(threads, ctx.device, args.profile)  # the load average as the row starts
         t0 = time.perf_counter()
         try:
             module = importlib.import_module(f"benchmarks.{name}")
@@ -77,143 +99,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         except Exception as exc:  # noqa: BLE001 - one broken measurement must not hide the others
             traceback.print_exc()
             crashed.append(name)
-            from .common import environment
-
             data = {
-                "name": name, "title": name, "quick": args.quick,
-                "environment": environment(threads, ctx.device), "settings": {}, "metrics": {},
-                "comparisons": [], "notes": [], "error": f"{type(exc).__name__}: {exc}",
+                "name": name, "title": name, "profile": args.profile, "quick": ctx.quick,
+                "size": "", "noise": "", "settings": {}, "metrics": {}, "comparisons": [],
+                "notes": [], "error": f"{type(exc).__name__}: {exc}",
             }
         data["seconds"] = round(time.perf_counter() - t0, 1)
+        data["environment"] = env | {
+            "load_average_at_end": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
+        }
         shutil.rmtree(work / "runs", ignore_errors=True)  # checkpoints: GBs; catalog + cache stay
         write_json(out / f"{name}.json", data)
         for row in data["comparisons"]:
-            print(f"  -> {row['what']}: {format_value(row)} ({row['verdict']})", flush=True)
+            print(f"  -> {row['what']}: {format_value(row)} ({verdict_text(row)})", flush=True)
         print(f"[{name}] done in {data['seconds']:.0f}s -> {out / (name + '.json')}", flush=True)
+    total = time.perf_counter() - started
     summary = render_summary(out)
     (out / "summary.md").write_text(summary, encoding="utf-8")
-    print(f"\nall done in {time.perf_counter() - started:.0f}s; summary: {out / 'summary.md'}\n")
-    print(summary)
+    print(f"\nsummary: {out / 'summary.md'}\n")
+    print(targets_table(out))
+    print(f"\ntotal wall time: {total:.0f} s ({total / 60:.1f} min), profile {args.profile}, "
+          f"{len(names)} measurement(s){', crashed: ' + ', '.join(crashed) if crashed else ''}")
     if args.update_docs:
-        if args.quick:
-            print("--update-docs ignored: --quick numbers are a smoke test, not results.")
-        elif update_docs(DOCS, summary):
-            print(f"updated {DOCS}")
+        if args.profile != "full":
+            print("--update-docs ignored: docs/performance.md publishes full results only.")
         else:
-            print(f"{DOCS} has no {START} ... {END} block; paste summary.md by hand.")
+            DOCS.write_text(render_docs(RESULTS), encoding="utf-8")
+            print(f"updated {DOCS}")
     return 1 if crashed else 0
-
-
-# ----------------------------------------------------------------------------- summary
-
-
-def format_value(row: dict[str, Any]) -> str:
-    value = row["value"]
-    if row["kind"] == "delta":
-        return f"{value * 100:+.1f} pts" if abs(value) <= 1.0 else f"{value:+.3g}"
-    return f"{value:.2f}x"
-
-
-def _number(x: Any, unit: str) -> str:
-    if not isinstance(x, (int, float)):
-        return str(x)
-    if unit in ("accuracy", "fraction"):
-        return f"{x * 100:.1f}%"
-    if abs(x) >= 100:
-        return f"{x:,.0f}"
-    return f"{x:.3g}"
-
-
-def _target(row: dict[str, Any]) -> str:
-    target = row.get("target")
-    if target is None:
-        return "-"
-    if row["kind"] == "delta":
-        return f">= {target * 100:+.0f} pts"
-    if row["kind"] == "max_ratio":
-        return f"<= {target:.2f}x"
-    return f">= {target:g}x"
-
-
-def update_docs(path: Path, summary: str) -> bool:
-    """Put ``summary`` (without its title) between the markers of ``path``; False if none."""
-    if not path.is_file():
-        return False
-    text = path.read_text(encoding="utf-8")
-    if START not in text or END not in text:
-        return False
-    body = summary.split("\n", 2)[2] if summary.startswith("# ") else summary
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    path.write_text(f"{head}{START}\n{body.strip()}\n{END}{tail}", encoding="utf-8")
-    return True
-
-
-def load_results(out: Path) -> list[dict[str, Any]]:
-    import json
-
-    found = {}
-    for path in out.glob("*.json"):
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except ValueError:
-            continue
-        if isinstance(data, dict) and "comparisons" in data:
-            found[data.get("name", path.stem)] = data
-    order = {n: i for i, n in enumerate(MEASUREMENTS)}
-    return [found[n] for n in sorted(found, key=lambda n: order.get(n, len(order)))]
-
-
-def render_summary(out: Path) -> str:
-    """The markdown table of every result in ``out``, with each run's environment."""
-    results = load_results(out)
-    lines = ["# Benchmark results", ""]
-    envs = []
-    for data in results:
-        env = data.get("environment", {})
-        key = (env.get("cpu"), env.get("torch_threads"), env.get("torch"), env.get("commit"),
-               env.get("dirty"), env.get("gpu"))
-        if key not in envs:
-            envs.append(key)
-    for i, (cpu, threads, torch_version, commit, dirty, gpu) in enumerate(envs, start=1):
-        label = f"[env {i}] " if len(envs) > 1 else ""
-        lines.append(
-            f"{label}CPU: {cpu}, torch threads: {threads}, torch {torch_version}, "
-            f"commit {commit}{' (uncommitted changes)' if dirty else ''}, "
-            f"GPU: {gpu or 'none available'}"
-        )
-    lines += [
-        "",
-        "| measurement | comparison | SDK side | baseline side | unit | result | target | verdict |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for data in results:
-        name = data["name"] + (" (quick)" if data.get("quick") else "")
-        if len(envs) > 1:
-            env = data.get("environment", {})
-            key = (env.get("cpu"), env.get("torch_threads"), env.get("torch"), env.get("commit"),
-                   env.get("dirty"), env.get("gpu"))
-            name += f" [env {envs.index(key) + 1}]"
-        if data.get("error"):
-            lines.append(f"| {name} | crashed: {data['error'][:120]} | | | | | | error |")
-            continue
-        if not data["comparisons"]:
-            note = (data.get("notes") or ["no comparison"])[0]
-            lines.append(f"| {name} | {note} | | | | | | - |")
-        for row in data["comparisons"]:
-            sdk = f"{_number(row['sdk'], row['unit'])} ({row['sdk_label']})"
-            base = f"{_number(row['baseline'], row['unit'])} ({row['baseline_label']})"
-            lines.append(
-                f"| {name} | {row['what']} | {sdk} | {base} | {row['unit']} | "
-                f"{format_value(row)} | {_target(row)} | {row['verdict']} |"
-            )
-    lines.append("")
-    for data in results:
-        notes = data.get("notes") or []
-        if notes:
-            lines.append(f"**{data['name']}** ({data.get('seconds', '?')} s): " + " ".join(notes))
-            lines.append("")
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":

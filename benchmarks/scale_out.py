@@ -118,8 +118,8 @@ def _run(ctx: Context, command: list[str]) -> dict[str, Any]:
 
 
 def run(ctx: Context) -> dict[str, Any]:
-    rows = 400 if ctx.quick else 20_000
-    batch = 64 if ctx.quick else 256
+    rows = ctx.sizes.scale_out_rows
+    batch = ctx.sizes.scale_out_batch
     bundle = _bundle(ctx)
     data = _parquet(ctx, rows)
     base = [sys.executable, "-m", "fashion", "predict", str(bundle), str(data),
@@ -179,4 +179,8 @@ def run(ctx: Context) -> dict[str, Any]:
         settings={"rows": rows, "batch_size": batch, "input": "one Parquet file, 8 row groups",
                   "model": "bert (random, 1 layer, hidden 32) -> concat -> 5 linear heads"},
         metrics={"runs": runs}, comparisons=comparisons, notes=notes,
+        size=f"{rows:,} text-only rows (one Parquet file), batch {batch}: one machine, Ray with 1 and 2 "
+             "workers, one run each",
+        noise=f"1-minute load average {min(loads):.1f}-{max(loads):.1f} around the runs; Ray's start-up "
+              "(several seconds) is inside each wall time, so fewer rows weigh it more",
     )

