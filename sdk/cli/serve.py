@@ -43,6 +43,13 @@ from fashion.serve.server import run_server
               help="Request body size limit in MiB.")
 @click.option("--max-image-pixels", default=40_000_000, show_default=True,
               type=click.IntRange(min=1), help="Width x height limit of one image.")
+@click.option("--max-request-pixels", default=128_000_000, show_default=True,
+              type=click.IntRange(min=1),
+              help="Decoded pixels per request, summed over its images (read from their headers; "
+                   "transparency and 16/32-bit images count several times): 413 above.")
+@click.option("--header-timeout", default=10.0, show_default=True, type=click.FloatRange(min=0.001, max=3600),
+              help="Seconds a client has to send a request's headers (and the longest pause in its "
+                   "body); slower connections are closed.")
 @click.option("--max-queue", default=256, show_default=True, type=click.IntRange(min=1),
               help="Requests waiting for a batch; more are answered 503 with Retry-After.")
 @click.option("--request-timeout", default=30.0, show_default=True, type=click.FloatRange(min=0.001),
@@ -64,6 +71,8 @@ def serve_command(
     max_images: int,
     max_body_mb: float,
     max_image_pixels: int,
+    max_request_pixels: int,
+    header_timeout: float,
     max_queue: int,
     request_timeout: float,
     log_level: str,
@@ -78,6 +87,7 @@ def serve_command(
         runtime=runtime, max_batch_size=max_batch_size, batch_timeout_ms=batch_timeout_ms,
         max_queue=max_queue, max_products=max_products, max_images=max_images,
         max_body_bytes=int(max_body_mb * 1024 * 1024), max_image_pixels=max_image_pixels,
+        max_request_pixels=max_request_pixels, header_timeout_s=header_timeout,
         request_timeout_s=request_timeout, api_key_env=api_key_env,
     )
     run_server(config, log_level=log_level)

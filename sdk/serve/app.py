@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import hmac
 import logging
+import os
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
@@ -19,7 +20,8 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -32,10 +34,10 @@ from fashion.serve.requests import (
     Guard,
     RequestParser,
     RequestProblem,
-    _request_body_doc,
     _validation_message,
     error_response,
 )
+from fashion.serve.schema import route_docs, security_schemes
 
 log = logging.getLogger("fashion.serve")
 
@@ -133,6 +135,7 @@ class ServeState:
             "max_body_bytes": config.max_body_bytes, "max_image_pixels": config.max_image_pixels,
             "max_batch_size": config.max_batch_size, "batch_timeout_ms": config.batch_timeout_ms,
             "request_timeout_s": config.request_timeout_s, "max_top_k": config.max_top_k,
+            "max_request_pixels": config.max_request_pixels, "header_timeout_s": config.header_timeout_s,
         }
         out["auth"] = self.api_key is not None
         return out
@@ -158,7 +161,13 @@ def create_app(config: ServeConfig, predictor: Any | None = None) -> Any:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> Any:
         if state.predictor is None:
-            state.predictor = await run_in_threadpool(load_predictor, config)
+            try:
+                state.predictor = await run_in_threadpool(load_predictor, config)
+            except Exception as exc:
+                # one line (the Guard drops the traceback): the supervisor reports the stop
+                log.error("fashion serve: worker %s cannot load the model %s: %s",
+                          os.getpid(), config.model, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+                raise
         await run_in_threadpool(state.predict, [{"title": "warm-up"}], 1)  # first request pays no setup
         state.batcher = Batcher(
             state.predict, max_batch_size=config.max_batch_size,
@@ -228,9 +237,9 @@ def create_app(config: ServeConfig, predictor: Any | None = None) -> Any:
         except DataError as exc:
             raise RequestProblem(422, "bad_product", str(exc)) from None
 
-    body_doc = _request_body_doc()
+    docs = route_docs(state.parser.models, auth=state.api_key is not None)
 
-    @app.post("/v1/predict", openapi_extra=body_doc, summary="Predict the attributes of products")
+    @app.post("/v1/predict", **docs["predict"], summary="Predict the attributes of products")
     async def predict(request: Request) -> dict[str, Any]:
         """JSON `{"products": [{"id", "title", "description", "brand", "images": [base64 or
         data URI]}], "top_k": 3}` or a multipart form (one product: fields id, title,
@@ -239,34 +248,46 @@ def create_app(config: ServeConfig, predictor: Any | None = None) -> Any:
         "abstained"}}, "diagnostics": {"notes", "missing"}}]}`."""
         return await with_timeout(request, explain=False)
 
-    @app.post("/v1/explain", openapi_extra=body_doc, summary="Predictions plus the views the model saw")
+    @app.post("/v1/explain", **docs["explain"], summary="Predictions plus the views the model saw")
     async def explain(request: Request) -> dict[str, Any]:
         """The same input as /v1/predict. Adds `images`: per product, per image, its width and
         height and for every view the cropper's name, output size and boxes
         `[left, top, right, bottom]` in the image's pixels."""
         return await with_timeout(request, explain=True)
 
-    @app.get("/v1/model", summary="The model: name, revision, attributes and labels, metrics")
+    @app.get("/v1/model", **docs["model"], summary="The model: name, revision, attributes and labels, metrics")
     async def model(request: Request) -> dict[str, Any]:
         state.check_key(request)
         if state.predictor is None:
             raise RequestProblem(503, "not_ready", "the model is not loaded yet; retry shortly")
         return state.describe_model()
 
-    @app.get("/healthz", summary="Alive")
+    @app.get("/healthz", **docs["healthz"], summary="Alive")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", summary="Model loaded and batcher running")
+    @app.get("/readyz", **docs["readyz"], summary="Model loaded and batcher running")
     async def readyz() -> JSONResponse:
         ready = state.ready and state.batcher is not None and state.batcher.running
         return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
 
-    @app.get("/metrics", summary="Prometheus metrics")
+    @app.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics (text format)")
     async def metrics() -> Response:
         if state.batcher is not None:
             state.metrics.queue_depth.set(state.batcher.depth)
         return Response(state.metrics.render(), media_type=state.metrics.content_type)
+
+    def openapi() -> dict[str, Any]:
+        """FastAPI's document, plus the API-key schemes the /v1 routes name when a key is set."""
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, description=app.description,
+                                 routes=app.routes)
+            if state.api_key is not None:
+                schema.setdefault("components", {})["securitySchemes"] = security_schemes()
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
     page = resources.files("fashion.serve").joinpath("static", "index.html").read_text(encoding="utf-8")
 
@@ -285,7 +306,6 @@ def exit_with_parent(*, poll_s: float = 0.5, grace_s: float = 10.0) -> None:
     answering with a model nobody manages. A daemon thread watches the parent pid: once it
     changes, the worker sends itself SIGTERM (uvicorn's graceful shutdown: requests in flight
     finish) and exits hard after ``grace_s`` if that did not end it."""
-    import os
     import signal
     import threading
     import time
@@ -306,10 +326,13 @@ def exit_with_parent(*, poll_s: float = 0.5, grace_s: float = 10.0) -> None:
 def app_from_environment() -> Any:
     """The app of one uvicorn worker, built from ``FASHION_SERVE_CONFIG`` (``--workers N``); the
     worker stops when ``fashion serve`` is gone (:func:`exit_with_parent`)."""
-    import os
+
+    from fashion.serve.protocol import TimedH11Protocol
 
     raw = os.environ.get(CONFIG_ENV)
     if not raw:
         raise RuntimeError(f"{CONFIG_ENV} is not set; start workers with `fashion serve`")
     exit_with_parent()
-    return create_app(ServeConfig.model_validate_json(raw))
+    config = ServeConfig.model_validate_json(raw)
+    TimedH11Protocol.header_timeout_s = config.header_timeout_s
+    return create_app(config)

@@ -48,6 +48,17 @@ class ServeConfig(StrictModel):
     max_image_pixels: int = Field(
         40_000_000, ge=1, description="Width x height of one decoded image (decompression bombs)."
     )
+    max_request_pixels: int = Field(
+        128_000_000, ge=1,
+        description="Decoded pixels per request, summed over its images and read from their "
+        "headers before decoding; an image with transparency or 16/32-bit samples counts "
+        "several times its pixels (the memory its decoding takes, RGB-equivalent).",
+    )
+    header_timeout_s: float = Field(
+        10.0, gt=0.0, le=3600.0,
+        description="Seconds a client has to send a request's headers and body once it has "
+        "connected or started a request; slower connections are closed.",
+    )
     request_timeout_s: float = Field(30.0, gt=0.0, description="Per request, queue included.")
     top_k: int = Field(3, ge=1, le=100, description="Default top-k; a request may ask for fewer or more.")
     max_top_k: int = Field(20, ge=1, le=1000)

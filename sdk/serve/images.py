@@ -83,3 +83,41 @@ def open_image(data: bytes, *, max_pixels: int, where: str) -> Any:
         return load_image(data, where=where, max_pixels=max_pixels)
     except DataError as exc:
         raise ImageRejected(str(exc)) from None
+
+
+#: Peak bytes per pixel of decoding one image to RGB with ``load_image``, by the mode its header
+#: declares (measured on 9 and 39 Mpx images with /proc/self VmHWM: PIL stores RGB in 4 bytes;
+#: transparency is composited on white through two RGBA copies; 16/32-bit samples are scaled to
+#: 8 bits through float64 arrays). A mode not listed counts as the most expensive one.
+DECODE_BYTES_PER_PIXEL: dict[str, int] = {
+    "RGB": 4, "L": 5, "P": 5, "1": 5, "CMYK": 8, "YCbCr": 8, "LAB": 8, "HSV": 8,
+    "RGBA": 20, "LA": 20, "PA": 20, "RGBa": 20, "La": 20,
+    "I;16": 34, "I;16B": 34, "I;16L": 34, "I;16N": 34, "I": 36, "F": 44,
+}
+_WORST = max(DECODE_BYTES_PER_PIXEL.values())
+RGB_BYTES_PER_PIXEL = DECODE_BYTES_PER_PIXEL["RGB"]
+
+
+def decode_cost(data: bytes) -> tuple[int, int] | None:
+    """``(pixels, bytes)`` that decoding ``data`` will take, read from the image header only
+    (PIL opens lazily: no pixel is decoded), or ``None`` when the header cannot be read (the
+    decode step then refuses the image with its own message)."""
+    import io
+    import warnings
+
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data)) as image:
+                width, height = image.size
+                mode = image.mode
+                transparent = "transparency" in image.info
+    except Exception:  # noqa: BLE001 - any unreadable header is the decoder's to explain
+        return None
+    pixels = max(0, int(width)) * max(0, int(height))
+    per_pixel = DECODE_BYTES_PER_PIXEL.get(mode, _WORST)
+    if transparent:
+        per_pixel = max(per_pixel, DECODE_BYTES_PER_PIXEL["RGBA"])
+    return pixels, pixels * per_pixel
