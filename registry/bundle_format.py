@@ -197,19 +197,21 @@ def read_index(directory: str | Path) -> BundleIndex:
             f"{FORMAT_VERSION} at most. Upgrade: pip install -U fashion-sdk"
         )
     _check_hash(raw, path, version)
+    optimizations = raw.pop("optimizations", {})
     try:
         index = BundleIndex.model_validate(raw)
     except ValidationError as exc:
         raise BundleError(
             f"{path} is malformed: {explain_validation_error(exc)}. Re-download the bundle (`fashion pull <uri>`)."
         ) from None
-    problem = optimizations_problem(index.optimizations, list(index.attributes), index.files)
-    if problem is not None:
-        index.optimizations = {}
+    problem = optimizations_problem(optimizations, list(index.attributes), index.files)
+    if problem is None:
+        index.optimizations = optimizations
+    else:
         index._optimizations_problem = (
-            f"bundle {directory}: the optimizations record in {INDEX_NAME} is damaged "
-            f"({problem}); its ONNX artifacts and accuracy-gate verdict are not used. Run "
-            f"`fashion optimize {directory}` again to rebuild them, or re-download the bundle"
+            f"{path}: the optimizations record is damaged ({problem}); the bundle's ONNX "
+            "artifacts and accuracy-gate verdict are not used. Run `fashion optimize "
+            f"{directory}` again to rebuild them, or re-download the bundle"
         )
     return index
 
