@@ -145,7 +145,7 @@ def dump_index(index: BundleIndex) -> str:
     return json.dumps(raw, indent=2, ensure_ascii=False) + "\n"
 
 
-def _check_hash(raw: dict[str, Any], path: Path, version: int) -> None:
+def _check_hash(raw: dict[str, Any], path: str, version: int) -> None:
     claimed = raw.get(INDEX_HASH)
     if claimed is None and version < HASHED_FROM:
         return  # an older bundle: no index hash to check (docs/bundle-format.md)
@@ -181,6 +181,13 @@ def read_index(directory: str | Path) -> BundleIndex:
             f"{path} is not valid JSON ({reason}); the bundle is damaged. Re-download it "
             "(`fashion pull <uri>`) or save it again."
         ) from None
+    return parse_index(raw, path, directory)
+
+
+def parse_index(raw: Any, path: str | Path, directory: str | Path) -> BundleIndex:
+    """:func:`read_index` of an already parsed ``fashion.json`` (``path`` and ``directory``
+    name it in messages)."""
+    raw = dict(raw) if isinstance(raw, dict) else raw
     version = raw.get("format_version") if isinstance(raw, dict) else None
     if not isinstance(version, int):
         raise BundleError(f"{path} has no integer format_version; it is not a fashion bundle.")
@@ -196,7 +203,7 @@ def read_index(directory: str | Path) -> BundleIndex:
             f"{raw.get('sdk_version', '?')}), but this fashion-sdk {sdk_version()} reads format "
             f"{FORMAT_VERSION} at most. Upgrade: pip install -U fashion-sdk"
         )
-    _check_hash(raw, path, version)
+    _check_hash(raw, str(path), version)
     optimizations = raw.pop("optimizations", {})
     try:
         index = BundleIndex.model_validate(raw)
@@ -342,6 +349,7 @@ __all__ = [
     "check_plugins",
     "dump_index",
     "index_digest",
+    "parse_index",
     "read_index",
     "sha256_file",
     "verify_bundle",

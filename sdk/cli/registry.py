@@ -16,7 +16,8 @@ from rich.console import Console
 
 from fashion.errors import BundleError
 from fashion.registry.base import ModelSummary
-from fashion.registry.bundle import INDEX_NAME, read_index, verify_bundle
+from fashion.registry.bundle import INDEX_NAME, BundleIndex, read_index, verify_bundle
+from fashion.registry.bundle_format import parse_index
 from fashion.registry.uri import get_registry, parse_uri
 
 console = Console()
@@ -191,6 +192,7 @@ def show_command(uri: str, registry_name: str | None, as_json: bool, endpoint: s
     command exits 1 saying what is damaged and how to repair it."""
     revision_line = ""
     folder: Path | None = None
+    parsed: BundleIndex | None = None
     damage: str | None = None
     if parse_uri(uri).scheme == "path" and Path(uri).is_dir():
         folder = Path(uri)
@@ -211,7 +213,9 @@ def show_command(uri: str, registry_name: str | None, as_json: bool, endpoint: s
         else:
             index = registry.show(name, revision)
             revision_line = f"revision {scheme}://{name}@{revision or 'main'}"
-    parsed = None
+            parsed = parse_index(index, f"{scheme}://{name}/{INDEX_NAME}", f"{scheme}://{name}")
+            if not as_json:
+                index = parsed.model_dump(mode="json")
     if folder is not None:
         parsed = read_index(folder)
         index = parsed.model_dump(mode="json")
@@ -260,7 +264,7 @@ def show_command(uri: str, registry_name: str | None, as_json: bool, endpoint: s
     if damage:
         console.print("integrity: DAMAGED", style="bold red")
         raise BundleError(damage)
-    if parsed is not None:
+    if folder is not None and parsed is not None:
         console.print(f"integrity: ok ({len(parsed.files)} files match their sha256)", highlight=False)
 
 

@@ -84,3 +84,16 @@ def test_a_read_with_no_latest_replays_the_pending_journal(tiny_model, tmp_path)
     with pytest.raises(ModelNotFoundError, match=r"no 'latest' tag.*fashion doctor --repair"):
         registry.fetch("shoes")
     assert registry.fetch("shoes", revision).name == revision  # a named revision still reads
+
+
+def test_show_of_a_hub_model_checks_its_index(tiny_model, tmp_path, hub):
+    from click.testing import CliRunner
+
+    from fashion.cli.registry import show_command
+    from fashion.registry.hub import HubRegistry
+
+    folder = save_bundle(tiny_model, tmp_path / "bundle")
+    HubRegistry().publish(folder, "team/shoes", tag="v1")
+    shown = CliRunner().invoke(show_command, ["hf://team/shoes@v1"])
+    assert shown.exit_code == 0 and "format 4" in shown.output, shown.output
+    assert "integrity" not in shown.output  # the files were not downloaded, so not claimed
