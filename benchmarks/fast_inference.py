@@ -34,6 +34,7 @@ from .common import (
     decoded,
     interleaved,
     load_products,
+    manifest,
     manifests,
     median,
     model_spec,
@@ -42,6 +43,7 @@ from .common import (
     paired_ratio,
     result,
     spread,
+    write_subsample,
 )
 from .inference import hand_written
 
@@ -118,16 +120,20 @@ def train_heads(ctx: Context, model: Any, image: str) -> dict[str, float]:
     """Head-only training on cached features of the catalog's train split (the backbones keep
     their weights), so the accuracy gate compares trained classifiers, not random ones. Returns
     the validation macro-F1 per attribute of the kept epoch."""
-    from fashion.training import OptimizerConfig, TrainConfig, Trainer
+    from fashion.training import DatasetConfig, OptimizerConfig, TrainConfig, Trainer
 
     catalog = ctx.catalog()
+    rows = ctx.sizes.fast_head_rows
     out = ctx.work / "runs" / f"fast-heads-{image}"
     shutil.rmtree(out, ignore_errors=True)
+    datasets = [dataset_config(catalog, d, "train", name=d) if rows is None else DatasetConfig(
+        name=d, path=write_subsample(manifest(catalog, d, "train"), ctx.work / f"fast-heads-{rows}" / f"{d}.csv",
+                                     rows)) for d in HEAD_DATASETS]
     config = TrainConfig(
-        datasets=[dataset_config(catalog, d, "train", name=d) for d in HEAD_DATASETS],
+        datasets=datasets,
         validation=[dataset_config(catalog, d, "val", name=f"{d}-val") for d in HEAD_DATASETS],
         epochs=ctx.sizes.fast_head_epochs, batch_size=32, freeze=["backbones"],
-        cache_dir=ctx.work / f"fast-heads-cache-{image}-{ctx.sizes.infer_crop}",
+        cache_dir=ctx.work / f"fast-heads-cache-{image}-{ctx.sizes.infer_crop}-{rows or 'all'}",
         optimizer=OptimizerConfig(lr_head=2e-3, lr_backbone=0.0), output_dir=out,
         save_bundle=False, progress=False, device="cpu", precision="fp32", seed=ctx.seed,
         verify_images=False,
@@ -176,14 +182,15 @@ def measure_config(ctx: Context, image: str, settings: dict[str, Any]) -> dict[s
     candidates |= {k: sdk(k, memory) for k in paths}
     candidates["hand-written fp32"] = lambda: hw(
         [bundle.model.prepare(memory[i:i + batch]) for i in range(0, n, batch)])
-    times = interleaved(candidates, repeats=s.repeats, warmup=1)
+    times = interleaved(candidates, repeats=s.fast_repeats, warmup=1)
     disk_candidates: dict[str, Callable[[], Any]] = {"naive": lambda: baseline(disk, batch)}
     disk_candidates |= {k: sdk(k, disk) for k in paths}
-    disk_times = interleaved(disk_candidates, repeats=s.disk_repeats, warmup=0)
+    disk_times = interleaved(disk_candidates, repeats=s.fast_disk_repeats, warmup=0)
     # the gate scores every validation and test row of the two datasets (a label flip moves
     # macro-F1 by well under a point only on a few hundred rows)
     gate = run_gate(bundle, [GATE_KEY[k] for k in paths if k in GATE_KEY],
-                    data=[*val[:2], *manifests(ctx.catalog(), "test", HEAD_DATASETS)], batch_size=batch)
+                    data=[*val[:2], *(manifests(ctx.catalog(), "test", HEAD_DATASETS) if s.fast_gate_test else [])],
+                    batch_size=batch)
     scores = {p.key: p for p in gate.paths}
     per_s = {k: n / median(v) for k, v in times.items()}
     disk_per_s = {k: n / median(v) for k, v in disk_times.items()}
@@ -254,13 +261,16 @@ def run(ctx: Context) -> dict[str, Any]:
         spread(m["seconds"][m["best"]], m["seconds"]["naive"], f"{image} {m['best']}/naive")
         for image, m in metrics.items())
     return result(NAME, TITLE, ctx, settings={"crop": s.infer_crop, "batch_size": s.batch_size,
-                                              "repeats": s.repeats, "disk_repeats": s.disk_repeats,
+                                              "repeats": s.fast_repeats, "disk_repeats": s.fast_disk_repeats,
+                                              "head_train_rows_per_dataset": s.fast_head_rows or "all",
+                                              "gate_rows": "validation + test" if s.fast_gate_test else "validation",
                                               "head_epochs": s.fast_head_epochs,
                                               "catalog_products": s.catalog_products,
                                               "attributes": list(ATTRS)},
                   metrics=metrics, comparisons=comparisons, notes=notes,
                   size=f"{2 * s.batch_size} decoded products per timed call (batch {s.batch_size}, crop "
-                       f"{s.infer_crop} px), {s.repeats} interleaved repeats ({s.disk_repeats} from files); "
-                       f"heads trained {s.fast_head_epochs} epochs; gate on the {s.catalog_products}-product "
-                       "catalog's validation and test rows",
+                       f"{s.infer_crop} px), {s.fast_repeats} interleaved repeats ({s.fast_disk_repeats} from "
+                       f"files); heads trained {s.fast_head_epochs} epochs on {s.fast_head_rows or 'all'} train "
+                       f"rows per dataset; gate on the {s.catalog_products}-product catalog's validation"
+                       + (" and test rows" if s.fast_gate_test else " rows"),
                   noise=noise + "; the gate's macro-F1 deltas move by one validation row's worth")

@@ -118,8 +118,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     (out / "summary.md").write_text(summary, encoding="utf-8")
     print(f"\nsummary: {out / 'summary.md'}\n")
     print(targets_table(out))
-    print(f"\ntotal wall time: {total:.0f} s ({total / 60:.1f} min), profile {args.profile}, "
-          f"{len(names)} measurement(s){', crashed: ' + ', '.join(crashed) if crashed else ''}")
+    if names:
+        print(f"\ntotal wall time: {total:.0f} s ({total / 60:.1f} min), profile {args.profile}, "
+              f"{len(names)} measurement(s){', crashed: ' + ', '.join(crashed) if crashed else ''}")
     if args.update_docs:
         if args.profile != "full":
             print("--update-docs ignored: docs/performance.md publishes full results only.")
