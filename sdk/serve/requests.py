@@ -118,13 +118,13 @@ class RequestParser:
         if products == 0:
             raise RequestProblem(422, "invalid_request", f"{where}: send at least one product")
         if products > self.config.max_products:
-            raise RequestProblem(413, "too_many_products",
+            raise RequestProblem(422, "too_many_products",
                                  f"{where}: {products} products; the limit is {self.config.max_products} "
                                  "per request (--max-products). Split the request.")
 
     def count_images(self, index: int, images: int) -> None:
         if images > self.config.max_images:
-            raise RequestProblem(413, "too_many_images",
+            raise RequestProblem(422, "too_many_images",
                                  f"products[{index}]: {images} images; the limit is "
                                  f"{self.config.max_images} per product (--max-images)")
 
@@ -227,7 +227,7 @@ class RequestParser:
                                       max_part_size=self.config.max_body_bytes)
         except StarletteHTTPException as exc:
             if "Too many files" in str(exc.detail):
-                raise RequestProblem(413, "too_many_images",
+                raise RequestProblem(422, "too_many_images",
                                      f"products[0]: over {self.config.max_images} image files; the limit "
                                      f"is {self.config.max_images} per product (--max-images)") from None
             raise RequestProblem(400, "bad_multipart", f"the multipart form cannot be read: {exc.detail}") from None

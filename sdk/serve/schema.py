@@ -109,7 +109,8 @@ class AttributeOut(StrictModel):
 
     label: str | None
     score: float
-    top_k: list[tuple[str, float]]
+    top_k: list[Annotated[list[str | float], Field(min_length=2, max_length=2)]] = Field(
+        description="[label, score] pairs, best first.")
     abstained: bool
     reason: str | None = None
 
@@ -172,9 +173,11 @@ def _errors(*statuses: int) -> dict[int, dict[str, Any]]:
         400: "The body cannot be read (not JSON, not UTF-8, a broken multipart form, a bad "
              "Content-Length).",
         401: "The API key is missing or wrong.",
-        413: "Over a limit: body size, products or images per request, decoded pixels.",
+        413: "The body is over --max-body-mb, or its images would decode to more than "
+             "--max-request-pixels.",
         415: "Neither application/json nor multipart/form-data.",
-        422: "A value is invalid (the message names it), an image cannot be decoded, or a "
+        422: "A value is invalid or over a limit (the message names it: more products or "
+             "images than allowed, top_k out of range), an image cannot be decoded, or a "
              "product has no image and no text.",
         503: "Not ready, overloaded or timed out; retry after Retry-After seconds.",
     }

@@ -104,3 +104,46 @@ def test_workers_serve_and_stop_when_the_server_is_killed(builtin_bundle: Path, 
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
         log.close()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads worker pids from /proc (Linux)")
+def test_a_worker_that_cannot_load_the_model_stops_the_server_with_an_error(
+        builtin_bundle: Path, tmp_path: Path) -> None:
+    """The bundle folder is deleted and a worker dies: its replacement cannot load the model,
+    every worker is stopped, and `fashion serve` says so in one line and exits non-zero."""
+    import shutil
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(builtin_bundle, bundle)
+    port = free_port()
+    log_path = tmp_path / "serve.log"
+    env = {**os.environ, "FASHION_DISABLE_PLUGIN_AUTOLOAD": "1", "OMP_NUM_THREADS": "1"}
+    with log_path.open("wb") as log:
+        server = subprocess.Popen([SCRIPT, "serve", str(bundle), "--port", str(port), "--workers", "2",
+                                   "--log-level", "warning"], cwd=ROOT, env=env, stdout=log,
+                                  stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 180
+            while time.monotonic() < deadline:
+                assert server.poll() is None, log_path.read_text()[-3000:]
+                try:
+                    if _get(port, "/readyz")[0] == 200:
+                        break
+                except OSError:
+                    pass
+                time.sleep(0.3)
+            workers = [pid for pid in _children(server.pid)
+                       if "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text()]
+            assert workers, log_path.read_text()[-3000:]
+            shutil.rmtree(bundle)
+            os.kill(workers[0], signal.SIGKILL)
+            code = server.wait(timeout=120)
+        finally:
+            if server.poll() is None:
+                server.kill()
+                server.wait()
+    output = log_path.read_text()
+    assert code == 1, output[-3000:]
+    assert "could not load the model" in output and "nothing is serving" in output, output[-3000:]
+    assert "Traceback" not in output, output[-3000:]
