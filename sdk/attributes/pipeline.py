@@ -110,6 +110,7 @@ def add_attribute(
         config = AddAttributeConfig.parse({**dict(config or {}), **options})
     if not name or slug(name) != name:
         raise ConfigError(f"attribute name {name!r} must be lowercase snake_case, e.g. sleeve_length.")
+    _check_out(config)
     label_list, synonym_map, label_counts = resolve_labels(name, config)
     if not config.data:
         project = config.project_dir if config.project_dir is not None else Path.cwd()
@@ -144,6 +145,22 @@ def add_attribute(
         result.bundle_path = None  # published only: the registry holds it
     result.label_counts = label_counts
     return result
+
+
+def _check_out(config: AddAttributeConfig, base: Path | None = None) -> None:
+    """The output guard of every writer on ``out``: a new (or empty) folder, outside every
+    input (the base bundle: ``base`` once a URI is resolved, the manifests), refused before
+    anything is read."""
+    if config.out is None:
+        return
+    from fashion.data.outputs import check_output_paths
+    from fashion.registry.uri import parse_uri
+
+    if base is None and config.base is not None:
+        parsed = parse_uri(config.base)
+        base = Path(parsed.name) if parsed.scheme == "path" else None
+    reads = [*config.data, *config.validation, *config.replay, *config.gate_data, *([base] if base else [])]
+    check_output_paths(reads, new_folders={"--out": config.out})
 
 
 def default_bundle_dir(project_dir: Path, name: str) -> Path:
@@ -332,7 +349,8 @@ def publish_attribute(run: AttributeRun, gate: RegressionReport, config: AddAttr
         )
     new_provenance["parent"] = parent
     new_provenance["added_attribute"] = {"name": name, "strategy": config.strategy, "gate": gate.to_dict()}
-    if out_dir.exists():
+    _check_out(config, run.base_bundle.path)
+    if out_dir.exists():  # an empty --out, or the run's own scratch
         shutil.rmtree(out_dir)
     bundle_path = save_bundle(
         run.model, out_dir, metrics=metrics, provenance=new_provenance,

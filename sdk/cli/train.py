@@ -120,10 +120,19 @@ def evaluate_command(
     """
     from rich.console import Console
 
+    from fashion.data.outputs import check_output_paths
     from fashion.registry import load_bundle
+    from fashion.registry.uri import parse_uri
     from fashion.training.evaluation import evaluate
 
-    model = load_bundle(model_ref).model
+    parsed = parse_uri(model_ref)
+    if out_dir is not None:  # the output guard of every writer: --out holds no input
+        check_output_paths([*data, *([Path(parsed.name)] if parsed.scheme == "path" else [])],
+                           folders={"--out": out_dir})
+    bundle = load_bundle(model_ref)
+    if out_dir is not None and parsed.scheme != "path":
+        check_output_paths([bundle.path], folders={"--out": out_dir})
+    model = bundle.model
     report = evaluate(
         model, list(data), batch_size=batch_size, split=split, taxonomies=taxonomies,
         on_unknown_label=on_unknown_label,  # type: ignore[arg-type]

@@ -1,5 +1,5 @@
 """The commands that write beside what they read (`fashion audit`, `review`, `calibrate`,
-`export`, `optimize`): an output that is an input, lies inside one (a bundle) or holds one is
+`export`, `optimize`, `add-attribute`, `evaluate`): an output that is an input, lies inside one (a bundle) or holds one is
 refused before anything is read, and every input stays byte for byte; a bundle `--out` is always
 a new folder. `fashion review` and `fashion calibrate` keep predict's row contract: rows in =
 used + rejected, each rejected row named by file:line and reason, and a row with no image and no
@@ -34,13 +34,16 @@ GOOD = b"".join(
 
 @pytest.fixture(scope="module")
 def template(plugin: None, images: Path) -> Path:
-    """A workspace to copy: photos, data.csv (20 labeled rows), a bundle and m-trust (a copy)."""
+    """A workspace to copy: photos, data.csv (20 rows labeled with color), pattern.csv (the same
+    rows labeled with a new attribute), a bundle and m-trust (a copy of it)."""
     folder = images.parent / "trust-template"
     if not folder.is_dir():
         folder.mkdir()
         for name in ("good.png", "blue.png"):
             shutil.copyfile(images / name, folder / name)
         (folder / "data.csv").write_bytes(HEADER + GOOD)
+        (folder / "pattern.csv").write_bytes(HEADER.replace(b"color", b"pattern") + GOOD.replace(
+            b",red\n", b",solid\n").replace(b",blue\n", b",striped\n"))
         save_bundle(make_model(0), folder / "bundle")
         shutil.copytree(folder / "bundle", folder / "m-trust")
     return folder
@@ -79,6 +82,8 @@ def _invoke(args: list[str]) -> tuple[str, str]:
 
 AUDIT = ["audit", "data.csv", "--model", "bundle", "--attribute", "color"]
 CALIBRATE = ["calibrate", "bundle", "--data", "data.csv"]
+ADD = ["add-attribute", "pattern", "--data", "pattern.csv", "--base", "bundle", "--gate-data", "data.csv",
+       "--epochs", "1"]
 # kind -> (argv, what the message says, what must stay unchanged: a file or folder)
 PATHS: dict[str, tuple[list[str], str, str]] = {
     "audit --out DATA": ([*AUDIT, "--out", "data.csv"], "is the input data.csv", "data.csv"),
@@ -116,6 +121,14 @@ PATHS: dict[str, tuple[list[str], str, str]] = {
         ["export", "bundle-link", "--data", "bundle/fashion.json"], "is the input", "bundle"),
     "optimize --data the bundle's fashion.json": (
         ["optimize", "bundle", "--no-onnx", "--data", "bundle/fashion.json"], "is the input", "bundle"),
+    "add-attribute --out BASE": ([*ADD, "--out", "bundle"], "is the input folder bundle", "bundle"),
+    "add-attribute --out a folder holding --data": ([*ADD, "--out", "."], "contains the input",
+                                                    "pattern.csv"),
+    "add-attribute --out an existing folder": ([*ADD, "--out", "notes"], "already exists", "notes"),
+    "evaluate --out MODEL": (["evaluate", "bundle", "data.csv", "--out", "bundle"], "is the input folder",
+                             "bundle"),
+    "evaluate --out inside MODEL": (["evaluate", "bundle", "data.csv", "--out", "bundle/report"],
+                                    "inside the input folder", "bundle"),
 }
 
 
