@@ -6,6 +6,7 @@ The local engine is :func:`fashion.predict.batch.run_predict`; ``--engine ray`` 
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -80,6 +81,7 @@ def predict_command(
     MODEL is a bundle folder, hf://org/name[@revision] or local://name[@revision].
     """
     if engine == "ray":
+        from fashion.predict.ray.cluster import Interrupted
         from fashion.predict.ray.engine import run_ray_predict
 
         local_only = {"--rejects": rejects, "--workers": workers, "--device": device, "--abstain": abstain}
@@ -88,12 +90,16 @@ def predict_command(
             raise click.UsageError(f"{', '.join(used)} does not apply to --engine ray "
                                    "(see --concurrency, --num-gpus-per-worker)")
 
-        summary = run_ray_predict(
-            model, input_path, out, address=address, concurrency=concurrency,
-            num_gpus_per_worker=num_gpus_per_worker, embeddings=embeddings,
-            batch_size=batch_size, top_k=top_k, precision=precision, runtime=runtime,
-            overwrite=overwrite,
-        )
+        try:
+            summary = run_ray_predict(
+                model, input_path, out, address=address, concurrency=concurrency,
+                num_gpus_per_worker=num_gpus_per_worker, embeddings=embeddings,
+                batch_size=batch_size, top_k=top_k, precision=precision, runtime=runtime,
+                overwrite=overwrite,
+            )
+        except Interrupted as stop:  # SIGTERM/SIGINT: one line, exit 128 + the signal
+            click.echo(f"Interrupted: {stop}", err=True)
+            sys.exit(stop.exit_code)
         click.echo(summary.text())
         return
     ray_only = {"--address": address, "--concurrency": concurrency,

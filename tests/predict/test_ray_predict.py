@@ -31,7 +31,7 @@ from fashion.predict.batch import run_predict
 from fashion.predict.predictor import Predictor
 from fashion.predict.ray import predict_dataset, run_ray_predict
 from fashion.predict.ray.engine import actor_cpus, default_concurrency
-from fashion.predict.ray.inputs import expand_inputs, plan_parts
+from fashion.predict.ray.inputs import expand_inputs, input_root, part_stem, plan_parts
 from fashion.registry import save_bundle
 from tests.tiny_model import image, make_model, train_briefly
 from tests.tiny_plugin import TINY_SPEC
@@ -100,10 +100,10 @@ def _catalog(folder: Path) -> dict[str, int]:
 
 
 def _outputs(out: Path) -> dict[str, list[dict[str, Any]]]:
-    """Output rows per input file (output files are named <input>.<part>.parquet)."""
+    """Output rows per input file (output files are named <input>.<hash>.<part>.parquet)."""
     by_input: dict[str, list[dict[str, Any]]] = {}
     for path in sorted(out.glob("*.parquet")):
-        source = path.name.rsplit(".", 2)[0]
+        source = path.name.rsplit(".", 3)[0]
         by_input.setdefault(source, []).extend(pq.read_table(path).to_pylist())
     return by_input
 
@@ -137,9 +137,27 @@ def test_inputs_and_parts(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="holds no .parquet"):
         expand_inputs(tmp_path / "images")
     parts = plan_parts(files, tmp_path, part_rows=40)
+    a, b, c = (part_stem(Path(name)) for name in ("a.csv", "b.jsonl", "c.parquet"))
     assert [(p.name, p.first_row, p.rows) for p in parts] == [
-        ("a.csv.00000.parquet", 1, None), ("b.jsonl.00000.parquet", 1, None),
-        ("c.parquet.00000.parquet", 1, 40), ("c.parquet.00001.parquet", 41, 40)]
+        (f"{a}.00000.parquet", 1, None), (f"{b}.00000.parquet", 1, None),
+        (f"{c}.00000.parquet", 1, 40), (f"{c}.00001.parquet", 41, 40)]
+    assert a.startswith("a.csv.") and a == part_stem(Path("a.csv"))  # the same on every run
+
+
+def test_part_names_are_unique_by_construction(tmp_path: Path) -> None:
+    """Relative paths that flatten alike (a__b.csv, a/b.csv), glob matches with one file name in
+    two folders, and names differing in case only get parts of their own."""
+    for rel in ("a__b.csv", "a/b.csv", "x/A.csv", "x/a.csv", "y/a.csv"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("id,title\n1,red dress\n")
+    files = expand_inputs(tmp_path)
+    names = [p.name for p in plan_parts(files, input_root(tmp_path, files), part_rows=10)]
+    assert len({n.casefold() for n in names}) == len(files) == 5
+    assert {n.split(".")[0] for n in names} == {"a__b", "x__A", "x__a", "y__a"}
+    matches = expand_inputs(str(tmp_path / "*" / "a.csv"))
+    glob_names = [p.name for p in plan_parts(matches, input_root(str(tmp_path / "*" / "a.csv"),
+                                                                 matches), part_rows=10)]
+    assert len(set(glob_names)) == 2 and glob_names[0].startswith("x__a.csv.")
 
 
 def test_engine_ray_without_ray_names_the_extra(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -34,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from fashion._util.files import atomic_writer
 from fashion.errors import ConfigError, DataError
 from fashion.predict.batch import PredictSummary
+from fashion.predict.ray.cluster import ray_session, require_ray
 from fashion.predict.ray.inputs import (
     PART,
     PART_ROWS,
@@ -42,6 +42,7 @@ from fashion.predict.ray.inputs import (
     SOURCE,
     ManifestPart,
     expand_inputs,
+    input_root,
     manifest_datasource,
     plan_parts,
 )
@@ -59,22 +60,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
     import ray.data
 
-RAY_EXTRA = "pip install 'fashion-sdk[ray]'"
-
 META_KEY = b"fashion.part"
-
-
-def require_ray() -> Any:
-    """Import Ray Data, or say which extra to install."""
-    try:
-        import ray
-        import ray.data  # noqa: F401
-    except ImportError:
-        raise ConfigError(
-            "--engine ray needs Ray Data, which is not installed in this environment; "
-            f"install the extra: {RAY_EXTRA}"
-        ) from None
-    return ray
 
 
 # ------------------------------------------------------------------------------ resources
@@ -189,8 +175,11 @@ def predict_dataset(
             "top_k": top_k, "embeddings": embeddings, "plugins": runtime_plugins(),
             "threads": max(1, math.floor(cpus)),
             "base_dir": str(Path(base_dir).resolve()) if base_dir else None,
+            "batch_size": batch_size,
         },
-        batch_size=batch_size,
+        # one block per call: Ray Data would otherwise concatenate blocks of different inputs,
+        # and refuse columns whose types differ between files (a CSV's text, a JSONL list)
+        batch_size=None,
         batch_format="pyarrow",
         compute=ActorPoolStrategy(size=workers),
         num_cpus=cpus,
@@ -279,20 +268,6 @@ def _write_part(out: Path, name: str, pieces: list[pa.Table], model_key: str) ->
     return table
 
 
-def start_ray(address: str | None) -> bool:
-    """Connect to ``address`` or start a local instance sized to this machine; True if started
-    here (and to be shut down)."""
-    ray = require_ray()
-    if ray.is_initialized():
-        return False
-    if address:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
-    else:
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
-    return True
-
-
 def run_ray_predict(
     model_uri: str | Path,
     input_path: str | Path,
@@ -313,13 +288,19 @@ def run_ray_predict(
     progress: bool = False,
 ) -> RaySummary:
     """``fashion predict --engine ray``: every input part to one Parquet file in ``out``."""
+    from fashion.data.manifest import check_input_columns
+    from fashion.data.outputs import check_output_paths
+
     ray = require_ray()
     out = Path(out)
     files = expand_inputs(input_path)
-    root = Path(input_path).resolve() if Path(input_path).is_dir() else None
-    parts = plan_parts(files, root, part_rows)
-    started = start_ray(address)
-    try:
+    # OUT is refused before anything is read when it is, holds or lies in an input (or the bundle)
+    sources = [Path(input_path)] if Path(input_path).exists() else list(files)
+    check_output_paths([*sources, *_local_bundle(model_uri)], folders={"--out": out})
+    for file in files:
+        check_input_columns(file)
+    parts = plan_parts(files, input_root(input_path, files), part_rows)
+    with ray_session(address):
         from ray.data import DataContext
 
         context = DataContext.get_current()
@@ -365,9 +346,12 @@ def run_ray_predict(
             _collect(predicted, out, ref.key, todo, summary, attributes)
         summary.seconds = time.perf_counter() - t0
         return summary
-    finally:
-        if started:
-            ray.shutdown()
+
+
+def _local_bundle(model_uri: str | Path) -> list[Path]:
+    """The bundle folder MODEL names, when it is one on this machine (an input OUT must spare)."""
+    path = Path(model_uri)
+    return [path] if "://" not in str(model_uri) and path.is_dir() else []
 
 
 def _attributes(columns: Sequence[str]) -> list[str]:
@@ -401,6 +385,7 @@ def _collect(ds: Any, out: Path, model_key: str, todo: Sequence[ManifestPart], s
     pending: dict[str, list[Any]] = {}
     counts: Counter[str] = Counter()
     expected = {p.name: p.rows for p in todo}
+    sources = {p.name: p.source for p in todo}
     for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
         if not attributes:
             attributes = _attributes(batch.column_names)
@@ -412,6 +397,11 @@ def _collect(ds: Any, out: Path, model_key: str, todo: Sequence[ManifestPart], s
             if expected[name] is not None and expected[name] != total:
                 raise DataError(f"{name}: read {total} rows where the Parquet footer says "
                                 f"{expected[name]}; the input file changed during the run.")
+            if counts[name] > total:
+                raise DataError(f"{name} ({sources[name]}): {counts[name]} rows came back for the "
+                                f"{total} rows read, so rows were returned twice inside Ray (a "
+                                "retried task); the part was not written. Run the same command "
+                                "again to redo it.")
             if counts[name] == total:
                 table = _write_part(out, name, pending.pop(name), model_key)
                 summary.add(table, attributes)
@@ -424,7 +414,16 @@ def _collect(ds: Any, out: Path, model_key: str, todo: Sequence[ManifestPart], s
                               PART: pa.array([], pa.string()), PART_ROWS: pa.array([], pa.int64())})
             _write_part(out, part.name, [empty], model_key)
     if pending:
-        raise DataError(f"parts {sorted(pending)} came back incomplete; run the command again.")
+        missing = "; ".join(f"{name} ({sources[name]}): {counts[name]} of "
+                            f"{pending[name][0].column(PART_ROWS)[0].as_py()} rows"
+                            for name in sorted(pending))
+        raise DataError(
+            f"the Ray job ended before every row of some parts came back: {missing}. Those parts "
+            f"were not written; the {len(todo) - len(pending)} other parts are complete in "
+            f"{out}. Rows are lost inside Ray when a worker or the object store fails (see the "
+            "Ray logs, /tmp/ray/session_latest/logs on the head node); running the same command "
+            "again redoes only the unwritten parts."
+        )
 
 
 __all__ = [

@@ -11,6 +11,7 @@ columns the writer needs, and :func:`manifest_datasource` hands the parts to Ray
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import os
 from collections.abc import Iterator, Sequence
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 
 # Columns the reader adds for the writer; ``_fashion_row`` becomes ``row`` in the output files.
 SOURCE, ROW, PART, PART_ROWS = "_fashion_source", "_fashion_row", "_fashion_part", "_fashion_part_rows"
-RECORD = "_fashion_record"  # a CSV/JSONL row as read (JSON): the product is built from it
+RECORD = "_fashion_record"  # a CSV/JSONL row as read (JSON: values, line, error): the product is built from it
 INTERNAL = (SOURCE, ROW, PART, PART_ROWS, RECORD)
 
 
@@ -65,6 +66,25 @@ def expand_inputs(input_path: str | Path) -> list[Path]:
     return [f.resolve() for f in files]
 
 
+def input_root(input_path: str | Path, files: Sequence[Path]) -> Path:
+    """The folder part names are relative to: INPUT when it is a folder, else the deepest folder
+    holding every file (a file's own folder, or the common folder of a glob's matches)."""
+    path = Path(input_path)
+    if path.is_dir():
+        return path.resolve()
+    return Path(os.path.commonpath([str(f.parent) for f in files]))
+
+
+def part_stem(rel: Path) -> str:
+    """The output name of one input file: its relative path flattened (readable, at most 120
+    characters) and a hash of the whole relative path, so two inputs never share a name
+    (``a__b.csv`` and ``a/b.csv``, or ``A.csv`` and ``a.csv`` on a case-insensitive disk) and
+    the same input gets the same name on every run (resume)."""
+    flat = "__".join(rel.parts)
+    digest = hashlib.sha256(rel.as_posix().encode("utf-8", "surrogateescape")).hexdigest()[:10]
+    return f"{flat[:120]}.{digest}"
+
+
 def plan_parts(files: Sequence[Path], root: Path | None, part_rows: int) -> list[ManifestPart]:
     """Split the inputs into parts: Parquet files by row groups of about ``part_rows`` rows."""
     import pyarrow.parquet as pq
@@ -72,7 +92,7 @@ def plan_parts(files: Sequence[Path], root: Path | None, part_rows: int) -> list
     parts: list[ManifestPart] = []
     for file in files:
         rel = file.relative_to(root) if root is not None and root in file.parents else Path(file.name)
-        stem = "__".join(rel.parts)
+        stem = part_stem(rel)
         if file.suffix.lower() != ".parquet":
             parts.append(ManifestPart(str(file), f"{stem}.00000.parquet"))
             continue
@@ -87,11 +107,16 @@ def plan_parts(files: Sequence[Path], root: Path | None, part_rows: int) -> list
                 first, count, groups, index = first + count, 0, [], index + 1
         if meta.num_row_groups == 0:
             parts.append(ManifestPart(str(file), f"{stem}.00000.parquet", 1, 0, ()))
+    names = [p.name.casefold() for p in parts]
+    if len(set(names)) != len(names):  # two different relative paths with one hash prefix
+        clash = sorted({p.name for p in parts if names.count(p.name.casefold()) > 1})
+        raise DataError(f"inputs {clash} map to one output name; rename one of the files.")
     return parts
 
 
 def _records_table(records: list[dict[str, Any]]) -> pa.Table:
-    """Rows as a table; a JSONL column whose values disagree in type is kept as JSON text."""
+    """Rows as a table; a JSONL column whose values disagree in type (or hold text that is not
+    UTF-8) is kept as JSON text."""
     import pyarrow as pa
 
     names: dict[str, None] = {}
@@ -102,8 +127,9 @@ def _records_table(records: list[dict[str, Any]]) -> pa.Table:
         values = [r.get(name) for r in records]
         try:
             columns[name] = pa.array(values)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
-            columns[name] = pa.array([None if v is None else json.dumps(v, ensure_ascii=False)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, UnicodeEncodeError):
+            # a lone surrogate (a JSONL "\\ud800" escape) cannot be UTF-8: kept escaped
+            columns[name] = pa.array([None if v is None else json.dumps(v, ensure_ascii=True)
                                       for v in values], type=pa.string())
     return pa.table(columns) if columns else pa.table({"id": pa.nulls(len(records))})
 
@@ -118,12 +144,14 @@ def read_part(part: ManifestPart, block_rows: int) -> Iterator[pa.Table]:
     if part.rows is not None:
         table = (pq.ParquetFile(part.source).read_row_groups(list(part.row_groups))
                  if part.row_groups else pa.table({}))
-    else:
-        records = [row.values for row in iter_manifest(part.source)]
-        table = _records_table(records).append_column(RECORD, pa.array(
-            [json.dumps(r, ensure_ascii=False) for r in records], type=pa.string()))
+        numbers = pa.array(range(part.first_row, part.first_row + table.num_rows), type=pa.int64())
+    else:  # each row keeps its number, line and read error (``fashion predict`` reports them)
+        rows = list(iter_manifest(part.source))
+        table = _records_table([row.values for row in rows]).append_column(RECORD, pa.array(
+            [json.dumps({"values": row.values, "line": row.line, "error": row.error})
+             for row in rows], type=pa.string()))
+        numbers = pa.array([row.row for row in rows], type=pa.int64())
     total = table.num_rows
-    numbers = pa.array(range(part.first_row, part.first_row + total), type=pa.int64())
     table = (table.append_column(SOURCE, pa.array([part.source] * total, type=pa.string()))
              .append_column(ROW, numbers)
              .append_column(PART, pa.array([part.name] * total, type=pa.string()))
@@ -162,7 +190,9 @@ __all__ = [
     "SOURCE",
     "ManifestPart",
     "expand_inputs",
+    "input_root",
     "manifest_datasource",
+    "part_stem",
     "plan_parts",
     "read_part",
 ]

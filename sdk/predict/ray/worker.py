@@ -130,8 +130,9 @@ def _register_plugins(plugins: Sequence[tuple[str, str]]) -> None:
 
 
 class PredictBatches:
-    """The callable class of :func:`predict_dataset`: one bundle per actor, one Arrow batch in,
-    the same batch out with the prediction columns appended."""
+    """The callable class of :func:`predict_dataset`: one bundle per actor, one Arrow block in
+    (run through the model ``batch_size`` rows at a time), the same block out with the
+    prediction columns appended."""
 
     def __init__(
         self,
@@ -145,6 +146,7 @@ class PredictBatches:
         plugins: Sequence[tuple[str, str]] = (),
         threads: int = 1,
         base_dir: str | None = None,
+        batch_size: int = 32,
     ) -> None:
         import torch
 
@@ -156,7 +158,7 @@ class PredictBatches:
             _bundle_folder(ref), device=device, precision=precision,  # type: ignore[arg-type]
             runtime=runtime,  # type: ignore[arg-type]
         )
-        self.top_k, self.embeddings = top_k, embeddings
+        self.top_k, self.embeddings, self.batch_size = top_k, embeddings, max(1, batch_size)
         self.base = Path(base_dir or os.getcwd())
         self.schema = output_fields(self.predictor, embeddings=embeddings)
 
@@ -174,7 +176,9 @@ class PredictBatches:
         for i, record in enumerate(records):
             groups.setdefault(record.get(SOURCE) or str(self.base / "(dataset)"), []).append(i)
         for source, indices in groups.items():
-            self._predict_group(records, indices, Path(source), results)
+            for start in range(0, len(indices), self.batch_size):
+                self._predict_group(records, indices[start:start + self.batch_size], Path(source),
+                                    results)
         columns = _result_columns(self.predictor.attributes, results, self.schema)
         for spec in self.schema:
             batch = batch.append_column(spec, pa.array(columns[spec.name], type=spec.type))
@@ -188,10 +192,14 @@ class PredictBatches:
         rows = []
         for position, i in enumerate(indices, start=1):
             number = records[i].get(ROW)
+            number = int(number) if number is not None else position
             raw = records[i].get(RECORD)
-            values = (json.loads(raw) if raw is not None else
-                      {k: v for k, v in records[i].items() if k not in INTERNAL})
-            rows.append(ManifestRow(int(number) if number is not None else position, values))
+            if raw is not None:  # a CSV/JSONL row: its values, line and read error as read
+                read = json.loads(raw)
+                rows.append(ManifestRow(number, read["values"], read["line"], read["error"]))
+            else:
+                rows.append(ManifestRow(number, {k: v for k, v in records[i].items()
+                                                 if k not in INTERNAL}))
         where = {row.row: i for row, i in zip(rows, indices, strict=True)}
         prepared, numbers, rejects = prepare_rows(self.predictor.model, rows, source)
         for reject in rejects:
@@ -223,13 +231,19 @@ def output_fields(predictor: Any, *, embeddings: bool = False) -> list[pa.Field]
     return fields
 
 
+def _utf8(text: str) -> str:
+    """``text`` as Arrow can hold it: a lone surrogate from the input (a JSONL ``\\ud800``
+    escape, quoted in a reason) is written as its escape."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _result_columns(attributes: Sequence[str], results: Sequence[tuple[str, Any, Any]],
                     schema: Sequence[pa.Field]) -> dict[str, list[Any]]:
     columns: dict[str, list[Any]] = {spec.name: [] for spec in schema}
     for status, payload, vector in results:
         predicted = status == "predicted"
         columns[STATUS].append(status)
-        columns[REASON].append(None if predicted else payload)
+        columns[REASON].append(None if predicted else _utf8(payload))
         for attribute in attributes:
             label, score, top_k, abstained = prediction_columns(attribute)
             p = payload["attributes"][attribute] if predicted else None
@@ -238,7 +252,8 @@ def _result_columns(attributes: Sequence[str], results: Sequence[tuple[str, Any,
             columns[top_k].append([{"label": lbl, "score": s} for lbl, s in p["top_k"]] if p else None)
             columns[abstained].append(p["abstained"] if p else None)
         columns[MISSING].append(payload["diagnostics"]["missing"] if predicted else None)
-        columns[NOTES].append(payload["diagnostics"]["notes"] if predicted else None)
+        columns[NOTES].append([_utf8(n) for n in payload["diagnostics"]["notes"]]
+                              if predicted else None)
         if EMBEDDING in columns:
             columns[EMBEDDING].append(vector)
     return columns
