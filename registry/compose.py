@@ -15,6 +15,7 @@ from typing import Any
 
 from torch import nn
 
+from fashion.data.outputs import check_output_paths
 from fashion.errors import BundleError
 from fashion.model.spec import ModelSpec
 from fashion.registry.bundle import BundleIndex, load_bundle, read_index, save_bundle
@@ -75,6 +76,11 @@ def compose_bundles(
             owner[attribute] = (label, fingerprint)
             contributed.append(attribute)
         sources.append((head_dir, label, index, contributed))
+    # the output guard of every writer: OUT is a new folder, never one of the bundles read
+    reads = {"BASE": base_dir}
+    reads.update({"HEAD" if len(sources) == 1 else f"HEAD #{i}": d
+                  for i, (d, _, _, _) in enumerate(sources, 1)})
+    check_output_paths(reads, new_folders={"--out": Path(out)})
 
     composed = load_bundle(base_dir, device=device)
     model = composed.model

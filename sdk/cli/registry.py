@@ -14,6 +14,7 @@ from typing import Any
 import click
 from rich.console import Console
 
+from fashion.data.outputs import check_output_paths
 from fashion.errors import BundleError
 from fashion.registry.base import ModelSummary
 from fashion.registry.bundle import INDEX_NAME, BundleIndex, read_index, verify_bundle
@@ -79,10 +80,10 @@ def pull_command(uri: str, out: Path | None, endpoint: str | None) -> None:
         raise click.UsageError(f"{uri} is not a model URI; use hf://org/name or local://name")
     options = {"endpoint": endpoint} if parsed.scheme == "hf" else {}
     folder = Path(get_registry(parsed.scheme, **options).fetch(parsed.name, parsed.revision))
+    if out is not None:  # the output guard of every writer: a new folder, never the cached copy
+        check_output_paths({"pulled bundle": folder}, new_folders={"--out": out})
     index = verify_bundle(folder)
     if out is not None:
-        if out.exists() and any(out.iterdir()):
-            raise click.UsageError(f"{out} is not empty; choose a new folder")
         for rel in [*index.files, INDEX_NAME]:
             (out / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(folder / rel, out / rel)

@@ -154,7 +154,10 @@ def run_predict(
         raise ConfigError("--batch-size must be at least 1")
     check_top_k(top_k)
     outputs = {"--out": out, "--rejects": rejects_path}
-    check_output_paths({"input manifest": manifest}, outputs)
+    inputs: dict[str, Path] = {"input manifest": manifest}
+    if predictor.bundle is not None and predictor.bundle.path is not None:
+        inputs["model"] = Path(predictor.bundle.path)
+    check_output_paths(inputs, outputs)
     _check_existing(outputs, resume=resume, overwrite=overwrite)
     check_input_columns(manifest)
     done_predicted, n_predicted = _read_done(out) if resume else (set(), 0)

@@ -1,6 +1,6 @@
 """The commands that write beside what they read (`fashion audit`, `review`, `calibrate`,
-`export`, `optimize`, `add-attribute`, `evaluate`): an output that is an input, lies inside one (a bundle) or holds one is
-refused before anything is read, and every input stays byte for byte; a bundle `--out` is always
+`export`, `optimize`, `add-attribute`, `evaluate`, `predict`, `compose`, `pull`): an output that
+is an input, lies inside one (a bundle) or holds one is refused before anything is read, and every input stays byte for byte; a bundle `--out` is always
 a new folder. `fashion review` and `fashion calibrate` keep predict's row contract: rows in =
 used + rejected, each rejected row named by file:line and reason, and a row with no image and no
 text is rejected, never queued with what the model's priors say. (Bad labeled rows through
@@ -129,6 +129,19 @@ PATHS: dict[str, tuple[list[str], str, str]] = {
                              "bundle"),
     "evaluate --out inside MODEL": (["evaluate", "bundle", "data.csv", "--out", "bundle/report"],
                                     "inside the input folder", "bundle"),
+    "predict --out a file inside MODEL": (["predict", "bundle", "data.csv", "--out", "bundle/p.jsonl"],
+                                          "inside the model bundle", "bundle"),
+    "predict --rejects a file inside MODEL through a link": (
+        ["predict", "bundle", "data.csv", "--out", "p.jsonl", "--rejects", "bundle-link/r.jsonl"],
+        "inside the model bundle", "bundle"),
+    "compose --out BASE": (["compose", "bundle", "m-trust", "--out", "bundle"], "is the BASE bundle",
+                           "bundle"),
+    "compose --out a HEAD bundle": (["compose", "bundle", "m-trust", "--out", "m-trust"],
+                                    "is the HEAD m-trust", "m-trust"),
+    "compose --out an existing folder": (["compose", "bundle", "m-trust", "--out", "notes"],
+                                         "already exists", "notes"),
+    "compose --out a folder holding BASE": (["compose", "bundle", "m-trust", "--out", "."],
+                                            "contains the BASE", "bundle"),
 }
 
 
@@ -174,6 +187,25 @@ def test_calibrate_out_inside_a_registry_revision(work: Path, fashion_home: Path
     ledger.record(AREA, "calibrate local://NAME --out inside its revision", "error", observed, lost)
     assert observed == "error", message
     assert "inside the input folder" in message, message
+
+
+@pytest.mark.parametrize("where", ["the revision itself", "inside the revision"])
+def test_pull_out_into_its_own_revision(where: str, work: Path, fashion_home: Path) -> None:
+    """`fashion pull local://NAME --out DIR` copies a revision out; DIR is never the revision."""
+    from fashion.registry.bundle import load_bundle
+    from fashion.registry.local import LocalRegistry
+
+    LocalRegistry().publish(work / "bundle", "shoes")
+    revision = load_bundle("local://shoes").path
+    out = revision if where == "the revision itself" else revision / "copy"
+    before = _snapshot(fashion_home)
+    observed, message = _invoke(["pull", "local://shoes", "--out", str(out)])
+    lost = int(_snapshot(fashion_home) != before)
+    if observed == "ran" or (observed == "error" and lost):
+        observed = "silent-wrong"
+    ledger.record(AREA, f"pull --out {where}", "error", observed, lost)
+    assert observed == "error", message
+    assert "the pulled bundle" in message, message
 
 
 # kind -> (the 21st row, "used"/"rejected", a text the report must contain)
