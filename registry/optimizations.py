@@ -23,9 +23,16 @@ from pydantic import ConfigDict, Field, ValidationError, model_validator
 
 from fashion._util.config import StrictModel, explain_validation_error
 
-ONNX_FILES = {"fp32": "onnx/model.onnx", "int8": "onnx/model.int8.onnx"}
-PathKey = Literal["torch:bf16", "torch:fp16", "torch:int8", "onnxruntime:fp32", "onnxruntime:int8"]
+ONNX_FILES = {"fp32": "onnx/model.onnx", "int8": "onnx/model.int8.onnx",
+              "int8-static": "onnx/model.int8-static.onnx"}
+OnnxPrecision = Literal["fp32", "int8", "int8-static"]
+PathKey = Literal["torch:bf16", "torch:fp16", "torch:int8", "onnxruntime:fp32", "onnxruntime:int8",
+                  "onnxruntime:int8-static", "openvino:fp32", "openvino:bf16", "openvino:int8-static"]
 """The optimized paths the accuracy gate judges (``runtime:precision``)."""
+RUNS_ON = {"onnxruntime:fp32": "fp32", "onnxruntime:int8": "int8",
+           "onnxruntime:int8-static": "int8-static", "openvino:fp32": "fp32",
+           "openvino:bf16": "fp32", "openvino:int8-static": "int8-static"}
+"""The ONNX artifact (precision key of ``onnx``) each ONNX path runs."""
 
 _TOLERANCE = 1e-3  # scores are stored rounded to 4 decimals
 
@@ -34,16 +41,57 @@ class _Record(StrictModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
+class GateData(_Record):
+    path: str
+    sha256: str
+    rows: int = Field(ge=0)
+
+
+class CpuRecord(_Record):
+    """The CPU a record was made or validated on: its model name and the flags that matter."""
+
+    model: str
+    flags: list[str]
+
+
+class CalibrationRecord(_Record):
+    """What static quantization calibrated on: the manifests, the products read and a sha256 of
+    the very inputs the graph took (the fingerprint)."""
+
+    data: list[GateData]
+    products: int = Field(ge=1)
+    fingerprint: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
+
+
+class QuantizationRecord(_Record):
+    """How an ``int8-static`` graph was quantized (:mod:`fashion.predict.static`)."""
+
+    scheme: Literal["qdq"]
+    method: Literal["minmax", "percentile", "entropy"]
+    per_channel: bool
+    reduce_range: bool
+    activation_type: Literal["uint8", "int8"]
+    weight_type: Literal["int8"]
+    backbones: list[str]
+    quantized_nodes: int = Field(ge=0)
+    excluded: list[str]
+    fix: str
+    text: Literal["fp32", "int8"]
+    calibration: CalibrationRecord
+    cpu: CpuRecord
+
+
 class OnnxRecord(_Record):
     """One exported graph: its file and what :class:`fashion.predict.runtime.OnnxRunner` feeds it."""
 
     file: str
-    precision: Literal["fp32", "int8"]
+    precision: OnnxPrecision
     opset: int = Field(ge=1)
     inputs: list[str]
     outputs: list[str]
     layout: list[tuple[str, Literal["image", "text"], list[str]]]
     image_shape: list[int] | None = None
+    quantization: QuantizationRecord | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> OnnxRecord:
@@ -55,20 +103,24 @@ class OnnxRecord(_Record):
             expected.append(f"{name}.pool")
         if self.inputs != expected:
             raise ValueError(f"inputs {self.inputs} do not follow the layout (expected {expected})")
+        if (self.precision == "int8-static") != (self.quantization is not None):
+            raise ValueError("an int8-static graph records its quantization, and only it does")
         return self
 
 
 class PathRecord(_Record):
+    """One path's scores; ``cpu``: where it was validated, ``fix``: which standard fix of a
+    refused int8-static path passed, ``calibration``: the fingerprint it was calibrated on,
+    ``products_per_s``: its speed measured at optimize time on ``cpu``."""
+
     passed: bool
     agreement: dict[str, float]
     macro_f1: dict[str, float]
     f1_delta_points: dict[str, float]
-
-
-class GateData(_Record):
-    path: str
-    sha256: str
-    rows: int = Field(ge=0)
+    cpu: CpuRecord | None = None
+    fix: str | None = None
+    calibration: str | None = None
+    products_per_s: float | None = Field(default=None, gt=0)
 
 
 class GateReference(_Record):
@@ -111,7 +163,7 @@ class GateRecord(_Record):
 class Optimizations(_Record):
     """The whole ``optimizations`` record (both keys optional)."""
 
-    onnx: dict[Literal["fp32", "int8"], OnnxRecord] = Field(default_factory=dict)
+    onnx: dict[OnnxPrecision, OnnxRecord] = Field(default_factory=dict)
     gate: GateRecord | None = None
 
 
@@ -136,11 +188,16 @@ def optimizations_problem(record: Any, attributes: Sequence[str], files: Mapping
                     f"attributes (expected {wanted})")
         if entry.file not in files:
             return f"onnx.{precision}.file: {entry.file} is not listed in the bundle's files"
+    for key in parsed.gate.validated if parsed.gate else []:
+        if key in RUNS_ON and RUNS_ON[key] not in parsed.onnx:
+            return f"gate.validated: {key} runs onnx.{RUNS_ON[key]}, which the record does not have"
     return None
 
 
 __all__ = [
     "ONNX_FILES",
+    "RUNS_ON",
+    "CpuRecord",
     "GateRecord",
     "OnnxRecord",
     "Optimizations",

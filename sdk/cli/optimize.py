@@ -115,20 +115,52 @@ def export_command(model: str, fmt: str, precision: str, data: tuple[Path, ...],
 
 @click.command("optimize")
 @click.argument("model", metavar="BUNDLE")
+@click.option("--precision", type=click.Choice(["all", "int8-static"]), default="all", show_default=True,
+              help="all: gate torch bf16/int8 and (with ONNX) ONNX fp32/int8. int8-static: "
+                   "quantize the image backbones' ONNX graph statically (QDQ, int8 weights and "
+                   "activations, calibrated) and gate it.")
 @click.option("--onnx/--no-onnx", "with_onnx", default=None,
               help="Also export and gate ONNX fp32 and int8 (default: when onnxruntime is installed).")
+@click.option("--calibration", multiple=True, type=click.Path(exists=True, path_type=Path),
+              help="int8-static: manifest(s) whose images calibrate the activation ranges "
+                   "(default: the bundle's validation data). Repeatable.")
+@click.option("--calibration-method", type=click.Choice(["minmax", "percentile", "entropy"]),
+              default="minmax", show_default=True, help="int8-static: the first recipe's method.")
+@click.option("--calibration-rows", default=256, show_default=True, type=click.IntRange(min=1),
+              help="int8-static: at most this many calibration products.")
+@click.option("--runtime", type=click.Choice(["onnxruntime", "openvino"]), default=None,
+              help="int8-static: gate this runtime only (default: every one installed; the "
+                   "fastest validated one is recorded for precision auto).")
 @_gate_options
-def optimize_command(model: str, with_onnx: bool | None, data: tuple[Path, ...], max_loss: float,
-                     batch_size: int, limit: int | None) -> None:
+def optimize_command(model: str, precision: str, with_onnx: bool | None, calibration: tuple[Path, ...],
+                     calibration_method: str, calibration_rows: int, runtime: str | None,
+                     data: tuple[Path, ...], max_loss: float, batch_size: int, limit: int | None) -> None:
     """Validate every optimized path of a bundle folder against fp32 eager and record it.
 
-    Paths: torch:bf16, torch:int8 and (with ONNX) onnxruntime:fp32 and onnxruntime:int8. The
+    Paths: torch:bf16, torch:int8 and (with ONNX) onnxruntime:fp32 and onnxruntime:int8; with
+    --precision int8-static, onnxruntime:int8-static and openvino:int8-static (extra
+    fashion-sdk[openvino]). A refused int8-static graph is retried with the standard fixes
+    (first conv and last block fp32, per-tensor weights, other calibration methods). The
     verdict lands in fashion.json, where `Predictor(precision="auto")` and `fashion show` read
     it. Exits 1 with the table when any path loses more than --max-loss points on an attribute.
     """
     import importlib.util
 
     folder = _bundle_folder(model)
+    if precision == "int8-static":
+        from fashion.predict.optimize import optimize_static
+
+        _check_paths(folder, data + calibration, ["fp32", "int8-static"])
+        result = optimize_static(folder, calibration=list(calibration) or None,
+                                 method=calibration_method, runtime=runtime, data=list(data) or None,
+                                 max_loss=max_loss, batch_size=batch_size, limit=limit,
+                                 products=calibration_rows, log=console.print)
+        console.print(result.report.table())
+        speeds = ", ".join(f"{k} {v:g} products/s" for k, v in result.speeds.items())
+        console.print(f"validated: {', '.join(result.report.validated)} (fix: {result.attempts[-1][0]}); "
+                      f"measured {speeds}; runtime for precision auto: {result.runtime} "
+                      f"(recorded in {folder / 'fashion.json'})", soft_wrap=True)
+        return
     if with_onnx is None:
         with_onnx = importlib.util.find_spec("onnxruntime") is not None
     paths = list(TORCH_PATHS)

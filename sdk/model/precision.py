@@ -10,22 +10,26 @@ import torch
 
 
 @functools.lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    """The instruction-set flags of this CPU (``/proc/cpuinfo``; empty where it cannot be read)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        if line.startswith(("flags", "Features")):
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
+@functools.lru_cache(maxsize=1)
 def cpu_bf16_native() -> bool:
     """True when this CPU computes bf16 natively (AVX512-BF16 or AMX), where bf16 is faster than
     fp32; elsewhere torch emulates bf16 and it is slower."""
     capability = str(torch.backends.cpu.get_cpu_capability()).upper()
     if "AMX" in capability or "BF16" in capability:
         return True
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return False
-    flags = set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            flags.update(line.split(":", 1)[1].split())
-            break
-    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
 
 
 def autocast_dtype(precision: str) -> torch.dtype | None:
@@ -33,4 +37,4 @@ def autocast_dtype(precision: str) -> torch.dtype | None:
     return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
 
 
-__all__ = ["autocast_dtype", "cpu_bf16_native"]
+__all__ = ["autocast_dtype", "cpu_bf16_native", "cpu_flags"]

@@ -20,11 +20,16 @@ from pathlib import Path
 from typing import Any
 
 from fashion.errors import BundleError
-from fashion.registry.optimizations import ONNX_FILES, optimizations_problem
+from fashion.registry.optimizations import ONNX_FILES, RUNS_ON, optimizations_problem
 
 
 def onnx_file(precision: str) -> str:
     return ONNX_FILES[precision]
+
+
+def artifact_of(runtime: str, precision: str) -> str:
+    """The ONNX artifact (``fp32``, ``int8``, ``int8-static``) the path ``runtime:precision`` runs."""
+    return RUNS_ON.get(f"{runtime}:{precision}", precision)
 
 
 def update_bundle(directory: str | Path, *, onnx: Mapping[str, Mapping[str, Any]] | None = None,
@@ -51,11 +56,14 @@ def update_bundle(directory: str | Path, *, onnx: Mapping[str, Mapping[str, Any]
             if rel:
                 index.files.pop(rel, None)
     verify_bundle(directory, index)
-    for precision in remove:  # a refused export leaves the bundle
+    for precision in remove:  # a refused export leaves the bundle, and so do its verdicts
         entry = optimizations.get("onnx", {}).pop(precision, None)
         if entry:
             index.files.pop(entry["file"], None)
             (directory / entry["file"]).unlink(missing_ok=True)
+        if gate is None and "gate" in optimizations:
+            optimizations["gate"] = _without(optimizations["gate"],
+                                             {k for k, p in RUNS_ON.items() if p == precision})
     if onnx:
         graphs = dict(optimizations.get("onnx", {}))
         for precision, entry in onnx.items():
@@ -67,7 +75,8 @@ def update_bundle(directory: str | Path, *, onnx: Mapping[str, Mapping[str, Any]
             graphs[precision] = dict(entry)
         optimizations["onnx"] = graphs
         if "gate" in optimizations:  # a new artifact voids the earlier verdict on it
-            optimizations["gate"] = _without(optimizations["gate"], {f"onnxruntime:{p}" for p in onnx})
+            optimizations["gate"] = _without(optimizations["gate"],
+                                             {k for k, p in RUNS_ON.items() if p in onnx})
     if gate is not None:
         optimizations["gate"] = dict(gate)
     index.files = dict(sorted(index.files.items()))
@@ -88,9 +97,11 @@ def onnx_graph(index: Any, directory: Path, precision: str) -> tuple[Path, dict[
     graphs = index.optimizations.get("onnx", {})
     if precision not in graphs:
         have = ", ".join(sorted(graphs)) or "none"
+        how = (f"fashion optimize {directory} --precision int8-static" if precision == "int8-static"
+               else f"fashion export {directory} --format onnx --precision {precision}")
         raise BundleError(
             f"bundle {directory} has no {precision} ONNX model (it has: {have}); create it with "
-            f"`fashion export {directory} --format onnx --precision {precision}`."
+            f"`{how}`."
         )
     entry = graphs[precision]
     if entry["file"] not in index.files:
@@ -98,6 +109,12 @@ def onnx_graph(index: Any, directory: Path, precision: str) -> tuple[Path, dict[
             f"bundle {directory}: {entry['file']} is not listed in fashion.json; export it again."
         )
     return directory / entry["file"], entry
+
+
+def gate_paths(index: Any) -> dict[str, dict[str, Any]]:
+    """The gate's record of each path it judged (scores, CPU, speed), by ``runtime:precision``."""
+    gate = getattr(index, "optimizations", {}).get("gate") or {}
+    return dict(gate.get("paths", {}))
 
 
 def gate_verdict(index: Any) -> tuple[list[str], list[str]]:

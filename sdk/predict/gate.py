@@ -34,10 +34,11 @@ class PathScore:
     f1: dict[str, float]  # macro-F1 against the ground truth, 0..1
     delta: dict[str, float]  # (f1 - reference f1) x 100: points, negative = worse
     passed: bool
+    extra: dict[str, Any] = field(default_factory=dict)  # cpu, fix, calibration, products_per_s
 
     def to_dict(self) -> dict[str, Any]:
         return {"passed": self.passed, "agreement": _r(self.agreement), "macro_f1": _r(self.f1),
-                "f1_delta_points": _r(self.delta)}
+                "f1_delta_points": _r(self.delta), **self.extra}
 
 
 def _r(values: Mapping[str, float]) -> dict[str, float]:
@@ -133,7 +134,9 @@ def run_gate(
     limit: int | None = None,
 ) -> GateReport:
     """Compare each of ``paths`` (``runtime:precision``) with fp32 eager on ``data`` (default:
-    the bundle's validation manifests). ``limit`` caps the rows read per manifest."""
+    the bundle's validation manifests). ``limit`` caps the rows read per manifest. Each path's
+    score records the CPU it was validated on (model and flags)."""
+    from fashion.predict.precision import cpu_record
     from fashion.predict.predictor import Predictor
     from fashion.training.data import label_normalizers, load_dataset
     from fashion.training.evaluation import _as_dataset_config, new_counts
@@ -181,6 +184,7 @@ def run_gate(
         scores.append(PathScore(
             key=key, agreement={a: agree[key][a] / rows[a] for a in judged}, f1=f1[key],
             delta=delta, passed=all(d >= -max_loss for d in delta.values()),
+            extra={"cpu": cpu_record()},
         ))
     described = [{"path": str(d.path), "sha256": d.report.sha256, "rows": len(d)} for d in datasets]
     return GateReport(reference=f1[REFERENCE], paths=scores, max_loss=max_loss,
@@ -192,6 +196,11 @@ def print_verdict(console: Any, optimizations: Mapping[str, Any]) -> None:
     graphs = optimizations.get("onnx", {})
     for precision, entry in sorted(graphs.items()):
         console.print(f"onnx {precision}: {entry.get('file')} (opset {entry.get('opset')})")
+        q = entry.get("quantization")
+        if q:
+            console.print(f"  {q['scheme']} {q['method']}, {'per-channel' if q['per_channel'] else 'per-tensor'} "
+                          f"weights, fix: {q['fix']}, calibrated on {q['calibration']['products']} products "
+                          f"({q['calibration']['fingerprint'][:19]}…) on {q['cpu']['model']}", soft_wrap=True)
     gate = optimizations.get("gate")
     if not gate:
         if graphs:
@@ -202,3 +211,8 @@ def print_verdict(console: Any, optimizations: Mapping[str, Any]) -> None:
                   f"{gate.get('max_loss')} points)", soft_wrap=True)
     for verdict in ("validated", "refused"):
         console.print(f"  {verdict}: {', '.join(gate.get(verdict, [])) or 'none'}", soft_wrap=True)
+    for key, path in sorted(gate.get("paths", {}).items()):
+        if path.get("cpu"):
+            speed = f", {path['products_per_s']:g} products/s" if path.get("products_per_s") else ""
+            console.print(f"  {key}: on {path['cpu']['model']} ({' '.join(path['cpu']['flags']) or 'no flags'})"
+                          f"{speed}", soft_wrap=True)

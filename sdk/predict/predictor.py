@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,7 @@ from fashion.model.inputs import Batch, Product
 from fashion.model.network import FashionModel
 from fashion.model.precision import autocast_dtype
 from fashion.model.spec import InputName
-from fashion.predict.precision import PRECISIONS, RUNTIMES, resolve_precision
+from fashion.predict.precision import PRECISIONS, RUNTIMES, select
 from fashion.predict.prefetch import prefetch
 
 
@@ -45,8 +46,8 @@ class ProductPrediction:
         }
 
 
-Precision = Literal["fp32", "bf16", "fp16", "int8", "auto"]
-Runtime = Literal["torch", "onnxruntime"]
+Precision = Literal["fp32", "bf16", "fp16", "int8", "int8-static", "auto"]
+Runtime = Literal["torch", "onnxruntime", "openvino", "auto"]
 
 
 class Predictor:
@@ -55,15 +56,18 @@ class Predictor:
     ``precision="bf16"``/``"fp16"`` runs the model under :func:`torch.autocast` (logits are cast
     back to fp32 before probabilities and labels are computed); ``"int8"`` runs a copy whose
     Linear layers are dynamically quantized (convolutions stay bf16 where the CPU computes bf16
-    natively, else fp32); ``"auto"`` picks bf16 on CUDA and on CPUs with native bf16, a path the
-    bundle's accuracy gate validated when there is one, else fp32. ``precision_used`` says what
-    runs. ``runtime="onnxruntime"`` runs the bundle's exported ONNX model (``fashion export``);
-    preparation and decoding are the same Python code for both runtimes.
+    natively, else fp32); ``"int8-static"`` runs the bundle's statically quantized ONNX graph
+    (``fashion optimize --precision int8-static``); ``"auto"`` picks bf16 on CUDA and, on the
+    CPU, the fastest path the bundle's accuracy gate validated that runs here (warning about and
+    skipping one that cannot), else bf16 where native, else fp32. ``precision_used`` and
+    ``runtime`` say what runs. ``runtime="onnxruntime"``/``"openvino"`` runs the bundle's ONNX
+    model; ``"auto"`` is torch unless the verdict says otherwise. Preparation and decoding are
+    the same Python code for every runtime.
     """
 
     def __init__(
         self, model: Any, *, device: str | torch.device | None = None, precision: Precision = "fp32",
-        runtime: Runtime = "torch",
+        runtime: Runtime = "auto",
     ) -> None:
         from fashion.registry.bundle import Bundle
 
@@ -77,25 +81,21 @@ class Predictor:
         if device is not None:
             self.model.to(parse_device(device))
         self.model.eval()
-        from fashion.predict.artifacts import gate_verdict
-
-        validated, refused = gate_verdict(self.bundle.index) if self.bundle else ([], [])
-        self.precision = precision
-        self.runtime = runtime
-        self.precision_used = resolve_precision(precision, self.model.device, runtime=runtime,
-                                                validated=validated, refused=refused)
+        self.precision, self.runtime_asked = precision, runtime
+        self.runtime, self.precision_used, self.fallbacks = select(
+            precision, runtime, self.model.device, self.bundle.index if self.bundle else None)
+        for message in self.fallbacks:  # a validated path this machine cannot run as validated
+            warnings.warn(message, RuntimeWarning, stacklevel=2)
         self._forward: Any = self.model
-        if runtime == "onnxruntime":
-            from fashion.predict.artifacts import onnx_graph
-            from fashion.predict.runtime import OnnxRunner
+        if self.runtime != "torch":
+            from fashion.predict.runtime import open_runner
 
             if self.bundle is None:
                 raise ConfigError(
-                    "runtime='onnxruntime' runs a bundle's exported ONNX model; load a bundle "
+                    f"runtime={self.runtime!r} runs a bundle's exported ONNX model; load a bundle "
                     "(Predictor.from_pretrained) exported with `fashion export MODEL --format onnx`."
                 )
-            path, graph = onnx_graph(self.bundle.index, self.bundle.path, self.precision_used)
-            self._forward = OnnxRunner(path, graph, self.model)
+            self._forward = open_runner(self.bundle, self.runtime, self.precision_used)
         elif self.precision_used == "int8":
             from fashion.model.precision import cpu_bf16_native
             from fashion.predict.quantize import quantize_int8
@@ -106,7 +106,10 @@ class Predictor:
     def describe(self) -> str:
         """One line: the precision and runtime that run, and why (for ``fashion predict``)."""
         asked = f" (asked: {self.precision})" if self.precision != self.precision_used else ""
-        return f"precision {self.precision_used}{asked}, runtime {self.runtime}, device {self.model.device}"
+        how = f" (asked: {self.runtime_asked})" if self.runtime_asked != self.runtime else ""
+        fell = f"; fell back: {'; '.join(self.fallbacks)}" if self.fallbacks else ""
+        return (f"precision {self.precision_used}{asked}, runtime {self.runtime}{how}, "
+                f"device {self.model.device}{fell}")
 
     @classmethod
     def from_pretrained(
@@ -116,7 +119,7 @@ class Predictor:
         device: str | torch.device | None = "auto",
         revision: str | None = None,
         precision: Precision = "fp32",
-        runtime: Runtime = "torch",
+        runtime: Runtime = "auto",
     ) -> Predictor:
         """Load a bundle folder, ``hf://org/name[@rev]`` or ``local://name[@rev]``.
 
@@ -141,7 +144,7 @@ class Predictor:
         local_files_only: bool = False,
         device: str | torch.device | None = "auto",
         precision: Precision = "fp32",
-        runtime: Runtime = "torch",
+        runtime: Runtime = "auto",
     ) -> Predictor:
         """Download (or read from the cache) ``repo_id`` from the Hub and load it."""
         from fashion.registry.bundle import load_bundle
@@ -198,7 +201,7 @@ class Predictor:
     @torch.inference_mode()
     def logits(self, batch: Batch) -> dict[str, torch.Tensor]:
         """fp32 logits per attribute for one prepared batch, on the chosen precision/runtime."""
-        if self.runtime == "onnxruntime":
+        if self.runtime != "torch":
             return self._forward(batch)  # type: ignore[no-any-return]
         self.model.eval()
         dtype = autocast_dtype(self.precision_used)

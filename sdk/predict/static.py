@@ -1,0 +1,202 @@
+"""Static int8 of the image backbones: post-training quantization of the bundle's ONNX graph.
+
+Weights *and* activations of every image backbone's nodes become int8 (QDQ format: the graph
+carries QuantizeLinear/DequantizeLinear pairs that ONNX Runtime and OpenVINO fuse into int8
+convolutions), with per-channel int8 weights and activation ranges calibrated once on real
+inputs: the calibration manifest's products (default: the bundle's validation manifests) go
+through the model's own croppers and preprocessing (:meth:`FashionModel.prepare`) and the graph
+feeds of :func:`fashion.predict.export.graph_inputs`, exactly what the graph takes when it
+predicts. The text backbone, the fusion and the heads stay fp32.
+
+The recipe follows ONNX Runtime's guidance for x86: ``quant_pre_process`` (shape inference and
+graph optimization) first, unsigned int8 activations, signed int8 weights, and 7-bit weights
+(``reduce_range``) on CPUs without VNNI, whose AVX2 int8 kernels can otherwise saturate.
+:data:`FIXES` are the standard fixes tried, in order, when the accuracy gate refuses a graph.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from fashion.errors import ConfigError
+from fashion.model.network import FashionModel
+from fashion.predict.export import graph_inputs, require, to_numpy
+
+METHODS = ("minmax", "percentile", "entropy")
+MAX_PRODUCTS = 256
+"""At most this many calibration products (a few hundred images are enough for the ranges)."""
+
+
+@dataclass(frozen=True)
+class StaticConfig:
+    """One quantization recipe. ``exclude_edges``: the first convolution and the last block of
+    each image backbone stay fp32."""
+
+    method: str = "minmax"
+    per_channel: bool = True
+    exclude_edges: bool = False
+    reduce_range: bool | None = None  # None: 7-bit weights where this CPU has no VNNI
+    fix: str = "none"
+
+
+def fixes(method: str) -> list[StaticConfig]:
+    """The recipes tried in order: the asked one, then the standard fixes of a refusal (first
+    conv and last block in fp32, per-tensor weights, the other calibration methods)."""
+    if method not in METHODS:
+        raise ConfigError(f"unknown calibration method {method!r}; use one of {', '.join(METHODS)}")
+    base = StaticConfig(method=method)
+    edges = replace(base, exclude_edges=True, fix="first conv and last block fp32")
+    out = [base, edges, replace(edges, per_channel=False, fix="per-tensor weights (+ fp32 edges)")]
+    out += [replace(edges, method=m, fix=f"{m} calibration (+ fp32 edges)") for m in METHODS if m != method]
+    return out
+
+
+class CalibrationData:
+    """ONNX Runtime's ``CalibrationDataReader`` over prepared products: each item is the graph's
+    feeds for one batch, built by the real croppers and preprocessing. Rows that cannot be read
+    are skipped (as ``fashion predict`` rejects them); an input no row has is refused."""
+
+    def __init__(self, model: FashionModel, graph: dict[str, Any], sources: Sequence[str | Path],
+                 *, products: int = MAX_PRODUCTS, batch_size: int = 16) -> None:
+        from fashion.data.manifest import iter_manifest
+        from fashion.predict.batch import prepare_rows
+
+        if products < 1:
+            raise ConfigError("--calibration-rows must be at least 1")
+        plan = [tuple(x) for x in graph["layout"]]
+        shape = tuple(graph["image_shape"]) if graph.get("image_shape") else None
+        self.feeds: list[dict[str, Any]] = []
+        self.data: list[dict[str, Any]] = []
+        self.products = 0
+        from fashion._util.files import sha256_file
+
+        for source in map(Path, sources):
+            rows: list[Any] = []
+            used = 0
+            for row in iter_manifest(source):
+                if self.products + used + len(rows) >= products:
+                    break
+                rows.append(row)
+                if len(rows) == batch_size:
+                    used += self._add(model, prepare_rows(model, rows, source)[0], plan, shape)
+                    rows = []
+            if rows:
+                used += self._add(model, prepare_rows(model, rows, source)[0], plan, shape)
+            self.products += used
+            self.data.append({"path": str(source), "sha256": sha256_file(source), "rows": used})
+        images = sum(int(f[f"{n}.pool"].sum()) for f in self.feeds for n, m, _ in plan if m == "image")
+        if not self.products or (shape is not None and images == 0):
+            raise ConfigError(
+                f"the calibration data {', '.join(map(str, sources))} has no readable product with "
+                "an image; pass --calibration MANIFEST with images (a few hundred products)."
+            )
+        digest = hashlib.sha256()
+        for feeds in self.feeds:
+            for name in sorted(feeds):
+                digest.update(name.encode())
+                digest.update(feeds[name].tobytes())
+        self.fingerprint = f"sha256:{digest.hexdigest()}"
+        self._it: Iterator[dict[str, Any]] = iter(self.feeds)
+
+    def _add(self, model: FashionModel, batch: Any, plan: Any, shape: Any) -> int:
+        if batch is None:
+            return 0
+        self.feeds.append(to_numpy(graph_inputs(model, batch, plan, shape)))
+        return int(batch.size)
+
+    def get_next(self) -> dict[str, Any] | None:
+        return next(self._it, None)
+
+    def rewind(self) -> None:
+        self._it = iter(self.feeds)
+
+    def record(self) -> dict[str, Any]:
+        return {"data": self.data, "products": self.products, "fingerprint": self.fingerprint}
+
+
+def image_nodes(onnx_model: Any, backbones: Sequence[str]) -> list[str]:
+    """The names of the nodes of the image backbones (the exporter scopes them ``/<name>/``)."""
+    prefixes = tuple(f"/{b}/" for b in backbones)
+    return [n.name for n in onnx_model.graph.node if n.name.startswith(prefixes)]
+
+
+def edge_nodes(onnx_model: Any, backbone: str) -> list[str]:
+    """The first convolution and the last block of a backbone: the nodes scoped under the module
+    that holds its last convolution, going back past single convolutions at the top (a head
+    convolution) to the first nested block."""
+    convs = [n.name for n in onnx_model.graph.node
+             if n.op_type == "Conv" and n.name.startswith(f"/{backbone}/")]
+    if not convs:
+        return []
+    names = [n.name for n in onnx_model.graph.node if n.name.startswith(f"/{backbone}/")]
+    excluded = [convs[0]]
+    depth = len(backbone.split("/")) + 2  # "", backbone, top module
+    for conv in reversed(convs):
+        block = conv.rsplit("/", 2)[0] + "/"  # the module holding the conv's own module
+        if block.count("/") <= depth:
+            excluded.append(conv)
+            continue
+        excluded += [n for n in names if n.startswith(block)]
+        break
+    return sorted(set(excluded))
+
+
+def quantize(fp32: str | Path, out: str | Path, model: FashionModel, graph: dict[str, Any],
+             calibration: CalibrationData, config: StaticConfig) -> dict[str, Any]:
+    """Write the QDQ int8-static graph of ``fp32`` to ``out``; returns its quantization record."""
+    ort = require("onnxruntime")
+    onnx = require("onnx")
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from fashion.model.precision import cpu_flags
+    from fashion.predict.precision import VNNI, cpu_record
+
+    backbones = [n.split(":")[0] for n, m, _ in graph["layout"] if m == "image"]
+    if not backbones:
+        raise ConfigError("int8-static quantizes image backbones; this model has none "
+                          "(use --precision int8 for its Linear layers).")
+    reduce_range = config.reduce_range if config.reduce_range is not None else not (cpu_flags() & VNNI)
+    out = Path(out)
+    with tempfile.TemporaryDirectory(prefix="fashion-quant-") as tmp:
+        pre = Path(tmp) / "pre.onnx"
+        ort.set_default_logger_severity(3)  # its notes on subgraph names are not for users
+        try:  # shape inference + graph optimization, as the quantizer asks
+            quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
+        except Exception:  # noqa: BLE001 - a graph the optimizer cannot take is quantized as exported
+            pre = Path(fp32)
+        finally:
+            ort.set_default_logger_severity(2)
+        loaded = onnx.load(str(pre))
+        nodes = image_nodes(loaded, backbones)
+        excluded = sorted({e for b in backbones for e in edge_nodes(loaded, b)}) if config.exclude_edges else []
+        quantized = [n for n in nodes if n not in set(excluded)]
+        calibration.rewind()
+        method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+                  "entropy": CalibrationMethod.Entropy}[config.method]
+        logger = logging.getLogger()
+        level = logger.level
+        logger.setLevel(logging.ERROR)  # the quantizer logs its advice at warning level
+        try:
+            quantize_static(
+                str(pre), str(out), calibration, quant_format=QuantFormat.QDQ,
+                per_channel=config.per_channel, reduce_range=reduce_range,
+                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                nodes_to_quantize=quantized, nodes_to_exclude=excluded, calibrate_method=method,
+                extra_options={"CalibPercentile": 99.999} if config.method == "percentile" else {},
+            )
+        finally:
+            logger.setLevel(level)
+    return {
+        "scheme": "qdq", "method": config.method, "per_channel": config.per_channel,
+        "reduce_range": bool(reduce_range), "activation_type": "uint8", "weight_type": "int8",
+        "backbones": backbones, "quantized_nodes": len(quantized), "excluded": excluded,
+        "fix": config.fix, "text": "fp32", "calibration": calibration.record(), "cpu": cpu_record(),
+    }
+
