@@ -110,7 +110,8 @@ class OnnxRecord(_Record):
 
 class PathRecord(_Record):
     """One path's scores; ``cpu``: where it was validated, ``fix``: which standard fix of a
-    refused int8-static path passed, ``calibration``: the fingerprint it was calibrated on,
+    refused int8-static path passed (``none``: the first recipe), ``attempts``: each recipe
+    tried with its worst delta, ``calibration``: the fingerprint it was calibrated on,
     ``products_per_s``: its speed measured at optimize time on ``cpu``."""
 
     passed: bool
@@ -120,6 +121,7 @@ class PathRecord(_Record):
     cpu: CpuRecord | None = None
     fix: str | None = None
     calibration: str | None = None
+    attempts: dict[str, float] | None = None  # recipe -> worst macro-F1 delta (points)
     products_per_s: float | None = Field(default=None, gt=0)
 
 

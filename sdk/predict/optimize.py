@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from fashion.errors import ConfigError, GateError
-from fashion.predict.static import MAX_PRODUCTS, CalibrationData, fixes, quantize
+from fashion.predict.static import MAX_PRODUCTS, CalibrationData, NothingToQuantize, fixes, quantize
 
 ONNX_RUNTIMES = ("onnxruntime", "openvino")
 
@@ -126,10 +126,17 @@ def optimize_static(
     result = StaticResult(calibration=cal.record())
     keys = [f"{r}:int8-static" for r in runtimes]
     rel = onnx_file("int8-static")
+    tried: dict[str, dict[str, float]] = {}  # per path: recipe -> worst macro-F1 delta (points)
     for config in recipes:
         if reduce_range is not None:
             config = replace(config, reduce_range=reduce_range)
-        record = quantize(folder / graph["file"], folder / rel, bundle.model, graph, cal, config)
+        try:
+            record = quantize(folder / graph["file"], folder / rel, bundle.model, graph, cal, config)
+        except NothingToQuantize as exc:
+            if not result.attempts:  # the model's image backbones have nothing int8 can run
+                raise
+            log(f"recipe {config.fix!r} skipped: {exc}")
+            continue
         update_bundle(folder, onnx={"int8-static": {**graph, "file": rel, "precision": "int8-static",
                                                     "quantization": record}})
         bundle = load_bundle(folder)
@@ -137,6 +144,8 @@ def optimize_static(
                           batch_size=batch_size, limit=limit)
         result.attempts.append((config.fix, report))
         worst = {p.key: min(p.delta.values(), default=0.0) for p in report.paths}
+        for key, value in worst.items():
+            tried.setdefault(key, {})[config.fix] = round(value, 4)
         log(f"recipe {config.fix!r} ({config.method}, {'per-channel' if config.per_channel else 'per-tensor'}"
             f", {record['quantized_nodes']} nodes int8): "
             + ", ".join(f"{k} worst {v:+.2f} points" for k, v in worst.items()))
@@ -144,7 +153,8 @@ def optimize_static(
             break
     report = result.report
     for score in report.paths:
-        score.extra.update({"fix": result.attempts[-1][0], "calibration": cal.fingerprint})
+        score.extra.update({"fix": result.attempts[-1][0], "calibration": cal.fingerprint,
+                            "attempts": tried[score.key]})
     if report.validated:
         largest = max(cal.feeds, key=lambda f: next(v.shape[0] for k, v in f.items() if k.endswith(".pool")))
         result.speeds = measure(bundle, report.validated, largest)
@@ -156,9 +166,9 @@ def optimize_static(
         return result
     update_bundle(folder, gate=report.verdict(bundle.index.optimizations.get("gate")),
                   remove=["int8-static"])
-    tried = "; ".join(f"{fix}: refused" for fix, _ in result.attempts)
+    named = "; ".join(f"{fix}: refused" for fix, _ in result.attempts)
     raise GateError(
-        f"the accuracy gate refused int8-static on {', '.join(keys)} with every recipe ({tried}): an "
+        f"the accuracy gate refused int8-static on {', '.join(keys)} with every recipe ({named}): an "
         f"attribute lost more than {max_loss:g} macro-F1 points against fp32 eager. The verdict is "
         f"recorded in {folder / 'fashion.json'} and the graph was removed; calibrate on more "
         "representative data (--calibration) or keep fp32/int8.",

@@ -60,6 +60,11 @@ def cpu_record() -> dict[str, Any]:
     return {"model": model, "flags": sorted(set(RELEVANT) & cpu_flags())}
 
 
+def installed(runtime: str) -> bool:
+    """Whether the package of an ONNX ``runtime`` (onnxruntime, openvino) imports here."""
+    return importlib.util.find_spec(runtime) is not None
+
+
 def blocker(key: str, record: Mapping[str, Any] | None = None,
             quantization: Mapping[str, Any] | None = None) -> str | None:
     """Why the validated path ``key`` cannot run here as it was validated (``None``: it can).
@@ -68,8 +73,7 @@ def blocker(key: str, record: Mapping[str, Any] | None = None,
     graph's record: a graph quantized without ``reduce_range`` on a CPU with VNNI may saturate
     in the AVX2 int8 kernels of a CPU without it, so its validation does not carry over."""
     runtime, _, precision = key.partition(":")
-    module = {"onnxruntime": "onnxruntime", "openvino": "openvino"}.get(runtime)
-    if module and importlib.util.find_spec(module) is None:
+    if runtime in EXTRAS and not installed(runtime):
         return f"{runtime} is not installed (pip install '{EXTRAS[runtime]}')"
     here = cpu_flags()
     if precision == "bf16" and not cpu_bf16_native():
@@ -167,10 +171,10 @@ def select(precision: str, runtime: str, device: torch.device,
             if key:
                 chosen, _, used = key.partition(":")
                 return chosen, used, warnings
-        if precision == "int8-static":
-            key, warnings = choose_path(paths, [k for k in validated if k.endswith(":int8-static")],
-                                        quantization)
-            runtime = key.split(":")[0] if key else "onnxruntime"
+        if precision == "int8-static":  # asked for: the fastest installed runtime validated it
+            here = [k for k in validated if k.endswith(":int8-static") and installed(k.split(":")[0])]
+            speed = {k: paths.get(k, {}).get("products_per_s") or 0.0 for k in here}
+            runtime = max(sorted(here), key=speed.__getitem__).split(":")[0] if here else "onnxruntime"
         else:
             runtime = "torch"
     elif precision == "auto" and runtime != "torch":

@@ -46,15 +46,19 @@ class StaticConfig:
 
 
 def fixes(method: str) -> list[StaticConfig]:
-    """The recipes tried in order: the asked one, then the standard fixes of a refusal (first
-    conv and last block in fp32, per-tensor weights, the other calibration methods)."""
+    """The recipes tried in order: the asked one, then the standard fixes of a refusal, each on
+    its own (first conv and last block in fp32, per-tensor weights, the other calibration
+    methods)."""
     if method not in METHODS:
         raise ConfigError(f"unknown calibration method {method!r}; use one of {', '.join(METHODS)}")
     base = StaticConfig(method=method)
-    edges = replace(base, exclude_edges=True, fix="first conv and last block fp32")
-    out = [base, edges, replace(edges, per_channel=False, fix="per-tensor weights (+ fp32 edges)")]
-    out += [replace(edges, method=m, fix=f"{m} calibration (+ fp32 edges)") for m in METHODS if m != method]
-    return out
+    out = [base, replace(base, exclude_edges=True, fix="first conv and last block fp32"),
+           replace(base, per_channel=False, fix="per-tensor weights")]
+    return out + [replace(base, method=m, fix=f"{m} calibration") for m in METHODS if m != method]
+
+
+class NothingToQuantize(ConfigError):
+    """A recipe whose exclusions leave no convolution or matrix product of the image backbones."""
 
 
 class CalibrationData:
@@ -177,6 +181,11 @@ def quantize(fp32: str | Path, out: str | Path, model: FashionModel, graph: dict
         nodes = image_nodes(loaded, backbones)
         excluded = sorted({e for b in backbones for e in edge_nodes(loaded, b)}) if config.exclude_edges else []
         quantized = [n for n in nodes if n not in set(excluded)]
+        ops = {n.name: n.op_type for n in loaded.graph.node}
+        weighted = [n for n in quantized if ops[n] in ("Conv", "ConvTranspose", "MatMul", "Gemm")]
+        if not weighted:
+            raise NothingToQuantize(f"the recipe {config.fix!r} leaves no convolution of "
+                                    f"{', '.join(backbones)} to quantize")
         calibration.rewind()
         method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                   "entropy": CalibrationMethod.Entropy}[config.method]
@@ -196,7 +205,7 @@ def quantize(fp32: str | Path, out: str | Path, model: FashionModel, graph: dict
     return {
         "scheme": "qdq", "method": config.method, "per_channel": config.per_channel,
         "reduce_range": bool(reduce_range), "activation_type": "uint8", "weight_type": "int8",
-        "backbones": backbones, "quantized_nodes": len(quantized), "excluded": excluded,
+        "backbones": backbones, "quantized_nodes": len(weighted), "excluded": excluded,
         "fix": config.fix, "text": "fp32", "calibration": calibration.record(), "cpu": cpu_record(),
     }
 

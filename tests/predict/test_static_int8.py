@@ -1,0 +1,191 @@
+"""Static int8 (QDQ) of the image backbones: calibration, the gate's verdict, records, fallbacks."""
+
+from __future__ import annotations
+
+import csv
+import json
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from fashion import BundleError, ConfigError, Predictor
+from fashion.cli import optimize as optimize_cli
+from fashion.cli.predict import predict_command
+from fashion.errors import GateError
+from fashion.predict import precision as precision_module
+from fashion.predict.artifacts import onnx_file, update_bundle
+from fashion.predict.export import graph_inputs, to_numpy
+from fashion.predict.optimize import ensure_fp32, optimize_static
+from fashion.predict.static import CalibrationData
+from fashion.registry import save_bundle
+from fashion.registry.bundle import load_bundle, read_index
+from tests.predict.test_optimize import _labeled, manifest_with_bad_rows  # noqa: F401
+from tests.tiny_model import image
+
+pytest.importorskip("onnxruntime")
+AVX2_ONLY = frozenset({"avx2", "fma"})
+
+
+def _constant(tmp_path: Path, n: int = 8) -> Path:
+    """A calibration manifest whose images are all black (a deliberately broken calibration)."""
+    folder = tmp_path / "black"
+    folder.mkdir()
+    image((0, 0, 0)).save(folder / "black.png")
+    path = tmp_path / "black.csv"
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["id", "images", "title"])
+        writer.writerows([(f"b{i}", "black/black.png", "") for i in range(n)])
+    return path
+
+
+@pytest.fixture
+def validated(tiny_model, tmp_path):
+    """A bundle whose int8-static graph the gate validated, calibrated on the bundle's own
+    validation manifest (named in its provenance)."""
+    data = _labeled(tmp_path, tiny_model)
+    bundle = save_bundle(tiny_model, tmp_path / "bundle", provenance={"validation": [{"path": str(data)}]})
+    result = optimize_static(bundle, runtime="onnxruntime", log=lambda _: None)
+    return bundle, data, result
+
+
+def test_calibration_reads_the_validation_data_through_the_real_preprocessing(
+        validated, manifest_with_bad_rows):  # noqa: F811
+    bundle, data, result = validated
+    loaded = load_bundle(bundle)
+    graph = loaded.index.optimizations["onnx"]["fp32"]
+    calibration = CalibrationData(loaded.model, graph, [data], batch_size=4)
+    assert calibration.products == 6 and len(calibration.feeds) == 2
+    skipping = CalibrationData(loaded.model, graph, [manifest_with_bad_rows], products=6)
+    assert skipping.products == 4  # of rows 1-6, the unreadable and the missing image are skipped
+    assert skipping.data[0]["rows"] == 4 and skipping.fingerprint != calibration.fingerprint
+    from fashion.data.manifest import iter_manifest
+    from fashion.predict.batch import prepare_rows
+
+    rows = list(iter_manifest(data))
+    batch, numbers, rejects = prepare_rows(loaded.model, rows[:4], data)
+    expected = to_numpy(graph_inputs(loaded.model, batch, [tuple(x) for x in graph["layout"]],
+                                     tuple(graph["image_shape"])))
+    assert set(calibration.feeds[0]) == set(expected)
+    for name, value in expected.items():  # the croppers' and normalization's very pixels
+        assert (calibration.feeds[0][name] == value).all(), name
+    assert expected["image:full.pixels"].std() > 0.1  # real, varied images
+
+    record = read_index(bundle).optimizations
+    quantization = record["onnx"]["int8-static"]["quantization"]
+    assert quantization["calibration"]["data"][0]["path"] == str(data)  # the default: validation data
+    assert quantization["calibration"]["fingerprint"] == result.calibration["fingerprint"]
+    assert quantization["quantized_nodes"] > 0 and quantization["text"] == "fp32"
+    path = record["gate"]["paths"]["onnxruntime:int8-static"]
+    assert record["gate"]["validated"] == ["onnxruntime:int8-static"]
+    assert path["calibration"] == result.calibration["fingerprint"] and path["fix"] == "none"
+    assert path["cpu"]["flags"] == precision_module.cpu_record()["flags"] and path["products_per_s"] > 0
+    torch_logits = Predictor(loaded, precision="fp32").logits(loaded.model.prepare([{"images": [image("red")]}]))
+    int8 = Predictor(loaded, precision="int8-static", runtime="onnxruntime")
+    got = int8.logits(loaded.model.prepare([{"images": [image("red")]}]))
+    for attribute, x in torch_logits.items():
+        assert (got[attribute] - x).abs().max() < 0.5  # quantized, not broken
+
+
+def test_a_constant_image_calibration_loses_accuracy_and_the_gate_refuses_it(tiny_model, tmp_path):
+    data = _labeled(tmp_path, tiny_model)
+    bundle = save_bundle(tiny_model, tmp_path / "bundle")
+    ensure_fp32(bundle)
+    black = _constant(tmp_path)
+    result = CliRunner().invoke(optimize_cli.optimize_command, [
+        str(bundle), "--precision", "int8-static", "--calibration", str(black), "--data", str(data),
+        "--runtime", "onnxruntime"])
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, GateError) and "with every recipe" in str(result.exception)
+    gate = read_index(bundle).optimizations["gate"]
+    path = gate["paths"]["onnxruntime:int8-static"]
+    assert gate["refused"] == ["onnxruntime:int8-static"] and not path["passed"]
+    assert min(path["f1_delta_points"].values()) < -0.5  # the loss is in the verdict
+    assert min(path["agreement"].values()) < 1.0
+    assert "int8-static" not in read_index(bundle).optimizations["onnx"]
+    assert not (bundle / onnx_file("int8-static")).exists()
+    assert set(path["attempts"]) == {"none", "per-tensor weights", "percentile calibration",
+                                     "entropy calibration"}  # every standard fix was tried
+    assert all(worst < -0.5 for worst in path["attempts"].values())
+    # the tiny backbone's only convolution is its first: keeping it fp32 leaves nothing int8
+    assert "'first conv and last block fp32' skipped" in " ".join(result.output.split())
+
+
+def test_an_int8_static_graph_with_a_wrong_hash_is_refused(validated):
+    bundle, _, _ = validated
+    with open(bundle / onnx_file("int8-static"), "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(BundleError, match="model.int8-static.onnx does not match its sha256"):
+        Predictor.from_pretrained(bundle, precision="int8-static", runtime="onnxruntime")
+
+
+def test_a_bundle_validated_on_another_cpu_warns_and_falls_back(tiny_model, tmp_path, monkeypatch):
+    data = _labeled(tmp_path, tiny_model)
+    bundle = save_bundle(tiny_model, tmp_path / "bundle")
+    optimize_static(bundle, calibration=[data], data=[data], runtime="onnxruntime",
+                    reduce_range=False, log=lambda _: None)  # full-range weights, as on a VNNI CPU
+    monkeypatch.setattr(precision_module, "cpu_flags", lambda: AVX2_ONLY)
+    auto = Predictor.from_pretrained(bundle, precision="auto")
+    assert (auto.runtime, auto.precision_used) == ("onnxruntime", "int8-static")  # validated here
+
+    gate = read_index(bundle).optimizations["gate"]
+    gate["paths"]["onnxruntime:int8-static"]["cpu"] = {"model": "a VNNI CPU", "flags": ["avx2", "avx512_vnni"]}
+    update_bundle(bundle, gate=gate)  # the recorded flags, through the writer that checks them
+    with pytest.warns(RuntimeWarning, match="validated on a CPU with VNNI"):
+        fallback = Predictor.from_pretrained(bundle, precision="auto")
+    assert (fallback.runtime, fallback.precision_used) == ("torch", "fp32")
+    assert "fell back" in fallback.describe()
+
+    with warnings.catch_warnings():  # an explicit request runs what was asked
+        warnings.simplefilter("error")
+        assert Predictor.from_pretrained(bundle, precision="int8-static").runtime == "onnxruntime"
+
+    monkeypatch.setattr(precision_module, "installed", lambda runtime: runtime != "onnxruntime")
+    with pytest.warns(RuntimeWarning, match=r"onnxruntime is not installed \(pip install 'fashion-sdk\[onnx\]'\)"):
+        assert Predictor.from_pretrained(bundle, precision="auto").precision_used == "fp32"
+
+
+def test_auto_picks_the_fastest_validated_runtime_and_openvino_names_its_extra(validated, monkeypatch):
+    pytest.importorskip("openvino")
+    bundle, data, _ = validated
+    result = optimize_static(bundle, data=[data], log=lambda _: None)  # both runtimes
+    speeds = result.speeds
+    assert set(speeds) == {"onnxruntime:int8-static", "openvino:int8-static"}
+    fastest = max(speeds, key=speeds.__getitem__)
+    auto = Predictor.from_pretrained(bundle, precision="auto")
+    assert f"{auto.runtime}:{auto.precision_used}" == fastest == f"{result.runtime}:int8-static"
+    batch = auto.model.prepare([{"images": [image("blue")], "title": "blue shirt"}])
+    ort = Predictor.from_pretrained(bundle, precision="int8-static", runtime="onnxruntime").logits(batch)
+    vino = Predictor.from_pretrained(bundle, precision="int8-static", runtime="openvino").logits(batch)
+    for attribute, x in ort.items():
+        torch.testing.assert_close(vino[attribute], x, atol=0.05, rtol=0.05)
+
+    monkeypatch.setattr(precision_module, "installed", lambda runtime: runtime != "openvino")
+    with pytest.warns(RuntimeWarning, match=r"openvino is not installed .*fashion-sdk\[openvino\]"):
+        assert Predictor.from_pretrained(bundle, precision="auto").runtime == "onnxruntime"
+    monkeypatch.setitem(__import__("sys").modules, "openvino", None)
+    with pytest.raises(ConfigError, match=r"fashion-sdk\[openvino\]"):
+        Predictor.from_pretrained(bundle, precision="int8-static", runtime="openvino")
+
+
+def test_fashion_predict_runs_int8_static_with_rejects_unchanged(validated, tmp_path,
+                                                                 manifest_with_bad_rows):  # noqa: F811
+    bundle, _, _ = validated
+    runner = CliRunner()
+    outputs = {}
+    for name, options in (("fp32", ["--precision", "fp32"]), ("static", ["--precision", "int8-static"])):
+        out = tmp_path / f"{name}.jsonl"
+        result = runner.invoke(predict_command, [str(bundle), str(manifest_with_bad_rows), "--out", str(out),
+                                                 "--batch-size", "2", *options])
+        assert result.exit_code == 0, result.output
+        lines = result.output.strip().splitlines()
+        assert lines[-1] == "7 rows in = 5 predicted + 2 rejected"
+        if name == "static":
+            assert lines[-2].startswith("precision int8-static, runtime onnxruntime")
+        outputs[name] = ([json.loads(x) for x in out.read_text().splitlines()],
+                         out.with_name(f"{name}.rejects.jsonl").read_text())
+    assert [p["row"] for p in outputs["static"][0]] == [p["row"] for p in outputs["fp32"][0]]
+    assert outputs["static"][1] == outputs["fp32"][1]  # the same rejects, the same reasons
