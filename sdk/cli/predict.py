@@ -38,11 +38,14 @@ from fashion.predict.predictor import Predictor
                    "available, as for train and evaluate).")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
               help="fp32, bf16/fp16 (autocast), int8 (dynamic quantization of Linear layers, "
-                   "CPU) or auto (bf16 on CUDA and on CPUs with native bf16, a path the "
-                   "bundle's accuracy gate validated, else fp32).")
-@click.option("--runtime", type=click.Choice(RUNTIMES), default="torch", show_default=True,
-              help="onnxruntime: run the bundle's ONNX export (`fashion export`, extra "
-                   "fashion-sdk[onnx]).")
+                   "CPU), int8-static (the image backbones' calibrated int8 ONNX graph, "
+                   "`fashion optimize --precision int8-static`) or auto (bf16 on CUDA; on the CPU "
+                   "the fastest path the bundle's accuracy gate validated that runs here, else "
+                   "bf16 where native, else fp32).")
+@click.option("--runtime", type=click.Choice(RUNTIMES), default="auto", show_default=True,
+              help="onnxruntime/openvino: run the bundle's ONNX export (`fashion export`, "
+                   "`fashion optimize`; extras fashion-sdk[onnx], fashion-sdk[openvino]). auto: "
+                   "torch, or the runtime the accuracy gate recorded as fastest.")
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="ray: spread the work over a Ray cluster (INPUT may be a folder or a glob; "
                    "needs pip install 'fashion-sdk[ray]'; see docs/scale.md).")
