@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -55,7 +56,6 @@ NAME = "fast_inference"
 TITLE = "Fast inference: optimized paths (bf16, int8, ONNX Runtime) vs naive fp32 eager"
 CONFIGS = {"resnet50": {"pretrained": False, "target": 5.0, "train_backbone": True},
            "efficientnet_lite0": {"pretrained": True, "target": 4.0, "train_backbone": False}}
-BACKBONE_EPOCHS = {"smoke": 1, "quick": 2, "full": 4}  # ResNet50 trained end to end (text frozen)
 CALIBRATION_PRODUCTS = {"smoke": 16, "quick": 128, "full": 256}
 ATTRS = ("category", "color", "pattern")
 HEAD_DATASETS = DATASETS[:2]  # categories, colors_patterns: the datasets labeling ATTRS
@@ -134,11 +134,10 @@ def train_backbone(ctx: Context, model: Any, image: str) -> dict[str, float]:
     the profile's train crop on the catalog's train split, then load the weights into ``model``
     (same spec at the inference crop: the backbone pools globally). Returns the validation
     macro-F1 per attribute."""
-    from fashion.training import DatasetConfig, OptimizerConfig, TrainConfig, Trainer
+    from fashion.training import OptimizerConfig, TrainConfig, Trainer
 
     catalog = ctx.catalog()
     s = ctx.sizes
-    rows = s.fast_head_rows
     spec = model_spec(crop=s.train_crop, text_model=ctx.text_model(), attributes=ATTRS, image=image)
     spec["backbones"]["image"]["options"] = {"pretrained": False}
     torch.manual_seed(ctx.seed)
@@ -146,13 +145,11 @@ def train_backbone(ctx: Context, model: Any, image: str) -> dict[str, float]:
     trained.load_state_dict(model.state_dict())
     out = ctx.work / "runs" / f"fast-backbone-{image}"
     shutil.rmtree(out, ignore_errors=True)
-    datasets = [dataset_config(catalog, d, "train", name=d) if rows is None else DatasetConfig(
-        name=d, path=write_subsample(manifest(catalog, d, "train"), ctx.work / f"fast-heads-{rows}" / f"{d}.csv",
-                                     rows)) for d in HEAD_DATASETS]
+    datasets = _train_datasets(ctx, catalog)
     config = TrainConfig(
         datasets=datasets,
         validation=[dataset_config(catalog, d, "val", name=f"{d}-val") for d in HEAD_DATASETS],
-        epochs=BACKBONE_EPOCHS.get(ctx.profile, 2), batch_size=16, freeze=["text-backbone"],
+        epochs=ctx.sizes.fast_backbone_epochs, batch_size=16, freeze=["text-backbone"],
         optimizer=OptimizerConfig(lr_head=2e-3, lr_backbone=1e-3), output_dir=out,
         save_bundle=False, progress=False, device="cpu", precision="fp32", seed=ctx.seed,
         verify_images=False,
@@ -164,19 +161,30 @@ def train_backbone(ctx: Context, model: Any, image: str) -> dict[str, float]:
     return {a: round(m.macro_f1, 4) for a, m in (evaluation.attributes.items() if evaluation else ())}
 
 
+def _train_datasets(ctx: Context, catalog: Path) -> list[Any]:
+    """The heads' train split per dataset: all rows, or ``fast_head_rows`` of each (one subsample
+    file per size, shared by every model of the run)."""
+    from fashion.training import DatasetConfig
+
+    rows = ctx.sizes.fast_head_rows
+    if rows is None:
+        return [dataset_config(catalog, d, "train", name=d) for d in HEAD_DATASETS]
+    return [DatasetConfig(name=d, path=write_subsample(manifest(catalog, d, "train"),
+                                                       ctx.work / f"fast-heads-{rows}" / f"{d}.csv", rows))
+            for d in HEAD_DATASETS]
+
+
 def train_heads(ctx: Context, model: Any, image: str) -> dict[str, float]:
     """Head-only training on cached features of the catalog's train split (the backbones keep
     their weights), so the accuracy gate compares trained classifiers, not random ones. Returns
     the validation macro-F1 per attribute of the kept epoch."""
-    from fashion.training import DatasetConfig, OptimizerConfig, TrainConfig, Trainer
+    from fashion.training import OptimizerConfig, TrainConfig, Trainer
 
     catalog = ctx.catalog()
     rows = ctx.sizes.fast_head_rows
     out = ctx.work / "runs" / f"fast-heads-{image}"
     shutil.rmtree(out, ignore_errors=True)
-    datasets = [dataset_config(catalog, d, "train", name=d) if rows is None else DatasetConfig(
-        name=d, path=write_subsample(manifest(catalog, d, "train"), ctx.work / f"fast-heads-{rows}" / f"{d}.csv",
-                                     rows)) for d in HEAD_DATASETS]
+    datasets = _train_datasets(ctx, catalog)
     config = TrainConfig(
         datasets=datasets,
         validation=[dataset_config(catalog, d, "val", name=f"{d}-val") for d in HEAD_DATASETS],
@@ -331,7 +339,7 @@ def run(ctx: Context) -> dict[str, Any]:
         f"CPU computes bf16 natively: {cpu_bf16_native()} (without it bf16 is emulated and slow; "
         "Predictor(precision='auto') then stays fp32).",
         f"ResNet50 (no ResNet50 weights are installable here) is trained end to end for "
-        f"{BACKBONE_EPOCHS.get(ctx.profile, 2)} epochs at {s.train_crop} px on the catalog (text "
+        f"{ctx.sizes.fast_backbone_epochs} epochs at {s.train_crop} px on the catalog (text "
         "frozen) before it is quantized and gated, so its activation ranges and BatchNorm "
         "statistics are a trained network's; EfficientNet-Lite0 and MiniLM are pretrained and its "
         "heads are trained head-only. Teams with real weights pass weights_path.",
