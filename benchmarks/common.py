@@ -221,16 +221,6 @@ class Context:
 # ----------------------------------------------------------------------------- environment
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _git(*args: str) -> str | None:
     try:
         out = subprocess.run(
@@ -266,12 +256,9 @@ FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16")
 def cpu_flags() -> dict[str, Any]:
     """The CPU features the numbers depend on: AVX2, AVX512F, AVX512-VNNI, AVX512-BF16 and every
     AMX flag (``amx``: a list, empty without AMX), plus torch's CPU capability."""
-    flags: set[str] = set()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
+    from fashion.model.precision import cpu_flags as flags_of_this_cpu
+
+    flags = flags_of_this_cpu()
     found: dict[str, Any] = {flag: flag in flags for flag in FLAGS}
     found["amx"] = sorted(f for f in flags if f.startswith("amx"))
     found["torch_capability"] = str(torch.backends.cpu.get_cpu_capability())
@@ -289,11 +276,13 @@ def native_bf16_reason() -> str | None:
 def environment(threads: int, device: torch.device, profile: str = "full") -> dict[str, Any]:
     """The block every result carries: profile, machine and CPU flags, software versions,
     commit, GPU and the load average (taken when called: the runner calls it as a row starts)."""
+    from fashion.model.precision import cpu_model
+
     cuda = torch.cuda.is_available()
     status = _git("status", "--porcelain")
     return {
         "profile": profile,
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "logical_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "cpu_flags": cpu_flags(),
         "torch_threads": threads,

@@ -9,17 +9,31 @@ from pathlib import Path
 import torch
 
 
-@functools.lru_cache(maxsize=1)
-def cpu_flags() -> frozenset[str]:
-    """The instruction-set flags of this CPU (``/proc/cpuinfo``; empty where it cannot be read)."""
+def _cpuinfo(*keys: str) -> str | None:
+    """The value of the first ``/proc/cpuinfo`` line starting with one of ``keys`` (``None``:
+    no such line, or no such file)."""
     try:
         text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
     except OSError:
-        return frozenset()
+        return None
     for line in text.splitlines():
-        if line.startswith(("flags", "Features")):
-            return frozenset(line.split(":", 1)[1].split())
-    return frozenset()
+        if line.startswith(keys):
+            return line.split(":", 1)[1].strip()
+    return None
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    """The instruction-set flags of this CPU (``/proc/cpuinfo``; empty where it cannot be read)."""
+    return frozenset((_cpuinfo("flags", "Features") or "").split())
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_model() -> str:
+    """This CPU's model name (``/proc/cpuinfo``, else what :mod:`platform` says)."""
+    import platform
+
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
 
 
 @functools.lru_cache(maxsize=1)
@@ -37,4 +51,4 @@ def autocast_dtype(precision: str) -> torch.dtype | None:
     return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
 
 
-__all__ = ["autocast_dtype", "cpu_bf16_native", "cpu_flags"]
+__all__ = ["autocast_dtype", "cpu_bf16_native", "cpu_flags", "cpu_model"]

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from fashion.errors import ConfigError
-from fashion.model.precision import cpu_bf16_native, cpu_flags
+from fashion.model.precision import cpu_bf16_native, cpu_flags, cpu_model
 
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16", "int8", "int8-static", "auto")
 RUNTIMES: tuple[str, ...] = ("torch", "onnxruntime", "openvino", "auto")
@@ -47,17 +47,7 @@ def check_choice(precision: str, runtime: str) -> None:
 
 def cpu_record() -> dict[str, Any]:
     """This CPU, as the gate and the quantizer record it: model name and the flags that matter."""
-    import platform
-
-    model = platform.processor() or platform.machine()
-    try:
-        for line in open("/proc/cpuinfo", encoding="utf-8", errors="replace"):
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"model": model, "flags": sorted(set(RELEVANT) & cpu_flags())}
+    return {"model": cpu_model(), "flags": sorted(set(RELEVANT) & cpu_flags())}
 
 
 def installed(runtime: str) -> bool:
