@@ -117,16 +117,17 @@ def naive(model: Any, crop: int) -> Callable[[Sequence[Any], int], list[Any]]:
     return run
 
 
-def active_paths() -> dict[str, tuple[str, str]]:
-    """The optimized paths to measure: bf16 only where the CPU computes it natively, OpenVINO
-    only where its extra is installed."""
+def active_paths(keep: Sequence[str] | None = None) -> dict[str, tuple[str, str]]:
+    """The optimized paths to measure (``keep``: the profile's subset, else all): bf16 only where
+    the CPU computes it natively, OpenVINO only where its extra is installed."""
     import importlib.util
 
     from fashion.model.precision import cpu_bf16_native
 
     openvino = importlib.util.find_spec("openvino") is not None
     return {k: (p, r) for k, (p, r) in PATHS.items()
-            if (p != "bf16" or cpu_bf16_native()) and (r != "openvino" or openvino)}
+            if (p != "bf16" or cpu_bf16_native()) and (r != "openvino" or openvino)
+            and (keep is None or k in keep)}
 
 
 def train_backbone(ctx: Context, model: Any, image: str) -> dict[str, float]:
@@ -241,11 +242,11 @@ def measure_config(ctx: Context, image: str, settings: dict[str, Any]) -> dict[s
         ctx.log("  training the heads (head-only, cached features) so the gate scores trained ones ...")
         head_f1 = train_heads(ctx, model, image)
     ctx.log(f"    validation macro-F1: {head_f1}")
-    paths = active_paths()
+    paths = active_paths(s.fast_paths)
     folder = ctx.work / f"fast-{image}"
     shutil.rmtree(folder, ignore_errors=True)
     save_bundle(model, folder)
-    _export(folder, ["fp32", "int8"])
+    _export(folder, ["fp32", *(["int8"] if "sdk ort int8" in paths else [])])
     val = manifests(ctx.catalog(), "val")
     static = quantize_static(ctx, folder, val[:2])
     if not static["validated"]:  # refused with every recipe: the graph left the bundle
@@ -314,7 +315,7 @@ def run(ctx: Context) -> dict[str, Any]:
                     + ("" if key == "sdk fp32" or gate.get("passed") else "; REFUSED by the gate"))
             if key in m["static_vs_ort_fp32"]:
                 note += f"; {m['static_vs_ort_fp32'][key]:.2f}x ORT fp32 (the int8 kernels' gain on this CPU)"
-            if key == "sdk int8" and "sdk bf16" not in m["paths"]:  # the bf16 cell, where it cannot run
+            if key == "sdk fp32" and "sdk bf16" not in m["paths"]:  # the bf16 cell, where it cannot run
                 comparisons.append(not_measurable(
                     f"{image}: sdk bf16 (+channels_last) vs naive fp32 eager (decoded images)",
                     str(native_bf16_reason()), unit="products/s", target=None,

@@ -120,6 +120,15 @@ class CalibrationData:
     def rewind(self) -> None:
         self._it = iter(self.feeds)
 
+    def __len__(self) -> int:
+        return len(self.feeds)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        """Read only batches ``start_index:end_index`` next: the quantizer calibrates one batch
+        at a time (``CalibStridedMinMax``), so its histograms never hold every activation of
+        every calibration batch at once (ResNet50 at 224 px: about 100 MB per image)."""
+        self._it = iter(self.feeds[start_index:end_index])
+
     def record(self) -> dict[str, Any]:
         return {"data": self.data, "products": self.products, "fingerprint": self.fingerprint}
 
@@ -198,7 +207,8 @@ def quantize(fp32: str | Path, out: str | Path, model: FashionModel, graph: dict
                 per_channel=config.per_channel, reduce_range=reduce_range,
                 activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                 nodes_to_quantize=quantized, nodes_to_exclude=excluded, calibrate_method=method,
-                extra_options={"CalibPercentile": 99.999} if config.method == "percentile" else {},
+                extra_options={"CalibStridedMinMax": 1,
+                               **({"CalibPercentile": 99.999} if config.method == "percentile" else {})},
             )
         finally:
             logger.setLevel(level)
