@@ -30,9 +30,11 @@ from fashion.serve.server import run_server
 @click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
               help="As `fashion predict --precision` (auto: bf16/fp16 on CUDA, a path the "
                    "bundle's accuracy gate validated on the CPU).")
-@click.option("--runtime", type=click.Choice(RUNTIMES), default="torch", show_default=True,
-              help="onnxruntime: run the bundle's ONNX export (`fashion export`, extra "
-                   "fashion-sdk[onnx]).")
+@click.option("--runtime", type=click.Choice(RUNTIMES), default="auto", show_default=True,
+              help="As `fashion predict --runtime`: onnxruntime/openvino run the bundle's ONNX "
+                   "export (`fashion export`, `fashion optimize`; extras fashion-sdk[onnx], "
+                   "fashion-sdk[openvino]); auto: torch, or the runtime the accuracy gate "
+                   "recorded as fastest.")
 @click.option("--api-key-env", default=None, metavar="VAR",
               help="Require the API key held in environment variable VAR (X-API-Key header).")
 @click.option("--max-products", default=64, show_default=True, type=click.IntRange(min=1),

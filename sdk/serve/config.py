@@ -34,7 +34,7 @@ class ServeConfig(StrictModel):
     workers: int = Field(1, ge=1, le=64)
     device: str | None = Field(None, description="torch device (None: auto, the GPU when CUDA is available).")
     precision: str = Field("fp32", description=f"One of {', '.join(PRECISIONS)}.")
-    runtime: str = Field("torch", description=f"One of {', '.join(RUNTIMES)}.")
+    runtime: str = Field("auto", description=f"One of {', '.join(RUNTIMES)}.")
     revision: str | None = None
     max_batch_size: int = Field(32, ge=1, le=4096, description="Products per forward.")
     batch_timeout_ms: float = Field(
