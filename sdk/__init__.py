@@ -26,6 +26,7 @@ from fashion.contract.components import (
     View,
 )
 from fashion.contract.hookspecs import hookimpl, hookspec
+from fashion.contract.labelling import LabellingFunction, LabellingRow
 from fashion.contract.manager import build_component, get_component_info, list_components
 from fashion.contract.training import LossCombiner, Sampler
 from fashion.errors import (
@@ -78,6 +79,8 @@ __all__ = [
     "ImageBackbone",
     "ImageBackboneOptions",
     "ImagePreprocessing",
+    "LabellingFunction",
+    "LabellingRow",
     "LossCombiner",
     "MissingPluginError",
     "ModelSpec",

@@ -25,7 +25,7 @@ MAX_LINES_PER_MODULE = 450
 # module), module loggers and consoles, and the lazy `create_app` of the optional serve extra.
 DEFINED_IN_SEVERAL = {"log", "console", "create_app", "FORMAT_VERSION"} | {
     "register_backbones", "register_heads", "register_croppers", "register_fusions",
-    "register_samplers", "register_losses", "register_commands",
+    "register_samplers", "register_losses", "register_commands", "register_labelling_functions",
 }
 
 

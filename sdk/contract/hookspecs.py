@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     import click
 
     from fashion.contract.components import Component
+    from fashion.contract.labelling import LabellingFunction
     from fashion.contract.training import LossCombiner, Sampler
 
 hookspec = pluggy.HookspecMarker("fashion")
@@ -41,7 +42,9 @@ class Register(Protocol):
     """The callback handed to ``register_*`` hooks."""
 
     def __call__(
-        self, component: type[Component] | type[Sampler] | type[LossCombiner], name: str | None = None
+        self,
+        component: type[Component] | type[Sampler] | type[LossCombiner] | type[LabellingFunction],
+        name: str | None = None,
     ) -> None:
         """Register ``component`` under ``name`` (default: its ``name`` class attribute)."""
 
@@ -200,6 +203,33 @@ def register_losses(register: Register) -> None:
         @hookimpl
         def register_losses(register):
             register(Max)
+    """
+
+
+@hookspec
+def register_labelling_functions(register: Register) -> None:
+    """Register labelling functions (:class:`fashion.LabellingFunction` subclasses).
+
+    A labelling function votes one label of a new attribute per product, or abstains (``None``);
+    ``fashion add-attribute NAME --from-text`` combines the votes of every function in a label
+    model and trains the head on the mined labels. A rules file names a registered function by
+    its name (``kind = "..."``) with its options; a function whose ``attributes`` lists NAME is
+    also built on its own, with default options. All implementations run, when the plugin
+    manager first collects components. Example::
+
+        from fashion import LabellingFunction, hookimpl
+
+        class HoodInTitle(LabellingFunction):
+            name = "hood_in_title"
+            attributes = ("hood",)  # built for `fashion add-attribute hood --from-text ...`
+
+            def votes(self, rows):
+                return ["hooded" if "hood" in row.text.get("title", "").lower() else None
+                        for row in rows]
+
+        @hookimpl
+        def register_labelling_functions(register):
+            register(HoodInTitle)
     """
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from fashion.contract.backbones import Backbone
 from fashion.contract.components import Cropper, Fusion, Head
+from fashion.contract.labelling import LabellingFunction
 from fashion.contract.training import LossCombiner, Sampler
 
 
@@ -25,7 +26,8 @@ class Kind:
     """``build_component`` runs probe inputs through it and checks its ``output_dim``."""
     bundle_folder: str | None = None
     """Where a bundle keeps this kind's tensors (``heads/<attribute>.safetensors``); ``None``:
-    not part of a model (samplers and losses configure training)."""
+    not part of a model (samplers and losses configure training, labelling functions mine
+    labels)."""
 
 
 KINDS: dict[str, Kind] = {
@@ -37,6 +39,7 @@ KINDS: dict[str, Kind] = {
         Kind("fusion", "register_fusions", Fusion, probed=True, bundle_folder="fusion"),
         Kind("sampler", "register_samplers", Sampler),
         Kind("loss", "register_losses", LossCombiner),
+        Kind("labelling_function", "register_labelling_functions", LabellingFunction),
     )
 }
 

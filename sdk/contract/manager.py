@@ -33,6 +33,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "fashion.plugins.resnet",
     "fashion.plugins.efficientnet",
     "fashion.plugins.bert",
+    "fashion.plugins.open_clip",
     "fashion.plugins.croppers",
     "fashion.plugins.box",
     "fashion.plugins.box_training",
@@ -42,6 +43,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "fashion.heads.multilabel",
     "fashion.training.samplers",
     "fashion.training.losses",
+    "fashion.attributes.mining.functions",
 )
 
 ENTRY_POINT_GROUP = "fashion"
