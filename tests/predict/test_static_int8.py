@@ -189,3 +189,27 @@ def test_fashion_predict_runs_int8_static_with_rejects_unchanged(validated, tmp_
                          out.with_name(f"{name}.rejects.jsonl").read_text())
     assert [p["row"] for p in outputs["static"][0]] == [p["row"] for p in outputs["fp32"][0]]
     assert outputs["static"][1] == outputs["fp32"][1]  # the same rejects, the same reasons
+
+
+def test_fashion_serve_runs_the_validated_int8_static_path(validated, tmp_path):
+    """``fashion serve --precision auto`` (runtime auto, the default) serves the graph the gate
+    validated, and answers as a local int8-static Predictor does."""
+    pytest.importorskip("fastapi")
+    from tests.serve.conftest import Server, b64, photo
+    from tests.tiny_model import assert_close_predictions
+
+    bundle, _, _ = validated
+    products = [{"id": "p1", "title": "red summer dress", "images": [photo("red")]},
+                {"id": "p2", "images": [photo("blue", (64, 128), "JPEG"), photo("red", (80, 80))]},
+                {"id": "p3", "title": "wide leg trousers"}]
+    server = Server(bundle, tmp_path / "serve.log", "--precision", "auto")
+    try:
+        info = server.request("GET", "/v1/model").json()
+        assert (info["runtime"], info["precision"]) == ("onnxruntime", "int8-static")
+        reply = server.request("POST", "/v1/predict", {
+            "products": [{**p, "images": [b64(i) for i in p.get("images", [])]} for p in products]})
+        assert reply.status == 200, reply.body
+    finally:
+        server.stop()
+    local = Predictor.from_pretrained(bundle, precision="int8-static", runtime="onnxruntime")
+    assert_close_predictions(reply.json()["predictions"], [r.to_dict() for r in local.predict(products)])
