@@ -123,7 +123,7 @@ def test_evaluate_reports_calibration_abstention_and_applicability(tiny: object,
                           normalizers=label_normalizers(model), on_unknown_label="skip")
     outputs = collect_outputs(model, [loaded])["color"]
     conf, ok = confidences(outputs.logits, outputs.targets, temperature=2.0)
-    assert color.ece_after == pytest.approx(expected_calibration_error(conf, ok))
+    assert color.ece_after == pytest.approx(expected_calibration_error(conf, ok), abs=1e-5)
     assert color.abstention is not None and color.abstention["threshold"] == 0.5
     assert color.abstention["coverage"] == pytest.approx(float((conf >= 0.5).float().mean()))
 
@@ -138,7 +138,7 @@ def test_evaluate_reports_calibration_abstention_and_applicability(tiny: object,
     assert scope["not_applicable_recall"] == pytest.approx(said / len(pants))
 
     saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
-    assert saved["trust"]["color"]["ece_after"] == pytest.approx(round(color.ece_after, 4))
+    assert abs(saved["trust"]["color"]["ece_after"] - color.ece_after) <= 5e-5 + 1e-12  # saved to 4 places
     assert (tmp_path / "eval" / "reliability_color.png").is_file()
     assert (tmp_path / "eval" / "coverage_color.png").is_file()
     assert (tmp_path / "eval" / "trust_test.json").is_file()
