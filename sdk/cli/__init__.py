@@ -128,6 +128,9 @@ _COMMAND_MODULES = (
     "fashion.cli.trust:audit_command",
     "fashion.cli.trust:review_command",
     "fashion.cli.serve:serve_command",
+    "fashion.cli.search:embed_command",
+    "fashion.cli.search:index_group",
+    "fashion.cli.search:similar_command",
 )
 
 

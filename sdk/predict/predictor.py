@@ -4,7 +4,6 @@
 bundle; :meth:`Predictor.predict` takes products (``fashion.Product`` or mappings with images,
 title, description, brand; any of them may be missing) and returns one
 :class:`ProductPrediction` per product.
-
 ``fashion predict`` (streaming a manifest through a Predictor) lives in :mod:`fashion.predict.batch`.
 """
 
@@ -37,13 +36,12 @@ class ProductPrediction:
     id: str | None
     attributes: dict[str, AttributePrediction]
     diagnostics: dict[str, Any] = field(default_factory=dict)
+    embedding: Any = None  # predict(..., embeddings=True): the fused vector, float32 numpy (D,)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "attributes": {a: p.to_dict() for a, p in self.attributes.items()},
-            "diagnostics": self.diagnostics,
-        }
+        out = {"id": self.id, "attributes": {a: p.to_dict() for a, p in self.attributes.items()},
+               "diagnostics": self.diagnostics}
+        return out | ({} if self.embedding is None else {"embedding": self.embedding.tolist()})
 
 
 Precision = Literal["fp32", "bf16", "fp16", "int8", "int8-static", "auto"]
@@ -171,11 +169,14 @@ class Predictor:
         top_k: int = 3,
         num_workers: int = 0,
         abstain: bool = False,
+        embeddings: bool = False,
     ) -> list[ProductPrediction]:
         """One :class:`ProductPrediction` per product, in order. Unreadable images and fields of
         the wrong type raise :class:`fashion.DataError` naming the product (``fashion predict``
         rejects those rows instead). ``abstain``: under an attribute's fitted threshold the label
-        is ``None`` with ``reason="below_threshold"`` (top-k kept; docs/trust.md)."""
+        is ``None`` with ``reason="below_threshold"`` (top-k kept; docs/trust.md).
+        ``embeddings``: each prediction also carries ``embedding``, the vector :meth:`embed`
+        returns, from the same forward pass (one encode per batch)."""
         if batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, got {batch_size!r}")
         check_top_k(top_k)
@@ -186,16 +187,14 @@ class Predictor:
         if num_workers > 0:
             from torch.utils.data import DataLoader
 
-            loader = DataLoader(
-                items, batch_size=batch_size, collate_fn=self.model.prepare,
-                num_workers=num_workers, worker_init_fn=_quiet_worker,
-            )
+            loader = DataLoader(items, batch_size=batch_size, collate_fn=self.model.prepare,
+                                num_workers=num_workers, worker_init_fn=_quiet_worker)
         else:  # the next batch is prepared while this one runs
             loader = prefetch(self.model.prepare(items[i:i + batch_size])
                               for i in range(0, len(items), batch_size))
         out: list[ProductPrediction] = []
         for batch in loader:
-            out.extend(self.run_batch(batch, top_k=top_k, abstain=abstain))
+            out.extend(self.run_batch(batch, top_k=top_k, abstain=abstain, embeddings=embeddings))
         return out
 
     @torch.inference_mode()
@@ -212,9 +211,27 @@ class Predictor:
         return {a: x.float() for a, x in logits.items()}
 
     @torch.inference_mode()
-    def run_batch(self, batch: Batch, *, top_k: int = 3, abstain: bool = False) -> list[ProductPrediction]:
-        """Model + decoding for one prepared batch."""
-        logits = self.logits(batch)
+    def logits_and_vectors(self, batch: Batch) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """:meth:`logits` and :meth:`embed_batch` from one encode (torch runtime; an ONNX graph
+        computes the heads only, so there the vector is a second, eager encode)."""
+        if self.runtime != "torch":
+            return self.logits(batch), self.embed_batch(batch)
+        model: FashionModel = self._forward
+        model.eval()
+        dtype = autocast_dtype(self.precision_used)
+        with torch.autocast(device_type=self.model.device.type, dtype=dtype or torch.float32,
+                            enabled=dtype is not None):
+            features, masks = model.encode(batch)
+            logits = model.head_logits(features, masks)
+            fused = _fused(model, features, masks)
+        return {a: x.float() for a, x in logits.items()}, fused.float().cpu()
+
+    @torch.inference_mode()
+    def run_batch(self, batch: Batch, *, top_k: int = 3, abstain: bool = False,
+                  embeddings: bool = False) -> list[ProductPrediction]:
+        """Model + decoding for one prepared batch (``embeddings``: with each product's vector,
+        from the same encode)."""
+        logits, vectors = self.logits_and_vectors(batch) if embeddings else (self.logits(batch), None)
         finite = {a: torch.isfinite(x.reshape(x.shape[0], -1)).all(dim=1) for a, x in logits.items()}
         decoded = self.model.decode(logits, top_k=top_k, abstain=abstain)
         if not decoded:  # a model without attributes still reports diagnostics
@@ -234,29 +251,35 @@ class Predictor:
                 if not math.isfinite(prediction.score):
                     prediction.score, prediction.abstained, prediction.label = 0.0, True, None
             out.append(ProductPrediction(id=batch.ids[i], attributes=attributes,
-                                         diagnostics={"notes": notes, "missing": missing[i]}))
+                                         diagnostics={"notes": notes, "missing": missing[i]},
+                                         embedding=None if vectors is None else vectors[i].numpy()))
         return out
 
     # ------------------------------------------------------------------ embed
 
     def embed(
         self, products: Iterable[Product | Mapping[str, Any]], *, batch_size: int = 32,
-    ) -> torch.Tensor:
+        normalize: bool = False, per_input: bool = False,
+    ) -> Any:
         """The fused product vector every head reads, one row per product: ``(N, D)`` float32.
 
         Under an early fusion (concat, mean, gated) it is the fusion's output. Under a late
         fusion each head reads every input on its own, so the vector is the concatenation of
         the per-input features in the model's input order (zeros for a missing modality).
-        ``fashion predict --engine ray --embeddings`` writes the same vectors.
+        ``fashion predict --engine ray --embeddings`` writes the same vectors. ``normalize``:
+        rows L2-normalized, a numpy array (what ``fashion embed`` writes and fashion.search
+        indexes). ``per_input``: a dict of vectors per fusion input (``image``, ``text``...).
         """
         if batch_size < 1:
             raise ConfigError("batch_size must be at least 1")
         items = check_products(products)
-        chunks = [self.embed_batch(self.model.prepare(items[i:i + batch_size]))
+        chunks = [self.embed_batch(self.model.prepare(items[i:i + batch_size]), per_input=per_input)
                   for i in range(0, len(items), batch_size)]
-        if not chunks:
-            return torch.zeros(0, self.embedding_dim)
-        return torch.cat(chunks)
+        dims = self.model.input_dims if per_input else {"": self.embedding_dim}
+        merged = {n: torch.cat([c[n] if per_input else c for c in chunks]) if chunks
+                  else torch.zeros(0, d) for n, d in dims.items()}
+        out = {n: l2_normalize(v) if normalize else v for n, v in merged.items()}
+        return out if per_input else out[""]
 
     @property
     def embedding_dim(self) -> int:
@@ -265,7 +288,7 @@ class Predictor:
         return sum(self.model.input_dims.values()) if fusion.late else int(fusion.output_dim)
 
     @torch.inference_mode()
-    def embed_batch(self, batch: Batch) -> torch.Tensor:
+    def embed_batch(self, batch: Batch, *, per_input: bool = False) -> Any:
         """:meth:`embed` of one prepared batch (float32, on the CPU). The eager model runs it at
         the resolved precision (int8 and ONNX Runtime paths cover the heads, not this vector)."""
         self.model.eval()
@@ -273,12 +296,28 @@ class Predictor:
         with torch.autocast(device_type=self.model.device.type, dtype=dtype or torch.float32,
                             enabled=dtype is not None):
             features, masks = self.model.encode(batch)
-            if self.model.fusion.late:
-                fused = torch.cat([features[name] * masks[name].unsqueeze(1).to(features[name].dtype)
-                                   for name in self.model.input_dims], dim=1)
-            else:
-                fused = self.model.fusion(features, masks)
+            if per_input:
+                return {n: (features[n] * masks[n].unsqueeze(1).to(features[n].dtype)).float().cpu()
+                        for n in self.model.input_dims}
+            fused = _fused(self.model, features, masks)
         return fused.float().cpu()
+
+
+def _fused(model: FashionModel, features: Mapping[str, torch.Tensor],
+           masks: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """The vector the heads read (late fusion: the masked per-input features, concatenated)."""
+    if model.fusion.late:
+        return torch.cat([features[name] * masks[name].unsqueeze(1).to(features[name].dtype)
+                          for name in model.input_dims], dim=1)
+    return model.fusion(features, masks)  # type: ignore[no-any-return]
+
+
+def l2_normalize(vectors: torch.Tensor | Any) -> Any:
+    """Rows of ``vectors`` scaled to unit length, as a float32 numpy array."""
+    import numpy as np
+    array = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(array, axis=-1, keepdims=True)  # a zero row (no input) stays zero
+    return np.divide(array, norms, out=np.zeros_like(array), where=norms > 0)
 
 
 def parse_device(device: str | torch.device) -> torch.device:
@@ -398,9 +437,6 @@ def _missing_modalities(model: FashionModel, batch: Batch) -> list[list[str]]:
     return [sorted(m for m, rows in present.items() if i not in rows) for i in range(batch.size)]
 
 
-# ------------------------------------------------------------------------ fashion predict
-
-
 __all__ = [
     "PRECISIONS",
     "RUNTIMES",
@@ -408,5 +444,6 @@ __all__ = [
     "ProductPrediction",
     "check_products",
     "check_top_k",
+    "l2_normalize",
     "parse_device",
 ]

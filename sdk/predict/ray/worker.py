@@ -206,11 +206,12 @@ class PredictBatches:
             results[where[reject["row"]]] = ("rejected", reject["reason"], None)
         if prepared is None:
             return
-        predictions = self.predictor.run_batch(prepared, top_k=self.top_k)
-        vectors = self.predictor.embed_batch(prepared).tolist() if self.embeddings else None
-        for k, (number, prediction) in enumerate(zip(numbers, predictions, strict=True)):
-            results[where[number]] = ("predicted", prediction.to_dict(),
-                                      vectors[k] if vectors is not None else None)
+        # one encode per batch feeds the heads and, with --embeddings, the vectors
+        predictions = self.predictor.run_batch(prepared, top_k=self.top_k, embeddings=self.embeddings)
+        for number, prediction in zip(numbers, predictions, strict=True):
+            vector = None if prediction.embedding is None else prediction.embedding.tolist()
+            prediction.embedding = None
+            results[where[number]] = ("predicted", prediction.to_dict(), vector)
 
 
 def output_fields(predictor: Any, *, embeddings: bool = False) -> list[pa.Field]:

@@ -1,0 +1,286 @@
+"""``fashion.search.Index``: product vectors in faiss, with their predicted attributes.
+
+Below ``hnsw_threshold`` live rows the vectors sit in an exact inner-product index
+(``IndexFlatIP``); at or above it in an ``IndexHNSWFlat`` (``M`` and ``efConstruction``
+recorded). Vectors are L2-normalized, so inner product is cosine similarity.
+
+An index folder holds ``index.json`` (the model revision, dimension, attributes, the HNSW
+parameters, ids and the sha256 of every other file), ``vectors.faiss`` and ``rows.parquet``
+(id, live flag, predicted labels and scores). :meth:`Index.load` checks the sha256s before
+reading anything, so a damaged or edited file is refused by name. :meth:`Index.save` writes a
+new folder beside the old one and swaps the two.
+
+Removing a product marks its row dead (an HNSW graph cannot drop a node); searches never return
+a dead row, and :meth:`Index.save` rebuilds the index once dead rows pass a quarter of all rows.
+Adding an id already present replaces it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import Field
+
+from fashion._util.config import StrictModel
+from fashion._util.files import sha256_file
+from fashion.errors import ConfigError, DataError
+from fashion.search import backend
+from fashion.search.filters import Attributes
+from fashion.search.vectors import VectorsInfo, iter_tables, label_column, read_info, score_column
+
+META, VECTORS, ROWS = "index.json", "vectors.faiss", "rows.parquet"
+INDEX_FORMAT = 1
+HNSW_THRESHOLD = 50_000  # live rows from which HNSW replaces exact search
+
+
+class HnswParams(StrictModel):
+    m: int = Field(default=32, ge=4, le=256)
+    ef_construction: int = Field(default=200, ge=8)
+    ef_search: int = Field(default=64, ge=1)
+
+
+class IndexMeta(StrictModel):
+    format: int = INDEX_FORMAT
+    vectors: VectorsInfo
+    kind: str  # "flat" or "hnsw"
+    hnsw: HnswParams = Field(default_factory=HnswParams)
+    hnsw_threshold: int = Field(default=HNSW_THRESHOLD, ge=1)
+    rows: int = Field(ge=0)
+    live: int = Field(ge=0)
+    files: dict[str, str]  # name -> sha256
+
+
+class Index:
+    """Product vectors and predicted attributes, searchable with filters (:mod:`.plan`)."""
+
+    def __init__(self, info: VectorsInfo, *, hnsw: HnswParams | None = None,
+                 hnsw_threshold: int = HNSW_THRESHOLD) -> None:
+        self.info, self.hnsw = info, hnsw or HnswParams()
+        if hnsw_threshold < 1:
+            raise ConfigError(f"hnsw_threshold must be at least 1, got {hnsw_threshold}")
+        self.hnsw_threshold = hnsw_threshold
+        self.faiss: Any = backend.flat_index(info.dimension)
+        self.ids: list[str] = []
+        self.live = np.zeros(0, bool)
+        self.attributes = Attributes.empty(info)
+        self.position: dict[str, int] = {}  # live id -> row
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def kind(self) -> str:
+        return "hnsw" if backend.is_hnsw(self.faiss) else "flat"
+
+    def __len__(self) -> int:
+        return len(self.position)
+
+    def __contains__(self, product_id: object) -> bool:
+        return product_id in self.position
+
+    @property
+    def vectors(self) -> np.ndarray:
+        """Every row's vector (dead rows too), a read-only view of faiss's storage."""
+        return backend.matrix(self.faiss)
+
+    def vector(self, product_id: str) -> np.ndarray:
+        if product_id not in self.position:
+            raise ConfigError(f"no product {product_id!r} in the index ({len(self)} products); "
+                              "give an id the vectors file holds.")
+        return np.array(self.vectors[self.position[product_id]])
+
+    # ------------------------------------------------------------------ build / add / remove
+
+    @classmethod
+    def build(cls, sources: Sequence[str | Path], *, hnsw: HnswParams | None = None,
+              hnsw_threshold: int = HNSW_THRESHOLD) -> Index:
+        """An index of one or more vectors files (``fashion embed``) of one model revision."""
+        if not sources:
+            raise ConfigError("give at least one vectors file (written by `fashion embed`).")
+        index = cls(read_info(sources[0]), hnsw=hnsw, hnsw_threshold=hnsw_threshold)
+        index.add(sources, replace=False)
+        return index
+
+    def add(self, sources: Iterable[str | Path], *, replace: bool = True) -> int:
+        """Add the rows of vectors files; an id already present is replaced (``replace=False``:
+        refused). Returns the number of rows added."""
+        added = 0
+        for source in sources:
+            self.check_info(read_info(source), str(source))
+            seen: set[str] = set()
+            for table in iter_tables(source):
+                ids = table.column("id").to_pylist()
+                rows = table.column("row").to_pylist()
+                for product_id, row in zip(ids, rows, strict=True):
+                    if product_id is None or product_id == "":
+                        raise DataError(f"{source}: manifest row {row} has no id; give every "
+                                        "product an id to index it.")
+                    if product_id in seen or (not replace and product_id in self.position):
+                        raise DataError(f"{source}: id {product_id!r} appears twice (again at "
+                                        f"manifest row {row}); ids must be unique.")
+                    seen.add(product_id)
+                flat = table.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+                vectors = np.asarray(flat, np.float32).reshape(-1, self.info.dimension)
+                bad = np.flatnonzero(~np.isfinite(vectors).all(axis=1))
+                if len(bad):
+                    raise DataError(f"{source}: manifest row {rows[bad[0]]} has a vector with NaN "
+                                    "or inf; embed it again (the model may be damaged).")
+                columns = {name: self.attributes.encode(
+                    name, table.column(label_column(name)).to_pylist(),
+                    table.column(score_column(name)).to_pylist()) for name in self.info.attributes}
+                self._append(ids, vectors, columns)
+                added += len(ids)
+        self._grow()
+        return added
+
+    def check_info(self, info: VectorsInfo, what: str) -> None:
+        """Refuse vectors of another model revision, dimension or attribute set."""
+        if info.model_revision != self.info.model_revision:
+            raise ConfigError(
+                f"{what} holds vectors of model revision {info.model_revision} but the index is "
+                f"of revision {self.info.model_revision}; embed with the index's model "
+                f"({self.info.model or 'the same bundle'}) or build a new index.")
+        if info.dimension != self.info.dimension or info.attributes != self.info.attributes:
+            raise ConfigError(f"{what}: its dimension or attributes differ from the index's; "
+                              "build a new index from vectors of one model.")
+
+    def _append(self, ids: list[str], vectors: np.ndarray, columns: dict[str, Any]) -> None:
+        from fashion.predict.predictor import l2_normalize
+
+        for product_id in ids:
+            old = self.position.pop(product_id, None)
+            if old is not None:
+                self.live[old] = False
+        start = len(self.ids)
+        self.faiss.add(np.ascontiguousarray(l2_normalize(vectors)))
+        self.ids.extend(ids)
+        self.live = np.concatenate([self.live, np.ones(len(ids), bool)])
+        self.attributes.append(columns)
+        self.position.update({pid: start + i for i, pid in enumerate(ids)})
+
+    def remove(self, product_ids: Iterable[str]) -> int:
+        """Mark products removed; returns how many were present (unknown ids are skipped)."""
+        removed = 0
+        for product_id in product_ids:
+            row = self.position.pop(product_id, None)
+            if row is not None:
+                self.live[row] = False
+                removed += 1
+        return removed
+
+    def _grow(self) -> None:
+        """Switch from exact to HNSW once the live rows reach the threshold."""
+        if self.kind == "flat" and len(self) >= self.hnsw_threshold:
+            self.compact(force=True)
+
+    def compact(self, *, force: bool = False) -> None:
+        """Rebuild without dead rows (when they pass a quarter of the rows, or ``force``)."""
+        dead = len(self.ids) - len(self)
+        if not force and dead * 4 <= len(self.ids):
+            return
+        keep = np.flatnonzero(self.live)
+        vectors = np.array(self.vectors[keep])
+        if len(keep) >= self.hnsw_threshold:
+            fresh = backend.hnsw_index(self.info.dimension, self.hnsw.m, self.hnsw.ef_construction)
+        else:
+            fresh = backend.flat_index(self.info.dimension)
+        fresh.add(vectors)
+        self.faiss = fresh
+        self.ids = [self.ids[i] for i in keep]
+        self.live = np.ones(len(keep), bool)
+        self.attributes = self.attributes.take(keep)
+        self.position = {pid: i for i, pid in enumerate(self.ids)}
+
+    # ------------------------------------------------------------------ save / load
+
+    def save(self, folder: str | Path) -> Path:
+        """Write the index folder (a new folder swapped in for an existing one)."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        self.compact()
+        folder = Path(folder)
+        if folder.exists() and not (folder / META).is_file() and any(folder.iterdir()):
+            raise ConfigError(f"{folder} exists and is not an index folder; give a new folder.")
+        staging = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        backend.faiss().write_index(self.faiss, str(staging / VECTORS))
+        columns: dict[str, Any] = {"id": pa.array(self.ids, pa.string()),
+                                   "live": pa.array(self.live, pa.bool_())}
+        for name in self.info.attributes:
+            codes = self.attributes.codes[name]
+            columns[f"{name}_code"] = (pa.array(list(codes), pa.list_(pa.bool_()))
+                                       if codes.ndim == 2 else pa.array(codes, pa.int32()))
+            columns[score_column(name)] = pa.array(self.attributes.scores[name], pa.float32())
+        pq.write_table(pa.table(columns), staging / ROWS)
+        meta = IndexMeta(vectors=self.info, kind=self.kind, hnsw=self.hnsw,
+                         hnsw_threshold=self.hnsw_threshold, rows=len(self.ids), live=len(self),
+                         files={n: sha256_file(staging / n) for n in (VECTORS, ROWS)})
+        (staging / META).write_text(meta.model_dump_json(indent=2) + "\n", encoding="utf-8")
+        old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
+        if folder.exists():
+            folder.rename(old)
+        staging.rename(folder)
+        shutil.rmtree(old, ignore_errors=True)
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> Index:
+        """Read an index folder; a missing, damaged or edited file is refused by name."""
+        import pyarrow.parquet as pq
+
+        folder = Path(folder)
+        meta_path = folder / META
+        if not meta_path.is_file():
+            raise DataError(f"{folder} is not an index folder (no {META}); build one with "
+                            "`fashion index build VECTORS... --out INDEX`.")
+        try:
+            meta = IndexMeta.model_validate_json(meta_path.read_bytes())
+        except ValueError as exc:
+            raise DataError(f"{meta_path} is damaged ({str(exc).splitlines()[0]}); build the "
+                            "index again.") from None
+        for name in (VECTORS, ROWS):
+            path = folder / name
+            if not path.is_file() or sha256_file(path) != meta.files.get(name):
+                raise DataError(f"{path} is missing or does not match the sha256 in {META}; the "
+                                "index is damaged. Build it again with `fashion index build`.")
+        index = cls(meta.vectors, hnsw=meta.hnsw, hnsw_threshold=meta.hnsw_threshold)
+        index.faiss = backend.faiss().read_index(str(folder / VECTORS))
+        table = pq.read_table(folder / ROWS)
+        index.ids = table.column("id").to_pylist()
+        index.live = np.asarray(table.column("live").to_numpy(zero_copy_only=False), bool)
+        for name in meta.vectors.attributes:
+            codes = table.column(f"{name}_code").to_pylist()
+            index.attributes.codes[name] = np.asarray(codes, bool if meta.vectors.attributes[name]
+                                                      .multilabel else np.int32)
+            index.attributes.scores[name] = table.column(score_column(name)).to_numpy().astype(np.float32)
+        if not (index.faiss.ntotal == len(index.ids) == meta.rows) or index.faiss.d != meta.vectors.dimension:
+            raise DataError(f"{folder}: {VECTORS} and {ROWS} disagree with {META}; build the index again.")
+        index.position = {pid: i for i, pid in enumerate(index.ids) if index.live[i]}
+        return index
+
+    def describe(self) -> dict[str, Any]:
+        out = {"products": len(self), "rows": len(self.ids), "kind": self.kind,
+               "dimension": self.info.dimension, "model_revision": self.info.model_revision}
+        if self.kind == "hnsw":
+            out["hnsw"] = self.hnsw.model_dump()
+        return out
+
+    def __repr__(self) -> str:
+        return f"Index({json.dumps(self.describe())})"
+
+    def search(self, query: Any, k: int = 10, **options: Any) -> list[Any]:
+        """See :func:`fashion.search.plan.search` (``query``: a vector, a product id, or a
+        product with ``predictor=``)."""
+        from fashion.search.plan import search
+
+        return search(self, query, k, **options)
+
+
+__all__ = ["HNSW_THRESHOLD", "HnswParams", "Index", "IndexMeta"]

@@ -1,0 +1,166 @@
+"""Filtered similarity search, planned per query by the filter's selectivity.
+
+- No filter: the index itself (exact ``IndexFlatIP``, or HNSW at ``efSearch``).
+- A filter keeping few rows (at most ``EXACT_ROWS`` rows or ``EXACT_SELECTIVITY`` of them) or
+  an exact index: exact inner products over the matching rows only. Filtered HNSW loses its
+  recall there, and the exact scan is cheap because the rows are few.
+- Otherwise HNSW restricted by an ``IDSelectorBitmap`` with ``efSearch`` raised by 1/selectivity
+  (capped at ``EF_CAP``); when fewer than ``k`` rows come back, exact over the matching rows.
+
+Every answer is checked against the filter before it is returned: a row that does not match
+is never returned, whatever the graph did.
+
+``change`` ("this, but in black"): the rows must match the change too, and they are ranked by
+``(1 + similarity) / 2 * mean score of the changed attributes`` over the ``4k`` most similar.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from fashion.errors import ConfigError
+from fashion.search import backend
+from fashion.search.filters import parse_conditions
+
+EXACT_ROWS = 20_000
+EXACT_SELECTIVITY = 0.02
+EF_CAP = 4096
+
+
+@dataclass
+class Hit:
+    id: str
+    score: float  # cosine similarity to the query
+    attributes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    rank: float | None = None  # with change: the re-ranking score
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {"id": self.id, "score": round(self.score, 6), "attributes": self.attributes}
+        return out | ({} if self.rank is None else {"rank": round(self.rank, 6)})
+
+
+@dataclass
+class Plan:
+    strategy: str  # "index", "exact", "hnsw-filtered", "hnsw-filtered+exact"
+    candidates: int  # rows the filter keeps
+    ef_search: int | None = None
+
+
+def exact(vectors: np.ndarray, query: np.ndarray, k: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` rows of ``rows`` with the largest inner product (scores, rows), best first."""
+    if len(rows) == 0:
+        return np.zeros(0, np.float32), np.zeros(0, np.int64)
+    scores = vectors[rows] @ query
+    k = min(k, len(rows))
+    top = np.argpartition(-scores, k - 1)[:k] if k < len(rows) else np.arange(len(rows))
+    top = top[np.argsort(-scores[top], kind="stable")]
+    return scores[top], rows[top]
+
+
+def planned(index: Any, query: np.ndarray, k: int, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, Plan]:
+    """The ``k`` best rows among ``mask & live`` (``mask`` None: every live row)."""
+    live = index.live
+    allowed = live if mask is None else (live & mask)
+    count = int(allowed.sum())
+    total = len(live)
+    if count == 0 or k < 1:
+        return np.zeros(0, np.float32), np.zeros(0, np.int64), Plan("exact", count)
+    vectors = index.vectors
+    if mask is None and count == total:  # nothing to leave out
+        ef = max(index.hnsw.ef_search, k) if index.kind == "hnsw" else None
+        if ef is None:
+            scores, rows = index.faiss.search(query[None, :], min(k, total))
+        else:
+            scores, rows = backend.hnsw_search(index.faiss, query[None, :], min(k, total), ef_search=ef)
+        plan = Plan("index", count, ef)
+        scores, rows = scores[0], rows[0]
+    elif index.kind == "flat" or count <= EXACT_ROWS or count <= EXACT_SELECTIVITY * total:
+        scores, rows = exact(vectors, query, k, np.flatnonzero(allowed))
+        return scores, rows, Plan("exact", count)
+    else:
+        ef = int(min(EF_CAP, max(index.hnsw.ef_search, k) * total / count))
+        scores, rows = backend.hnsw_search(index.faiss, query[None, :], k, ef_search=ef,
+                                           allowed=allowed)
+        plan = Plan("hnsw-filtered", count, ef)
+        scores, rows = scores[0], rows[0]
+    keep = rows >= 0
+    scores, rows = scores[keep], rows[keep]
+    keep = allowed[rows]  # never a row the filter (or a removal) leaves out
+    scores, rows = scores[keep], rows[keep]
+    if len(rows) < min(k, count):
+        scores, rows = exact(vectors, query, k, np.flatnonzero(allowed))
+        plan.strategy += "+exact"
+    return scores, rows, plan
+
+
+def query_vector(index: Any, query: Any, predictor: Any = None, revision: str | None = None) -> tuple[np.ndarray, str | None]:
+    """The unit query vector and the id it came from (a product id in the index)."""
+    from fashion.predict.predictor import l2_normalize
+
+    if isinstance(query, str):
+        return index.vector(query), query
+    if revision is not None and revision != index.info.model_revision:
+        raise ConfigError(f"the query vector is of model revision {revision} but the index is "
+                          f"of revision {index.info.model_revision}; embed the query with the "
+                          "index's model.")
+    if isinstance(query, (Mapping,)) or hasattr(query, "images"):
+        if predictor is None:
+            raise ConfigError("searching by product needs predictor= (the index's model: "
+                              f"{index.info.model or 'the bundle that embedded the vectors'}).")
+        from fashion.search.vectors import model_revision
+
+        got = model_revision(predictor.model)
+        if got != index.info.model_revision:
+            raise ConfigError(f"the model is of revision {got} but the index is of revision "
+                              f"{index.info.model_revision}; load the index's model "
+                              f"({index.info.model or 'the bundle that embedded the vectors'}).")
+        return l2_normalize(predictor.embed([query]))[0], None
+    vector = np.asarray(query, np.float32).reshape(-1)
+    if vector.shape[0] != index.info.dimension or not np.isfinite(vector).all():
+        raise ConfigError(f"the query vector must be {index.info.dimension} finite numbers (the "
+                          f"index's dimension), got shape {np.shape(query)}.")
+    return l2_normalize(vector[None, :])[0], None
+
+
+def search(index: Any, query: Any, k: int = 10, *, where: Any = None, change: Any = None,
+           min_score: float | None = None, predictor: Any = None, revision: str | None = None,
+           explain: dict[str, Any] | None = None) -> list[Hit]:
+    """The ``k`` products most similar to ``query`` that meet ``where`` and ``change``.
+
+    ``query``: a product id in the index (itself left out), a vector (``revision``: the model
+    revision it came from, checked), or a product (``predictor``: the index's model, checked).
+    ``where``/``change``: ``{"color": "red"}`` or ``["color=red"]``. ``min_score``: the score a
+    filtered attribute needs (default: each attribute's abstention threshold). ``explain``: a
+    dict that receives the plan.
+    """
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ConfigError(f"k must be a whole number of at least 1, got {k!r}")
+    if min_score is not None and not 0.0 <= min_score <= 1.0:
+        raise ConfigError(f"min_score must be between 0 and 1, got {min_score!r}")
+    conditions = parse_conditions(where)
+    changes = parse_conditions(change, "--change")
+    for name, values in changes.items():
+        conditions[name] = values  # the change replaces a condition on the same attribute
+    vector, own = query_vector(index, query, predictor, revision)
+    mask = index.attributes.mask(conditions, min_score)
+    if own is not None:
+        mask = (np.ones(len(index.live), bool) if mask is None else mask.copy())
+        mask[index.position[own]] = False
+    wanted = 4 * k if changes else k
+    scores, rows, plan = planned(index, vector, wanted, mask)
+    hits = [Hit(index.ids[r], float(s), index.attributes.row(int(r))) for s, r in zip(scores, rows, strict=True)]
+    if changes:
+        for hit, row in zip(hits, rows, strict=True):
+            mean = float(np.mean([index.attributes.scores[n][row] for n in changes]))
+            hit.rank = (1.0 + hit.score) / 2.0 * mean
+        hits.sort(key=lambda h: -(h.rank or 0.0))
+    if explain is not None:
+        explain.update(strategy=plan.strategy, candidates=plan.candidates, ef_search=plan.ef_search)
+    return hits[:k]
+
+
+__all__ = ["EF_CAP", "EXACT_ROWS", "EXACT_SELECTIVITY", "Hit", "Plan", "exact", "planned", "search"]
