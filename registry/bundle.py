@@ -122,7 +122,7 @@ def check_preprocessing(model: FashionModel, index: BundleIndex, directory: Path
     for key, backbone in model.backbones.items():
         if not isinstance(backbone, ImageBackbone):
             continue
-        default = type(backbone).default_preprocessing()
+        default = backbone.default_preprocessing()  # a model's own (open_clip) or the class's
         used = backbone.preprocessing
         if (default.mean, default.std) != (used.mean, used.std):
             entry = index.components.get(f"backbones/{key}")
