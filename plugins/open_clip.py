@@ -364,3 +364,10 @@ def _plain(value: Any) -> str:
 def register_backbones(register: Register) -> None:
     register(OpenClipImage)
     register(OpenClipText)
+
+
+@hookimpl
+def register_labelling_functions(register: Register) -> None:
+    from fashion.attributes.mining.zeroshot import ZeroShotFunction  # votes with these towers
+
+    register(ZeroShotFunction)
