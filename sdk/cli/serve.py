@@ -58,6 +58,8 @@ from fashion.serve.server import run_server
               help="Seconds per request, queue included (then 503).")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+@click.option("--index", "index", default=None, type=click.Path(file_okay=False),
+              help="An index of MODEL's vectors (fashion index build): adds POST /v1/similar.")
 def serve_command(
     model: str,
     host: str,
@@ -78,6 +80,7 @@ def serve_command(
     max_queue: int,
     request_timeout: float,
     log_level: str,
+    index: str | None,
 ) -> None:
     """Serve MODEL over HTTP: /v1/predict with dynamic batching, a page at /, OpenAPI at /docs.
 
@@ -90,7 +93,7 @@ def serve_command(
         max_queue=max_queue, max_products=max_products, max_images=max_images,
         max_body_bytes=int(max_body_mb * 1024 * 1024), max_image_pixels=max_image_pixels,
         max_request_pixels=max_request_pixels, header_timeout_s=header_timeout,
-        request_timeout_s=request_timeout, api_key_env=api_key_env,
+        request_timeout_s=request_timeout, api_key_env=api_key_env, index=index,
     )
     run_server(config, log_level=log_level)
 

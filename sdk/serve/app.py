@@ -56,9 +56,11 @@ class ServeState:
         self.api_key = config.api_key()
         self.batcher: Batcher | None = None
         self.ready = False
+        self.index: Any = None  # --index: a fashion.search.Index of the model's vectors
 
     def predict(self, products: list[Any], top_k: int) -> list[Any]:
-        return self.predictor.predict(products, batch_size=max(1, len(products)), top_k=top_k)  # type: ignore[union-attr]
+        return self.predictor.predict(products, batch_size=max(1, len(products)), top_k=top_k,  # type: ignore[union-attr]
+                                      embeddings=self.index is not None)  # the same encode
 
     def check_key(self, request: Request) -> None:
         if self.api_key is None:
@@ -75,7 +77,8 @@ class ServeState:
         if not hmac.compare_digest(sent.encode(), self.api_key.encode()):
             raise RequestProblem(401, "invalid_api_key", "the API key is not valid", headers)
 
-    async def run(self, products: list[Any], top_k: int) -> list[dict[str, Any]]:
+    async def run(self, products: list[Any], top_k: int,
+                  vectors: list[Any] | None = None) -> list[dict[str, Any]]:
         if self.batcher is None or not self.ready:
             raise RequestProblem(503, "not_ready", "the model is not loaded yet; retry shortly",
                           {"Retry-After": str(self.config.retry_after_s)})
@@ -90,6 +93,9 @@ class ServeState:
             raise RequestProblem(422, "prediction_failed", str(exc)) from None
         out = []
         for result in results:
+            if vectors is not None:
+                vectors.append(result.embedding)
+            result.embedding = None
             record = result.to_dict()
             for prediction in record["attributes"].values():
                 prediction["top_k"] = prediction["top_k"][:top_k]
@@ -150,6 +156,21 @@ def load_predictor(config: ServeConfig) -> Any:
 
 
 
+def load_index(folder: str, predictor: Any) -> Any:
+    """The ``--index`` folder, refused (the server does not start) unless ``predictor``'s model
+    computed its vectors."""
+    from fashion.errors import ConfigError
+    from fashion.search import Index, model_revision
+
+    index = Index.load(folder)
+    revision = model_revision(predictor.model)
+    if revision != index.info.model_revision:
+        raise ConfigError(f"--index {folder} holds vectors of model revision "
+                          f"{index.info.model_revision}, but the served model is of revision "
+                          f"{revision}; serve the index's model or build the index from its vectors.")
+    return index
+
+
 def create_app(config: ServeConfig, predictor: Any | None = None) -> Any:
     """The ASGI app: FastAPI routes inside the :class:`Guard` (body limit, metrics).
 
@@ -167,6 +188,13 @@ def create_app(config: ServeConfig, predictor: Any | None = None) -> Any:
                 # one line (the Guard drops the traceback): the supervisor reports the stop
                 log.error("fashion serve: worker %s cannot load the model %s: %s",
                           os.getpid(), config.model, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+                raise
+        if config.index:
+            try:
+                state.index = await run_in_threadpool(load_index, config.index, state.predictor)
+            except Exception as exc:
+                log.error("fashion serve: worker %s cannot load the index %s: %s", os.getpid(),
+                          config.index, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
                 raise
         await run_in_threadpool(state.predict, [{"title": "warm-up"}], 1)  # first request pays no setup
         state.batcher = Batcher(
@@ -254,6 +282,11 @@ def create_app(config: ServeConfig, predictor: Any | None = None) -> Any:
         height and for every view the cropper's name, output size and boxes
         `[left, top, right, bottom]` in the image's pixels."""
         return await with_timeout(request, explain=True)
+
+    if config.index:
+        from fashion.serve.similar import similar_route
+
+        similar_route(app, state)
 
     @app.get("/v1/model", **docs["model"], summary="The model: name, revision, attributes and labels, metrics")
     async def model(request: Request) -> dict[str, Any]:

@@ -66,6 +66,7 @@ class ServeConfig(StrictModel):
         None, description="Name of the environment variable holding the API key."
     )
     retry_after_s: int = Field(1, ge=1, description="Retry-After of a 503 when the queue is full.")
+    index: str | None = Field(None, description="An index folder of the model's vectors: POST /v1/similar.")
 
     @model_validator(mode="after")
     def _check(self) -> ServeConfig:
