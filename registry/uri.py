@@ -78,6 +78,10 @@ def fetch_uri(
         if not folder.is_dir():
             hint = (f" For a model on the Hub use hf://{uri.name}, for the local registry "
                     f"local://{uri.name}.") if not folder.exists() and "/" not in uri.name[:1] else ""
+            if (folder.parent / "checkpoints").is_dir():  # a training run's output folder
+                hint = (f" {folder.parent} holds a training run that did not write its bundle (it was "
+                        f"interrupted, or save_bundle = false): continue it with `fashion train CONFIG "
+                        f"--resume --output {folder.parent}`.")
             raise BundleError(f"bundle folder {folder} does not exist.{hint}")
         return folder, None
     hub_options = {k: v for k, v in options.items() if v not in (None, False)}

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from typing import TextIO
 
 
-def _format_seconds(seconds: float) -> str:
+def format_seconds(seconds: float) -> str:
     seconds = max(0, int(round(seconds)))
     if seconds < 60:
         return f"{seconds}s"
@@ -83,9 +83,9 @@ class ProgressLine:
             line = f"{self.label}: {self.done} {self.unit}"
         line += f", {rate:.1f} {self.unit}/s"
         if self.total and rate > 0 and self.done < self.total:
-            line += f", ETA {_format_seconds((self.total - self.done) / rate)}"
+            line += f", ETA {format_seconds((self.total - self.done) / rate)}"
         elif self.done and (not self.total or self.done >= self.total):
-            line += f", {_format_seconds(time.monotonic() - self.start)}"
+            line += f", {format_seconds(time.monotonic() - self.start)}"
         return line
 
     def update(self, n: int = 1) -> None:
@@ -145,4 +145,4 @@ def progress(label: str, total: int | None = None, *, unit: str = "rows",
         line.close()
 
 
-__all__ = ["ProgressLine", "progress"]
+__all__ = ["ProgressLine", "format_seconds", "progress"]

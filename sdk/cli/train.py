@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,28 +18,40 @@ import click
 @click.option("--output", "output_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Folder for checkpoints, history, evaluation and the bundle.")
 @click.option("--resume", is_flag=True, default=None, help="Continue from the checkpoint in the output folder.")
+@click.option("--strategy", type=click.Choice(["full", "partial", "head-only"]),
+              help="What trains: full, partial (the image backbone's top block, = --freeze image-backbone@1 "
+                   "with croppers and the text backbone frozen) or head-only.")
 @click.option("--freeze", multiple=True, metavar="GROUP",
-              help="Freeze a parameter group (image-backbone, text-backbone, backbones, fusion, heads/NAME); repeatable.")
+              help="Freeze a parameter group (image-backbone, text-backbone, backbones, fusion, heads/NAME), "
+                   "or image-backbone@N: only the image backbone's top N blocks train; repeatable.")
 @click.option("--sampler", help="proportional, round_robin, temperature, all_tasks, or a registered one.")
 @click.option("--loss", help="sum, mean, uncertainty, dwa or pcgrad (pcgrad needs --sampler all_tasks).")
 @click.option("--seed", type=int, help="Random seed.")
 @click.option("--device", help="auto, cpu, cuda or cuda:N.")
+@click.option("--threads", type=click.IntRange(min=1), help="Torch intra-op threads (default: torch's choice).")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+              help="auto times fp32 and bf16 on a CPU with native bf16 and keeps the faster.")
 def train_command(
     config_path: Path,
     epochs: int | None,
     batch_size: int | None,
     output_dir: Path | None,
     resume: bool | None,
+    strategy: str | None,
     freeze: tuple[str, ...],
     sampler: str | None,
     loss: str | None,
     seed: int | None,
     device: str | None,
+    threads: int | None,
+    precision: str | None,
 ) -> None:
     """Train a model on several datasets from a TOML/YAML/JSON CONFIG (flags override the file).
 
     Writes checkpoints, history.json, evaluation/ (metrics.json, confusion PNGs) and bundle/
     into the output folder. Under `torchrun` it trains with DDP; only rank 0 writes.
+    Progress goes to stdout as plain lines (every epoch, and every `log_every` steps without a
+    terminal), each with the epoch's and the run's ETA.
     """
     from rich.console import Console
 
@@ -48,11 +63,14 @@ def train_command(
         "batch_size": batch_size,
         "output_dir": output_dir.resolve() if output_dir is not None else None,
         "resume": resume,
+        "strategy": strategy,
         "freeze": list(freeze) or None,
         "sampler": sampler,
         "loss": loss,
         "seed": seed,
         "device": device,
+        "threads": threads,
+        "precision": precision,
     }
     from fashion.errors import ConfigError
 
@@ -63,7 +81,8 @@ def train_command(
             'attributes; see docs/training.md) or a `model = "spec.toml"` line.'
         )
     trainer = Trainer(None, config)
-    result = trainer.fit()
+    with _log_lines_to_stdout():
+        result = trainer.fit()
     if not trainer.is_main:
         return
     console = Console()
@@ -75,7 +94,7 @@ def train_command(
         + (" (stopped early)" if result.stopped_early else "")
     )
     if result.evaluation is not None:
-        console.print(result.evaluation.table())
+        console.print(result.evaluation.table("validation"))
     if result.unvalidated:
         from fashion.training.runtime import unvalidated_message
 
@@ -88,6 +107,27 @@ def train_command(
                 highlight=False,
             )
     console.print(f"outputs in {result.output_dir}" + (f"; bundle at {result.bundle_path}" if result.bundle_path else ""))
+
+
+class _Echo(logging.Handler):
+    """Log records as plain lines on the stdout of the moment (a live bar redirects it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(self.format(record))
+
+
+@contextlib.contextmanager
+def _log_lines_to_stdout() -> Iterator[None]:
+    """The run's INFO lines (``fashion.training``) on stdout, flushed line by line."""
+    logger = logging.getLogger("fashion.training")
+    handler, level = _Echo(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 @click.command("evaluate")

@@ -124,6 +124,10 @@ class AttributeSpec(StrictModel):
       ``not_applicable`` and training ignores the head's loss.
     - ``not_applicable``: extra vendor values meaning "does not apply" (besides
       :data:`NOT_APPLICABLE_WORDS`).
+    - ``changed_by``: the train-time augmentations that would change this attribute's label
+      (``["hue"]`` for a color, ``["flip"]`` for a logo side); training refuses a view that
+      applies one. ``None`` (default): ``["hue"]`` for an attribute named ``color``/``colour``
+      (or ending in ``_color``), none otherwise.
     - ``calibration`` / ``abstention``: fitted on validation data (``fashion.trust``); absent in
       older bundles, which means raw scores and no abstention.
     """
@@ -136,6 +140,7 @@ class AttributeSpec(StrictModel):
     description: str = ""
     applies_to: dict[str, list[str]] = Field(default_factory=dict)
     not_applicable: list[str] = Field(default_factory=list)
+    changed_by: list[str] | None = None
     calibration: Calibration | None = None
     abstention: Abstention | None = None
 

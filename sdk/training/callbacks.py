@@ -9,25 +9,32 @@ stopped it), before the final evaluation. A user callback may be a
 :class:`Callback` or a plain function of a :class:`StepInfo` (called after every step); an
 exception raised by any callback stops training at once (the last checkpoint stays).
 
-The progress display (:class:`Progress`, under :class:`ProgressBar`) reads losses from the
-device every ``every`` steps only, so showing progress costs one host synchronization per
-``every`` steps; with progress off the loop never synchronizes per step.
+The progress report (:class:`ProgressBar`: plain lines, and a live bar on a terminal) reads
+losses from the device only when it writes a line or redraws the bar, so following a run costs
+one host synchronization per ``log_every`` steps.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import torch
 from torch import Tensor
 
+from fashion._util.progress import format_seconds
 from fashion.training.state import load_tensors, save_checkpoint, save_tensors
 
 if TYPE_CHECKING:
+    from fashion.training.config import TrainConfig
     from fashion.training.state import Run
-import torch
+
+log = logging.getLogger("fashion.training")
 
 
 @dataclass
@@ -123,80 +130,155 @@ class Checkpointing(Callback):
 
 
 class ProgressBar(Callback):
-    """A rich progress bar on stderr (main process only); losses are read every 10 steps."""
+    """What a person watching the run sees (main process only): plain lines through the
+    ``fashion.training`` logger, and on a terminal a live bar.
 
-    def __init__(self) -> None:
-        self.bar: Progress | None = None
+    - every epoch: one line with its loss, throughput, validation metrics, the time it took
+      and the run's ETA;
+    - without a live bar (a CI job, ``nohup``, a log file): also one line every ``every`` steps
+      with the loss, throughput, the epoch's ETA and the run's ETA;
+    - with ``live``: a bar on stderr with the epoch's and the run's ETA (from this run's own
+      measured step and validation times; rich's own estimate restarts at every epoch).
+
+    Losses are read from the device only when a line is written or every 10 steps for the bar.
+    """
+
+    def __init__(self, live: bool = False, every: int | None = 50) -> None:
+        self.live, self.every = live, every
+        self.bar: Any = None
+        self.smoothed: dict[str, float] = {}
 
     @staticmethod
     def wanted(enabled: bool | None) -> bool:
+        """Whether the live bar is shown: ``progress`` in the config, default: stderr is a terminal."""
         return sys.stderr.isatty() if enabled is None else enabled
 
     def on_fit_start(self, trainer: Run) -> None:
-        if trainer.is_main:
-            self.bar = Progress(trainer.config.epochs, trainer.steps_per_epoch)
+        if not trainer.is_main:
+            return
+        config = trainer.config
+        total = trainer.steps_per_epoch * config.epochs
+        if config.max_steps is not None:
+            total = min(total, config.max_steps)
+        self.total_steps, self.epochs = total, config.epochs
+        self.batch_rows = config.batch_size
+        self.first_step = self._global = trainer.state.global_step  # > 0 after a resume
+        self.started = self.epoch_started = time.perf_counter()
+        self.epoch_first = trainer.state.step_in_epoch
+        self.train_seconds = 0.0  # time in steps (this process, since start), validation apart
+        self.val_seconds: list[float] = []
+        self.last_step = self.started
+        if self.live:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn
+            from rich.progress import Progress as RichProgress
+
+            self.bar = RichProgress(
+                TextColumn("epoch {task.fields[epoch]}/{task.fields[epochs]}"), BarColumn(),
+                MofNCompleteColumn(), TextColumn("{task.fields[eta]}"), TextColumn("{task.fields[losses]}"),
+                console=Console(stderr=True), transient=False,
+            )
+            self.bar.start()
+            self.task = self.bar.add_task("train", total=trainer.steps_per_epoch, epoch=1,
+                                          epochs=config.epochs, eta="", losses="")
+
+    # the clock ------------------------------------------------------------------------------
+
+    def step_seconds(self) -> float | None:
+        """Mean seconds per optimizer step in this run so far (validation excluded)."""
+        done = self.done_steps
+        return self.train_seconds / done if done > 0 else None
+
+    def etas(self, epoch_left: int, global_step: int, steps_per_epoch: int) -> tuple[float, float] | None:
+        """(epoch ETA, run ETA) in seconds: steps left times the mean step time, plus the mean
+        validation pass for this epoch (while it runs) and for every epoch still to come."""
+        per_step = self.step_seconds()
+        if per_step is None:
+            return None
+        validation = sum(self.val_seconds) / len(self.val_seconds) if self.val_seconds else 0.0
+        left = max(0, self.total_steps - global_step)
+        passes = math.ceil(max(0, left - epoch_left) / max(1, steps_per_epoch)) + (1 if epoch_left else 0)
+        return epoch_left * per_step + (validation if epoch_left else 0.0), left * per_step + passes * validation
+
+    @property
+    def done_steps(self) -> int:
+        return self._global - self.first_step
+
+    # the hooks ------------------------------------------------------------------------------
 
     def on_step_end(self, trainer: Run, step: StepInfo) -> None:
-        if self.bar is not None:
-            self.bar.update(step.epoch, step.step, step.steps_per_epoch, step.losses)
+        if not trainer.is_main:
+            return
+        now = time.perf_counter()
+        self.train_seconds += now - self.last_step
+        self.last_step = now
+        self._global = step.global_step
+        line_due = not self.live and self.every and step.global_step % self.every == 0
+        bar_due = self.bar is not None and (step.step % 10 == 0 or step.step == step.steps_per_epoch)
+        if not (line_due or bar_due):
+            return
+        if step.losses:
+            values = torch.stack(list(step.losses.values())).float().tolist()
+            for name, value in zip(step.losses, values, strict=True):
+                old = self.smoothed.get(name)
+                self.smoothed[name] = value if old is None else 0.9 * old + 0.1 * value
+        etas = self.etas(step.steps_per_epoch - step.step, step.global_step, step.steps_per_epoch)
+        eta = "" if etas is None else f"ETA epoch {format_seconds(etas[0])}, run {format_seconds(etas[1])}"
+        losses = " ".join(f"{k} {v:.3f}" for k, v in self.smoothed.items())
+        if bar_due:
+            self.bar.update(self.task, completed=step.step, total=step.steps_per_epoch,
+                            epoch=step.epoch + 1, eta=eta, losses=losses)
+        if line_due:
+            per_step = self.step_seconds() or 0.0
+            rate = f"{1 / per_step:.2f} steps/s ({self.batch_rows / per_step:.1f} rows/s)" if per_step else "-"
+            log.info("epoch %d/%d step %d/%d: loss %s; %s; %s", step.epoch + 1, self.epochs, step.step,
+                     step.steps_per_epoch, losses or "-", rate, eta)
 
     def on_epoch_end(self, trainer: Run, entry: dict[str, Any], improved: bool) -> None:
-        if self.bar is not None:
-            self.bar.epoch_done(entry)
+        if not trainer.is_main:
+            return
+        now = time.perf_counter()
+        self._global = entry["global_step"]
+        self.val_seconds.append(max(0.0, now - self.last_step))
+        self.last_step = now
+        steps = entry["steps"] - self.epoch_first
+        self.epoch_first = 0
+        rate = f"{steps / entry['seconds']:.2f} steps/s" if entry["seconds"] > 0 and steps > 0 else "-"
+        score = entry["val_macro_f1"]
+        val = "" if score is None else f"; val macro-F1 {score:.3f}" + "".join(
+            f", {a} acc {m['accuracy']:.3f}" for a, m in entry["val"].items() if m.get("accuracy") is not None
+        )
+        etas = self.etas(0, entry["global_step"], trainer.steps_per_epoch)
+        run_eta = "" if etas is None else f"; ETA run {format_seconds(etas[1])}"
+        log.info("epoch %d/%d done: loss %.4f%s; %.1fs (validation %.1fs), %s%s%s", entry["epoch"], self.epochs,
+                 entry["loss"], val, now - self.epoch_started, self.val_seconds[-1], rate,
+                 " (best so far)" if improved and score is not None else "", run_eta)
+        self.epoch_started = now
 
     def on_fit_end(self, trainer: Run, completed: bool) -> None:
         if self.bar is not None:
-            self.bar.close()
+            self.bar.stop()
             self.bar = None
 
 
-class Progress:
-    """A rich progress bar with per-task smoothed losses (reads losses every few steps only)."""
-
-    def __init__(self, epochs: int, steps_per_epoch: int, every: int = 10) -> None:
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            TextColumn,
-            TimeRemainingColumn,
-        )
-        from rich.progress import Progress as RichProgress
-
-        self.console = Console(stderr=True)
-        self.epochs = epochs
-        self.every = every
-        self.smoothed: dict[str, float] = {}
-        self.progress = RichProgress(
-            TextColumn("epoch {task.fields[epoch]}/{task.fields[epochs]}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            TextColumn("{task.fields[losses]}"),
-            console=self.console,
-            transient=False,
-        )
-        self.progress.start()
-        self.task = self.progress.add_task("train", total=steps_per_epoch, epoch=1, epochs=epochs, losses="")
-
-    def update(self, epoch: int, done: int, total: int, losses: dict[str, Tensor]) -> None:
-        if done % self.every and done != total:
-            return
-        if losses:
-            values = torch.stack(list(losses.values())).tolist()
-            for name, value in zip(losses, values, strict=True):
-                old = self.smoothed.get(name)
-                self.smoothed[name] = value if old is None else 0.9 * old + 0.1 * value
-        text = " ".join(f"{k} {v:.3f}" for k, v in self.smoothed.items())
-        self.progress.update(self.task, completed=done, total=total, epoch=epoch + 1, losses=text)
-
-    def epoch_done(self, entry: dict[str, Any]) -> None:
-        score = entry["val_macro_f1"]
-        val = f", val macro-F1 {score:.3f}" if score is not None else ""
-        self.console.print(f"epoch {entry['epoch']}: loss {entry['loss']:.4f}{val} ({entry['seconds']:.1f}s)")
-
-    def close(self) -> None:
-        self.progress.stop()
+def early_stopping_patience(config: TrainConfig, cached: bool) -> int | None:
+    """``early_stopping_patience``, with ``auto`` resolved: 3 epochs for a run over cached
+    features or activations (it memorizes them within a few epochs), none otherwise."""
+    patience = config.early_stopping_patience
+    if patience == "auto":
+        return 3 if cached else None
+    return patience
 
 
-__all__ = ["BestWeights", "Callback", "Checkpointing", "EarlyStopping", "Progress", "ProgressBar", "StepFunction", "StepInfo"]
+def default_callbacks(config: TrainConfig, cached: bool) -> list[Callback]:
+    """The trainer's own callbacks: best weights, early stopping, checkpoints, the progress report."""
+    callbacks: list[Callback] = [BestWeights()]
+    patience = early_stopping_patience(config, cached)
+    if patience is not None:
+        callbacks.append(EarlyStopping(patience))
+    callbacks.append(Checkpointing(config.checkpoint_every))
+    callbacks.append(ProgressBar(live=ProgressBar.wanted(config.progress), every=config.log_every))
+    return callbacks
+
+
+__all__ = ["BestWeights", "Callback", "Checkpointing", "EarlyStopping", "ProgressBar", "StepFunction", "StepInfo", "default_callbacks", "early_stopping_patience"]

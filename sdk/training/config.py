@@ -130,8 +130,10 @@ class TrainConfig(_Config):
     """Rows per batch when scoring validation and filling the feature cache; default: `batch_size` (at least 64 for the cache)."""
     grad_clip: float | None = Field(1.0, gt=0.0)
     """Clip the gradient norm to this; `null`: no clipping."""
+    strategy: Literal["full", "partial", "head-only"] = "full"
+    """What trains: `full` (everything not in `freeze`), `partial` (each image backbone trains only its top block over activations cached at the cut, text backbones frozen: `freeze = ["croppers", "image-backbone@1", "text-backbone"]`, what `fashion add-attribute --strategy partial` does) or `head-only` (every backbone frozen, fusion and heads train on cached features: `freeze = ["croppers", "backbones"]`). Entries of `freeze` add to it."""
     freeze: list[str] = Field(default_factory=list)
-    """Parameter groups that do not train: `image-backbone`, `text-backbone`, `backbones`, `fusion`, `heads`, a component path (`heads/color`), or a backbone frozen below a cut point, `image-backbone@layer4` / `backbones/image@2` (partial fine-tuning: only the blocks from the cut up train)."""
+    """Parameter groups that do not train: `image-backbone`, `text-backbone`, `backbones`, `fusion`, `heads`, a component path (`heads/color`), or partial fine-tuning, `image-backbone@N`: the image backbone's top N blocks train, the blocks below are frozen and their activations cached (a cut the backbone lacks is refused when the config loads, naming the valid ones)."""
     modality_dropout: float = Field(0.0, ge=0.0, le=1.0)
     """Probability, per product and step, of hiding its images or its text (half the time each) when it has both, so each modality alone gives sensible answers; 0 turns it off (the demo uses 0.3)."""
     seed: int = 0
@@ -140,8 +142,8 @@ class TrainConfig(_Config):
     """At the end, fit each attribute's temperature (calibrated scores) and abstention threshold on the validation data (`fashion.trust`, docs/trust.md)."""
     min_precision: float | None = Field(0.95, gt=0.0, le=1.0)
     """The precision `abstain=True` predictions aim for: each attribute's threshold is chosen on validation to reach it; `null`: no threshold."""
-    early_stopping_patience: int | None = Field(None, ge=1)
-    """Stop after this many epochs without a better validation score; default: never."""
+    early_stopping_patience: int | Literal["auto"] | None = "auto"
+    """Stop after this many epochs without a better validation score; `auto`: 3 when the run trains over cached features or activations (`head-only`, `partial`: they reach their best in a few epochs, then memorize), never otherwise; `null`: never."""
     max_steps: int | None = Field(None, ge=1)
     """Stop after this many optimizer steps in all; default: no cap."""
 
@@ -160,6 +162,8 @@ class TrainConfig(_Config):
     """Folder of the feature cache; default `output_dir/feature-cache`. Point several runs at one folder to share it."""
     feature_cache: bool = True
     """Cache the outputs of frozen backbones (or of the frozen part below a cut point) and train on them."""
+    cache_variants: int = Field(4, ge=1, le=64)
+    """With augmentation (a view's `augment` options) and cached activations: how many augmented variants of each image the cache stores; each epoch trains on one of them (epoch e reads variant e mod K). The cache's size on disk is logged before it fills. Without augmentation the cache holds the plain view once."""
     on_unknown_label: Literal["error", "skip"] = "error"
     """A label no taxonomy knows: `error` stops the run naming file:line and value; `skip` reports it and leaves the cell unlabeled."""
     on_bad_row: Literal["error", "skip"] = "skip"
@@ -172,11 +176,15 @@ class TrainConfig(_Config):
     device: str = "auto"
     """`auto` (CUDA when available, else the CPU), `cpu`, `cuda` or `cuda:N`."""
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
-    """`auto`: bf16 autocast on CUDA with bf16 (fp16 + gradient scaler without), fp32 on the CPU (bf16 autocast training measured 0.65x fp32 on an AVX512-BF16 CPU); `bf16`/`fp16`/`fp32` force one (`bf16` on a CPU needs native bf16, AVX512-BF16/AMX; an unsupported choice falls back to fp32 with a warning). The run's choice is logged and recorded in the history."""
+    """`auto`: bf16 autocast on CUDA with bf16 (fp16 + gradient scaler without); on a CPU with native bf16 (AVX512-BF16/AMX) a few training steps of fp32 and of bf16 + channels_last are timed on the real model and batch and the faster is kept (never one measured slower than fp32); fp32 on other CPUs. `bf16`/`fp16`/`fp32` force one (`bf16` on a CPU without native bf16 and `fp16` on a CPU fall back to fp32 with a warning). The precision asked and used is printed at the start and recorded in the history and the bundle."""
+    threads: int | None = Field(None, ge=1)
+    """Torch intra-op threads for this run (`torch.set_num_threads`); default: torch's own choice (the cores it sees). Printed at the start with the CPU's features."""
     pretrained: bool = True
     """Load the backbones' pretrained weights when the model is built from `model` (false: random init)."""
     progress: bool | None = None
-    """Show progress (training bar, feature-cache fill); default: when stderr is a terminal. Plain log lines are written either way."""
+    """Show a live bar (training with the epoch's and the run's ETA, feature-cache fill); default: when stderr is a terminal. Plain lines go to the `fashion.training` logger either way (`fashion train` prints them on stdout): one per epoch, and without a live bar one every `log_every` steps."""
+    log_every: int | None = Field(50, ge=1)
+    """Without a live bar: a plain line every this many steps (loss, steps/s, rows/s, the epoch's and the run's ETA); `null`: epoch lines only."""
 
     @field_validator("model", mode="before")
     @classmethod
@@ -198,7 +206,13 @@ class TrainConfig(_Config):
         except ValidationError as exc:
             raise ConfigError(f"invalid {source}: {explain_validation_error(exc, model=cls)}.") from None
         check_compatible(config.sampler, config.loss)
+        if config.model is not None:
+            check_cuts(config.model, config.frozen_groups())
         return config
+
+    def frozen_groups(self) -> list[str]:
+        """What does not train: the `strategy`'s groups, then the `freeze` entries."""
+        return list(dict.fromkeys([*STRATEGY_FREEZE[self.strategy], *self.freeze]))
 
     @classmethod
     def load(cls, path: str | Path) -> TrainConfig:
@@ -235,6 +249,73 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
     return data
 
 
+STRATEGY_FREEZE: dict[str, list[str]] = {
+    "full": [],
+    "partial": ["croppers", "image-backbone@1", "text-backbone"],
+    "head-only": ["croppers", "backbones"],
+}
+"""The groups each `strategy` freezes (`partial` is what `fashion add-attribute --strategy
+partial` trains)."""
+
+
+def cut_backbones(spec: ModelSpec, group: str, modality_of: Any) -> list[str] | None:
+    """The backbone keys a cut's group names (``image-backbone``, ``text-backbone``,
+    ``backbones``, ``backbones/KEY``); ``None``: not a group a cut applies to."""
+    if group in ("image-backbone", "text-backbone"):
+        return [k for k in spec.backbones if modality_of(k) == group.split("-")[0]]
+    if group == "backbones":
+        return list(spec.backbones)
+    if group.startswith("backbones/") and group.removeprefix("backbones/") in spec.backbones:
+        return [group.removeprefix("backbones/")]
+    return None
+
+
+def valid_cuts(group: str, points: list[str]) -> str:
+    """``image-backbone@1 (layer4 trains), image-backbone@2 (layer3 and up), …``."""
+    return ", ".join(
+        f"{group}@{n} ({points[-n]} {'trains' if n == 1 else 'and up train'})" for n in range(1, len(points) + 1)
+    )
+
+
+def check_cuts(spec: ModelSpec, entries: list[str]) -> None:
+    """Refuse a ``GROUP@CUT`` entry whose backbone has no such cut, naming the valid cuts (the
+    backbones are built without pretrained weights to read their cut points)."""
+    from fashion.contract.manager import build_component, get_component_info
+
+    cut_entries = [e for e in entries if "@" in e]
+    if not cut_entries:
+        return
+    built: dict[str, Any] = {}
+
+    def backbone(key: str) -> Any:
+        if key not in built:
+            s = spec.backbones[key]
+            built[key] = build_component("backbone", s.name, s.options, pretrained=False)
+        return built[key]
+
+    def modality_of(key: str) -> str:
+        return str(get_component_info("backbone", spec.backbones[key].name).cls.modality)
+
+    for entry in cut_entries:
+        group, _, cut = entry.partition("@")
+        keys = cut_backbones(spec, group, modality_of)
+        if keys is None:
+            raise ConfigError(
+                f"freeze entry {entry!r}: a cut applies to image-backbone, text-backbone or one of "
+                f"{[f'backbones/{k}' for k in spec.backbones]}, e.g. \"image-backbone@1\" (its top block trains)."
+            )
+        for key in keys:
+            try:
+                backbone(key).resolve_cut(cut)
+            except ConfigError:
+                points = backbone(key).cut_points()
+                listed = valid_cuts(group, points) if points else "none (freeze all of it or none of it)"
+                raise ConfigError(
+                    f"freeze entry {entry!r}: backbone {key!r} ({spec.backbones[key].name}) has no cut "
+                    f"{cut!r}; its valid cuts are {listed}."
+                ) from None
+
+
 def check_compatible(sampler: str, loss: str) -> None:
     """Refuse an unregistered sampler or loss, and a loss that needs several tasks per step with
     a sampler that gives one dataset."""
@@ -265,6 +346,8 @@ __all__ = [
     "DatasetConfig",
     "OptimizerConfig",
     "ScheduleConfig",
+    "STRATEGY_FREEZE",
     "TrainConfig",
     "check_compatible",
+    "check_cuts",
 ]

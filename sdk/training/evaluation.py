@@ -229,11 +229,11 @@ class EvaluationReport:
             Path(path).write_text(text + "\n", encoding="utf-8")
         return text
 
-    def table(self) -> Any:
-        """A rich table: one row per attribute."""
+    def table(self, title: str = "evaluation") -> Any:
+        """A rich table: one row per attribute, under ``title`` (the split it scores)."""
         from rich.table import Table
 
-        table = Table(title=f"evaluation (mean macro-F1 {self.mean_macro_f1:.3f})")
+        table = Table(title=f"{title} (mean macro-F1 {self.mean_macro_f1:.3f})")
         for column in ("attribute", "n", "accuracy", "macro-F1", "weakest class (F1)"):
             table.add_column(column, justify="left" if column in ("attribute", "weakest class (F1)") else "right")
         for name, m in self.attributes.items():

@@ -7,8 +7,10 @@ import hashlib
 import json
 import logging
 import math
+import os
 import random
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -17,8 +19,8 @@ from torch import Tensor, nn
 from fashion.contract.training import LossCombiner
 from fashion.errors import ConfigError
 from fashion.model.network import FashionModel
-from fashion.model.precision import cpu_bf16_native
-from fashion.training.config import TrainConfig
+from fashion.model.precision import cpu_bf16_native, cpu_flags, cpu_model
+from fashion.training.config import TrainConfig, cut_backbones
 from fashion.training.data import (
     DataReport,
     LabeledDataset,
@@ -56,15 +58,15 @@ def resolve_device(name: str, local_rank: int) -> torch.device:
 def training_precision(config: TrainConfig, device: torch.device) -> str:
     """The precision a run trains in (``fp32``, ``bf16`` or ``fp16``: autocast with fp32 master
     weights; :func:`fashion.model.precision.autocast_dtype` gives its dtype), with one log line
-    saying why.
+    saying why; ``auto`` on a CPU with native bf16 is decided by :func:`pick_precision` on
+    the run's own model and batch (this returns ``fp32`` for it until then).
 
-    On the CPU, ``precision = "auto"`` trains in fp32: bf16 autocast training was measured at
-    0.65x the steps/s of fp32 on an AVX512-BF16 CPU (EfficientNet-Lite0 at 96 px, full
-    fine-tuning, batch 32), although bf16 + channels_last *inference* of the same backbone ran
-    ~2.6x fp32 there (prediction's ``auto`` keeps bf16 where native). A forced ``bf16`` trains
-    with bf16 autocast (fp32 master weights, channels_last convolutions) where the CPU has native
-    bf16 (AVX512-BF16/AMX) and falls back to fp32 elsewhere, since emulated bf16 is slower still.
-    fp16 is CUDA only.
+    On the CPU, bf16 autocast training was measured at 0.65x the steps/s of fp32 on an
+    AVX512-BF16 CPU (EfficientNet-Lite0 at 96 px, full fine-tuning, batch 32), although bf16 +
+    channels_last *inference* of the same backbone ran ~2.6x fp32 there: which is faster
+    depends on the model and batch, so ``auto`` times both. A forced ``bf16`` trains with bf16
+    autocast (channels_last convolutions) where the CPU has native bf16 (AVX512-BF16/AMX) and
+    falls back to fp32 elsewhere, since emulated bf16 is slower still. fp16 is CUDA only.
     """
     if device.type != "cuda":
         if config.precision == "fp32":
@@ -74,14 +76,8 @@ def training_precision(config: TrainConfig, device: torch.device) -> str:
             log.warning("precision fp16 is used on CUDA only; training in fp32 on %s", device)
             return "fp32"
         if config.precision == "auto":
-            log.info(
-                "precision auto: fp32 on the CPU (capability %s; bf16 autocast training measured "
-                "0.65x fp32 on an AVX512-BF16 CPU; set precision = \"bf16\" to train in bf16 anyway)",
-                capability,
-            )
             return "fp32"
         if cpu_bf16_native():
-            log.info("precision bf16: bf16 autocast on this CPU (native bf16, %s)", capability)
             return "bf16"
         log.warning(
             "precision bf16 asked for, but this CPU has no native bf16 (no AVX512-BF16/AMX; "
@@ -97,6 +93,83 @@ def training_precision(config: TrainConfig, device: torch.device) -> str:
     return "fp16"
 
 
+def precision_candidates(config: TrainConfig, device: torch.device) -> list[str]:
+    """What ``precision = "auto"`` times on a CPU with native bf16 (``fp32`` first); one entry
+    (the resolved precision) everywhere else."""
+    if device.type != "cuda" and config.precision == "auto" and cpu_bf16_native():
+        return ["fp32", "bf16"]
+    return [training_precision(config, device)]
+
+
+def pick_precision(candidates: Sequence[str], seconds_per_step: Callable[[str], float]) -> tuple[str, dict[str, float]]:
+    """Time a few steps of each candidate and keep the fastest; a candidate is kept over
+    ``fp32`` only when it measured faster, so ``auto`` never trains slower than fp32."""
+    times = {c: seconds_per_step(c) for c in candidates}
+    chosen = min(times, key=lambda c: times[c])
+    if "fp32" in times and times[chosen] >= times["fp32"]:
+        chosen = "fp32"
+    if len(times) > 1:
+        measured = ", ".join(f"{c} {t:.3f} s/step" for c, t in times.items())
+        log.info("precision auto: timed the model's training step on this batch: %s; training in %s",
+                 measured, chosen)
+    return chosen, times
+
+
+def time_training_step(run_step: Callable[[], None], steps: int = 3) -> float:
+    """Seconds per call of ``run_step`` (a forward + backward), after one warm-up call."""
+    run_step()
+    started = time.perf_counter()
+    for _ in range(steps):
+        run_step()
+    return (time.perf_counter() - started) / steps
+
+
+def measure_precision(run: Any) -> str:
+    """``precision = "auto"`` on a native-bf16 CPU: time a few forward + backward passes of each
+    of ``run.candidates`` on the run's first batch, with the run's step module (cached
+    activations included); weights, buffers and the random state are restored after, so the
+    run itself is the same as without the timing."""
+    config = run.config
+    schedule = run.sampler.schedule(run.sizes, config.batch_size, epoch=0, seed=config.seed)
+    parts = next(iter(run.loader(schedule[:1])))
+    saved = {k: v.detach().clone() for k, v in run.state.model_tensors().items()}
+    rng = torch.get_rng_state()
+    set_train_mode(run.model)
+
+    def seconds(precision: str) -> float:
+        run._set_precision(precision)
+
+        def run_step() -> None:
+            with run._autocast():
+                total, losses = run.step_module(parts)
+            if losses:
+                total.backward()
+            run.state.optimizer.zero_grad(set_to_none=True)
+
+        return time_training_step(run_step)
+
+    chosen, _ = pick_precision(run.candidates, seconds)
+    run.state.load_model_tensors(saved, run.checkpoint_dir)
+    torch.set_rng_state(rng)
+    return chosen
+
+
+def start_lines(config: TrainConfig, device: torch.device, precision: str) -> list[str]:
+    """What a run logs before its first step: the precision asked and used, the threads, the
+    CPU and the instruction sets that decide which precision is fast."""
+    wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile", "avx_vnni")
+    flags = [f for f in wanted if f in cpu_flags()]
+    threads = f"{torch.get_num_threads()} torch intra-op threads" + (
+        f" (threads = {config.threads})" if config.threads else " (torch's default; set `threads` or --threads)")
+    return [
+        f"precision: asked {config.precision}, training in {precision} on {device}",
+        f"{threads}, {os.cpu_count()} CPUs visible",
+        f"CPU: {cpu_model()}; features: {', '.join(flags) or 'none of ' + '/'.join(wanted[:3])}; "
+        f"torch capability {torch.backends.cpu.get_cpu_capability()}; native bf16: "
+        f"{'yes' if cpu_bf16_native() else 'no'}",
+    ]
+
+
 def config_fingerprint(config: TrainConfig) -> str:
     """Hash of the config fields a checkpoint depends on (resume refuses another)."""
     keys = (
@@ -104,6 +177,7 @@ def config_fingerprint(config: TrainConfig) -> str:
         "loss_options", "class_weights", "batch_size", "freeze", "seed",
     )
     data = config.model_dump(mode="json", include=set(keys))
+    data["freeze"] = config.frozen_groups()  # `strategy` spelled out: the same run either way
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -291,26 +365,52 @@ def apply_freeze(model: FashionModel, entries: Sequence[str]) -> dict[str, str]:
         if "@" not in entry:
             continue
         group, _, cut = entry.partition("@")
-        if group in ("image-backbone", "text-backbone"):
-            keys = [k for k, b in model.backbones.items() if b.modality == group.split("-")[0]]
-        elif group == "backbones":
-            keys = list(model.backbones)
-        elif group.startswith("backbones/") and group.removeprefix("backbones/") in model.backbones:
-            keys = [group.removeprefix("backbones/")]
-        else:
+        keys = cut_backbones(model.spec, group, lambda k: model.backbones[k].modality)
+        if keys is None:
             raise ConfigError(
-                f"freeze entry {entry!r}: a cut applies to image-backbone, text-backbone, backbones "
-                f"or one of {[f'backbones/{k}' for k in model.backbones]}, e.g. \"image-backbone@layer4\"."
+                f"freeze entry {entry!r}: a cut applies to image-backbone, text-backbone or one of "
+                f"{[f'backbones/{k}' for k in model.backbones]}, e.g. \"image-backbone@1\" (its top block trains)."
             )
         for key in keys:
             cuts[key] = model.backbones[key].freeze_below(cut)
     return cuts
 
 
+def label_changing(name: str, spec: Any) -> list[str]:
+    """The augmentations that change attribute ``name``'s label: its ``changed_by``, by default
+    ``["hue"]`` for a color attribute (``color``, ``colour``, ``*_color``)."""
+    if spec.changed_by is not None:
+        return list(spec.changed_by)
+    return ["hue"] if name in ("color", "colour") or name.endswith(("_color", "_colour")) else []
+
+
+def check_augmentations(model: FashionModel) -> dict[str, list[str]]:
+    """The train-time augmentations of each view (a cropper's ``augmentations()``); refuses
+    one that an attribute declares would change its label (``changed_by``)."""
+    views: dict[str, list[str]] = {}
+    for view, cropper in model.croppers.items():
+        active = list(getattr(cropper, "augmentations", list)())
+        if not active:
+            continue
+        views[view] = active
+        for name, spec in model.spec.attributes.items():
+            clash = [a for a in active if a in label_changing(name, spec)]
+            if clash:
+                raise ConfigError(
+                    f"view {view!r} augments with {', '.join(clash)}, which changes the label of "
+                    f"attribute {name!r} (its changed_by: {label_changing(name, spec)}); remove "
+                    f"{', '.join(clash)} from [model.views.{view}.options.augment], or set the "
+                    f"attribute's changed_by if it does not."
+                )
+    return views
+
+
 def set_train_mode(model: FashionModel) -> None:
-    """Train mode, except croppers (they run in prepare) and fully frozen components."""
+    """Train mode, except croppers without train-time augmentation (they run in prepare) and
+    fully frozen components."""
     model.train()
-    model.croppers.eval()
+    for cropper in model.croppers.values():
+        cropper.train(bool(getattr(cropper, "augmentations", list)()))
     for module in model.component_modules().values():
         params = list(module.parameters())
         if params and not any(p.requires_grad for p in params):
@@ -318,8 +418,15 @@ def set_train_mode(model: FashionModel) -> None:
 
 
 __all__ = [
+    "check_augmentations",
+    "label_changing",
     "WarmupCosine",
     "apply_freeze",
+    "measure_precision",
+    "pick_precision",
+    "precision_candidates",
+    "start_lines",
+    "time_training_step",
     "training_precision",
     "build_optimizer",
     "class_weights",

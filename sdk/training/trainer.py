@@ -30,15 +30,7 @@ from fashion.errors import ConfigError, FashionError
 from fashion.model.network import FashionModel
 from fashion.model.precision import autocast_dtype
 from fashion.training.cache import CachedFeatures, FeatureCache
-from fashion.training.callbacks import (
-    BestWeights,
-    Callback,
-    Checkpointing,
-    EarlyStopping,
-    ProgressBar,
-    StepFunction,
-    StepInfo,
-)
+from fashion.training.callbacks import Callback, StepFunction, StepInfo, default_callbacks
 from fashion.training.config import TrainConfig, check_compatible
 from fashion.training.data import DataReport
 from fashion.training.evaluation import EvaluationReport, score_datasets
@@ -49,13 +41,17 @@ from fashion.training.runtime import (
     WarmupCosine,
     apply_freeze,
     build_optimizer,
+    check_augmentations,
     class_weights,
     config_fingerprint,
     frozen_components,
     load_run_datasets,
+    measure_precision,
+    precision_candidates,
     resolve_device,
     seed_everything,
     set_train_mode,
+    start_lines,
     training_precision,
     unvalidated_attributes,
     unvalidated_message,
@@ -172,6 +168,8 @@ class Trainer:
         """Model on the device, data, optimizer, state (restored when resuming), step module."""
         config = self.config
         seed_everything(config.seed)
+        if config.threads is not None:
+            torch.set_num_threads(config.threads)
         self.device = resolve_device(config.device, self.local_rank)
         for dataset in [*config.datasets, *(config.validation or []), *(config.test or [])]:
             dataset.manifest_path()  # a missing file or folder is reported before the model loads
@@ -183,11 +181,11 @@ class Trainer:
         if config.model != self.model.spec:
             self.config = config = config.model_copy(update={"model": self.model.spec})
         model = self.model.to(self.device)
-        self.cuts = apply_freeze(model, config.freeze) if config.freeze else {}
-        self._amp_dtype = autocast_dtype(training_precision(config, self.device))
-        self.precision = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(self._amp_dtype, "fp32")  # type: ignore[arg-type]
-        if self._amp_dtype is not None and self.device.type == "cpu":
-            model.to(memory_format=torch.channels_last)  # bf16 convolutions run fastest NHWC
+        groups = config.frozen_groups()
+        self.cuts = apply_freeze(model, groups) if groups else {}
+        check_augmentations(model)
+        self.candidates = precision_candidates(config, self.device)
+        self._set_precision(self.candidates[0] if len(self.candidates) > 1 else training_precision(config, self.device))
         if self._amp_dtype == torch.float16 and get_loss_class(config.loss).gradient_surgery:
             raise ConfigError(f"loss {config.loss!r} does not support fp16; set precision = \"bf16\" or \"fp32\".")
         frozen = frozen_components(model)
@@ -246,13 +244,21 @@ class Trainer:
             model, self.train_sets, self.device, features=self.train_features,
             num_workers=config.num_workers, rank=self.rank, world_size=self.world_size,
         )
-        callbacks: list[Callback] = [BestWeights()]
-        if config.early_stopping_patience is not None:
-            callbacks.append(EarlyStopping(config.early_stopping_patience))
-        callbacks.append(Checkpointing(config.checkpoint_every))
-        if ProgressBar.wanted(config.progress):
-            callbacks.append(ProgressBar())
-        return model, [*callbacks, *self.user_callbacks]
+        if len(self.candidates) > 1:
+            self._set_precision(measure_precision(self))
+        if self.is_main:
+            for line in start_lines(config, self.device, self.precision):
+                log.info("%s", line)
+        return model, [*default_callbacks(config, cached), *self.user_callbacks]
+
+    def _set_precision(self, precision: str) -> None:
+        """Autocast dtype and, for bf16 on the CPU, channels_last weights (bf16 convolutions run
+        fastest NHWC)."""
+        self._amp_dtype = autocast_dtype(precision)
+        self.precision = precision
+        if self.device.type == "cpu":
+            bf16 = self._amp_dtype is not None
+            self.model.to(memory_format=torch.channels_last if bf16 else torch.contiguous_format)  # type: ignore[union-attr]
 
     def _restore(self) -> None:
         found = load_checkpoint(self.checkpoint_dir)

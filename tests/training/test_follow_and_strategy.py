@@ -1,0 +1,185 @@
+"""Runs a team can follow and trust: plain progress lines with ETAs without a terminal, the
+start lines, threads, precision chosen by measurement, one spelling of partial fine-tuning,
+augmentation that knows the attributes."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from fashion import ConfigError
+from fashion.errors import BundleError
+from fashion.training import Trainer
+from fashion.training.runtime import pick_precision
+from tests.tiny_plugin import TINY_SPEC
+
+# a model of built-in components only (the `fashion` script in a subprocess has no test plugin)
+SMALL_SPEC = {
+    "views": {"full": {"name": "full", "options": {"size": 32}}},
+    "backbones": {"image": {"name": "resnet18", "views": ["full"], "options": {"pretrained": False}}},
+    "fusion": {"name": "concat"},
+    "attributes": {"color": {"labels": ["red", "blue"]}, "category": {"labels": ["dress", "shirt", "pants"]}},
+}
+# the tiny test plugin's components behind the real `full` cropper (fast runs in process)
+TINY_FULL = {**TINY_SPEC, "views": {"full": {"name": "full", "options": {"size": 16}}}}
+SCRIPT = shutil.which("fashion", path=str(Path(sys.executable).parent)) or shutil.which("fashion")
+
+
+def _toml(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return str(value)
+
+
+def test_fashion_train_without_a_terminal_writes_epoch_lines_with_etas_while_it_runs(catalog, tmp_path):
+    """`fashion train CONFIG > file`: the start lines, step lines and epoch lines (with the
+    epoch's and the run's ETA) are in the file while the run is still going."""
+    assert SCRIPT, "the fashion console script is not installed in this environment"
+    config = tmp_path / "train.toml"
+    lines = [
+        "epochs = 40", "batch_size = 8", "threads = 1", "log_every = 2", "pretrained = false",
+        'device = "cpu"', "save_bundle = false", 'output_dir = "run"',
+        "[model]", f"views = {_toml(SMALL_SPEC['views'])}", f"backbones = {_toml(SMALL_SPEC['backbones'])}",
+        f"fusion = {_toml(SMALL_SPEC['fusion'])}", f"attributes = {_toml(SMALL_SPEC['attributes'])}",
+        "[[datasets]]", 'name = "colors"', f'path = "{catalog["colors"]}"',
+    ]
+    config.write_text("\n".join(lines) + "\n")
+    log = tmp_path / "train.log"
+    env = {**os.environ, "FASHION_PROGRESS": "0"}
+    with open(log, "w") as out:
+        process = subprocess.Popen([SCRIPT, "train", str(config)], stdout=out, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, env=env, cwd=tmp_path)
+        try:
+            deadline = time.monotonic() + 240
+            seen = ""
+            while time.monotonic() < deadline and process.poll() is None:
+                seen = log.read_text()
+                if "epoch 2/40 done" in seen:
+                    break
+                time.sleep(0.5)
+            running = process.poll() is None
+        finally:
+            process.kill()
+            process.wait()
+    assert running, f"the run ended before its epoch lines could be read:\n{log.read_text()}"
+    assert "epoch 2/40 done" in seen, seen
+    epoch_lines = [line for line in seen.splitlines() if " done: loss " in line]
+    assert epoch_lines and all("ETA run " in line and "val macro-F1" in line for line in epoch_lines), seen
+    step_lines = [line for line in seen.splitlines() if line.startswith("epoch 1/40 step ")]
+    assert step_lines and "ETA epoch " in step_lines[-1] and "rows/s" in step_lines[-1], seen
+    assert "precision: asked auto, training in fp32" in seen
+    assert "1 torch intra-op threads (threads = 1)" in seen and "CPU: " in seen
+
+
+def test_auto_precision_keeps_the_faster_candidate_and_never_one_slower_than_fp32():
+    assert pick_precision(["fp32", "bf16"], {"fp32": 1.0, "bf16": 1.6}.__getitem__)[0] == "fp32"
+    assert pick_precision(["fp32", "bf16"], {"fp32": 1.0, "bf16": 0.5}.__getitem__)[0] == "bf16"
+    assert pick_precision(["fp32", "bf16"], {"fp32": 1.0, "bf16": 1.0}.__getitem__)[0] == "fp32"
+    assert pick_precision(["fp32"], {"fp32": 1.0}.__getitem__)[0] == "fp32"
+
+
+@pytest.mark.parametrize(("bf16_seconds", "expected"), [(2.0, "fp32"), (0.25, "bf16")])
+def test_auto_precision_times_the_run_and_records_its_choice(tiny, train_config, monkeypatch, caplog, bf16_seconds, expected):
+    """On a (pretended) native-bf16 CPU, `auto` times both candidates on the real step; the
+    stub timing decides; the timing leaves the weights as they were."""
+    import fashion.training.runtime as runtime
+
+    monkeypatch.setattr(runtime, "cpu_bf16_native", lambda: True)
+    timings = iter([1.0, bf16_seconds])
+    ran = []
+
+    def stub(run_step):
+        run_step()  # the real forward + backward of the candidate runs once
+        ran.append(True)
+        return next(timings)
+
+    monkeypatch.setattr(runtime, "time_training_step", stub)
+    config = train_config(epochs=1, max_steps=2, calibrate=False)
+    with caplog.at_level(logging.INFO, logger="fashion.training"):
+        trainer = Trainer(None, config)
+        result = trainer.fit()
+    text = " ".join(r.message for r in caplog.records)
+    assert len(ran) == 2
+    assert f"fp32 1.000 s/step, bf16 {bf16_seconds:.3f} s/step; training in {expected}" in text
+    assert result.history[-1]["precision"] == expected == trainer.precision
+
+
+def test_an_unknown_cut_is_refused_at_config_load_naming_the_valid_cuts(train_config):
+    with pytest.raises(ConfigError) as error:
+        train_config(model=SMALL_SPEC, freeze=["image-backbone@9"])
+    message = str(error.value)
+    assert "image-backbone@9" in message and "image-backbone@1 (layer4 trains)" in message
+    assert "image-backbone@4" in message
+    with pytest.raises(ConfigError, match="image-backbone@1"):
+        train_config(model=SMALL_SPEC, freeze=["fusion@1"])
+    assert train_config(model=SMALL_SPEC, freeze=["image-backbone@2"]).freeze == ["image-backbone@2"]
+
+
+def test_strategy_partial_is_add_attributes_partial(train_config, tmp_path):
+    """`strategy = "partial"`: croppers and the text backbone frozen, the image backbone's top
+    block trains over cached activations, and early stopping is on (auto) for it."""
+    from fashion.training.callbacks import EarlyStopping, default_callbacks
+
+    config = train_config(model=SMALL_SPEC, strategy="partial", pretrained=False, epochs=1, max_steps=1, calibrate=False)
+    assert config.frozen_groups() == ["croppers", "image-backbone@1", "text-backbone"]
+    trainer = Trainer(None, config)
+    trainer.fit()
+    assert trainer.cuts == {"image": "layer4"} and trainer.cache is not None
+    assert [c.patience for c in default_callbacks(config, cached=True) if isinstance(c, EarlyStopping)] == [3]
+    assert not [c for c in default_callbacks(config, cached=False) if isinstance(c, EarlyStopping)]
+    spelled = train_config(model=SMALL_SPEC, freeze=["croppers", "image-backbone@1", "text-backbone"])
+    from fashion.training.runtime import config_fingerprint
+
+    assert config_fingerprint(spelled) == config_fingerprint(config.with_overrides(epochs=1))
+
+
+def test_colour_jitter_is_refused_for_a_model_that_predicts_a_colour(tiny, train_config):
+    spec = {**TINY_FULL, "views": {"full": {"name": "full", "options": {"size": 16, "augment": {"hue": 0.2, "flip": True}}}}}
+    trainer = Trainer(None, train_config(model=spec, epochs=1, max_steps=1))
+    with pytest.raises(ConfigError, match=r"view 'full' augments with hue.*attribute 'color'"):
+        trainer.fit()
+    # an attribute that declares flips change its label refuses them too
+    sided = {**spec["attributes"], "color": {**spec["attributes"]["color"], "changed_by": ["flip"]}}
+    with pytest.raises(ConfigError, match=r"augments with flip.*attribute 'color'"):
+        Trainer(None, train_config(model={**spec, "attributes": sided}, max_steps=1)).fit()
+    # declared colour-safe: the run trains with the augmentation on, and the bundle records it
+    safe = {**spec["attributes"], "color": {**spec["attributes"]["color"], "changed_by": []}}
+    trainer = Trainer(None, train_config(model={**spec, "attributes": safe}, epochs=1, max_steps=2,
+                                         save_bundle=True, calibrate=False))
+    result = trainer.fit()
+    from fashion.registry import load_bundle
+
+    bundle = load_bundle(result.bundle_path)
+    assert bundle.model.spec.views["full"].options["augment"]["hue"] == pytest.approx(0.2)
+    assert not bundle.model.croppers["full"].training  # off at prediction time
+
+
+def test_the_missing_bundle_of_an_interrupted_run_points_at_resume(tmp_path):
+    from fashion.registry.uri import fetch_uri
+
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    with pytest.raises(BundleError, match=r"fashion train CONFIG --resume"):
+        fetch_uri(tmp_path / "run" / "bundle")
+
+
+def test_threads_set_torchs_intra_op_threads(tiny, train_config):
+    before = torch.get_num_threads()
+    try:
+        Trainer(None, train_config(threads=1, epochs=1, max_steps=1, calibrate=False)).fit()
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
