@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,8 @@ from typing import Any
 from fashion._util.faults import fault_point
 from fashion._util.files import atomic_writer
 from fashion._util.progress import progress
-from fashion.errors import ConfigError
-from fashion.predict.batch import _check_existing, _Chunks, _read_done, _write_lines
+from fashion.errors import ConfigError, DataError
+from fashion.predict.batch import _check_existing, _Chunks, _read_done, _write_lines, prepare_rows
 from fashion.predict.predictor import Predictor, l2_normalize
 from fashion.predict.prefetch import prefetch
 from fashion.search.vectors import VectorsInfo, read_info, read_rows, records_table, vectors_info
@@ -41,6 +42,24 @@ class EmbedSummary:
     def line(self) -> str:
         text = f"{self.rows_in} rows in = {self.embedded} embedded + {self.rejected} rejected"
         return text + (f" ({self.resumed} from the earlier run)" if self.resumed else "")
+
+
+class _RowsWithImages(_Chunks):
+    """The prepared batches of ``fashion predict``, with each row's first image (a thumbnail)."""
+
+    def __iter__(self) -> Iterator[tuple[Any, list[int], list[dict[str, Any]], dict[int, str]]]:  # type: ignore[override]
+        from fashion.model.inputs import row_to_product
+
+        for chunk in self.chunks():
+            images: dict[int, str] = {}
+            for row in chunk:
+                try:
+                    first = row_to_product(row, self.manifest).images[:1]
+                except DataError:
+                    continue  # the row is rejected by prepare_rows with its reason
+                if first and isinstance(first[0], str):
+                    images[row.row] = first[0]
+            yield (*prepare_rows(self.model, chunk, self.manifest), images)
 
 
 def parts_folder(out: Path) -> Path:
@@ -120,10 +139,10 @@ def run_embed(
             buffer.clear()
             fault_point("embed.part")
 
-    source = prefetch(_Chunks(predictor.model, manifest, done, batch_size))
+    source = prefetch(_RowsWithImages(predictor.model, manifest, done, batch_size))
     with open(rejects_path, "a" if resume else "w", encoding="utf-8") as reject_file, \
             progress("embed", total=max(0, rows_in - len(done))) as bar:
-        for batch, numbers, bad in source:
+        for batch, numbers, bad, images in source:
             _write_lines(reject_file, bad)
             summary.rejected += len(bad)
             if batch is not None:
@@ -131,6 +150,7 @@ def run_embed(
                 vectors = l2_normalize([r.embedding for r in results])
                 for number, result, vector in zip(numbers, results, vectors, strict=True):
                     buffer.append({"id": result.id, "row": number, "vector": vector,
+                                   "image": images.get(number),
                                    "attributes": {a: (p.label, float(p.score))
                                                   for a, p in result.attributes.items()}})
                 summary.embedded += len(results)

@@ -67,6 +67,7 @@ class Index:
         self.hnsw_threshold = hnsw_threshold
         self.faiss: Any = backend.flat_index(info.dimension)
         self.ids: list[str] = []
+        self.images: list[str | None] = []  # each row's first image (path or URL), for thumbnails
         self.live = np.zeros(0, bool)
         self.attributes = Attributes.empty(info)
         self.position: dict[str, int] = {}  # live id -> row
@@ -133,7 +134,9 @@ class Index:
                 columns = {name: self.attributes.encode(
                     name, table.column(label_column(name)).to_pylist(),
                     table.column(score_column(name)).to_pylist()) for name in self.info.attributes}
-                self._append(ids, vectors, columns)
+                images = (table.column("image").to_pylist() if "image" in table.column_names
+                          else [None] * len(ids))
+                self._append(ids, vectors, columns, images)
                 added += len(ids)
         self._grow()
         return added
@@ -149,7 +152,8 @@ class Index:
             raise ConfigError(f"{what}: its dimension or attributes differ from the index's; "
                               "build a new index from vectors of one model.")
 
-    def _append(self, ids: list[str], vectors: np.ndarray, columns: dict[str, Any]) -> None:
+    def _append(self, ids: list[str], vectors: np.ndarray, columns: dict[str, Any],
+                images: list[str | None]) -> None:
         from fashion.predict.predictor import l2_normalize
 
         for product_id in ids:
@@ -159,6 +163,7 @@ class Index:
         start = len(self.ids)
         self.faiss.add(np.ascontiguousarray(l2_normalize(vectors)))
         self.ids.extend(ids)
+        self.images.extend(images)
         self.live = np.concatenate([self.live, np.ones(len(ids), bool)])
         self.attributes.append(columns)
         self.position.update({pid: start + i for i, pid in enumerate(ids)})
@@ -192,6 +197,7 @@ class Index:
         fresh.add(vectors)
         self.faiss = fresh
         self.ids = [self.ids[i] for i in keep]
+        self.images = [self.images[i] for i in keep]
         self.live = np.ones(len(keep), bool)
         self.attributes = self.attributes.take(keep)
         self.position = {pid: i for i, pid in enumerate(self.ids)}
@@ -212,6 +218,7 @@ class Index:
         staging.mkdir(parents=True)
         backend.faiss().write_index(self.faiss, str(staging / VECTORS))
         columns: dict[str, Any] = {"id": pa.array(self.ids, pa.string()),
+                                   "image": pa.array(self.images, pa.string()),
                                    "live": pa.array(self.live, pa.bool_())}
         for name in self.info.attributes:
             codes = self.attributes.codes[name]
@@ -254,6 +261,7 @@ class Index:
         index.faiss = backend.faiss().read_index(str(folder / VECTORS))
         table = pq.read_table(folder / ROWS)
         index.ids = table.column("id").to_pylist()
+        index.images = table.column("image").to_pylist()
         index.live = np.asarray(table.column("live").to_numpy(zero_copy_only=False), bool)
         for name in meta.vectors.attributes:
             codes = table.column(f"{name}_code").to_pylist()

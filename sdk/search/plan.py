@@ -37,10 +37,12 @@ class Hit:
     score: float  # cosine similarity to the query
     attributes: dict[str, dict[str, Any]] = field(default_factory=dict)
     rank: float | None = None  # with change: the re-ranking score
+    image: str | None = None  # the product's first image (path or URL), when embedded from one
 
     def to_dict(self) -> dict[str, Any]:
         out = {"id": self.id, "score": round(self.score, 6), "attributes": self.attributes}
-        return out | ({} if self.rank is None else {"rank": round(self.rank, 6)})
+        out |= {} if self.rank is None else {"rank": round(self.rank, 6)}
+        return out | ({} if self.image is None else {"image": self.image})
 
 
 @dataclass
@@ -152,7 +154,8 @@ def search(index: Any, query: Any, k: int = 10, *, where: Any = None, change: An
         mask[index.position[own]] = False
     wanted = 4 * k if changes else k
     scores, rows, plan = planned(index, vector, wanted, mask)
-    hits = [Hit(index.ids[r], float(s), index.attributes.row(int(r))) for s, r in zip(scores, rows, strict=True)]
+    hits = [Hit(index.ids[r], float(s), index.attributes.row(int(r)), image=index.images[r])
+            for s, r in zip(scores, rows, strict=True)]
     if changes:
         for hit, row in zip(hits, rows, strict=True):
             mean = float(np.mean([index.attributes.scores[n][row] for n in changes]))

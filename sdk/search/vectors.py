@@ -1,7 +1,7 @@
 """The vectors file ``fashion embed`` writes and ``fashion index build`` reads (Parquet).
 
-Columns: ``id``, ``row`` (the manifest row), ``vector`` (fixed-size float32 list, L2-normalized)
-and, per attribute, ``<attribute>_label`` and ``<attribute>_score``. The schema's metadata
+Columns: ``id``, ``row`` (the manifest row), ``image`` (the product's first image, a path or
+URL, for thumbnails), ``vector`` (fixed-size float32 list, L2-normalized) and, per attribute, ``<attribute>_label`` and ``<attribute>_score``. The schema's metadata
 (key ``fashion.vectors``) records the model revision that computed the vectors, its URI, the
 dimension and, per attribute, the labels, whether it is multilabel and the bundle's abstention
 threshold (the default ``--min-score`` of a filter on it).
@@ -81,6 +81,7 @@ def schema(info: VectorsInfo) -> Any:
     import pyarrow as pa
 
     fields = [pa.field("id", pa.string()), pa.field("row", pa.int64()),
+              pa.field("image", pa.string()),
               pa.field("vector", pa.list_(pa.float32(), info.dimension))]
     for name, attribute in info.attributes.items():
         fields += [pa.field(label_column(name),
@@ -90,7 +91,8 @@ def schema(info: VectorsInfo) -> Any:
 
 
 def records_table(info: VectorsInfo, records: list[Mapping[str, Any]]) -> Any:
-    """Rows ``{"id", "row", "vector", "attributes": {name: (label, score)}}`` as a table."""
+    """Rows ``{"id", "row", "vector", "attributes": {name: (label, score)}}`` (and ``image``)
+    as a table."""
     import numpy as np
     import pyarrow as pa
 
@@ -98,6 +100,7 @@ def records_table(info: VectorsInfo, records: list[Mapping[str, Any]]) -> Any:
     flat = np.asarray([r["vector"] for r in records], dtype=np.float32).reshape(-1)
     columns: list[Any] = [pa.array([r["id"] for r in records], pa.string()),
                           pa.array([r["row"] for r in records], pa.int64()),
+                          pa.array([r.get("image") for r in records], pa.string()),
                           pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.float32()),
                                                             info.dimension)]
     for name in info.attributes:

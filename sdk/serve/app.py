@@ -144,6 +144,8 @@ class ServeState:
             "max_request_pixels": config.max_request_pixels, "header_timeout_s": config.header_timeout_s,
         }
         out["auth"] = self.api_key is not None
+        if self.index is not None:
+            out["index"] = {"products": len(self.index), "kind": self.index.kind}
         return out
 
 

@@ -32,6 +32,12 @@ def test_similar_over_http(bundle: Path, tiny: object, tmp_path: Path,  # noqa: 
         assert product["id"] == "q" and set(product["attributes"]) == {"color", "category"}
         hits = product["similar"]
         assert len(hits) == 3 and hits[0]["id"] == "p0" and hits[0]["score"] == pytest.approx(1, abs=1e-4)
+        assert hits[0]["thumbnail"] == "/v1/similar/image/p0" and "image" not in hits[0]
+        thumb = server.request("GET", hits[0]["thumbnail"], headers=key)
+        assert thumb.status == 200 and thumb.body == (tmp_path / "photos" / "0.png").read_bytes()
+        assert server.request("GET", hits[0]["thumbnail"]).status == 401
+        assert server.request("GET", "/v1/similar/image/nope", headers=key).status == 404
+        assert server.request("GET", "/v1/model", headers=key).json()["index"]["products"] == 12
         label = hits[1]["attributes"]["color"]["label"]
         reply = server.request("POST", f"/v1/similar?k=20&where=color={label}", body, key)
         assert all(h["attributes"]["color"]["label"] == label for h in reply.json()["products"][0]["similar"])
