@@ -152,26 +152,32 @@ def _applicability(model: Any, catalog: Path, truth: Mapping[str, Mapping[str, s
 
 
 def _audit(model: Any, catalog: Path) -> dict[str, Any]:
+    """Top-k recall/precision of the flipped cells per attribute, per audit ranking (the same
+    cross-fitted probabilities ranked by each rule of ``fashion audit --ranking``)."""
     from fashion.training.data import label_normalizers, load_dataset
-    from fashion.trust.audit import audit_datasets
+    from fashion.trust.audit import RANKERS, audit_scores, rank_suspects
 
     normalizers = label_normalizers(model)
     datasets = [load_dataset(dataset_config(catalog, d, "train"), model, normalizers=normalizers,
                              verify_images=False) for d in DATASETS]
-    suspects = audit_datasets(model, datasets)
+    scores = audit_scores(model, datasets)
     with (catalog / "label_noise.csv").open(encoding="utf-8", newline="") as f:
         flipped = {(r["id"], r["attribute"]) for r in csv.DictReader(f)}
-    rows: dict[str, Any] = {}
-    for a in ATTRIBUTES:
-        truth = {key for key in flipped if key[1] == a}
-        listed = [(s.id, s.attribute) for s in suspects if s.attribute == a]
-        k = round(1.5 * len(truth))
-        top = listed[:k]
-        found = len(set(top) & truth)
-        rows[a] = {"flipped": len(truth), "suspects": len(listed), "k": k, "found_in_top_k": found,
-                   "recall": round(found / len(truth), 4) if truth else None,
-                   "precision": round(found / len(top), 4) if top else None}
-    return rows
+    by_ranking: dict[str, dict[str, Any]] = {}
+    for ranking in RANKERS:
+        suspects = rank_suspects(model, scores, ranking)
+        rows: dict[str, Any] = {}
+        for a in ATTRIBUTES:
+            truth = {key for key in flipped if key[1] == a}
+            listed = [(s.id, s.attribute) for s in suspects if s.attribute == a]
+            k = round(1.5 * len(truth))
+            top = listed[:k]
+            found = len(set(top) & truth)
+            rows[a] = {"flipped": len(truth), "suspects": len(listed), "k": k, "found_in_top_k": found,
+                       "recall": round(found / len(truth), 4) if truth else None,
+                       "precision": round(found / len(top), 4) if top else None}
+        by_ranking[ranking] = rows
+    return by_ranking
 
 
 def _review(ctx: Context, size: Mapping[str, Any], catalog: Path,
@@ -251,7 +257,10 @@ def measure(ctx: Context) -> dict[str, Any]:
     calibration = _calibration_and_abstention(model, catalog)
     applicability = _applicability(model, catalog, truth)
     ctx.log("  audit of the noisy train manifests")
-    audit = _audit(model, catalog)
+    from fashion.trust.audit import DEFAULT_RANKING
+
+    rankings = _audit(model, catalog)
+    audit = rankings[DEFAULT_RANKING]
     ctx.log(f"  review queue vs random ({size['seeds']} seeds, budget {size['budget']})")
     review = _review(ctx, size, catalog, truth)
 
@@ -300,9 +309,10 @@ def measure(ctx: Context) -> dict[str, Any]:
     return {
         "settings": dict(size) | {"label_noise": NOISE, "not_applicable": NOT_APPLICABLE,
                                   "min_precision": MIN_PRECISION, "device": str(ctx.device),
+                                  "audit_ranking": DEFAULT_RANKING,
                                   "text": "tiny random BERT" if ctx.sizes.tiny_text else "MiniLM"},
         "metrics": {"calibration": calibration, "applicability": applicability, "audit": audit,
-                    "review": review},
+                    "audit_rankings": rankings, "review": review},
         "comparisons": comparisons,
     }
 

@@ -50,6 +50,9 @@ WORD_BUCKETS = 4096
 FEATURE_SCALE = 10.0  # L2-normalized backbone features are scaled to this norm for the probes
 PROBE_WEIGHT_DECAY = 1e-2  # per-stream probes (on the scaled features / binary word indicators)
 STACK_WEIGHT_DECAY = 1e-3  # the second level, on the streams' log-probabilities
+CLEANLAB_FILTER = "prune_by_noise_rate"  # cleanlab.filter.find_label_issues(filter_by=...)
+CLEANLAB_SCORE = "self_confidence"  # cleanlab.rank.get_label_quality_scores(method=...)
+DEFAULT_RANKING = "self-confidence"
 
 
 @dataclass
@@ -199,10 +202,8 @@ def audit_streams(model: FashionModel, products: Sequence[Product], *, words: bo
     return streams
 
 
-def find_suspects(probabilities: Tensor, given: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """``(suspect mask, suggested class, score, confident mask)`` per row: suspect when the
-    arg-max is not the given label; score ``1 - p(given)``; confident when the suggested class
-    also reaches its threshold (the mean probability of that class over the rows given it)."""
+def _suggested(probabilities: Tensor, given: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(p(given), best other class, its probability, confident-joint threshold of each class)``."""
     classes = probabilities.shape[1]
     thresholds = torch.ones(classes)
     for c in range(classes):
@@ -213,26 +214,71 @@ def find_suspects(probabilities: Tensor, given: Tensor) -> tuple[Tensor, Tensor,
     others = probabilities.clone()
     others[rows, given] = -1.0
     best_p, best = others.max(dim=1)
-    p_given = probabilities[rows, given]
+    return probabilities[rows, given], best, best_p, thresholds
+
+
+def find_suspects(probabilities: Tensor, given: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(suspect mask, suggested class, score, confident mask)`` per row (``self-confidence``):
+    suspect when the arg-max is not the given label; score ``1 - p(given)``; confident when the
+    suggested class also reaches its threshold (the mean probability of that class over the
+    rows given it)."""
+    p_given, best, best_p, thresholds = _suggested(probabilities, given)
     suspect = best_p > p_given
     confident = suspect & (best_p >= thresholds[best])
     return suspect, best, 1.0 - p_given, confident
 
 
-def audit_datasets(
-    model: FashionModel,
-    datasets: Sequence[LabeledData],
-    *,
-    attributes: Sequence[str] | None = None,
-    folds: int = 5,
-    batch_size: int = 64,
-    seed: int = 0,
-    words: bool = True,
-) -> list[Suspect]:
-    """Suspect rows of every audited (single-label) attribute, most suspect first.
+def cleanlab_suspects(probabilities: Tensor, given: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The same four tensors as :func:`find_suspects`, from ``cleanlab``: suspect when
+    ``cleanlab.filter.find_label_issues`` (``filter_by=CLEANLAB_FILTER``) lists the row; score
+    ``1 -`` cleanlab's label quality (``CLEANLAB_SCORE``), so higher is more surely wrong."""
+    import warnings
 
-    ``words``: also read the listing's words (see :func:`audit_streams`)."""
-    suspects: list[Suspect] = []
+    from cleanlab.filter import find_label_issues
+    from cleanlab.rank import get_label_quality_scores
+
+    p_given, best, best_p, thresholds = _suggested(probabilities, given)
+    labels, probs = given.numpy(), probabilities.double().numpy()
+    probs = probs / probs.sum(1, keepdims=True)
+    with warnings.catch_warnings():  # "too few examples in class c": a small class is audited anyway
+        warnings.simplefilter("ignore")
+        issues = find_label_issues(labels, probs, filter_by=CLEANLAB_FILTER, n_jobs=1)
+        quality = get_label_quality_scores(labels, probs, method=CLEANLAB_SCORE)
+    suspect = torch.from_numpy(issues).bool()
+    confident = suspect & (best_p >= thresholds[best])
+    return suspect, best, 1.0 - torch.from_numpy(quality).float(), confident
+
+
+RANKERS = {"cleanlab": cleanlab_suspects, "self-confidence": find_suspects}
+"""The audit's rules, by ``--ranking`` name (see docs/trust.md for their measured recall)."""
+
+
+def check_ranking(ranking: str) -> str:
+    if ranking not in RANKERS:
+        raise ConfigError(f"unknown audit ranking {ranking!r}; choose one of {', '.join(RANKERS)}")
+    return ranking
+
+
+@dataclass
+class AuditScores:
+    """One audited attribute of one dataset: its labeled rows, their given classes and the
+    stacked (and per-stream) out-of-sample probabilities."""
+
+    dataset: LabeledData
+    attribute: str
+    rows: list[int]
+    given: Tensor
+    probabilities: Tensor
+    each: dict[str, Tensor]
+    masks: dict[str, Tensor]
+
+
+def audit_scores(
+    model: FashionModel, datasets: Sequence[LabeledData], *, attributes: Sequence[str] | None = None,
+    folds: int = 5, batch_size: int = 64, seed: int = 0, words: bool = True,
+) -> list[AuditScores]:
+    """The cross-fitted probabilities of every audited (single-label) attribute of ``datasets``."""
+    out: list[AuditScores] = []
     for dataset in datasets:
         chosen = [a for a in dataset.attributes if attributes is None or a in attributes]
         chosen = [a for a in chosen if not model.task(a).multilabel]
@@ -253,17 +299,49 @@ def audit_datasets(
                 {name: Stream(s.features[index], s.mask[index]) for name, s in streams.items()},
                 y, len(head.labels), folds=folds, seed=seed,
             )
-            flagged, best, score, confident = find_suspects(p, y)
-            for j in flagged.nonzero().flatten().tolist():
-                i = rows[j]
-                suspects.append(Suspect(
-                    str(dataset.path), dataset.rows[i], str(dataset.products[i].id), attribute,
-                    head.labels[int(y[j])], head.labels[int(best[j])], float(p[j, y[j]]),
-                    float(p[j, best[j]]), float(score[j]), bool(confident[j]),
-                    "|".join(name for name, q in each.items() if streams[name].mask[i] and int(q[j].argmax()) != int(y[j])),
-                ))
+            out.append(AuditScores(dataset, attribute, rows, y, p, each,
+                                   {name: s.mask[index] for name, s in streams.items()}))
+    return out
+
+
+def rank_suspects(model: FashionModel, scores: Sequence[AuditScores], ranking: str = DEFAULT_RANKING) -> list[Suspect]:
+    """The suspect rows of ``scores`` by the rule ``ranking`` names, most suspect first."""
+    rule = RANKERS[check_ranking(ranking)]
+    suspects: list[Suspect] = []
+    for s in scores:
+        labels, y, p = model.task(s.attribute).labels, s.given, s.probabilities
+        flagged, best, score, confident = rule(p, y)
+        for j in flagged.nonzero().flatten().tolist():
+            i = s.rows[j]
+            suspects.append(Suspect(
+                str(s.dataset.path), s.dataset.rows[i], str(s.dataset.products[i].id), s.attribute,
+                labels[int(y[j])], labels[int(best[j])], float(p[j, y[j]]), float(p[j, best[j]]),
+                float(score[j]), bool(confident[j]),
+                "|".join(n for n, q in s.each.items() if s.masks[n][j] and int(q[j].argmax()) != int(y[j])),
+            ))
     suspects.sort(key=lambda s: -s.score)
     return suspects
+
+
+def audit_datasets(
+    model: FashionModel,
+    datasets: Sequence[LabeledData],
+    *,
+    attributes: Sequence[str] | None = None,
+    folds: int = 5,
+    batch_size: int = 64,
+    seed: int = 0,
+    words: bool = True,
+    ranking: str = DEFAULT_RANKING,
+) -> list[Suspect]:
+    """Suspect rows of every audited (single-label) attribute, most suspect first.
+
+    ``words``: also read the listing's words (see :func:`audit_streams`). ``ranking``: which
+    rule lists and orders the suspects (:data:`RANKERS`)."""
+    check_ranking(ranking)
+    scores = audit_scores(model, datasets, attributes=attributes, folds=folds, batch_size=batch_size,
+                          seed=seed, words=words)
+    return rank_suspects(model, scores, ranking)
 
 
 def write_suspects(suspects: Sequence[Suspect], path: str | Path) -> Path:
@@ -288,16 +366,23 @@ def check_folds(folds: int) -> int:
 
 
 __all__ = [
+    "DEFAULT_RANKING",
+    "RANKERS",
     "WORDS",
+    "AuditScores",
     "Stream",
     "Suspect",
     "audit_datasets",
+    "audit_scores",
     "audit_streams",
     "check_folds",
+    "check_ranking",
+    "cleanlab_suspects",
     "cross_fitted_probabilities",
     "find_suspects",
     "fold_assignment",
     "listing_text",
+    "rank_suspects",
     "stacked_probabilities",
     "word_features",
     "write_suspects",
