@@ -129,11 +129,12 @@ def calibrate_command(model: str, data: tuple[Path, ...], min_precision: float, 
               help="Also read the listing's words (title, description) beside the model's features.")
 @click.option("--top", default=20, show_default=True, type=click.IntRange(min=0),
               help="How many suspects to print.")
-@click.option("--ranking", type=click.Choice(["cleanlab", "self-confidence"]), default=None,
-              help="Which rule lists and orders suspects: cleanlab's find_label_issues, or every row the "
-                   "model predicts otherwise by self-confidence (default: the audit's, docs/trust.md).")
+@click.option("--ranking", type=click.Choice(["self-confidence", "cleanlab"]), default="self-confidence",
+              show_default=True,
+              help="Which rule lists and orders suspects: every row the model predicts otherwise, by "
+                   "self-confidence, or cleanlab's find_label_issues (docs/trust.md compares them).")
 def audit_command(data: tuple[Path, ...], model: str, attributes: tuple[str, ...], out: Path,
-                  folds: int, words: bool, top: int, ranking: str | None) -> None:
+                  folds: int, words: bool, top: int, ranking: str) -> None:
     """List labeled rows of DATA whose label the model contradicts, most suspect first.
 
     Confident learning on out-of-sample (cross-fitted) probabilities: one classifier per model
@@ -141,7 +142,7 @@ def audit_command(data: tuple[Path, ...], model: str, attributes: tuple[str, ...
     another label, ranked by how little probability the given label gets; `confident` marks
     rows whose suggested label also clears its class threshold. The data is never edited.
     """
-    from fashion.trust.audit import DEFAULT_RANKING, audit_datasets, check_folds, write_suspects
+    from fashion.trust.audit import audit_datasets, check_folds, write_suspects
 
     check_folds(folds)
     _guard(model, data, outputs={"--out": out})
@@ -151,7 +152,7 @@ def audit_command(data: tuple[Path, ...], model: str, attributes: tuple[str, ...
     datasets = _datasets(bundle.model, data)
     skipped = _report_skipped(datasets)
     suspects = audit_datasets(bundle.model, datasets, attributes=wanted, folds=folds, words=words,
-                              ranking=ranking or DEFAULT_RANKING)
+                              ranking=ranking)
     write_suspects(suspects, out)
     labeled = sum(len(d) for d in datasets)
     confident = sum(s.confident for s in suspects)

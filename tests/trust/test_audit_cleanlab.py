@@ -92,4 +92,4 @@ def test_the_audit_command_runs_the_ranking_it_is_given(tiny: object, tmp_path: 
     listed = list(csv.DictReader(out.open(encoding="utf-8")))
     assert listed and all(r["suggested"] != r["given"] for r in listed)
     result = CliRunner().invoke(cli, ["audit", str(manifest), "--model", str(bundle), "--ranking", "margin"])
-    assert result.exit_code == 2 and "'margin' is not one of 'cleanlab', 'self-confidence'" in result.output
+    assert result.exit_code == 2 and "'margin' is not one of 'self-confidence', 'cleanlab'" in result.output
