@@ -19,7 +19,10 @@ Strategy = Literal["head-only", "partial", "finetune"]
 class AddAttributeConfig(StrictModel):
     """Every option of :func:`add_attribute` (``fashion add-attribute`` flags have the same names).
 
-    ``data`` absent: scaffold only. ``base`` is required to train.
+    ``data`` absent: scaffold only. ``base`` is required to train. ``from_text`` (instead of
+    ``data``): labels mined from the vendor text of these manifests (``rules``,
+    ``min_confidence``, ``label_model``; ``text_dropout`` is the share of mined products trained
+    without their text); ``dry_run`` mines and reports without training.
     """
 
     labels: list[str] | None = None
@@ -47,6 +50,13 @@ class AddAttributeConfig(StrictModel):
     tag: str | None = None
     progress: bool | None = None
     work_dir: Path | None = None
+    # labels mined from vendor text (fashion.attributes.mining; docs/add-attribute.md)
+    from_text: list[Path] = Field(default_factory=list)
+    rules: Path | None = None
+    min_confidence: float = Field(0.7, ge=0.0, le=1.0)
+    label_model: Literal["dawid-skene", "majority"] = "dawid-skene"
+    text_dropout: float = Field(1.0, ge=0.0, le=1.0)
+    dry_run: bool = False
 
     @classmethod
     def parse(cls, data: Mapping[str, Any]) -> AddAttributeConfig:

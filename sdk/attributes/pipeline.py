@@ -54,6 +54,7 @@ class AddAttributeResult:
     gate: RegressionReport | None = None
     revision: Any | None = None  # fashion.registry.base.Revision when published
     next_command: str | None = None
+    mining: Any | None = None  # fashion.attributes.mining.mine.MiningResult (--from-text)
 
     @property
     def published(self) -> bool:
@@ -112,6 +113,13 @@ def add_attribute(
         raise ConfigError(f"attribute name {name!r} must be lowercase snake_case, e.g. sleeve_length.")
     _check_out(config)
     label_list, synonym_map, label_counts = resolve_labels(name, config)
+    mining = None
+    if config.from_text or config.dry_run:  # labels mined from vendor text
+        from fashion.attributes.mining.run import mine_for_run
+
+        mining, config = mine_for_run(name, label_list, synonym_map, config)
+        if config.dry_run:
+            return AddAttributeResult(name, label_list, mining=mining)
     if not config.data:
         project = config.project_dir if config.project_dir is not None else Path.cwd()
         written = scaffold_attribute(
@@ -136,6 +144,10 @@ def add_attribute(
         config = config.model_copy(update={"out": default_bundle_dir(project, name)})
     try:
         run = train_attribute(name, label_list, synonym_map, config)
+        if mining is not None:
+            from fashion.attributes.mining.run import record_mining
+
+            record_mining(run, mining)
         gate = gate_attribute(run, config)
         result = publish_attribute(run, gate, config)
     finally:
@@ -143,7 +155,7 @@ def add_attribute(
             shutil.rmtree(scratch, ignore_errors=True)
     if scratch is not None and result.bundle_path is not None and result.bundle_path.is_relative_to(scratch):
         result.bundle_path = None  # published only: the registry holds it
-    result.label_counts = label_counts
+    result.label_counts, result.mining = label_counts, mining
     return result
 
 
@@ -159,7 +171,7 @@ def _check_out(config: AddAttributeConfig, base: Path | None = None) -> None:
     if base is None and config.base is not None:
         parsed = parse_uri(config.base)
         base = Path(parsed.name) if parsed.scheme == "path" else None
-    reads = [*config.data, *config.validation, *config.replay, *config.gate_data, *([base] if base else [])]
+    reads = [*config.data, *config.from_text, *config.validation, *config.replay, *config.gate_data, *([base] if base else [])]
     check_output_paths(reads, new_folders={"--out": config.out})
 
 
@@ -348,7 +360,8 @@ def publish_attribute(run: AttributeRun, gate: RegressionReport, config: AddAttr
             config.push if "://" in config.push else f"{config.registry}://{config.push}"
         )
     new_provenance["parent"] = parent
-    new_provenance["added_attribute"] = {"name": name, "strategy": config.strategy, "gate": gate.to_dict()}
+    new_provenance["added_attribute"] = {"name": name, "strategy": config.strategy, "gate": gate.to_dict(),
+                                         "labels": "mined" if name in (run.provenance.get("mined_labels") or {}) else "given"}
     _check_out(config, run.base_bundle.path)
     if out_dir.exists():  # an empty --out, or the run's own scratch
         shutil.rmtree(out_dir)

@@ -52,6 +52,17 @@ def _split_labels(_: click.Context, __: click.Parameter, value: str | None) -> l
 @click.option("--project-dir", type=click.Path(file_okay=False, path_type=Path), default=".",
               show_default=True, help="Where the team's attribute file lives.")
 @click.option("--endpoint", help="Hub endpoint (hf registry).")
+@click.option("--from-text", "from_text", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Manifest(s) whose vendor text NAME's labels are mined from (instead of --data).")
+@click.option("--rules", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="--from-text: a TOML/YAML rules file of labelling functions (keywords, regex, field, label).")
+@click.option("--min-confidence", type=float, default=0.7, show_default=True,
+              help="--from-text: the label model's confidence a mined label needs.")
+@click.option("--label-model", type=click.Choice(["dawid-skene", "majority"]), default="dawid-skene",
+              show_default=True, help="--from-text: how votes combine (majority is the baseline).")
+@click.option("--text-dropout", type=float, default=1.0, show_default=True,
+              help="--from-text: share of mined products trained without their text (the photos learn it).")
+@click.option("--dry-run", is_flag=True, help="--from-text: print the functions and mined labels; train nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the gate report as JSON.")
 def add_attribute_command(
     name: str, labels: list[str] | None, synonyms: Path | None, data: tuple[Path, ...],
@@ -59,7 +70,8 @@ def add_attribute_command(
     max_regression: float, push: str | None, registry: str, tag: str | None, out: Path | None,
     replay: tuple[Path, ...], gate_data: tuple[Path, ...], epochs: int | None, batch_size: int,
     lr: float | None, seed: int, device: str, project_dir: Path, endpoint: str | None,
-    as_json: bool,
+    from_text: tuple[Path, ...], rules: Path | None, min_confidence: float, label_model: str,
+    text_dropout: float, dry_run: bool, as_json: bool,
 ) -> None:
     """Add attribute NAME: scaffold -> train -> no-regression gate -> publish.
 
@@ -67,6 +79,10 @@ def add_attribute_command(
     prints the next command. With --data and --base it trains the new head (head-only by
     default: everything else frozen, on cached features), checks that no existing attribute
     regresses, and publishes a new revision whose parent is the base.
+
+    With --from-text instead of --data, NAME's labels are mined from the vendor text: keyword
+    functions from NAME's taxonomy, --rules and plugins vote, a label model combines the votes,
+    and the head trains on the mined labels (--dry-run: show the functions and labels only).
     """
     import json
 
@@ -77,12 +93,29 @@ def add_attribute_command(
             head=head, strategy=strategy, max_regression=max_regression, push=push,
             registry=registry, out=out, replay=replay, gate_data=gate_data, epochs=epochs,
             batch_size=batch_size, lr=lr, seed=seed, device=device, project_dir=project_dir,
-            endpoint=endpoint, tag=tag,
+            endpoint=endpoint, tag=tag, from_text=from_text, rules=rules,
+            min_confidence=min_confidence, label_model=label_model, text_dropout=text_dropout,
+            dry_run=dry_run,
         )
     except GateError as exc:
         if exc.report is not None:
             out_console.print(exc.report.table())
         raise
+    if result.mining is not None:
+        for table in result.mining.tables():
+            out_console.print(table)
+        for warning in result.mining.warnings:
+            out_console.print(f"[yellow]warning: {warning}[/]", highlight=False)
+        if result.mining.audit_note:
+            out_console.print(f"audit: {result.mining.audit_note}", highlight=False)
+        elif result.mining.audited:
+            shown = ", ".join(f"{s.id} ({s.mined} -> {s.suggested}?)" for s in result.mining.suspects[:5])
+            out_console.print(f"audit (cleanlab): {len(result.mining.suspects)} mined labels the photos "
+                              f"disagree with{': ' + shown if shown else ''}", highlight=False)
+        if dry_run:
+            out_console.print(f"dry run: {result.mining.mined_count} of {len(result.mining.rows)} "
+                              "products mined; nothing was trained.", highlight=False)
+            return
     if result.scaffolded:
         for path in result.scaffolded:
             out_console.print(f"wrote {path}")
