@@ -32,8 +32,8 @@ import hashlib
 import io
 import json
 import logging
+import random
 import sys
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +43,7 @@ import torch
 from torch import Tensor
 
 from fashion._util.files import atomic_writer
+from fashion._util.progress import progress
 from fashion.model.inputs import Product
 from fashion.model.network import FashionModel, _masked_mean
 from fashion.model.spec import InputName
@@ -134,53 +135,14 @@ class CachedFeatures:
         )
 
 
-class FillProgress:
-    """Progress of a cache fill: rows/s and ETA on a terminal bar (``show``), and a plain log
-    line every ``every`` seconds and at the end either way."""
+class _LogLines(io.StringIO):
+    """A text stream whose lines become INFO records of the ``fashion.training`` log."""
 
-    def __init__(self, what: str, total: int, *, show: bool | None = None, every: float = 10.0) -> None:
-        self.what, self.total, self.every = what, total, every
-        self.done = 0
-        self.started = self.last_line = time.perf_counter()
-        self.bar: Any = None
-        if (sys.stderr.isatty() if show is None else show) and total:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeRemainingColumn,
-            )
-
-            self.bar = Progress(
-                TextColumn(f"feature cache {what}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), transient=False,
-            )
-            self.bar.start()
-            self.task = self.bar.add_task(what, total=total, rate="")
-
-    def line(self) -> str:
-        elapsed = max(time.perf_counter() - self.started, 1e-9)
-        rate = self.done / elapsed
-        eta = (self.total - self.done) / rate if rate > 0 else float("inf")
-        eta_text = f"{eta:.0f}s" if eta != float("inf") else "?"
-        return f"feature cache {self.what}: {self.done}/{self.total} rows, {rate:.1f} rows/s, ETA {eta_text}"
-
-    def update(self, rows: int) -> None:
-        self.done += rows
-        if self.bar is not None:
-            elapsed = max(time.perf_counter() - self.started, 1e-9)
-            self.bar.update(self.task, completed=self.done, rate=f"{self.done / elapsed:.1f} rows/s")
-        now = time.perf_counter()
-        if now - self.last_line >= self.every and self.done < self.total:
-            self.last_line = now
-            log.info("%s", self.line())
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-        if self.total:
-            log.info("%s (done in %.1fs)", self.line(), time.perf_counter() - self.started)
+    def write(self, text: str) -> int:
+        for line in text.splitlines():
+            if line.strip():
+                log.info("%s", line)
+        return len(text)
 
 
 @contextlib.contextmanager
@@ -208,9 +170,12 @@ class FeatureCache:
     """The on-disk cache for one model's frozen backbones (or frozen parts below a cut)."""
 
     def __init__(
-        self, directory: str | Path, model: FashionModel, *, chunk_rows: int = CHUNK_ROWS, precision: str = "fp32"
+        self, directory: str | Path, model: FashionModel, *, chunk_rows: int = CHUNK_ROWS, precision: str = "fp32",
+        variant: int | None = None,
     ) -> None:
         self.directory = Path(directory)
+        self.variant = variant
+        """Which augmented variant the augmenting views' entries are (``None``: the plain views)."""
         self.precision = precision  # the fill's autocast: bf16 entries never mix with fp32 ones
         self.model = model
         self.chunk_rows = chunk_rows
@@ -235,8 +200,12 @@ class FeatureCache:
             if self.precision != "fp32":
                 digest.update(f"|{self.precision}|".encode())
             if parsed.view is not None:
+                cropper = self.model.croppers[parsed.view]
                 digest.update(f"|{parsed.view}|".encode())
-                digest.update(self.model.croppers[parsed.view].fingerprint().encode())
+                digest.update(cropper.fingerprint().encode())
+                if self.variant is not None and getattr(cropper, "augmentations", list)():
+                    augment = json.dumps(cropper.options_dict().get("augment"), sort_keys=True)
+                    digest.update(f"|augment {augment}|variant {self.variant}|".encode())
             safe = name.replace(":", "_").replace("/", "_")
             if cut is not None:
                 safe += f"@{cut}"
@@ -370,7 +339,7 @@ class FeatureCache:
             return self._fill(dataset, keys, batch_size, autocast, progress)
 
     def _fill(
-        self, dataset: LabeledDataset, keys: dict[str, list[str]], batch_size: int, autocast: Any, progress: bool | None
+        self, dataset: LabeledDataset, keys: dict[str, list[str]], batch_size: int, autocast: Any, progress_on: bool | None
     ) -> int:
         indexes = {name: self._index(name) for name in keys}
         missing = [
@@ -384,15 +353,23 @@ class FeatureCache:
         model = self.model
         modes = {k: b.training for k, b in model.backbones.items()}
         model.backbones.eval()
-        meter = FillProgress(dataset.name, len(missing), show=progress)
+        label = f"feature cache {dataset.name}" + (f" (variant {self.variant})" if self.variant is not None else "")
         chunk = max(self.chunk_rows, batch_size)
+        augmenting = {v: c.training for v, c in model.croppers.items()}
+        random_state = random.getstate()
+        if self.variant is not None:  # the augmenting views cut this variant's random views
+            for cropper in model.croppers.values():
+                cropper.train(bool(getattr(cropper, "augmentations", list)()))
         try:
-            with torch.inference_mode():
+            live = sys.stderr.isatty() if progress_on is None else progress_on
+            stream = sys.stderr if live else _LogLines()  # plain lines go to the run's log
+            with torch.inference_mode(), progress(label, len(missing), enabled=True, stream=stream) as meter:
                 for start in range(0, len(missing), chunk):
                     rows = missing[start : start + chunk]
                     parts: dict[str, dict[str, list[Tensor]]] = {n: {} for n in keys}
                     for b in range(0, len(rows), batch_size):
                         sub = rows[b : b + batch_size]
+                        random.seed(f"{self.variant}|{next(iter(keys.values()))[sub[0]]}")
                         for name, tensors in self._encode([dataset.products[i] for i in sub], list(keys), autocast).items():
                             for k, v in tensors.items():
                                 parts[name].setdefault(k, []).append(v)
@@ -400,9 +377,11 @@ class FeatureCache:
                     for name in keys:
                         self._store(name, [keys[name][i] for i in rows], parts[name], indexes[name])
         finally:
-            meter.close()
             for key, mode in modes.items():
                 model.backbones[key].train(mode)
+            for view, mode in augmenting.items():
+                model.croppers[view].train(mode)
+            random.setstate(random_state)  # the run's own random draws are as without the fill
         return len(missing)
 
     def _store(self, name: str, row_keys: list[str], parts: dict[str, list[Tensor]], index: dict[str, Any]) -> None:
@@ -423,6 +402,25 @@ class FeatureCache:
         for p in keep:
             index[row_keys[p]] = True
 
+    def entry_bytes(self, dataset: LabeledDataset) -> int:
+        """About how many bytes this dataset's entries take on disk: the rows times a stored
+        entry's size (or, in an empty cache, the first product's, computed)."""
+        from safetensors import safe_open
+
+        if not len(dataset):
+            return 0
+        per_row = 0
+        for name in self.model.input_dims:
+            chunk = next((self.directory / self.input_prefix(name)).glob("chunk-*.safetensors"), None)
+            if chunk is None:
+                with torch.inference_mode():
+                    entries = self._encode([dataset.products[0]], list(self.model.input_dims), None)
+                return len(dataset) * sum(t.numel() * t.element_size() for e in entries.values() for t in e.values())
+            with safe_open(str(chunk), framework="pt") as f:
+                rows = len(json.loads((f.metadata() or {}).get("keys", "[]"))) or 1
+                per_row += sum(f.get_tensor(k).nbytes for k in f.keys()) // rows
+        return len(dataset) * per_row
+
     def load(self, dataset: LabeledDataset) -> CachedFeatures:
         """Every row's entries from disk (call :meth:`fill` first)."""
         keys = self.product_keys(dataset.products, dataset.image_digests)
@@ -438,4 +436,4 @@ class FeatureCache:
         return CachedFeatures(features, masks, activations)
 
 
-__all__ = ["CHUNK_ROWS", "CachedFeatures", "CachedInputs", "FeatureCache", "FillProgress"]
+__all__ = ["CHUNK_ROWS", "CachedFeatures", "CachedInputs", "FeatureCache"]

@@ -9,6 +9,7 @@ trainer each step's parts on the device, from the products or from cached featur
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -18,9 +19,11 @@ from torch import Tensor
 from fashion.errors import DataError
 from fashion.model.inputs import ProductError
 from fashion.model.network import FashionModel
-from fashion.training.cache import CachedFeatures
+from fashion.training.cache import CachedFeatures, FeatureCache
 from fashion.training.data import LabeledDataset
 from fashion.training.samplers import Step, shard_step
+
+log = logging.getLogger("fashion.training")
 
 Targets = dict[str, tuple[Tensor, Tensor]]
 LoadedPart = tuple[Any, Targets]
@@ -153,4 +156,36 @@ class StepLoader:
             yield parts
 
 
-__all__ = ["BatchCollator", "LoadedPart", "StepDataset", "StepLoader", "Targets", "iterate_steps"]
+def fill_and_load_cache(run: Any, model: FashionModel) -> tuple[FeatureCache, list[list[CachedFeatures]], list[CachedFeatures]]:
+    """The run's feature cache filled and loaded: the training rows once, or, where a view
+    augments, ``cache_variants`` augmented variants of them (its size on disk logged first);
+    the validation rows with plain views. Returns the plain cache, the training features of each
+    variant and the validation features."""
+    config = run.config
+    directory = config.cache_dir or (config.output_dir / "feature-cache")
+    augmenting = [v for v, c in model.croppers.items() if getattr(c, "augmentations", list)()]
+    plain = FeatureCache(directory, model, precision=run.precision)
+    variants = [FeatureCache(directory, model, precision=run.precision, variant=k)
+                for k in range(config.cache_variants)] if augmenting else [plain]
+    batch_size = config.eval_batch_size or max(config.batch_size, 64)
+    if run.is_main:
+        size = sum(plain.entry_bytes(d) for d in run.train_sets) * len(variants)
+        size += sum(plain.entry_bytes(d) for d in run.val_sets)
+        log.info("feature cache %s: %s of the training rows%s and the validation rows, about %.1f MB on disk",
+                 directory, f"{len(variants)} augmented variants" if augmenting else "the plain views",
+                 f" (views {', '.join(augmenting)} augment)" if augmenting else "", size / 1e6)
+        for cache in variants:
+            for dataset in run.train_sets:
+                cache.fill(dataset, batch_size=batch_size, autocast=run._autocast, progress=config.progress)
+        for dataset in run.val_sets:
+            plain.fill(dataset, batch_size=batch_size, autocast=run._autocast, progress=config.progress)
+    run.barrier()
+    train = [[cache.load(d).to(run.device) for d in run.train_sets] for cache in variants]
+    validation = [plain.load(d).to(run.device) for d in run.val_sets]
+    hits = sum(c.hits for c in {id(c): c for c in [plain, *variants]}.values())
+    misses = sum(c.misses for c in {id(c): c for c in [plain, *variants]}.values())
+    log.info("feature cache %s: %d hits, %d computed", directory, hits, misses)
+    return plain, train, validation
+
+
+__all__ = ["BatchCollator", "LoadedPart", "StepDataset", "StepLoader", "Targets", "fill_and_load_cache", "iterate_steps"]

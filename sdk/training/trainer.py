@@ -34,7 +34,7 @@ from fashion.training.callbacks import Callback, StepFunction, StepInfo, default
 from fashion.training.config import TrainConfig, check_compatible
 from fashion.training.data import DataReport
 from fashion.training.evaluation import EvaluationReport, score_datasets
-from fashion.training.loader import LoadedPart, StepLoader
+from fashion.training.loader import LoadedPart, StepLoader, fill_and_load_cache
 from fashion.training.losses import get_loss, get_loss_class
 from fashion.training.result import TrainResult, finish_run, run_provenance
 from fashion.training.runtime import (
@@ -144,20 +144,8 @@ class Trainer:
             log.warning("%s", unvalidated_message(self.unvalidated))
 
     def _prepare_cache(self, model: FashionModel) -> None:
-        config = self.config
-        directory = config.cache_dir or (config.output_dir / "feature-cache")
-        cache = FeatureCache(directory, model, precision=self.precision)
-        batch_size = config.eval_batch_size or max(config.batch_size, 64)
-        datasets = [*self.train_sets, *self.val_sets]
-        if self.is_main:
-            for dataset in datasets:
-                cache.fill(dataset, batch_size=batch_size, autocast=self._autocast, progress=config.progress)
-        self.barrier()
-        loaded = [cache.load(d).to(self.device) for d in datasets]
-        self.train_features = loaded[: len(self.train_sets)]
-        self.val_features = loaded[len(self.train_sets) :]
-        self.cache = cache
-        log.info("feature cache %s: %d hits, %d computed", directory, cache.hits, cache.misses)
+        self.cache, self.train_variants, self.val_features = fill_and_load_cache(self, model)
+        self.train_features = self.train_variants[0]
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self._amp_dtype is None:
@@ -315,6 +303,8 @@ class Trainer:
             state.loss_counts.zero_()
         started = time.perf_counter()
         set_train_mode(self.model)  # type: ignore[arg-type]
+        if self.train_features is not None:  # augmented cache: epoch e trains on variant e mod K
+            self.loader.features = self.train_variants[epoch % len(self.train_variants)]
         for parts in self.loader(schedule[first:]):
             losses = self._optimizer_step(parts)
             state.global_step += 1

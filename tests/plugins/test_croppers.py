@@ -126,3 +126,50 @@ def test_center_crop_shows_the_middle_of_the_image() -> None:
 def test_center_fraction_is_validated(fraction: float) -> None:
     with pytest.raises(ConfigError, match="fraction"):
         CenterCropper({"fraction": fraction})
+
+
+def _photo(size: tuple[int, int] = (120, 90)) -> Image.Image:
+    """A left-red / right-blue photo: a flip or a hue shift is visible in the view."""
+    image = Image.new("RGB", size, (220, 30, 30))
+    ImageDraw.Draw(image).rectangle((size[0] // 2, 0, size[0], size[1]), fill=(30, 40, 210))
+    return image
+
+
+AUGMENT = {"crop": 0.5, "flip": True, "rotate": 10, "blur": 0.5, "jpeg": 0.5, "hue": 0.3}
+
+
+@pytest.mark.parametrize("cls", [FullCropper, CenterCropper])
+def test_augmentation_runs_in_train_mode_only_and_keeps_the_view_size(cls) -> None:
+    plain = cls({"size": 32})
+    augmenting = cls({"size": 32, "augment": AUGMENT})
+    photo = _photo()
+    expected = np.asarray(plain.crop(photo)[0].image)
+    # eval mode (prediction): the augment options change nothing
+    assert np.array_equal(np.asarray(augmenting.eval().crop(photo)[0].image), expected)
+    augmenting.train()
+    views = [augmenting.crop(photo)[0] for _ in range(8)]
+    assert all(v.image.size == (32, 32) and v.image.mode == "RGB" for v in views)
+    assert any(not np.array_equal(np.asarray(v.image), expected) for v in views)
+    assert views[0].box == plain.crop(photo)[0].box  # the box is the view's, not the random crop's
+
+
+def test_augment_options_name_what_they_turn_on_and_stay_out_of_the_fingerprint() -> None:
+    from fashion.plugins.croppers import AugmentOptions
+
+    assert AugmentOptions().active() == []
+    assert AugmentOptions(**AUGMENT).active() == ["crop", "flip", "rotate", "blur", "jpeg", "hue"]
+    augmenting = FullCropper({"size": 32, "augment": {"flip": True}})
+    assert augmenting.augmentations() == ["flip"] and FullCropper({"size": 32}).augmentations() == []
+    # prediction-time views do not depend on augmentation: same fingerprint, options recorded
+    assert augmenting.fingerprint() == FullCropper({"size": 32}).fingerprint()
+    assert augmenting.options_dict()["augment"]["flip"] is True
+    with pytest.raises(ConfigError):
+        build_component("cropper", "full", {"augment": {"hue": 0.9}})
+    with pytest.raises(ConfigError):
+        build_component("cropper", "full", {"augment": {"sharpen": 1}})
+
+
+def test_a_flip_mirrors_the_view() -> None:
+    cropper = FullCropper({"size": 32, "augment": {"flip": True}}).train()
+    lefts = {tuple(np.asarray(cropper.crop(_photo())[0].image)[16, 2]) for _ in range(30)}
+    assert any(p[0] > 150 for p in lefts) and any(p[2] > 150 for p in lefts)  # red and blue on the left

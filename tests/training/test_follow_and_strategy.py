@@ -183,3 +183,32 @@ def test_threads_set_torchs_intra_op_threads(tiny, train_config):
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_an_augmenting_view_fills_k_cached_variants_and_epochs_draw_from_them(tiny, train_config, caplog):
+    """head-only over cached features with a rotating view (the photos are plain colours): K variants filled (size logged
+    first), epoch e reads variant e mod K, validation reads the plain views."""
+    spec = {**TINY_FULL, "views": {"full": {"name": "full", "options": {"size": 16, "augment": {"rotate": 20, "flip": True}}}}}
+    config = train_config(model=spec, strategy="head-only", cache_variants=2, epochs=2, calibrate=False)
+    with caplog.at_level(logging.INFO, logger="fashion.training"):
+        trainer = Trainer(None, config)
+        read = []
+        real = trainer._run_epoch
+
+        def run_epoch(schedule):
+            result = real(schedule)
+            read.append(trainer.loader.features)
+            return result
+
+        trainer._run_epoch = run_epoch
+        trainer.fit()
+    messages = [r.message for r in caplog.records]
+    announced = next(i for i, m in enumerate(messages) if "2 augmented variants" in m and "MB on disk" in m)
+    assert "views full augment" in messages[announced]
+    assert announced < next(i for i, m in enumerate(messages) if "hits" in m and "computed" in m)
+    first, second = trainer.train_variants
+    assert read == [first, second]
+    name = "image:full"
+    assert not torch.equal(first[0].features[name], second[0].features[name])  # two augmented draws
+    assert torch.equal(first[0].features["text"], second[0].features["text"])  # text is not augmented
+    assert trainer.cache is not None and trainer.cache.variant is None  # validation: the plain views

@@ -77,13 +77,15 @@ def test_two_fills_of_one_cache_at_once_take_turns(tiny, catalog, tmp_path):
     assert all(torch.equal(a.features[n], b.features[n]) for n in a.features)
 
 
-def test_the_fill_reports_rows_per_second_and_eta(tiny, catalog, tmp_path, caplog):
+def test_the_fill_reports_rows_per_second_and_eta(tiny, catalog, tmp_path, caplog, monkeypatch):
+    monkeypatch.setenv("FASHION_PROGRESS_INTERVAL", "0")  # a line at every batch
     model = FashionModel(TINY_SPEC).eval()
     dataset = _dataset(catalog, model)
     with caplog.at_level(logging.INFO, logger="fashion.training"):
-        FeatureCache(tmp_path / "c", model).fill(dataset, progress=False)
-    assert any("rows/s" in r.message and "ETA" in r.message and f"{len(dataset)}/{len(dataset)}" in r.message
-               for r in caplog.records)
+        FeatureCache(tmp_path / "c", model).fill(dataset, batch_size=8, progress=False)
+    lines = [r.message for r in caplog.records if r.message.startswith("feature cache colors")]
+    assert any("rows/s" in line and "ETA" in line for line in lines), lines
+    assert f"{len(dataset)}/{len(dataset)} rows" in lines[-1]
 
 
 def test_backbones_declare_cut_points_and_split_exactly():
