@@ -64,18 +64,19 @@ def _phrase(rng: random.Random, attribute: str, label: str, slang: float) -> tup
 
 
 def write_claims(
-    catalog: str | Path, attribute: str = "sleeve_length", *, dataset: str = "sleeves",
+    catalog: str | Path, attribute: str = "sleeve_length", *, dataset: str | None = "sleeves",
     seed: int = 0, mention: float = 0.55, wrong: float = 0.12, both: float = 0.35,
     slang: float = 0.15, negation: float = 0.15, care: float = 0.1,
 ) -> dict[str, Path]:
     """Rewrite ``dataset``'s text with claims about ``attribute`` (module docstring); returns
-    the manifests by split and ``"truth"``. Shares: ``mention`` of the products claim a label,
+    the manifests by split and ``"truth"``. ``dataset=None``: the products of every dataset
+    that have the attribute. Shares: ``mention`` of the products claim a label,
     ``wrong`` of those claim a wrong one, ``both`` claim in title and description, ``slang`` of
     the claims use vendor slang; ``negation`` and ``care`` of all products get a distractor."""
     if attribute not in CLAIM_WORDS:
         raise ConfigError(f"claims can be written for {', '.join(CLAIM_WORDS)}, not {attribute!r}.")
     root = Path(catalog)
-    rows = [r for r in read_ground_truth(root) if r["dataset"] == dataset and r[attribute]]
+    rows = [r for r in read_ground_truth(root) if dataset in (None, r["dataset"]) and r[attribute]]
     if not rows:
         raise ConfigError(f"{root} has no product of dataset {dataset!r} with a {attribute}.")
     rng = random.Random(f"fashion-claims:{attribute}:{seed}")

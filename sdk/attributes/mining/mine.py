@@ -29,8 +29,9 @@ from fashion.attributes.mining.stats import (
     label_counts,
     stats_table,
 )
+from fashion.attributes.mining.zeroshot import ZERO_SHOT
 from fashion.contract.labelling import LabellingFunction, LabellingRow
-from fashion.errors import ConfigError, DataError
+from fashion.errors import ConfigError, DataError, FashionError, PluginError
 
 LabelModel = Literal["dawid-skene", "majority"]
 
@@ -82,7 +83,8 @@ class MiningResult:
 
     def provenance(self) -> dict[str, Any]:
         return {
-            "source": "mined from text",
+            "source": "mined from text" + (" and zero-shot prompts" if any(
+                type(f).name == ZERO_SHOT for f in self.functions) else ""),
             "label_model": self.label_model,
             "min_confidence": self.min_confidence,
             "products": len(self.rows),
@@ -187,7 +189,13 @@ def mine_labels(
         raise DataError(f"{', '.join(map(str, inputs))} holds no product; nothing to mine.")
     columns = []
     for f in functions:
-        votes = list(f.votes(rows))
+        try:
+            votes = list(f.votes(rows))
+        except FashionError:
+            raise
+        except Exception as exc:  # a plugin's function must say who failed
+            raise PluginError(f"labelling function '{f.name}' ({type(f).name}) failed on "
+                              f"{len(rows)} products: {type(exc).__name__}: {exc}") from exc
         if len(votes) != len(rows):
             raise DataError(f"labelling function '{f.name}' returned {len(votes)} votes for "
                             f"{len(rows)} products; it must vote (or abstain) once per product.")
