@@ -57,6 +57,10 @@ class AddAttributeConfig(StrictModel):
     label_model: Literal["dawid-skene", "majority"] = "dawid-skene"
     text_dropout: float = Field(1.0, ge=0.0, le=1.0)
     dry_run: bool = False
+    # zero-shot votes of an image-text model on the photos (fashion.attributes.mining.zeroshot)
+    zero_shot: list[str] = Field(default_factory=list)
+    clip_model: str | None = None
+    zero_shot_confidence: float = Field(0.5, ge=0.0, le=1.0)
 
     @classmethod
     def parse(cls, data: Mapping[str, Any]) -> AddAttributeConfig:

@@ -114,10 +114,12 @@ def add_attribute(
     _check_out(config)
     label_list, synonym_map, label_counts = resolve_labels(name, config)
     mining = None
-    if config.from_text or config.dry_run:  # labels mined from vendor text
+    if config.from_text or config.dry_run or config.zero_shot:  # labels mined from text (and photos)
         from fashion.attributes.mining.run import mine_for_run
+        from fashion.attributes.mining.zeroshot import run_functions
 
-        mining, config = mine_for_run(name, label_list, synonym_map, config)
+        mining, config = mine_for_run(name, label_list, synonym_map, config,
+                                      run_functions(name, label_list, config))
         if config.dry_run:
             return AddAttributeResult(name, label_list, mining=mining)
     if not config.data:

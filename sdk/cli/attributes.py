@@ -63,6 +63,14 @@ def _split_labels(_: click.Context, __: click.Parameter, value: str | None) -> l
 @click.option("--text-dropout", type=float, default=1.0, show_default=True,
               help="--from-text: share of mined products trained without their text (the photos learn it).")
 @click.option("--dry-run", is_flag=True, help="--from-text: print the functions and mined labels; train nothing.")
+@click.option("--zero-shot", "zero_shot", multiple=True, metavar="PROMPT",
+              help="--from-text: also vote from the photos, scored against this prompt with {label} "
+                   "(repeatable: the prompts are averaged), e.g. 'a photo of a {label} garment'.")
+@click.option("--clip-model", metavar="MODEL",
+              help="--zero-shot: open_clip weights, a folder (open_clip_config.json + "
+                   "open_clip_model.safetensors) or hf-hub:org/repo in the Hugging Face cache.")
+@click.option("--zero-shot-confidence", type=float, default=0.5, show_default=True,
+              help="--zero-shot: the top label's probability a photo needs to vote.")
 @click.option("--json", "as_json", is_flag=True, help="Print the gate report as JSON.")
 def add_attribute_command(
     name: str, labels: list[str] | None, synonyms: Path | None, data: tuple[Path, ...],
@@ -71,7 +79,8 @@ def add_attribute_command(
     replay: tuple[Path, ...], gate_data: tuple[Path, ...], epochs: int | None, batch_size: int,
     lr: float | None, seed: int, device: str, project_dir: Path, endpoint: str | None,
     from_text: tuple[Path, ...], rules: Path | None, min_confidence: float, label_model: str,
-    text_dropout: float, dry_run: bool, as_json: bool,
+    text_dropout: float, dry_run: bool, zero_shot: tuple[str, ...], clip_model: str | None,
+    zero_shot_confidence: float, as_json: bool,
 ) -> None:
     """Add attribute NAME: scaffold -> train -> no-regression gate -> publish.
 
@@ -83,6 +92,7 @@ def add_attribute_command(
     With --from-text instead of --data, NAME's labels are mined from the vendor text: keyword
     functions from NAME's taxonomy, --rules and plugins vote, a label model combines the votes,
     and the head trains on the mined labels (--dry-run: show the functions and labels only).
+    --zero-shot adds the votes of an image-text model (--clip-model) on the photos.
     """
     import json
 
@@ -95,7 +105,8 @@ def add_attribute_command(
             batch_size=batch_size, lr=lr, seed=seed, device=device, project_dir=project_dir,
             endpoint=endpoint, tag=tag, from_text=from_text, rules=rules,
             min_confidence=min_confidence, label_model=label_model, text_dropout=text_dropout,
-            dry_run=dry_run,
+            dry_run=dry_run, zero_shot=zero_shot, clip_model=clip_model,
+            zero_shot_confidence=zero_shot_confidence,
         )
     except GateError as exc:
         if exc.report is not None:

@@ -13,6 +13,7 @@ from PIL import Image
 from fashion import ConfigError, build_component
 from fashion.attributes.mining.zeroshot import zero_shot_function
 from fashion.contract.labelling import LabellingRow
+from tests.attributes.test_add_attribute import base_model  # noqa: F401  (a fixture)
 from tests.tiny_open_clip import write_tiny_open_clip
 
 pytest.importorskip("open_clip")
@@ -23,7 +24,9 @@ PROMPTS = ["a photo of a {label} garment", "a {label} top"]
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_tiny_open_clip(tmp_path_factory.mktemp("zero-shot") / "clip")
+    # seed 4: its (arbitrary) votes split the red and blue photos of _hood_rows, so two labels
+    # are mined; they are the wrong way round, which is what a random model's accuracy is worth
+    return write_tiny_open_clip(tmp_path_factory.mktemp("zero-shot") / "clip", seed=4)
 
 
 def _rows(folder: Path, n: int = 6) -> list[LabellingRow]:
@@ -88,3 +91,54 @@ def test_bad_zero_shot_options_are_named(clip: Path) -> None:
         build_component("labelling_function", "zero_shot",
                         {"prompts": PROMPTS, "model": str(clip), "label_words": {"boat": "boat neck"}},
                         attribute="neckline", labels=LABELS)
+
+
+def test_zero_shot_distils_into_a_head_on_the_base_models_backbones(base_model, clip: Path, tmp_path: Path,  # noqa: F811
+                                                                    fashion_home: Path) -> None:
+    """End to end through the CLI. The tiny model's votes are arbitrary, so the head's accuracy
+    means nothing here; what is checked is that the votes become the training labels of an
+    ordinary head on the base model's own backbones, gated and published with the prompts."""
+    from click.testing import CliRunner
+
+    from fashion.cli import cli
+    from fashion.registry import load_bundle
+    from tests.attributes.test_mining import _hood_rows
+
+    manifest = _hood_rows(tmp_path / "shop", 40, 4, mention=0.0)  # the text says nothing: photos only
+    result = CliRunner(env={"COLUMNS": "160"}).invoke(cli, [
+        "add-attribute", "hood", "--labels", "hooded,plain", "--from-text", str(manifest),
+        "--zero-shot", "a photo of a {label} jacket", "--zero-shot", "a {label} coat",
+        "--clip-model", str(clip), "--zero-shot-confidence", "0", "--min-confidence", "0",
+        "--base", "local://shop@base", "--push", "shop", "--tag", "hood", "--epochs", "3",
+        "--project-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "zero_shot" in result.output and "published: local://shop@" in result.output
+    bundle = load_bundle("local://shop@hood")
+    assert "hood" in bundle.model.spec.attributes
+    base = load_bundle("local://shop@base")
+    assert {k: v.name for k, v in bundle.model.spec.backbones.items()} == \
+        {k: v.name for k, v in base.model.spec.backbones.items()}  # the project's backbones, no open_clip
+    record = bundle.index.provenance.model_dump()["mined_labels"]["hood"]
+    assert record["source"] == "mined from text and zero-shot prompts"
+    (zero_shot,) = [f for f in record["functions"] if f["kind"] == "zero_shot"]
+    assert zero_shot["prompts"]["hooded"] == ["a photo of a hooded jacket", "a hooded coat"]
+    assert zero_shot["options"]["model"] == str(clip)
+    stats = {s["name"]: s for s in record["statistics"]}
+    assert stats["zero_shot"]["votes"] == 40  # every product has a photo
+    assert record["mined"] == 40
+
+
+def test_zero_shot_without_products_or_confident_votes_trains_nothing(clip: Path, tmp_path: Path) -> None:
+    from fashion.attributes.pipeline import add_attribute
+    from fashion.errors import DataError
+    from tests.attributes.test_mining import _hood_rows
+
+    with pytest.raises(ConfigError, match="--zero-shot scores the photos of the products in --from-text"):
+        add_attribute("hood", labels=["hooded", "plain"], zero_shot=PROMPTS, clip_model=str(clip),
+                      base="local://unused", project_dir=tmp_path)
+    manifest = _hood_rows(tmp_path / "shop", 12, 4, mention=0.0)
+    with pytest.raises(DataError, match="was mined for hood; nothing was trained"):
+        add_attribute("hood", labels=["hooded", "plain"], from_text=[manifest], zero_shot=PROMPTS,
+                      clip_model=str(clip), zero_shot_confidence=1.0, base="local://unused",
+                      project_dir=tmp_path)
+    assert not list(tmp_path.glob("hood-mined*.csv"))

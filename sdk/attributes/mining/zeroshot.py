@@ -151,4 +151,14 @@ def zero_shot_function(attribute: str, labels: Sequence[str], prompts: Sequence[
                            attribute=attribute, labels=list(labels))
 
 
-__all__ = ["ZERO_SHOT", "ZeroShotFunction", "ZeroShotOptions", "zero_shot_function"]
+def run_functions(name: str, labels: Sequence[str], config: Any) -> list[LabellingFunction]:
+    """The zero-shot function of an add-attribute run (``config.zero_shot`` prompts), or none."""
+    if not config.zero_shot:
+        return []
+    if not config.from_text:
+        raise ConfigError("--zero-shot scores the photos of the products in --from-text MANIFEST; give it "
+                          "(their text feeds the taxonomy's and --rules' functions too).")
+    return [zero_shot_function(name, labels, config.zero_shot, config.clip_model, config.zero_shot_confidence)]
+
+
+__all__ = ["ZERO_SHOT", "ZeroShotFunction", "ZeroShotOptions", "run_functions", "zero_shot_function"]
