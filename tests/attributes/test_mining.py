@@ -192,3 +192,33 @@ def test_from_text_trains_the_head_on_photos_and_records_the_mining(base_model, 
     expected = [LABELS[int(i[len("test"):]) % 2] for i in truth]
     accuracy = sum(p == t for p, t in zip(predictions, expected, strict=True)) / len(expected)
     assert accuracy >= 0.8, (accuracy, predictions)  # chance is 1/2; the photos carry the label
+
+
+def test_catalog_claims_leave_the_catalog_alone_and_know_the_truth(tmp_path):
+    import hashlib
+
+    from fashion.catalog import make_catalog
+    from fashion.catalog.claims import read_truth, write_claims
+
+    catalog = tmp_path / "catalog"
+    make_catalog(catalog, products=60, image_size=64, workers=1)
+
+    def digest() -> dict[str, str]:
+        return {str(p.relative_to(catalog)): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted(catalog.rglob("*")) if p.is_file() and "claims" not in p.parts}
+
+    before = digest()
+    first = write_claims(catalog, dataset=None, seed=3)
+    once = {k: p.read_bytes() for k, p in first.items()}
+    second = write_claims(catalog, dataset=None, seed=3)
+    assert digest() == before  # the catalog's own files are untouched
+    assert {k: p.read_bytes() for k, p in second.items()} == once  # a pure function of the seed
+    truth = read_truth(first["truth"])
+    assert truth and {t["truth"] for t in truth.values()} <= {"sleeveless", "short", "long"}
+    for t in truth.values():
+        assert (t["mentioned"] == "1") == bool(t["claim"])
+        assert t["correct"] == ("" if not t["claim"] else str(int(t["claim"] == t["truth"])))
+    mentioned = sum(t["mentioned"] == "1" for t in truth.values())
+    assert 0 < mentioned < len(truth)  # only part of the products mention the attribute
+    rows = list(iter_manifest(first["train"]))
+    assert rows and all((Path(first["train"]).parent / r.values["images"].split("|")[0]).is_file() for r in rows)
