@@ -3,7 +3,7 @@
 When every backbone is frozen, ``model.encode(batch)`` gives the same features for a product
 every epoch, so the trainer computes them once and trains only fusion + heads on the cached
 tensors (seconds instead of minutes). A backbone frozen *below a cut point* (partial
-fine-tuning, ``freeze = ["image-backbone@layer4"]``) caches its activations at the cut instead,
+fine-tuning, ``freeze = ["image-backbone@1"]``) caches its activations at the cut instead,
 one entry per image, and each epoch runs only the stages above the cut.
 
 Entries are keyed per fusion input (``image:full``, ``text``…) by
