@@ -70,12 +70,18 @@ def _require_open_clip() -> None:
 
 def _missing(source: str, detail: str) -> WeightsNotFoundError:
     repo = source[len(HF_PREFIX):] if source.startswith(HF_PREFIX) else source
+    if not _is_repo_id(repo):
+        repo = "ORG/REPO"
     return WeightsNotFoundError(
         f"open_clip model {source!r}: {detail}. Set the `model` option to a local folder holding "
         f"{CLIP_CONFIG} and {CLIP_WEIGHTS}, or, where there is internet, run `hf download {repo} "
         f"{CLIP_CONFIG} {CLIP_WEIGHTS}` and copy the Hugging Face cache (~/.cache/huggingface/hub) "
         "here (HF_HOME or HF_HUB_CACHE may point at it)."
     )
+
+
+def _is_repo_id(text: str) -> bool:
+    return text.count("/") == 1 and not text.startswith(("/", ".", "~")) and not text.endswith("/")
 
 
 def resolve_source(source: str | None) -> tuple[Path, Path]:
@@ -94,7 +100,7 @@ def resolve_source(source: str | None) -> tuple[Path, Path]:
             raise _missing(source, f"the folder {folder} has no {' and no '.join(absent)}")
         return found[0], found[1]
     repo = source[len(HF_PREFIX):] if source.startswith(HF_PREFIX) else source
-    if repo.count("/") != 1 or repo.startswith(("/", ".", "~")):
+    if not _is_repo_id(repo):
         raise _missing(source, "no such folder, and not a Hub repo id (org/repo)")
     from huggingface_hub import hf_hub_download, try_to_load_from_cache
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from fashion import ConfigError, build_component
+from fashion import ConfigError, WeightsNotFoundError, build_component
 from fashion.attributes.mining.zeroshot import zero_shot_function
 from fashion.contract.labelling import LabellingRow
 from tests.attributes.test_add_attribute import base_model  # noqa: F401  (a fixture)
@@ -141,4 +141,7 @@ def test_zero_shot_without_products_or_confident_votes_trains_nothing(clip: Path
         add_attribute("hood", labels=["hooded", "plain"], from_text=[manifest], zero_shot=PROMPTS,
                       clip_model=str(clip), zero_shot_confidence=1.0, base="local://unused",
                       project_dir=tmp_path)
+    with pytest.raises(WeightsNotFoundError, match="has no open_clip_config.json and no open_clip_model.safetensors.*hf download ORG/REPO"):
+        add_attribute("hood", labels=["hooded", "plain"], from_text=[manifest], zero_shot=PROMPTS,
+                      clip_model=str(clip.parent), base="local://unused", project_dir=tmp_path)
     assert not list(tmp_path.glob("hood-mined*.csv"))
