@@ -13,8 +13,8 @@ error.
 
 Measurements (one module each): ``inference``, ``fast_inference``, ``multitask``,
 ``add_attribute``, ``training``, ``scale``, ``gpu``, ``serve``, ``scale_out`` (needs the ``ray``
-extra), ``trust``, ``budget`` and ``mining`` (labels mined from vendor text vs gold labels). See
-``docs/performance.md``.
+extra), ``trust``, ``budget``, ``search`` (needs the ``search`` extra) and ``mining`` (labels
+mined from vendor text vs gold labels). See ``docs/performance.md``.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ MEASUREMENTS: tuple[str, ...] = (
     "scale_out",
     "trust",
     "budget",
+    "search",
     "mining",
 )
 

@@ -66,7 +66,7 @@ def index_group() -> None:
 @click.option("--m", "m", default=32, show_default=True, type=click.IntRange(4, 256),
               help="HNSW: neighbours per node.")
 @click.option("--ef-construction", default=200, show_default=True, type=click.IntRange(min=8))
-@click.option("--ef-search", default=64, show_default=True, type=click.IntRange(min=1),
+@click.option("--ef-search", default=512, show_default=True, type=click.IntRange(min=1),
               help="HNSW: candidates per query without a filter (filters raise it).")
 def index_build(vectors: tuple[Path, ...], out: Path, hnsw_threshold: int, m: int,
                 ef_construction: int, ef_search: int) -> None:

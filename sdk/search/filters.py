@@ -113,7 +113,10 @@ class Attributes:
                                   f"{', '.join(attribute.labels)}.")
             wanted = [attribute.labels.index(v) for v in values]
             codes = self.codes[name]
-            hit = codes[:, wanted].any(axis=1) if attribute.multilabel else np.isin(codes, wanted)
+            if attribute.multilabel:
+                hit = codes[:, wanted].any(axis=1)
+            else:
+                hit = codes == wanted[0] if len(wanted) == 1 else np.isin(codes, wanted)
             floor = attribute.min_score if min_score is None else min_score
             hit &= self.scores[name] >= floor
             mask = hit if mask is None else mask & hit

@@ -42,7 +42,7 @@ HNSW_THRESHOLD = 50_000  # live rows from which HNSW replaces exact search
 class HnswParams(StrictModel):
     m: int = Field(default=32, ge=4, le=256)
     ef_construction: int = Field(default=200, ge=8)
-    ef_search: int = Field(default=64, ge=1)
+    ef_search: int = Field(default=512, ge=1)
 
 
 class IndexMeta(StrictModel):
@@ -140,6 +140,24 @@ class Index:
                 added += len(ids)
         self._grow()
         return added
+
+    def add_arrays(self, ids: Sequence[str], vectors: Any, labels: dict[str, list[Any]],
+                   scores: dict[str, list[float]], images: Sequence[str | None] | None = None) -> int:
+        """Add products from memory: ids, an ``(n, D)`` array (normalized here), and per
+        attribute of the index the predicted labels and scores (an id already present is
+        replaced). Returns the number added."""
+        ids = [str(i) for i in ids]
+        array = np.asarray(vectors, np.float32).reshape(len(ids), -1)
+        if array.shape[1] != self.info.dimension or not np.isfinite(array).all():
+            raise DataError(f"vectors must be {len(ids)} x {self.info.dimension} finite numbers, "
+                            f"got shape {array.shape}.")
+        if len(set(ids)) != len(ids) or set(labels) != set(self.info.attributes):
+            raise DataError("ids must be unique and labels/scores given for every attribute of "
+                            f"the index ({', '.join(self.info.attributes)}).")
+        columns = {n: self.attributes.encode(n, list(labels[n]), list(scores[n])) for n in labels}
+        self._append(ids, array, columns, list(images) if images is not None else [None] * len(ids))
+        self._grow()
+        return len(ids)
 
     def check_info(self, info: VectorsInfo, what: str) -> None:
         """Refuse vectors of another model revision, dimension or attribute set."""
