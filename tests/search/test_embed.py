@@ -97,3 +97,31 @@ def test_embed_command(tiny: object, bundle: Path, tmp_path: Path, cli_main: Any
     cli_main(["embed", str(bundle), str(manifest), "--out", str(out), "--resume"])
     assert "6 rows in = 5 embedded + 1 rejected (6 from the earlier run)" in capsys.readouterr().out
     assert pq.read_table(out).num_rows == 5
+
+
+def test_ray_worker_encodes_each_batch_once_with_embeddings(tiny: object, bundle: Path,
+                                                            tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The actor of `fashion predict --engine ray --embeddings` (called directly, no cluster):
+    one encode per batch feeds the heads and the vectors."""
+    import pyarrow as pa
+
+    from fashion.model.network import FashionModel
+    from fashion.predict.ray.inputs import ROW, SOURCE
+    from fashion.predict.ray.worker import PredictBatches, resolve_model
+
+    photos = photo_manifest(tmp_path / "photos", n=5)
+    worker = PredictBatches(resolve_model(bundle), embeddings=True, batch_size=2)
+    calls = []
+    encode = FashionModel.encode
+    monkeypatch.setattr(FashionModel, "encode", lambda self, b: calls.append(1) or encode(self, b))
+    rows = [json.loads(line) for line in photos.read_text().splitlines()]
+    table = pa.table({"id": [r["id"] for r in rows], "image": [r["image"] for r in rows],
+                      "title": [r["title"] for r in rows], SOURCE: [str(photos)] * 5,
+                      ROW: list(range(1, 6))})
+    out = worker(table).to_pylist()
+    assert len(calls) == 3  # batches of 2, 2 and 1
+    expected = Predictor.from_pretrained(bundle, device="cpu").embed(
+        [{"images": [r["image"]], "title": r["title"]} for r in rows])
+    np.testing.assert_allclose(np.asarray([r["embedding"] for r in out]), expected.numpy(), atol=1e-5)
+    assert all(r["status"] == "predicted" for r in out)
