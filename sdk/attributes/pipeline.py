@@ -211,6 +211,7 @@ def train_attribute(
     """Load the base, score its attributes on the gate data, add the head and train it."""
     from fashion.registry import load_bundle
     from fashion.training import OptimizerConfig, TrainConfig, Trainer, evaluate
+    from fashion.training.config import STRATEGY_FREEZE
 
     assert config.base is not None
     base = config.base
@@ -254,7 +255,7 @@ def train_attribute(
     else:
         # partial: like finetune, but image backbones train only their top block over cached
         # activations (the frozen part below the cut is bit-identical) and text backbones are frozen
-        freeze = ["croppers", "image-backbone@1", "text-backbone"] if config.strategy == "partial" else []
+        freeze = list(STRATEGY_FREEZE["partial"]) if config.strategy == "partial" else []  # = strategy "partial"
         replayed = (
             _as_configs(config.replay, None, "replay") if config.replay
             else _dataset_configs(provenance.get("datasets") or [], "training")

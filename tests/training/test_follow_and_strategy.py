@@ -212,3 +212,18 @@ def test_an_augmenting_view_fills_k_cached_variants_and_epochs_draw_from_them(ti
     assert not torch.equal(first[0].features[name], second[0].features[name])  # two augmented draws
     assert torch.equal(first[0].features["text"], second[0].features["text"])  # text is not augmented
     assert trainer.cache is not None and trainer.cache.variant is None  # validation: the plain views
+
+
+def test_the_etas_count_the_steps_and_validation_passes_left():
+    from fashion.training.callbacks import ProgressBar
+
+    bar = ProgressBar()
+    bar.total_steps, bar.epochs, bar.first_step, bar._global = 100, 5, 0, 10
+    bar.train_seconds, bar.val_seconds = 10.0, [2.0]  # 1 s per step, 2 s per validation pass
+    epoch_eta, run_eta = bar.etas(10, 10, 20)  # epoch 1 of 5, step 10 of 20
+    assert epoch_eta == pytest.approx(10 + 2)
+    assert run_eta == pytest.approx(90 + 5 * 2)  # this epoch's validation and four more
+    bar._global, bar.train_seconds = 20, 20.0
+    assert bar.etas(0, 20, 20) == pytest.approx((0.0, 80 + 4 * 2))  # at an epoch's end
+    bar._global = bar.first_step = 20  # a resumed run before its first step: no estimate yet
+    assert bar.etas(20, 20, 20) is None
