@@ -107,7 +107,8 @@ class EarlyStopping(Callback):
 
     def on_epoch_end(self, trainer: Run, entry: dict[str, Any], improved: bool) -> None:
         state = trainer.state
-        state.stopped_early = entry["val_macro_f1"] is not None and state.bad_epochs >= self.patience
+        state.stopped_early = (entry["val_macro_f1"] is not None and state.bad_epochs >= self.patience
+                               and entry["epoch"] < trainer.config.epochs)  # the last epoch ends anyway
 
 
 class Checkpointing(Callback):
