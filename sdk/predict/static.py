@@ -160,6 +160,50 @@ def edge_nodes(onnx_model: Any, backbone: str) -> list[str]:
     return sorted(set(excluded))
 
 
+def calibrate(pre: Path, graph: Any, nodes: set[str], calibration: CalibrationData, method: str,
+              tmp: Path) -> Any:
+    """The activation ranges of the tensors the quantized nodes read and write, and of no other:
+    ONNX Runtime's calibrators otherwise record every float tensor of the graph (the text
+    encoder's too, whose attention masks hold infinities that break the histogram methods, and
+    whose activations multiply the memory). One batch at a time, so the histograms never hold
+    every activation of every calibration batch at once."""
+    from onnxruntime.quantization.calibrate import (
+        EntropyCalibrater,
+        MinMaxCalibrater,
+        PercentileCalibrater,
+    )
+
+    wanted = {t for n in graph.graph.node if n.name in nodes for t in (*n.input, *n.output) if t}
+    augmented = str(tmp / "augmented.onnx")
+    if method == "minmax":  # the settings quantize_static gives each method by default
+        calibrator: Any = MinMaxCalibrater(str(pre), None, augmented)
+    elif method == "entropy":
+        calibrator = EntropyCalibrater(str(pre), None, augmented, num_bins=128, num_quantized_bins=128)
+    else:
+        calibrator = PercentileCalibrater(str(pre), None, augmented, symmetric=True, num_bins=2048,
+                                          percentile=99.999)
+    select = calibrator.select_tensors_to_calibrate
+
+    def only_wanted(model: Any) -> tuple[set[str], dict[str, Any]]:
+        tensors, infos = select(model)
+        return tensors & wanted, infos
+
+    calibrator.select_tensors_to_calibrate = only_wanted
+    calibrator.augment_graph()
+    calibrator.create_inference_session()
+    for start in range(len(calibration)):
+        calibration.set_range(start, start + 1)
+        calibrator.collect_data(calibration)
+    calibration.rewind()
+    return calibrator.compute_data()
+
+
+def save_ranges(ranges: Any, path: Path) -> None:
+    from onnxruntime.quantization.calibrate import save_tensors_data
+
+    save_tensors_data(ranges, path)
+
+
 def quantize(fp32: str | Path, out: str | Path, model: FashionModel, graph: dict[str, Any],
              calibration: CalibrationData, config: StaticConfig) -> dict[str, Any]:
     """Write the QDQ int8-static graph of ``fp32`` to ``out``; returns its quantization record."""
@@ -195,7 +239,8 @@ def quantize(fp32: str | Path, out: str | Path, model: FashionModel, graph: dict
         if not weighted:
             raise NothingToQuantize(f"the recipe {config.fix!r} leaves no convolution of "
                                     f"{', '.join(backbones)} to quantize")
-        calibration.rewind()
+        ranges = Path(tmp) / "ranges.json"
+        save_ranges(calibrate(pre, loaded, set(quantized), calibration, config.method, Path(tmp)), ranges)
         method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                   "entropy": CalibrationMethod.Entropy}[config.method]
         logger = logging.getLogger()
@@ -207,8 +252,7 @@ def quantize(fp32: str | Path, out: str | Path, model: FashionModel, graph: dict
                 per_channel=config.per_channel, reduce_range=reduce_range,
                 activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                 nodes_to_quantize=quantized, nodes_to_exclude=excluded, calibrate_method=method,
-                extra_options={"CalibStridedMinMax": 1,
-                               **({"CalibPercentile": 99.999} if config.method == "percentile" else {})},
+                calibration_cache_path=str(ranges),
             )
         finally:
             logger.setLevel(level)
