@@ -412,9 +412,15 @@ class FeatureCache:
         per_row = 0
         for name in self.model.input_dims:
             chunk = next((self.directory / self.input_prefix(name)).glob("chunk-*.safetensors"), None)
-            if chunk is None:
-                with torch.inference_mode():
-                    entries = self._encode([dataset.products[0]], list(self.model.input_dims), None)
+            if chunk is None:  # frozen backbones in eval mode, as in fill: no BatchNorm update
+                modes = {k: b.training for k, b in self.model.backbones.items()}
+                self.model.backbones.eval()
+                try:
+                    with torch.inference_mode():
+                        entries = self._encode([dataset.products[0]], list(self.model.input_dims), None)
+                finally:
+                    for key, mode in modes.items():
+                        self.model.backbones[key].train(mode)
                 return len(dataset) * sum(t.numel() * t.element_size() for e in entries.values() for t in e.values())
             with safe_open(str(chunk), framework="pt") as f:
                 rows = len(json.loads((f.metadata() or {}).get("keys", "[]"))) or 1
