@@ -13,8 +13,9 @@ error.
 
 Measurements (one module each): ``inference``, ``fast_inference``, ``multitask``,
 ``add_attribute``, ``training``, ``scale``, ``gpu``, ``serve``, ``scale_out`` (needs the ``ray``
-extra), ``trust``, ``budget``, ``search`` (needs the ``search`` extra) and ``mining`` (labels
-mined from vendor text vs gold labels). See ``docs/performance.md``.
+extra), ``trust``, ``budget``, ``search`` (needs the ``search`` extra), ``retrieval`` (the
+product vector's retrieval quality) and ``mining`` (labels mined from vendor text vs gold
+labels). See ``docs/performance.md``.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ MEASUREMENTS: tuple[str, ...] = (
     "trust",
     "budget",
     "search",
+    "retrieval",
     "mining",
 )
 

@@ -102,6 +102,7 @@ class Sizes:
     search_ef_construction: int = 200
     search_ef_search: int = 512
     search_ef_sweep: tuple[int, ...] = (32, 64, 128, 256, 512)  # HNSW recall/latency per efSearch
+    retrieval_products: int | None = None  # test products whose photos are queries (None: all)
 
 
 FULL = Sizes()
