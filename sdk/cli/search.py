@@ -39,7 +39,8 @@ def embed_command(model: str, input_path: Path, out: Path, rejects: Path | None,
 
     The contract of fashion predict: every row is embedded or rejected, --resume continues an
     interrupted run. OUT feeds fashion index build. (For a catalog on a cluster, fashion
-    predict --engine ray --embeddings writes the vectors as Parquet parts.)
+    predict --engine ray --embeddings writes the vectors as Parquet parts, and its --out
+    folder feeds fashion index build too.)
     """
     if not input_path.is_file():
         raise click.BadParameter(f"{input_path} is not a file; give a .csv, .jsonl or .parquet "
@@ -70,7 +71,11 @@ def index_group() -> None:
               help="HNSW: candidates per query without a filter (filters raise it).")
 def index_build(vectors: tuple[Path, ...], out: Path, hnsw_threshold: int, m: int,
                 ef_construction: int, ef_search: int) -> None:
-    """Build an index from vectors files of one model revision (fashion embed)."""
+    """Build an index from vectors files of one model revision.
+
+    VECTORS: files of fashion embed, or the --out folder (or its part files) of fashion
+    predict --engine ray --embeddings.
+    """
     from fashion.data.outputs import check_output_paths
 
     check_output_paths(list(vectors), folders={"--out": out})
@@ -84,7 +89,10 @@ def index_build(vectors: tuple[Path, ...], out: Path, hnsw_threshold: int, m: in
 @click.argument("index_path", metavar="INDEX", type=click.Path(path_type=Path))
 @click.argument("vectors", nargs=-1, required=True, type=click.Path(path_type=Path))
 def index_add(index_path: Path, vectors: tuple[Path, ...]) -> None:
-    """Add (or replace, by id) the products of vectors files of the index's model revision."""
+    """Add (or replace, by id) the products of vectors files of the index's model revision.
+
+    VECTORS: as for fashion index build (a Ray --out folder too).
+    """
     index = Index.load(index_path)
     added = index.add(list(vectors))
     index.save(index_path)

@@ -422,3 +422,74 @@ def test_runtime_reaches_the_predictor_and_its_error_the_user(
         for attribute, p in want.to_dict()["attributes"].items():
             assert row[f"{attribute}_label"] == p["label"]
             assert abs(row[f"{attribute}_score"] - p["score"]) <= 1e-5
+
+
+@pytest.mark.slow
+def test_ray_embeddings_are_indexed_by_fashion_index_build(
+        tiny: object, ray_cluster: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The --out folder of `--engine ray --embeddings` is what `fashion index build` reads: the
+    vectors `fashion embed` writes (L2-normalized), the attributes, the model revision; a
+    product's own vector finds it first; a part of another revision or without vectors is
+    refused."""
+    import numpy as np
+
+    pytest.importorskip("faiss")
+    from fashion.search import Index, model_revision, read_info, run_embed
+    from fashion.search.vectors import VECTORS_META
+
+    _images(tmp_path / "images")
+    names = ["red", "blue", "navy", "corrupt"]
+    rows = [{"id": f"p{i}", "images": str(tmp_path / "images" / f"{names[i % 4]}.png"),
+             "title": f"{['red dress', 'blue shirt', 'wide trousers'][i % 3]} {i} {'x' * i}"}
+            for i in range(12)]
+    with open(tmp_path / "in.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    bundle = save_bundle(make_model(0), tmp_path / "bundle")
+    summary = run_ray_predict(bundle, tmp_path / "in.csv", tmp_path / "out", concurrency=1,
+                              batch_size=8, embeddings=True)
+    assert summary.predicted == 9 and summary.rejected == 3  # every 4th image is corrupt
+    assert main(["index", "build", str(tmp_path / "out"), "--out", str(tmp_path / "ix")]) in (0, None)
+    capsys.readouterr()
+    index = Index.load(tmp_path / "ix")
+    predictor = Predictor.from_pretrained(bundle)
+    assert index.info.model_revision == model_revision(predictor.model)
+    assert index.info.model == str(Path(bundle).resolve())
+    assert sorted(index.ids) == sorted(f"p{i}" for i in range(12) if i % 4 != 3)
+    assert index.images[index.ids.index("p0")] == rows[0]["images"]
+    run_embed(predictor, tmp_path / "in.csv", tmp_path / "v.parquet")
+    embedded = Index.build([tmp_path / "v.parquet"])
+    assert sorted(embedded.ids) == sorted(index.ids)
+    for pid in index.ids:  # the same unit vectors and attributes as `fashion embed`'s
+        np.testing.assert_allclose(index.vector(pid), embedded.vector(pid), atol=1e-5)
+        assert abs(float(np.linalg.norm(index.vector(pid))) - 1.0) < 1e-5
+        own = index.attributes.row(index.position[pid])
+        want = embedded.attributes.row(embedded.position[pid])
+        assert own.keys() == want.keys()
+        for name in own:
+            assert own[name]["label"] == want[name]["label"]
+            assert abs(own[name]["score"] - want[name]["score"]) < 1e-4
+        hits = index.search(index.vector(pid), k=1, revision=index.info.model_revision)
+        assert hits[0].id == pid and hits[0].score == pytest.approx(1.0, abs=1e-4)
+
+    part = next((tmp_path / "out").glob("*.parquet"))
+    table = pq.read_table(part)
+    meta = json.loads(table.schema.metadata[VECTORS_META])
+    other = tmp_path / "other"
+    other.mkdir()
+    pq.write_table(table, other / "a.parquet")
+    pq.write_table(table.replace_schema_metadata(
+        {**table.schema.metadata, VECTORS_META: json.dumps(
+            {**meta, "model_revision": "another"}).encode()}), other / "b.parquet")
+    with pytest.raises(ConfigError, match="b.parquet holds vectors of model revision another"):
+        read_info(other)
+    with pytest.raises(ConfigError, match="model revision another"):
+        index.add([other / "b.parquet"])
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    pq.write_table(table.replace_schema_metadata({}), plain / "a.parquet")
+    with pytest.raises(SystemExit) as info:
+        main(["index", "build", str(plain), "--out", str(tmp_path / "ix2")])
+    err = capsys.readouterr().err
+    assert info.value.code == 1 and "--embeddings" in err and "Traceback" not in err

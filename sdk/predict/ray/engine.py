@@ -260,9 +260,10 @@ def _write_part(out: Path, name: str, pieces: list[pa.Table], model_key: str) ->
     table = table.sort_by(ROW)
     dropped = [c for c in (SOURCE, PART, PART_ROWS, RECORD) if c in table.column_names]
     table = table.drop_columns(dropped)
+    metadata = table.schema.metadata or {}  # the actors' (fashion.vectors): renaming drops it
     table = table.rename_columns(["row" if c == ROW else c for c in table.column_names])
     info = json.dumps({"rows": table.num_rows, "model": model_key}).encode()
-    table = table.replace_schema_metadata({**(table.schema.metadata or {}), META_KEY: info})
+    table = table.replace_schema_metadata({**metadata, META_KEY: info})
     with atomic_writer(out / name) as tmp:
         pq.write_table(table, tmp)
     return table

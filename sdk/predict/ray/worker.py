@@ -21,17 +21,24 @@ from typing import TYPE_CHECKING, Any
 
 from fashion.errors import BundleError, ConfigError
 from fashion.predict.ray.inputs import INTERNAL, RECORD, ROW, SOURCE
+from fashion.predict.vectors import (
+    EMBEDDING,
+    VECTORS_META,
+    label_column,
+    score_column,
+    vectors_info,
+)
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
 
-STATUS, REASON, MISSING, NOTES, EMBEDDING = "status", "reason", "missing", "notes", "embedding"
+STATUS, REASON, MISSING, NOTES = "status", "reason", "missing", "notes"
 
 
 def prediction_columns(attribute: str) -> tuple[str, str, str, str]:
     """The output columns of one attribute: label, score, top-k, abstained."""
-    return (f"{attribute}_label", f"{attribute}_score", f"{attribute}_top_k",
+    return (label_column(attribute), score_column(attribute), f"{attribute}_top_k",
             f"{attribute}_abstained")
 
 
@@ -132,7 +139,8 @@ def _register_plugins(plugins: Sequence[tuple[str, str]]) -> None:
 class PredictBatches:
     """The callable class of :func:`predict_dataset`: one bundle per actor, one Arrow block in
     (run through the model ``batch_size`` rows at a time), the same block out with the
-    prediction columns appended."""
+    prediction columns appended (with ``embeddings``, and the vectors' record of
+    :mod:`fashion.predict.vectors` in the schema metadata, which ``fashion index build`` reads)."""
 
     def __init__(
         self,
@@ -161,6 +169,10 @@ class PredictBatches:
         self.top_k, self.embeddings, self.batch_size = top_k, embeddings, max(1, batch_size)
         self.base = Path(base_dir or os.getcwd())
         self.schema = output_fields(self.predictor, embeddings=embeddings)
+        self.metadata: dict[bytes, bytes] = {}
+        if embeddings:
+            info = vectors_info(self.predictor, model=ref.uri if "://" in ref.uri else ref.folder)
+            self.metadata[VECTORS_META] = info.model_dump_json().encode()
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         import pyarrow as pa
@@ -182,7 +194,8 @@ class PredictBatches:
         columns = _result_columns(self.predictor.attributes, results, self.schema)
         for spec in self.schema:
             batch = batch.append_column(spec, pa.array(columns[spec.name], type=spec.type))
-        return batch
+        metadata = {k: v for k, v in (batch.schema.metadata or {}).items() if k != VECTORS_META}
+        return batch.replace_schema_metadata({**metadata, **self.metadata} or None)
 
     def _predict_group(self, records: list[dict[str, Any]], indices: list[int], source: Path,
                        results: list[tuple[str, Any, Any]]) -> None:
