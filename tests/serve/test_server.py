@@ -286,6 +286,7 @@ def cases() -> list[Case]:
         ("text/plain body", post, b"products", {**AUTH, "Content-Type": "text/plain"}, 415, "application/json"),
         ("GET on predict", "GET /v1/predict", None, AUTH, 405, "Method Not Allowed"),
         ("unknown route", "GET /v2/predict", None, AUTH, 404, "no such route"),
+        ("similar without --index", "POST /v1/similar", one(), AUTH, 404, "no such route"),
         ("multipart unknown field", post, form_unknown[0], {**AUTH, **form_unknown[1]}, 422, "unknown form fields"),
         ("multipart text file", post, form_text_file[0], {**AUTH, **form_text_file[1]}, 422, "not an image"),
         ("multipart bad top_k", post, form_top_k[0], {**AUTH, **form_top_k[1]}, 422, "not a whole number"),
