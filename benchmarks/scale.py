@@ -144,7 +144,7 @@ def streaming_experiment(ctx: Context, bundle: Path, rows: Path, batch_size: int
     import torch
 
     from fashion import Head
-    from fashion.plugins import text_clean
+    from fashion.data import text as text_clean
     from fashion.predict.batch import run_predict
     from fashion.predict.predictor import Predictor
 

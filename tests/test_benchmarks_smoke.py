@@ -114,3 +114,30 @@ def test_docs_performance_is_generated_from_the_committed_full_results() -> None
     assert DOCS.read_text(encoding="utf-8") == render_docs(RESULTS), (
         "docs/performance.md is generated: run `make docs` (python -m benchmarks.report --out "
         "docs/performance.md) and commit it")
+
+
+def test_every_import_inside_the_benchmarks_resolves() -> None:
+    """The rows import the SDK lazily (inside functions), so a module that moved breaks a row
+    only when it runs; resolve every ``from fashion... import name`` of benchmarks/ here."""
+    import ast
+    import importlib
+
+    missing = []
+    for path in sorted((Path(__file__).parents[1] / "benchmarks").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not (isinstance(node, ast.ImportFrom) and node.module
+                    and node.module.split(".")[0] == "fashion"):
+                continue
+            try:
+                module = importlib.import_module(node.module)
+            except ImportError as exc:
+                missing.append(f"{path.name}:{node.lineno}: {node.module} ({exc})")
+                continue
+            for alias in node.names:
+                if hasattr(module, alias.name):
+                    continue
+                try:
+                    importlib.import_module(f"{node.module}.{alias.name}")
+                except ImportError:
+                    missing.append(f"{path.name}:{node.lineno}: {node.module}.{alias.name}")
+    assert not missing, missing
