@@ -172,3 +172,47 @@ def test_embed_killed_between_parts_resumes(tiny: object, tmp_path: Path) -> Non
                   observed, lost)
     assert observed == "predicted", again.stderr
     assert rejects == [4] and "14 rows in = 13 embedded + 1 rejected" in again.stdout
+
+
+def _ray_part(vectors: Path, target: Path, *, revision: str | None = None, drop: str = "",
+              width: int | None = None) -> Path:
+    """A part file as `fashion predict --engine ray --embeddings` writes it (the `embedding`
+    column, label/score columns and the vectors metadata), from a vectors file's rows."""
+    from fashion.predict.vectors import VECTORS_META
+
+    info = read_info(vectors)
+    if revision:
+        info = info.model_copy(update={"model_revision": revision})
+    rows = pq.read_table(vectors).to_pylist()
+    columns = {"id": [r["id"] for r in rows], "row": [r["row"] for r in rows],
+               "embedding": [list(r["vector"])[:width] if width else list(r["vector"]) for r in rows]}
+    for a in info.attributes:
+        columns[f"{a}_label"] = [r[f"{a}_label"] for r in rows]
+        columns[f"{a}_score"] = [r[f"{a}_score"] for r in rows]
+    columns.pop(drop, None)
+    table = pa.table(columns).replace_schema_metadata({VECTORS_META: info.model_dump_json().encode()})
+    target.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, target)
+    return target
+
+
+def test_bad_ray_output_folders(folder: Path, vectors: Path) -> None:
+    good = _ray_part(vectors, folder / "ray-good" / "part-0.parquet")
+    assert len(Index.build([good.parent])) == 80  # the control: a well-formed folder indexes
+    (folder / "ray-empty").mkdir()
+    check_error(AREA, "a Ray output folder without part files",
+                lambda: Index.build([folder / "ray-empty"]), "without .parquet files")
+    _ray_part(vectors, folder / "ray-mixed" / "part-0.parquet")
+    _ray_part(vectors, folder / "ray-mixed" / "part-1.parquet", revision="r-other")
+    check_error(AREA, "Ray parts of two model revisions in one folder",
+                lambda: Index.build([folder / "ray-mixed"]), "must come from one model")
+    _ray_part(vectors, folder / "ray-noid" / "part-0.parquet", drop="id")
+    check_error(AREA, "a Ray part without an id column",
+                lambda: Index.build([folder / "ray-noid"]), "has no column 'id'")
+    _ray_part(vectors, folder / "ray-narrow" / "part-0.parquet", width=8)
+    check_error(AREA, "a Ray part whose vectors are shorter than its metadata says",
+                lambda: Index.build([folder / "ray-narrow"]), "numbers, not")
+    part = _ray_part(vectors, folder / "ray-trunc" / "part-0.parquet")
+    part.write_bytes(part.read_bytes()[: part.stat().st_size // 2])
+    check_error(AREA, "a truncated Ray part", lambda: Index.build([folder / "ray-trunc"]),
+                "not a readable Parquet file")
