@@ -23,6 +23,8 @@ label agreement with fp32 eager and the macro-F1 delta per attribute.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -141,6 +143,16 @@ def train_backbone(ctx: Context, model: Any, image: str) -> dict[str, float]:
     s = ctx.sizes
     spec = model_spec(crop=s.train_crop, text_model=ctx.text_model(), attributes=ATTRS, image=image)
     spec["backbones"]["image"]["options"] = {"pretrained": False}
+    key = _trained_key(ctx, spec, model)
+    cached = ctx.work / "fast-backbone-trained" / key
+    if (cached / "model.safetensors").is_file() and (cached / "f1.json").is_file():
+        from safetensors.torch import load_file
+
+        model.load_state_dict(load_file(cached / "model.safetensors"))
+        model.eval()
+        ctx.log(f"    reusing the {image} an earlier run trained with the same SDK sources, catalog, "
+                f"sizes and seed ({cached})")
+        return dict(json.loads((cached / "f1.json").read_text()))
     torch.manual_seed(ctx.seed)
     trained = build_model(spec)
     trained.load_state_dict(model.state_dict())
@@ -159,7 +171,37 @@ def train_backbone(ctx: Context, model: Any, image: str) -> dict[str, float]:
     model.load_state_dict(trained.state_dict())
     model.eval()
     evaluation = result.evaluation
-    return {a: round(m.macro_f1, 4) for a, m in (evaluation.attributes.items() if evaluation else ())}
+    f1 = {a: round(m.macro_f1, 4) for a, m in (evaluation.attributes.items() if evaluation else ())}
+    _save_trained(cached, model, f1)
+    return f1
+
+
+def _trained_key(ctx: Context, spec: dict[str, Any], model: Any) -> str:
+    """What the briefly trained backbone depends on: the SDK's sources (any change retrains), the
+    spec, the profile's sizes, the catalog, the seed and torch; a rerun of the same tree reuses
+    the weights (the training is a third of the quick row)."""
+    import fashion
+
+    digest = hashlib.sha256()
+    root = Path(fashion.__file__).resolve().parent
+    for path in sorted(p for p in root.rglob("*.py") if "__pycache__" not in p.parts):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    digest.update(json.dumps({"spec": spec, "sizes": repr(ctx.sizes), "seed": ctx.seed,
+                              "catalog": str(ctx.catalog().resolve()), "torch": torch.__version__,
+                              "state": sorted(model.state_dict())}, sort_keys=True).encode())
+    return digest.hexdigest()[:20]
+
+
+def _save_trained(folder: Path, model: Any, f1: dict[str, float]) -> None:
+    from safetensors.torch import save_file
+
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, tmp / "model.safetensors")
+    (tmp / "f1.json").write_text(json.dumps(f1))
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)  # complete or absent: an interrupted run leaves no half-written weights
 
 
 def _train_datasets(ctx: Context, catalog: Path) -> list[Any]:
@@ -217,7 +259,7 @@ def quantize_static(ctx: Context, folder: Any, calibration: Sequence[Any]) -> di
         return {"validated": [], "refused": str(exc)}
     return {"validated": result.report.validated, "fix": result.attempts[-1][0],
             "recipes": [fix for fix, _ in result.attempts], "speeds": result.speeds,
-            "runtime": result.runtime, "calibration": result.calibration}
+            "runtime": result.runtime, "calibration": result.calibration, "report": result.report}
 
 
 def measure_config(ctx: Context, image: str, settings: dict[str, Any]) -> dict[str, Any]:
@@ -271,11 +313,13 @@ def measure_config(ctx: Context, image: str, settings: dict[str, Any]) -> dict[s
     disk_candidates |= {k: sdk(k, disk) for k in paths}
     disk_times = interleaved(disk_candidates, repeats=s.fast_disk_repeats, warmup=0)
     # the gate scores every validation and test row of the two datasets (a label flip moves
-    # macro-F1 by well under a point only on a few hundred rows)
-    gate = run_gate(bundle, [GATE_KEY[k] for k in paths if k in GATE_KEY],
+    # macro-F1 by well under a point only on a few hundred rows); where it reads the rows
+    # optimize_static's gate read (validation only), the int8-static verdicts are that gate's
+    reused = {} if s.fast_gate_test or "report" not in static else {p.key: p for p in static["report"].paths}
+    gate = run_gate(bundle, [GATE_KEY[k] for k in paths if k in GATE_KEY and GATE_KEY[k] not in reused],
                     data=[*val[:2], *(manifests(ctx.catalog(), "test", HEAD_DATASETS) if s.fast_gate_test else [])],
                     batch_size=batch)
-    scores = {p.key: p for p in gate.paths}
+    scores = {p.key: p for p in gate.paths} | reused
     per_s = {k: n / median(v) for k, v in times.items()}
     disk_per_s = {k: n / median(v) for k, v in disk_times.items()}
     ratios = {k: paired_ratio(times[k], times["naive"]) for k in paths}
@@ -287,7 +331,7 @@ def measure_config(ctx: Context, image: str, settings: dict[str, Any]) -> dict[s
         "disk_ratios": disk_ratios, "best": best, "validated": validated,
         "sdk_vs_hand_written": paired_ratio(times["sdk fp32"], times["hand-written fp32"]),
         "gate": {k: v.to_dict() for k, v in scores.items()}, "gate_rows": gate.rows,
-        "int8_static": static,
+        "int8_static": {k: v for k, v in static.items() if k != "report"},
         "static_vs_ort_fp32": {k: paired_ratio(times[k], times["sdk ort fp32"]) for k in paths
                                if paths[k][0] == "int8-static"},
         "reference_f1": gate.reference, "target": settings["target"], "head_val_macro_f1": head_f1,
