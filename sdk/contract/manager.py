@@ -76,7 +76,7 @@ class ComponentInfo:
 
 _lock = threading.RLock()
 _pm: pluggy.PluginManager | None = None
-_cache: tuple[tuple[int, ...], dict[str, dict[str, ComponentInfo]]] | None = None
+_cache: tuple[frozenset[tuple[str, object]], dict[str, dict[str, ComponentInfo]]] | None = None
 _entry_point_dists: dict[str, tuple[str | None, str | None]] = {}
 
 
@@ -222,7 +222,10 @@ def component_table(kind: str | None = None) -> dict[str, dict[str, ComponentInf
     global _cache
     pm = get_plugin_manager()
     with _lock:
-        key = tuple(id(p) for p in pm.get_plugins())
+        # the (name, plugin) pairs themselves, not their id()s: the key keeps the plugins alive,
+        # so a plugin registered after another was unregistered and freed cannot reuse its id
+        # and be served the stale table
+        key = frozenset(pm.list_name_plugin())
         if _cache is None or _cache[0] != key:
             _cache = (key, _collect(pm))
         table = _cache[1]
