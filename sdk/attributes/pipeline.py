@@ -209,9 +209,12 @@ def train_attribute(
     name: str, labels: list[str], synonyms: dict[str, str], config: AddAttributeConfig
 ) -> AttributeRun:
     """Load the base, score its attributes on the gate data, add the head and train it."""
+    import torch
+
     from fashion.registry import load_bundle
     from fashion.training import OptimizerConfig, TrainConfig, Trainer, evaluate
     from fashion.training.config import STRATEGY_FREEZE
+    from fashion.training.samplers import derive_seed
 
     assert config.base is not None
     base = config.base
@@ -243,7 +246,11 @@ def train_attribute(
         synonyms=synonyms, applies_to=scope_for(name, taxonomy, model.spec.attributes),
         not_applicable=list(taxonomy.not_applicable) if taxonomy is not None else [],
     )
-    model.add_head(name, spec)
+    # the new head's initial weights come from the run's seed, not from whatever the process
+    # drew before (two runs of the same command publish the same head)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(config.seed, "add-attribute", name))
+        model.add_head(name, spec)
     model.train()
 
     train_sets = _as_configs(config.data, [name], "new")

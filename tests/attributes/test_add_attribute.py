@@ -84,7 +84,7 @@ def test_head_only_adds_an_attribute_and_keeps_old_predictions_bit_identical(
     revision, val = base_model
     data = tmp_path / "sleeves"
     train, valid, test = (_sleeves(data, n, s, name) for n, s, name in
-                          ((90, 2, "train"), (30, 3, "val"), (30, 4, "test")))
+                          ((90, 2, "train"), (30, 3, "val"), (90, 4, "test")))
     result = _cli(["add-attribute", "sleeve_length", "--data", str(train), "--validation",
                    str(valid), "--base", "local://shop@base", "--push", "shop", "--tag", "v2",
                    "--epochs", "25", "--lr", "0.01", "--project-dir", str(tmp_path)], fashion_home)
@@ -122,6 +122,14 @@ def test_head_only_adds_an_attribute_and_keeps_old_predictions_bit_identical(
     predicted = [p for p, _ in scored]
     accuracy = sum(p == t for p, t in scored) / len(scored)
     assert len(scored) >= len(rows) // 3 and accuracy >= 0.8, (accuracy, predicted, truth)  # chance is 1/3
+
+    # the same command again publishes the same head: its initial weights come from the seed
+    again = _cli(["add-attribute", "sleeve_length", "--data", str(train), "--validation",
+                  str(valid), "--base", "local://shop@base", "--push", "shop", "--tag", "v3",
+                  "--epochs", "25", "--lr", "0.01", "--project-dir", str(tmp_path)], fashion_home)
+    assert again.returncode == 0, again.stderr
+    head = "heads/sleeve_length"
+    assert load_bundle("local://shop@v3").index.components[head].fingerprint == new.index.components[head].fingerprint
 
 
 def test_gate_refuses_a_harmful_finetune_and_publishes_nothing(base_model, tmp_path, fashion_home):
@@ -255,7 +263,7 @@ def test_partial_trains_the_top_block_keeps_the_rest_bit_identical_and_learns_th
     revision = LocalRegistry().publish(base.bundle_path, "shop", tag="base")
     data = tmp_path / "sleeves"
     train_csv, valid, test = (_sleeves(data, n, s, name) for n, s, name in
-                              ((90, 2, "train"), (30, 3, "val"), (30, 4, "test")))
+                              ((90, 2, "train"), (30, 3, "val"), (90, 4, "test")))
     result = _cli(["add-attribute", "sleeve_length", "--data", str(train_csv), "--validation",
                    str(valid), "--base", "local://shop@base", "--push", "shop", "--tag", "v2",
                    "--strategy", "partial", "--epochs", "20", "--lr", "0.003",
