@@ -84,11 +84,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = (args.out or DEFAULT_OUT.get(args.profile, work / f"results-{args.profile}")).resolve()
     work.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+
+    def log(message: str) -> None:  # each step's line says when it started (seconds into the run)
+        print(f"{time.perf_counter() - started:6.0f}s {message}", flush=True)
+
     ctx = Context(sizes=PROFILES[args.profile], out=out, work=work, device=pick_device(args.device),
-                  threads=threads, log=lambda m: print(m, flush=True))
+                  threads=threads, log=log)
     names = [] if args.summary_only else [n for n in MEASUREMENTS if not args.only or n in args.only]
     crashed = []
-    started = time.perf_counter()
     for name in names:
         print(f"[{name}] running ({args.profile}) ...", flush=True)
         env = environment(threads, ctx.device, args.profile)  # the load average as the row starts
