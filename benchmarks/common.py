@@ -57,6 +57,7 @@ class Sizes:
     disk_batches: int = 3
     repeats: int = 8  # the shared 2-core VM swings +-10% between repeats: medians of 8
     disk_repeats: int = 3
+    memory_format_experiment: bool = True  # inference's NHWC-vs-NCHW experiment (info, settled)
     prepare_repeats: int = 7  # inference's prepare before/after experiment
     mt_repeats: int = 3
     mt_products: int = 32
@@ -72,6 +73,7 @@ class Sizes:
     scale_out_batch: int = 256
     budget_epochs: int = 5
     budget_rounds: int = 2  # ABBA rounds; each cell keeps its fastest wall time
+    budget_warmup_steps: int | None = None  # the unrecorded warm-up fit: None = one whole epoch
     fast_head_epochs: int = 15
     fast_backbone_epochs: int = 4  # ResNet50 trained end to end (text frozen) before the int8 gate
     fast_head_rows: int | None = None  # train rows per dataset for the heads (None: all)
@@ -122,7 +124,7 @@ QUICK = Sizes(
     disk_repeats=2,
     prepare_repeats=3,
     mt_repeats=2,
-    mt_products=32,
+    mt_products=16,  # one batch: the 5-head vs 5-model ratio does not depend on how many
     mt_epochs=12,
     add_finetune_epochs=1,
     add_head_epochs=None,
@@ -133,6 +135,8 @@ QUICK = Sizes(
     scale_out_rows=8_000,
     budget_epochs=3,
     budget_rounds=1,
+    budget_warmup_steps=8,
+    memory_format_experiment=False,
     fast_head_epochs=8,
     fast_backbone_epochs=2,
     fast_head_rows=128,

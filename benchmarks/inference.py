@@ -286,7 +286,11 @@ def measure(
     disk_per_s = {k: n_disk / median(v) for k, v in disk_times.items()}
 
     experiments = {
-        "memory_format": memory_format_experiment(ctx, model, batches, limit, device, precision),
+        "memory_format": (
+            memory_format_experiment(ctx, model, batches, limit, device, precision)
+            if s.memory_format_experiment else {"skipped": f"not run in the {ctx.profile} profile (an "
+                                                "information row; the full profile runs it)"}
+        ),
         "prepare_before_after": prepare_before_after(ctx, model, mem_products, batch_size,
                                                      s.prepare_repeats),
     }

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -110,6 +111,8 @@ def format_value(row: dict[str, Any]) -> str:
     value = row.get("value")
     if not isinstance(value, (int, float)):
         return "-"
+    if math.isnan(value):  # nothing to measure it on (e.g. no label published); the note says why
+        return "none"
     if row["kind"] == "delta":
         return f"{value * 100:+.1f} pts" if abs(value) <= 1.0 else f"{value:+.3g}"
     return f"{value:.2f}x"
