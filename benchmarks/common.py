@@ -57,7 +57,9 @@ class Sizes:
     disk_batches: int = 3
     repeats: int = 8  # the shared 2-core VM swings +-10% between repeats: medians of 8
     disk_repeats: int = 3
-    memory_format_experiment: bool = True  # inference's NHWC-vs-NCHW experiment (info, settled)
+    # the information rows whose findings have landed (inference's memory format, scale's
+    # decode/text fixes, multitask's gated-fusion accuracy): the full profile runs them
+    info_experiments: bool = True
     prepare_repeats: int = 7  # inference's prepare before/after experiment
     mt_repeats: int = 3
     mt_products: int = 32
@@ -136,11 +138,11 @@ QUICK = Sizes(
     budget_epochs=3,
     budget_rounds=1,
     budget_warmup_steps=8,
-    memory_format_experiment=False,
+    info_experiments=False,
     fast_head_epochs=8,
     fast_backbone_epochs=2,
     fast_head_rows=128,
-    fast_repeats=3,
+    fast_repeats=2,
     fast_disk_repeats=1,
     fast_gate_test=False,
     fast_paths=("sdk fp32", "sdk bf16", "sdk ort fp32", "sdk ort int8-static", "sdk openvino int8-static"),
@@ -361,16 +363,19 @@ def interleaved(
     repeats: int,
     warmup: int = 1,
     device: torch.device | None = None,
+    warmup_calls: Mapping[str, Callable[[], Any]] | None = None,
 ) -> dict[str, list[float]]:
     """Seconds per call of each candidate, run in alternating order (ABBA...) after warmup.
 
     Interleaving puts every candidate under the same machine noise; alternate rounds reverse
-    the order so none always runs right after another.
+    the order so none always runs right after another. ``warmup_calls``: a cheaper call per
+    candidate for the warm-up rounds (e.g. one batch instead of the timed ones), run instead of
+    the candidate itself.
     """
     names = list(candidates)
     for _ in range(warmup):
         for name in names:
-            candidates[name]()
+            (warmup_calls or candidates)[name]()
     times: dict[str, list[float]] = {name: [] for name in names}
     for round_ in range(repeats):
         for name in names if round_ % 2 == 0 else names[::-1]:

@@ -288,7 +288,7 @@ def measure(
     experiments = {
         "memory_format": (
             memory_format_experiment(ctx, model, batches, limit, device, precision)
-            if s.memory_format_experiment else {"skipped": f"not run in the {ctx.profile} profile (an "
+            if s.info_experiments else {"skipped": f"not run in the {ctx.profile} profile (an "
                                                 "information row; the full profile runs it)"}
         ),
         "prepare_before_after": prepare_before_after(ctx, model, mem_products, batch_size,
@@ -384,6 +384,7 @@ def run(ctx: Context) -> dict[str, Any]:
         f"({mf['prepared_pixels_channels_last']}); on this CPU that runs the limit "
         f"{mf['nhwc_speedup_over_nchw']:.2f}x as fast as the same pixels NCHW-contiguous "
         "(what a stack of torchvision ToTensor() outputs gives). Keep it."
+        if "skipped" not in mf else f"Memory format experiment: {mf['skipped']}."
     )
     ms = pe["ms_per_batch"]
     notes.append(
