@@ -262,6 +262,13 @@ def quantize_static(ctx: Context, folder: Any, calibration: Sequence[Any]) -> di
             "runtime": result.runtime, "calibration": result.calibration, "report": result.report}
 
 
+LEARNED_F1 = 0.3  # mean validation macro-F1 below which the gated model predicts near chance
+
+
+def _mean(values: dict[str, float]) -> float:
+    return sum(values.values()) / len(values) if values else 0.0
+
+
 def measure_config(ctx: Context, image: str, settings: dict[str, Any]) -> dict[str, Any]:
     from fashion import Predictor
     from fashion.cli.optimize import _export
@@ -354,6 +361,11 @@ def run(ctx: Context) -> dict[str, Any]:
     for image, settings in CONFIGS.items():
         ctx.log(f"[{NAME}] {image} + MiniLM ...")
         m = metrics[image] = measure_config(ctx, image, settings)
+        learned = _mean(m["head_val_macro_f1"]) >= LEARNED_F1
+        uninformative = (
+            f"the model predicts near chance (mean validation macro-F1 {_mean(m['head_val_macro_f1']):.2f} "
+            f"< {LEARNED_F1} after this profile's short training), so agreement with fp32 says little "
+            "about int8 error; the full profile trains it longer")
         for key in m["paths"]:
             gate = m["gate"].get(GATE_KEY.get(key, ""), {})
             worst = min(gate.get("f1_delta_points", {}).values(), default=0.0)
@@ -363,6 +375,8 @@ def run(ctx: Context) -> dict[str, Any]:
                     + ("" if key == "sdk fp32" or gate.get("passed") else "; REFUSED by the gate"))
             if key in m["static_vs_ort_fp32"]:
                 note += f"; {m['static_vs_ort_fp32'][key]:.2f}x ORT fp32 (the int8 kernels' gain on this CPU)"
+            if not learned and key == m["best"]:
+                note += f"; validated by an uninformative gate: {uninformative}"
             if key == "sdk fp32" and "sdk bf16" not in m["paths"]:  # the bf16 cell, where it cannot run
                 comparisons.append(not_measurable(
                     f"{image}: sdk bf16 (+channels_last) vs naive fp32 eager (decoded images)",
@@ -375,10 +389,12 @@ def run(ctx: Context) -> dict[str, Any]:
                 target=settings["target"] if key == m["best"] else None, note=note))
         worst_all = min((d for k in m["validated"] if k in GATE_KEY
                          for d in m["gate"][GATE_KEY[k]]["f1_delta_points"].values()), default=0.0)
+        what = f"{image}: worst macro-F1 delta of the best validated path ({m['best']})"
         comparisons.append(compare(
-            f"{image}: worst macro-F1 delta of the best validated path ({m['best']})",
-            sdk=worst_all / 100, baseline=0.0, unit="points", kind="delta", target=-0.005,
-            note=f"gate on {m['gate_rows']} validation rows vs fp32 eager"))
+            what, sdk=worst_all / 100, baseline=0.0, unit="points", kind="delta", target=-0.005,
+            note=f"gate on {m['gate_rows']} validation rows vs fp32 eager") if learned else not_measurable(
+            what, uninformative, unit="points", target=-0.005, kind="delta",
+            sdk_label=m["best"], baseline_label="fp32 eager"))
         comparisons.append(compare(
             f"{image}: SDK fp32 predict vs its hand-written forward (same prepare)",
             sdk=m["per_s"]["sdk fp32"], baseline=m["per_s"]["hand-written fp32"],
