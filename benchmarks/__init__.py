@@ -1,7 +1,7 @@
 """Benchmarks: the numbers a team asks for before adopting the SDK, each as a side-by-side ratio.
 
 ``make bench`` (``python -m benchmarks.run``) runs every row in the quick profile (budgeted to 20
-minutes on 2 cores, measured 23.1, about 21.5 on a rerun; results in ``benchmarks/results/quick/``); ``make bench-full``
+minutes on 2 cores, measured 21.0 after a change, about 18.8 on a rerun; results in ``benchmarks/results/quick/``); ``make bench-full``
 (``--full``) runs the published sizes into ``benchmarks/results/<name>.json``, from which
 ``make docs`` (``python -m benchmarks.report``) generates docs/performance.md; ``--smoke`` runs
 tiny sizes (CI); ``--only NAME`` runs one row in any profile. Every result carries its

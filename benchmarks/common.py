@@ -43,7 +43,7 @@ class Sizes:
 
     ``full``: the sizes docs/performance.md publishes (about 100 minutes on 2 cores). ``quick``
     (the default of ``make bench``): every row at reduced sizes chosen so its ratios still mean
-    something, budgeted to 20 minutes on 2 cores (measured 23.1, 21.5 on a rerun). ``smoke``: tiny sizes that
+    something, budgeted to 20 minutes on 2 cores (measured 21.0 with the ResNet50 retrained, about 18.8 on a rerun). ``smoke``: tiny sizes that
     only exercise the code paths (CI's smoke test); its numbers mean nothing.
     """
 
@@ -113,9 +113,9 @@ FULL = Sizes()
 # Quick: the same models and crops as full (ratios of speed depend on them), fewer products,
 # repeats, epochs and seeds. Budgeted from the full run's durations (fast_inference 27 min,
 # budget 24, add_attribute 23, trust 11, the rest 15) to about 20 minutes on 2 cores; measured
-# 23.1 min on a quiet 2-core avx2 EPYC with the catalogs generated (fast_inference 496 s of it);
-# fast_inference reuses the ResNet50 it trained when the tree is unchanged: 401 s on a rerun, so
-# about 21.5 min in all (target missed).
+# 21.0 min (1,262 s) on a 2-core avx2 EPYC with the catalogs generated and fast_inference's
+# ResNet50 retrained after a change (132 s of its 437 s); a rerun of an unchanged tree reuses that
+# ResNet50, about 18.8 min (estimated from the same run, not measured whole).
 QUICK = Sizes(
     profile="quick",
     catalog_products=1000,
