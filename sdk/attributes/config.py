@@ -44,6 +44,9 @@ class AddAttributeConfig(StrictModel):
     lr: float | None = Field(None, gt=0.0)
     seed: int = 0
     device: str = "auto"
+    precision: Literal["auto", "bf16", "fp32"] = "fp32"
+    """fp32 by default, so that a rerun on the same data publishes the same head: ``auto`` times
+    bf16 against fp32 on a CPU with native bf16 and its pick can differ between runs."""
     project_dir: Path | None = None
     endpoint: str | None = None
     token: str | None = None

@@ -278,6 +278,7 @@ def train_attribute(
         freeze=freeze,
         seed=config.seed,
         device=config.device,
+        precision=config.precision,
         optimizer=OptimizerConfig(lr_head=lr_head, lr_backbone=lr_backbone),
         output_dir=run_dir / "train",
         cache_dir=run_dir / "cache",

@@ -49,6 +49,9 @@ def _split_labels(_: click.Context, __: click.Parameter, value: str | None) -> l
 @click.option("--lr", type=float, help="Learning rate of the new head.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "auto"]), default="fp32", show_default=True,
+              help="Training precision. fp32: a rerun publishes the same head; auto: bf16 where this "
+                   "CPU computes it natively and a timed step says it is faster.")
 @click.option("--project-dir", type=click.Path(file_okay=False, path_type=Path), default=".",
               show_default=True, help="Where the team's attribute file lives.")
 @click.option("--endpoint", help="Hub endpoint (hf registry).")
@@ -77,7 +80,7 @@ def add_attribute_command(
     validation: tuple[Path, ...], base: str | None, head: str, strategy: Strategy,
     max_regression: float, push: str | None, registry: str, tag: str | None, out: Path | None,
     replay: tuple[Path, ...], gate_data: tuple[Path, ...], epochs: int | None, batch_size: int,
-    lr: float | None, seed: int, device: str, project_dir: Path, endpoint: str | None,
+    lr: float | None, seed: int, device: str, precision: str, project_dir: Path, endpoint: str | None,
     from_text: tuple[Path, ...], rules: Path | None, min_confidence: float, label_model: str,
     text_dropout: float, dry_run: bool, zero_shot: tuple[str, ...], clip_model: str | None,
     zero_shot_confidence: float, as_json: bool,
@@ -102,7 +105,8 @@ def add_attribute_command(
             name, labels=labels, synonyms=synonyms, data=data, validation=validation, base=base,
             head=head, strategy=strategy, max_regression=max_regression, push=push,
             registry=registry, out=out, replay=replay, gate_data=gate_data, epochs=epochs,
-            batch_size=batch_size, lr=lr, seed=seed, device=device, project_dir=project_dir,
+            batch_size=batch_size, lr=lr, seed=seed, device=device, precision=precision,
+            project_dir=project_dir,
             endpoint=endpoint, tag=tag, from_text=from_text, rules=rules,
             min_confidence=min_confidence, label_model=label_model, text_dropout=text_dropout,
             dry_run=dry_run, zero_shot=zero_shot, clip_model=clip_model,

@@ -176,7 +176,7 @@ class TrainConfig(_Config):
     device: str = "auto"
     """`auto` (CUDA when available, else the CPU), `cpu`, `cuda` or `cuda:N`."""
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
-    """`auto`: bf16 autocast on CUDA with bf16 (fp16 + gradient scaler without); on a CPU with native bf16 (AVX512-BF16/AMX) a few training steps of fp32 and of bf16 + channels_last are timed on the real model and batch and the faster is kept (never one measured slower than fp32); fp32 on other CPUs. `bf16`/`fp16`/`fp32` force one (`bf16` on a CPU without native bf16 and `fp16` on a CPU fall back to fp32 with a warning). The precision asked and used is printed at the start and recorded in the history and the bundle."""
+    """`auto`: bf16 autocast on CUDA with bf16 (fp16 + gradient scaler without); on a CPU with native bf16 (AVX512-BF16/AMX) a few training steps of fp32 and of bf16 + channels_last are timed on the real model and batch and bf16 is kept only when at least 1.1x faster (never one measured slower than fp32, nor a pick within the timing's noise; a resumed run keeps the precision it began in); fp32 on other CPUs. `bf16`/`fp16`/`fp32` force one (`bf16` on a CPU without native bf16 and `fp16` on a CPU fall back to fp32 with a warning). The precision asked and used is printed at the start and recorded in the history and the bundle."""
     threads: int | None = Field(None, ge=1)
     """Torch intra-op threads for this run (`torch.set_num_threads`); default: torch's own choice (the cores it sees). Printed at the start with the CPU's features."""
     pretrained: bool = True

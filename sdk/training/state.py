@@ -64,6 +64,8 @@ class TrainingState:
     best_epoch: int | None = None
     bad_epochs: int = 0
     stopped_early: bool = False
+    precision: str = ""
+    """The precision the run trains in (``auto``'s timed choice is kept by a resume)."""
     loss_sums: Tensor = field(init=False)
     loss_counts: Tensor = field(init=False)
 
@@ -103,6 +105,7 @@ class TrainingState:
             "best_epoch": self.best_epoch if self.best_epoch is not None else -1,
             "bad_epochs": self.bad_epochs,
             "stopped_early": self.stopped_early,
+            "precision": self.precision,
             "loss_sums": self.loss_sums.detach().cpu(),
             "loss_counts": self.loss_counts.clone(),
         }
@@ -135,6 +138,7 @@ class TrainingState:
         self.best_epoch = None if int(state["best_epoch"]) < 0 else int(state["best_epoch"])
         self.bad_epochs = int(state["bad_epochs"])
         self.stopped_early = bool(state.get("stopped_early", False))
+        self.precision = str(state.get("precision", ""))
         self.loss_sums = state["loss_sums"].to(self.device)
         self.loss_counts = state["loss_counts"].clone()
 

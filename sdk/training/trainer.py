@@ -233,11 +233,29 @@ class Trainer:
             num_workers=config.num_workers, rank=self.rank, world_size=self.world_size,
         )
         if len(self.candidates) > 1:
-            self._set_precision(measure_precision(self))
+            self._set_precision(self._auto_precision())
+        self.state.precision = self.precision
         if self.is_main:
             for line in start_lines(config, self.device, self.precision):
                 log.info("%s", line)
         return model, [*default_callbacks(config, cached), *self.user_callbacks]
+
+    def _auto_precision(self) -> str:
+        """``precision = "auto"``: the precision a resumed run began in (recorded in its
+        checkpoint), else the one :func:`measure_precision` times on this run; in a distributed
+        run every process takes the main process's choice."""
+        if self.state.precision in self.candidates:
+            log.info("precision auto: resuming in %s, the precision this run was timed and began in",
+                     self.state.precision)
+            return self.state.precision
+        chosen = measure_precision(self)
+        if self.world_size > 1:
+            import torch.distributed as dist
+
+            shared = [chosen]
+            dist.broadcast_object_list(shared, src=0)
+            chosen = str(shared[0])
+        return chosen
 
     def _set_precision(self, precision: str) -> None:
         """Autocast dtype and, for bf16 on the CPU, channels_last weights (bf16 convolutions run

@@ -64,7 +64,7 @@ def base_model(tiny, tmp_path, fashion_home):
                      {"name": "categories", "path": train["categories"]}],
         "validation": [{"name": "colors-val", "path": val["colors"]},
                        {"name": "categories-val", "path": val["categories"]}],
-        "epochs": 6, "batch_size": 8, "device": "cpu", "progress": False,
+        "epochs": 6, "batch_size": 8, "device": "cpu", "precision": "fp32", "progress": False,
         "optimizer": {"lr_backbone": 0.03, "lr_head": 0.03, "weight_decay": 0.0},
         "output_dir": tmp_path / "run",
     }).fit()
@@ -249,14 +249,14 @@ def test_partial_trains_the_top_block_keeps_the_rest_bit_identical_and_learns_th
 
     torch.manual_seed(0)
     train = make_catalog(tmp_path / "train", n_colors=30, n_categories=30, seed=0)
-    val = make_catalog(tmp_path / "val", n_colors=24, n_categories=24, seed=1)
+    val = make_catalog(tmp_path / "val", n_colors=72, n_categories=72, seed=1)
     base = Trainer(None, {
         "model": PARTIAL_SPEC,
         "datasets": [{"name": "colors", "path": train["colors"]},
                      {"name": "categories", "path": train["categories"]}],
         "validation": [{"name": "colors-val", "path": val["colors"]},
                        {"name": "categories-val", "path": val["categories"]}],
-        "epochs": 6, "batch_size": 8, "device": "cpu", "progress": False, "pretrained": False,
+        "epochs": 12, "batch_size": 8, "device": "cpu", "precision": "fp32", "progress": False, "pretrained": False,
         "optimizer": {"lr_backbone": 0.01, "lr_head": 0.03, "weight_decay": 0.0},
         "output_dir": tmp_path / "run",
     }).fit()

@@ -127,13 +127,15 @@ def test_a_bundle_validated_on_another_cpu_warns_and_falls_back(tiny_model, tmp_
     bundle = save_bundle(tiny_model, tmp_path / "bundle")
     optimize_static(bundle, calibration=[data], data=[data], runtime="onnxruntime",
                     reduce_range=False, log=lambda _: None)  # full-range weights, as on a VNNI CPU
-    monkeypatch.setattr(precision_module, "cpu_flags", lambda: AVX2_ONLY)
     auto = Predictor.from_pretrained(bundle, precision="auto")
     assert (auto.runtime, auto.precision_used) == ("onnxruntime", "int8-static")  # validated here
 
     gate = read_index(bundle).optimizations["gate"]
     gate["paths"]["onnxruntime:int8-static"]["cpu"] = {"model": "a VNNI CPU", "flags": ["avx2", "avx512_vnni"]}
     update_bundle(bundle, gate=gate)  # the recorded flags, through the writer that checks them
+    # now on an AVX2-only CPU (which has no native bf16 either)
+    monkeypatch.setattr(precision_module, "cpu_flags", lambda: AVX2_ONLY)
+    monkeypatch.setattr(precision_module, "cpu_bf16_native", lambda: False)
     with pytest.warns(RuntimeWarning, match="validated on a CPU with VNNI"):
         fallback = Predictor.from_pretrained(bundle, precision="auto")
     assert (fallback.runtime, fallback.precision_used) == ("torch", "fp32")
