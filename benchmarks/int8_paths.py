@@ -5,7 +5,8 @@
 statically quantized by ONNX Runtime's ``quantize_static`` (per-channel int8 weights, uint8
 activations) in both of its formats (QDQ and QOperator) with and without ``reduce_range``, and
 timed in one process: torch eager fp32 (NCHW and channels_last), ONNX Runtime fp32 and int8,
-OpenVINO fp32 and on the QDQ graph, with its latency hint and with two throughput streams.
+OpenVINO fp32 and on the QDQ graph, with its latency hint and with two throughput streams, and,
+on a CPU with native bf16 (avx512_bf16 or amx_bf16), torch bf16 autocast and OpenVINO bf16.
 Calibration uses random images: it sets activation ranges, which change accuracy, not speed
 (accuracy is the gate's business, in ``fast_inference``). Prints one markdown row per path
 with images/s, the ratio to eager fp32 and to ONNX Runtime fp32, and the CPU flags.
@@ -23,7 +24,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .common import cpu_flags, quiet_libraries
+from .common import cpu_flags, native_bf16_reason, quiet_libraries
 
 
 def _median_seconds(fn: Callable[[], Any], repeats: int) -> float:
@@ -87,12 +88,20 @@ def main(argv: Sequence[str] | None = None) -> None:
             graphs[f"{fmt_name}, reduce_range={reduce_range}"] = path
 
     pixels = x.numpy()
+    native_bf16 = native_bf16_reason() is None
     rows: dict[str, float] = {}
     with torch.inference_mode():
         rows["torch eager fp32 (NCHW)"] = _median_seconds(lambda: model(x), args.repeats)
         last = model.to(memory_format=torch.channels_last)
         x_last = x.contiguous(memory_format=torch.channels_last)
         rows["torch eager fp32 (channels_last)"] = _median_seconds(lambda: last(x_last), args.repeats)
+        if native_bf16:  # bf16 autocast, as Predictor(precision="bf16") runs it
+
+            def bf16() -> Any:
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    return last(x_last)
+
+            rows["torch eager bf16 autocast (channels_last)"] = _median_seconds(bf16, args.repeats)
 
     def onnxruntime(path: Path) -> Callable[[], Any]:
         options = ort.SessionOptions()
@@ -106,8 +115,10 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     core = ov.Core()
 
-    def openvino(path: Path, hint: str) -> Callable[[], Any]:
-        config: dict[str, Any] = {"INFERENCE_NUM_THREADS": args.threads, "PERFORMANCE_HINT": hint}
+    def openvino(path: Path, hint: str, precision: str = "f32") -> Callable[[], Any]:
+        # the precision hint explicit: on CPUs with native bf16 OpenVINO may otherwise pick bf16
+        config: dict[str, Any] = {"INFERENCE_NUM_THREADS": args.threads, "PERFORMANCE_HINT": hint,
+                                  "INFERENCE_PRECISION_HINT": precision}
         if hint == "THROUGHPUT":
             config["NUM_STREAMS"] = 2
         compiled = core.compile_model(str(path), "CPU", config)
@@ -125,6 +136,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         return both
 
     rows["OpenVINO fp32 (latency hint)"] = _median_seconds(openvino(fp32, "LATENCY"), args.repeats)
+    if native_bf16:
+        rows["OpenVINO bf16 (latency hint)"] = _median_seconds(openvino(fp32, "LATENCY", "bf16"), args.repeats)
     for name in ("QDQ, reduce_range=True", "QDQ, reduce_range=False"):
         rows[f"OpenVINO int8 ({name}, latency hint)"] = _median_seconds(
             openvino(graphs[name], "LATENCY"), args.repeats)
