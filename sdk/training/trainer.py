@@ -19,7 +19,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,8 @@ from fashion.training.runtime import (
     check_augmentations,
     class_weights,
     config_fingerprint,
+    depthwise_convolutions,
+    fp32_depthwise,
     frozen_components,
     load_run_datasets,
     measure_precision,
@@ -150,7 +152,16 @@ class Trainer:
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self._amp_dtype is None:
             return contextlib.nullcontext()
+        if self.device.type == "cpu" and self._amp_dtype == torch.bfloat16 and self._depthwise:
+            return self._cpu_bf16()
         return torch.autocast(device_type=self.device.type, dtype=self._amp_dtype)
+
+    @contextlib.contextmanager
+    def _cpu_bf16(self) -> Iterator[None]:
+        """bf16 autocast on the CPU with the depthwise convolutions in fp32 (see
+        :func:`~fashion.training.runtime.fp32_depthwise`: their bf16 backward is slow there)."""
+        with torch.autocast(device_type="cpu", dtype=torch.bfloat16), fp32_depthwise(self._depthwise):
+            yield
 
     def _setup(self) -> tuple[FashionModel, list[Callback]]:
         """Model on the device, data, optimizer, state (restored when resuming), step module."""
@@ -262,6 +273,7 @@ class Trainer:
         fastest NHWC)."""
         self._amp_dtype = autocast_dtype(precision)
         self.precision = precision
+        self._depthwise = depthwise_convolutions(self.model) if self.model is not None else []
         if self.device.type == "cpu":
             bf16 = self._amp_dtype is not None
             self.model.to(memory_format=torch.channels_last if bf16 else torch.contiguous_format)  # type: ignore[union-attr]

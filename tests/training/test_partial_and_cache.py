@@ -146,6 +146,33 @@ def test_bf16_on_a_cpu_without_native_bf16_falls_back_with_a_clear_line(train_co
     assert training_precision(train_config(precision="fp32"), cpu) == "fp32"
 
 
+def test_cpu_bf16_autocast_runs_the_depthwise_convolutions_in_fp32():
+    """Their bf16 backward is slow on the CPU (fp32_depthwise's docstring has the numbers): inside
+    the trainer's CPU bf16 autocast they run in fp32, everything else in bf16, and the hooks go
+    away with the context."""
+    from fashion.training.runtime import depthwise_convolutions, fp32_depthwise
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(8, 8, 3, padding=1, groups=8), torch.nn.Conv2d(8, 4, 1))
+    assert depthwise_convolutions(net) == [net[0]]
+    seen: dict[int, torch.dtype] = {}
+    for i, module in enumerate(net):
+        module.register_forward_hook(lambda _m, _a, out, i=i: seen.__setitem__(i, out.dtype))
+    x = torch.randn(2, 8, 6, 6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        net(x)
+    assert seen == {0: torch.bfloat16, 1: torch.bfloat16}  # plain autocast: both in bf16
+    with torch.autocast("cpu", dtype=torch.bfloat16), fp32_depthwise(depthwise_convolutions(net)):
+        out = net(x)
+        assert torch.is_autocast_enabled("cpu")  # back on after the depthwise convolution
+    assert seen == {0: torch.float32, 1: torch.bfloat16}
+    out.float().sum().backward()
+    assert net[0].weight.grad is not None and torch.isfinite(net[0].weight.grad).all()
+    assert not net[0]._forward_pre_hooks and len(net[0]._forward_hooks) == 1  # only the test's own
+    net(x)  # outside autocast: nothing changes
+    assert seen[0] == torch.float32 and seen[1] == torch.float32
+
+
 def test_partial_epochs_skip_the_frozen_blocks_forward(tiny, train_config, tmp_path, monkeypatch):
     """Below the cut only the cache fill runs (once per batch it encodes); every epoch's training
     and validation steps start from the cached activations at the cut."""
