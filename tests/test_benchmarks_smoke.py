@@ -141,3 +141,20 @@ def test_every_import_inside_the_benchmarks_resolves() -> None:
                 except ImportError:
                     missing.append(f"{path.name}:{node.lineno}: {node.module}.{alias.name}")
     assert not missing, missing
+
+
+def test_train_paths_times_every_layout_and_names_the_cpu(capsys: pytest.CaptureFixture[str]) -> None:
+    """`python -m benchmarks.train_paths` at a toy size: one row per path this CPU can run (the
+    bf16 rows and the per-kind table only with native bf16), each with its ratios."""
+    pytest.importorskip("timm")
+    from benchmarks.train_paths import main
+    from fashion.model.precision import cpu_bf16_native
+
+    main(["--size", "32", "--batch", "2", "--rounds", "1", "--threads", "1"])
+    out = capsys.readouterr().out
+    assert "CPU flags: " in out
+    rows = [line for line in out.splitlines() if line.startswith("| fp32") or line.startswith("| bf16")]
+    expected = ["fp32", "fp32 channels_last"] + (["bf16", "bf16 (depthwise fp32)"] if cpu_bf16_native() else [])
+    assert [r.split(" | ")[0].removeprefix("| ") for r in rows] == expected
+    assert all(r.count("x |") == 2 for r in rows)
+    assert ("| depthwise | 16 |" in out) == cpu_bf16_native()

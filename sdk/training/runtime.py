@@ -94,12 +94,26 @@ def training_precision(config: TrainConfig, device: torch.device) -> str:
     return "fp16"
 
 
-def precision_candidates(config: TrainConfig, device: torch.device) -> list[str]:
-    """What ``precision = "auto"`` times on a CPU with native bf16 (``fp32`` first); one entry
-    (the resolved precision) everywhere else."""
-    if device.type != "cuda" and config.precision == "auto" and cpu_bf16_native():
-        return ["fp32", "bf16"]
-    return [training_precision(config, device)]
+CHANNELS_LAST = "fp32+channels_last"
+"""``auto``'s candidate of fp32 with channels_last (NHWC) convolution weights."""
+
+
+def precision_candidates(config: TrainConfig, device: torch.device, model: nn.Module | None = None) -> list[str]:
+    """What ``precision = "auto"`` times on the CPU (``fp32`` first): fp32 with channels_last
+    weights when ``model`` trains a convolution, and bf16 (autocast + channels_last) where the CPU
+    has native bf16; one entry (the resolved precision) everywhere else.
+
+    channels_last is a candidate because it goes both ways too: on an AVX512 CPU a fp32 training
+    step of EfficientNet-Lite0 (96 px, batch 32) ran 1.56x and ResNet50's (128 px) 1.33x faster
+    with channels_last weights than with the default layout."""
+    if device.type == "cuda" or config.precision != "auto":
+        return [training_precision(config, device)]
+    out = ["fp32"]
+    if model is not None and any(isinstance(m, nn.Conv2d) and m.weight.requires_grad for m in model.modules()):
+        out.append(CHANNELS_LAST)
+    if cpu_bf16_native():
+        out.append("bf16")
+    return out
 
 
 AUTO_MARGIN = 1.1
@@ -203,7 +217,7 @@ def fp32_depthwise(convolutions: Sequence[nn.Conv2d], device_type: str = "cpu") 
             handle.remove()
 
 
-def start_lines(config: TrainConfig, device: torch.device, precision: str) -> list[str]:
+def start_lines(config: TrainConfig, device: torch.device, precision: str, memory_format: str = "contiguous") -> list[str]:
     """What a run logs before its first step: the precision asked and used, the threads, the
     CPU and the instruction sets that decide which precision is fast."""
     wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile", "avx_vnni")
@@ -211,7 +225,8 @@ def start_lines(config: TrainConfig, device: torch.device, precision: str) -> li
     threads = f"{torch.get_num_threads()} torch intra-op threads" + (
         f" (threads = {config.threads})" if config.threads else " (torch's default; set `threads` or --threads)")
     return [
-        f"precision: asked {config.precision}, training in {precision} on {device}",
+        f"precision: asked {config.precision}, training in {precision} on {device}"
+        + (", channels_last weights" if memory_format == "channels_last" else ""),
         f"{threads}, {os.cpu_count()} CPUs visible",
         f"CPU: {cpu_model()}; features: {', '.join(flags) or 'none of ' + '/'.join(wanted[:3])}; "
         f"torch capability {torch.backends.cpu.get_cpu_capability()}; native bf16: "

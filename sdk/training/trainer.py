@@ -183,7 +183,7 @@ class Trainer:
         groups = config.frozen_groups()
         self.cuts = apply_freeze(model, groups) if groups else {}
         check_augmentations(model)
-        self.candidates = precision_candidates(config, self.device)
+        self.candidates = precision_candidates(config, self.device, model)
         self._set_precision(self.candidates[0] if len(self.candidates) > 1 else training_precision(config, self.device))
         if self._amp_dtype == torch.float16 and get_loss_class(config.loss).gradient_surgery:
             raise ConfigError(f"loss {config.loss!r} does not support fp16; set precision = \"bf16\" or \"fp32\".")
@@ -245,9 +245,9 @@ class Trainer:
         )
         if len(self.candidates) > 1:
             self._set_precision(self._auto_precision())
-        self.state.precision = self.precision
+        self.state.precision = self.candidate
         if self.is_main:
-            for line in start_lines(config, self.device, self.precision):
+            for line in start_lines(config, self.device, self.precision, self.memory_format):
                 log.info("%s", line)
         return model, [*default_callbacks(config, cached), *self.user_callbacks]
 
@@ -268,15 +268,21 @@ class Trainer:
             chosen = str(shared[0])
         return chosen
 
-    def _set_precision(self, precision: str) -> None:
-        """Autocast dtype and, for bf16 on the CPU, channels_last weights (bf16 convolutions run
-        fastest NHWC)."""
+    def _set_precision(self, candidate: str) -> None:
+        """Autocast dtype and the weights' memory format of a precision candidate (``fp32``,
+        ``fp32+channels_last``, ``bf16``...): on the CPU bf16 convolutions run channels_last
+        (fastest NHWC), and fp32 ones where ``auto`` timed that layout faster."""
+        precision, _, layout = candidate.partition("+")
+        self.candidate = candidate
         self._amp_dtype = autocast_dtype(precision)
         self.precision = precision
         self._depthwise = depthwise_convolutions(self.model) if self.model is not None else []
+        self.memory_format = "contiguous"
         if self.device.type == "cpu":
-            bf16 = self._amp_dtype is not None
-            self.model.to(memory_format=torch.channels_last if bf16 else torch.contiguous_format)  # type: ignore[union-attr]
+            if self._amp_dtype is not None or layout == "channels_last":
+                self.memory_format = "channels_last"
+            self.model.to(memory_format=torch.channels_last if self.memory_format == "channels_last"  # type: ignore[union-attr]
+                          else torch.contiguous_format)
 
     def _restore(self) -> None:
         found = load_checkpoint(self.checkpoint_dir)
@@ -430,6 +436,7 @@ class Trainer:
             "val_loss": None if report is None else report.mean_loss,
             "seconds": round(seconds, 3),
             "precision": self.precision,
+            "memory_format": self.memory_format,
         }
         state.history.append(entry)
         improved = state.record_score(score, state.epoch + 1)

@@ -102,14 +102,17 @@ def test_auto_precision_keeps_the_faster_candidate_and_never_one_slower_than_fp3
     assert pick_precision(["fp32"], {"fp32": 1.0}.__getitem__)[0] == "fp32"
 
 
-@pytest.mark.parametrize(("bf16_seconds", "expected"), [(2.0, "fp32"), (0.25, "bf16")])
-def test_auto_precision_times_the_run_and_records_its_choice(tiny, train_config, monkeypatch, caplog, bf16_seconds, expected):
-    """On a (pretended) native-bf16 CPU, `auto` times both candidates on the real step; the
-    stub timing decides; the timing leaves the weights as they were."""
+@pytest.mark.parametrize(("cl_seconds", "bf16_seconds", "expected"), [
+    (1.0, 2.0, "fp32"), (1.0, 0.25, "bf16"), (0.5, 0.8, "fp32+channels_last"), (0.95, 2.0, "fp32"),
+])
+def test_auto_precision_times_the_run_and_records_its_choice(tiny, train_config, monkeypatch, caplog,
+                                                             cl_seconds, bf16_seconds, expected):
+    """On a (pretended) native-bf16 CPU, `auto` times fp32, fp32 with channels_last weights and
+    bf16 on the real step; the stub timing decides; the timing leaves the weights as they were."""
     import fashion.training.runtime as runtime
 
     monkeypatch.setattr(runtime, "cpu_bf16_native", lambda: True)
-    timings = iter([1.0, bf16_seconds])
+    timings = iter([1.0, cl_seconds, bf16_seconds])
     ran = []
 
     def stub(run_step):
@@ -123,9 +126,16 @@ def test_auto_precision_times_the_run_and_records_its_choice(tiny, train_config,
         trainer = Trainer(None, config)
         result = trainer.fit()
     text = " ".join(r.message for r in caplog.records)
-    assert len(ran) == 2
-    assert f"fp32 1.000 s/step, bf16 {bf16_seconds:.3f} s/step; training in {expected}" in text
-    assert result.history[-1]["precision"] == expected == trainer.precision
+    assert len(ran) == 3
+    assert (f"fp32 1.000 s/step, fp32+channels_last {cl_seconds:.3f} s/step, bf16 {bf16_seconds:.3f} "
+            f"s/step; training in {expected}") in text
+    precision, _, layout = expected.partition("+")
+    assert result.history[-1]["precision"] == precision == trainer.precision
+    memory_format = "contiguous" if expected == "fp32" else "channels_last"
+    assert result.history[-1]["memory_format"] == memory_format == trainer.memory_format
+    weight = trainer.model.backbones["image"].net[0].weight
+    assert weight.is_contiguous(memory_format=torch.channels_last if layout or precision == "bf16"
+                                else torch.contiguous_format)
 
 
 def test_a_resumed_auto_run_keeps_the_precision_it_began_in(tiny, train_config, monkeypatch, caplog, tmp_path):
@@ -134,7 +144,7 @@ def test_a_resumed_auto_run_keeps_the_precision_it_began_in(tiny, train_config, 
     import fashion.training.runtime as runtime
 
     monkeypatch.setattr(runtime, "cpu_bf16_native", lambda: True)
-    timings = iter([1.0, 0.25])  # the first run: bf16 4x faster
+    timings = iter([1.0, 1.0, 0.25])  # the first run: bf16 4x faster
     timed = []
 
     def stub(run_step):
@@ -151,12 +161,12 @@ def test_a_resumed_auto_run_keeps_the_precision_it_began_in(tiny, train_config, 
 
     with pytest.raises(KeyboardInterrupt):
         Trainer(None, config, callbacks=[kill]).fit()
-    assert len(timed) == 2
-    timings = iter([1.0, 4.0])  # a new timing would now pick fp32
+    assert len(timed) == 3
+    timings = iter([1.0, 1.0, 4.0])  # a new timing would now pick fp32
     with caplog.at_level(logging.INFO, logger="fashion.training"):
         resumed = Trainer(None, config.model_copy(update={"resume": True}))
         result = resumed.fit()
-    assert len(timed) == 2, "the resumed run timed the candidates again"
+    assert len(timed) == 3, "the resumed run timed the candidates again"
     assert "resuming in bf16" in " ".join(r.message for r in caplog.records)
     assert resumed.precision == "bf16"
     assert [h["precision"] for h in result.history] == ["bf16"] * 3

@@ -127,7 +127,7 @@ def test_partial_fine_tuning_changes_only_the_layers_above_the_cut(tiny, train_c
     assert result.history[-1]["precision"] in ("fp32", "bf16")
 
 
-def test_bf16_on_a_cpu_without_native_bf16_falls_back_with_a_clear_line(train_config, monkeypatch, caplog):
+def test_bf16_on_a_cpu_without_native_bf16_falls_back_with_a_clear_line(tiny, train_config, monkeypatch, caplog):
     import fashion.training.runtime as runtime
 
     monkeypatch.setattr(runtime, "cpu_bf16_native", lambda: False)
@@ -138,9 +138,16 @@ def test_bf16_on_a_cpu_without_native_bf16_falls_back_with_a_clear_line(train_co
     text = " ".join(r.message for r in caplog.records)
     assert "no native bf16" in text and "training in fp32" in text
     assert precision_candidates(train_config(precision="auto"), cpu) == ["fp32"]
-    # native bf16: an explicit bf16 trains in it; auto times fp32 and bf16 (pick_precision)
+    convolutional = FashionModel(TINY_SPEC)
+    assert precision_candidates(train_config(precision="auto"), cpu, convolutional) == ["fp32", "fp32+channels_last"]
+    # native bf16: an explicit bf16 trains in it; auto times fp32, channels_last and bf16 (pick_precision)
     monkeypatch.setattr(runtime, "cpu_bf16_native", lambda: True)
     assert precision_candidates(train_config(precision="auto"), cpu) == ["fp32", "bf16"]
+    assert precision_candidates(train_config(precision="auto"), cpu, convolutional) == [
+        "fp32", "fp32+channels_last", "bf16"]
+    for parameter in convolutional.parameters():  # nothing convolutional trains: no layout to time
+        parameter.requires_grad_(False)
+    assert precision_candidates(train_config(precision="auto"), cpu, convolutional) == ["fp32", "bf16"]
     assert precision_candidates(train_config(precision="fp32"), cpu) == ["fp32"]
     assert training_precision(train_config(precision="bf16"), cpu) == "bf16"
     assert training_precision(train_config(precision="fp32"), cpu) == "fp32"
