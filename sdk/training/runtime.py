@@ -64,8 +64,10 @@ def training_precision(config: TrainConfig, device: torch.device) -> str:
 
     On the CPU, bf16 autocast training was measured at 0.65x the steps/s of fp32 on an
     AVX512-BF16 CPU (EfficientNet-Lite0 at 96 px, full fine-tuning, batch 32), although bf16 +
-    channels_last *inference* of the same backbone ran ~2.6x fp32 there: which is faster
-    depends on the model and batch, so ``auto`` times both. A forced ``bf16`` trains with bf16
+    channels_last *inference* of the same backbone ran ~2.6x fp32 there; with its depthwise
+    convolutions in fp32 (:func:`fp32_depthwise`) the step runs 1.86x, yet a head-only step is
+    still faster in fp32: which is faster depends on the model and batch, so ``auto`` times the
+    candidates. A forced ``bf16`` trains with bf16
     autocast (channels_last convolutions) where the CPU has native bf16 (AVX512-BF16/AMX) and
     falls back to fp32 elsewhere, since emulated bf16 is slower still. fp16 is CUDA only.
     """
