@@ -82,6 +82,7 @@ class Sizes:
     fast_repeats: int = 8
     fast_disk_repeats: int = 3
     fast_gate_test: bool = True  # the gate scores validation and test rows (False: validation)
+    fast_static_fixes: bool = True  # int8-static tries the standard fixes after a refusal (False: MinMax only)
     fast_pretrained: bool = True  # EfficientNet-Lite0's ImageNet weights in fast_inference
     # fast_inference's timed paths (None: all); quick keeps the ones its targets and the int8-static
     # finding need, and drops the dynamic-int8 and OpenVINO-fp32 cells (measured in full)
@@ -145,6 +146,7 @@ QUICK = Sizes(
     fast_repeats=2,
     fast_disk_repeats=1,
     fast_gate_test=False,
+    fast_static_fixes=False,
     fast_paths=("sdk fp32", "sdk bf16", "sdk ort fp32", "sdk ort int8-static", "sdk openvino int8-static"),
     serve_requests_per_client=2,
     serve_min_requests=16,

@@ -253,6 +253,7 @@ def quantize_static(ctx: Context, folder: Any, calibration: Sequence[Any]) -> di
     try:
         result = optimize_static(folder, calibration=calibration, data=calibration,
                                  products=CALIBRATION_PRODUCTS.get(ctx.profile, 256),
+                                 fixes_on_refusal=ctx.sizes.fast_static_fixes,
                                  batch_size=ctx.sizes.batch_size, log=lambda m: ctx.log(f"    {m}"))
     except GateError as exc:
         ctx.log(f"    int8-static refused: {exc}")
@@ -410,7 +411,12 @@ def run(ctx: Context) -> dict[str, Any]:
         "heads are trained head-only. Teams with real weights pass weights_path.",
         f"int8-static: QDQ, per-channel int8 weights, uint8 activations calibrated on "
         f"{CALIBRATION_PRODUCTS.get(ctx.profile, 256)} validation products through the real "
-        "croppers; 7-bit weights (reduce_range) where the CPU has no VNNI. CPU flags: "
+        "croppers; 7-bit weights (reduce_range) where the CPU has no VNNI; "
+        + ("after a refusal the standard fixes are tried (first conv and last block fp32, "
+           "per-tensor weights, percentile and entropy calibration). " if s.fast_static_fixes else
+           "MinMax only (this profile skips the fixes: at its gate size one row moves a delta by "
+           "about a point, and the full profile tries them). ")
+        + "CPU flags: "
         f"{' '.join(cpu_record()['flags']) or 'none'} ({cpu_record()['model']}).",
         *([] if cpu_bf16_native() else [
             "sdk bf16 is not timed or gated: without native bf16 it is emulated (slower than fp32, "

@@ -102,10 +102,13 @@ def optimize_static(
     limit: int | None = None,
     products: int = MAX_PRODUCTS,
     reduce_range: bool | None = None,
+    fixes_on_refusal: bool = True,
     log: Any = print,
 ) -> StaticResult:
     """Quantize, gate (trying the standard fixes), measure and record; raises
-    :class:`GateError` when every recipe is refused (the graph then leaves the bundle)."""
+    :class:`GateError` when every recipe is refused (the graph then leaves the bundle).
+    ``fixes_on_refusal=False``: gate the asked recipe only (``method``, per-channel, nothing
+    kept fp32); a refusal raises at once."""
     from dataclasses import replace
 
     from fashion.predict.artifacts import onnx_file, update_bundle
@@ -117,7 +120,7 @@ def optimize_static(
     if not runtimes:
         raise ConfigError("int8-static runs on ONNX Runtime or OpenVINO, and neither is installed; "
                           "install the extra: pip install 'fashion-sdk[onnx]'.")
-    recipes = fixes(method)
+    recipes = fixes(method) if fixes_on_refusal else fixes(method)[:1]
     graph = ensure_fp32(folder)
     bundle = load_bundle(folder)
     sources = list(calibration) if calibration else default_data(bundle.index)

@@ -113,6 +113,14 @@ def test_a_constant_image_calibration_loses_accuracy_and_the_gate_refuses_it(tin
     # the tiny backbone's only convolution is its first: keeping it fp32 leaves nothing int8
     assert "'first conv and last block fp32' skipped" in " ".join(result.output.split())
 
+    # without the fixes only the asked recipe is gated, and its refusal is final
+    ensure_fp32(bundle)
+    with pytest.raises(GateError, match="with every recipe \\(none: refused\\)"):
+        optimize_static(bundle, calibration=[black], data=[data], runtime="onnxruntime",
+                        fixes_on_refusal=False, log=lambda _: None)
+    path = read_index(bundle).optimizations["gate"]["paths"]["onnxruntime:int8-static"]
+    assert set(path["attempts"]) == {"none"} and not path["passed"]
+
 
 def test_an_int8_static_graph_with_a_wrong_hash_is_refused(validated):
     bundle, _, _ = validated
