@@ -43,7 +43,8 @@ class Sizes:
 
     ``full``: the sizes docs/performance.md publishes (about 100 minutes on 2 cores). ``quick``
     (the default of ``make bench``): every row at reduced sizes chosen so its ratios still mean
-    something, budgeted to 20 minutes on 2 cores (measured 21.0 with the ResNet50 retrained, about 18.8 on a rerun). ``smoke``: tiny sizes that
+    something, budgeted to 20 minutes on 2 cores (measured 21.0 on an AVX2 CPU and 24.5 on an
+    AVX512-VNNI/BF16 one, both with the ResNet50 retrained; see QUICK). ``smoke``: tiny sizes that
     only exercise the code paths (CI's smoke test); its numbers mean nothing.
     """
 
@@ -116,7 +117,11 @@ FULL = Sizes()
 # budget 24, add_attribute 23, trust 11, the rest 15) to about 20 minutes on 2 cores; measured
 # 21.0 min (1,262 s) on a 2-core avx2 EPYC with the catalogs generated and fast_inference's
 # ResNet50 retrained after a change (132 s of its 437 s); a rerun of an unchanged tree reuses that
-# ResNet50, about 18.8 min (estimated from the same run, not measured whole).
+# ResNet50, about 18.8 min (estimated from the same run, not measured whole). On a 2-core EPYC
+# with AVX512-VNNI/BF16 (bf16 cells run there): 24.5 min (1,472 s), fast_inference 701 s of it,
+# 370 s of which were the four int8-static fixes gated on the near-chance quick ResNet50 after
+# one row refused MinMax; the quick profile now gates MinMax only (fast_static_fixes), about
+# 18.4 min on that CPU (estimated, not measured whole).
 QUICK = Sizes(
     profile="quick",
     catalog_products=1000,

@@ -259,6 +259,10 @@ class Trainer:
             log.info("precision auto: resuming in %s, the precision this run was timed and began in",
                      self.state.precision)
             return self.state.precision
+        if self.state.precision:
+            log.warning("precision auto: the checkpoint began in %s, which is not a candidate on this "
+                        "machine (%s); timing the candidates again", self.state.precision,
+                        ", ".join(self.candidates))
         chosen = measure_precision(self)
         if self.world_size > 1:
             import torch.distributed as dist

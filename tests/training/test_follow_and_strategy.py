@@ -171,6 +171,20 @@ def test_a_resumed_auto_run_keeps_the_precision_it_began_in(tiny, train_config, 
     assert resumed.precision == "bf16"
     assert [h["precision"] for h in result.history] == ["bf16"] * 3
 
+    # resumed on a machine without native bf16: the recorded pick cannot run, so it is timed again
+    killed_again = config.model_copy(update={"output_dir": tmp_path / "moved"})
+    timings = iter([1.0, 1.0, 0.25])
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(None, killed_again, callbacks=[kill]).fit()
+    monkeypatch.setattr(runtime, "cpu_bf16_native", lambda: False)
+    timings = iter([1.0, 1.0])
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="fashion.training"):
+        moved = Trainer(None, killed_again.model_copy(update={"resume": True}))
+        moved.fit()
+    assert "the checkpoint began in bf16, which is not a candidate on this machine" in caplog.text
+    assert moved.precision == "fp32"
+
 
 def test_an_unknown_cut_is_refused_at_config_load_naming_the_valid_cuts(train_config):
     with pytest.raises(ConfigError) as error:
