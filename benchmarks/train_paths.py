@@ -6,7 +6,7 @@
 weights) timed side by side in one process, in turns (the order reversed every other round),
 median per path: fp32 with the default layout, fp32 with channels_last weights, bf16 autocast +
 channels_last as it is, and bf16 with the depthwise convolutions in fp32 (what the trainer runs,
-:func:`fashion.training.runtime.fp32_depthwise`); the bf16 rows only on a CPU with native bf16.
+:func:`fashion.training.step.fp32_depthwise`); the bf16 rows only on a CPU with native bf16.
 Then each convolution kind of the model alone (depthwise, 1x1, other), fp32 against bf16, forward
 + backward, channels_last: which kind makes bf16 lose. Prints markdown rows and the CPU flags.
 
@@ -42,7 +42,7 @@ def _build(name: str, classes: int = 10) -> Any:
 def _step(name: str, x: Any, y: Any, path: str) -> Callable[[], None]:
     import torch
 
-    from fashion.training.runtime import depthwise_convolutions, fp32_depthwise
+    from fashion.training.step import depthwise_convolutions, fp32_depthwise
 
     model = _build(name).train()
     channels_last = path != "fp32"

@@ -19,7 +19,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,23 +44,26 @@ from fashion.training.runtime import (
     check_augmentations,
     class_weights,
     config_fingerprint,
-    depthwise_convolutions,
-    fp32_depthwise,
     frozen_components,
     load_run_datasets,
-    measure_precision,
-    precision_candidates,
     resolve_device,
     seed_everything,
     set_train_mode,
     start_lines,
-    training_precision,
     unvalidated_attributes,
     unvalidated_message,
 )
 from fashion.training.samplers import Step, get_sampler, make_generator
 from fashion.training.state import TrainingState, load_checkpoint
-from fashion.training.step import StepModule, pcgrad_backward
+from fashion.training.step import (
+    StepModule,
+    auto_precision,
+    autocast,
+    depthwise_convolutions,
+    pcgrad_backward,
+    precision_candidates,
+    training_precision,
+)
 
 log = logging.getLogger("fashion.training")
 
@@ -150,18 +153,7 @@ class Trainer:
         self.train_features = self.train_variants[0]
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        if self._amp_dtype is None:
-            return contextlib.nullcontext()
-        if self.device.type == "cpu" and self._amp_dtype == torch.bfloat16 and self._depthwise:
-            return self._cpu_bf16()
-        return torch.autocast(device_type=self.device.type, dtype=self._amp_dtype)
-
-    @contextlib.contextmanager
-    def _cpu_bf16(self) -> Iterator[None]:
-        """bf16 autocast on the CPU with the depthwise convolutions in fp32 (see
-        :func:`~fashion.training.runtime.fp32_depthwise`: their bf16 backward is slow there)."""
-        with torch.autocast(device_type="cpu", dtype=torch.bfloat16), fp32_depthwise(self._depthwise):
-            yield
+        return autocast(self.device, self._amp_dtype, self._depthwise)
 
     def _setup(self) -> tuple[FashionModel, list[Callback]]:
         """Model on the device, data, optimizer, state (restored when resuming), step module."""
@@ -244,33 +236,12 @@ class Trainer:
             num_workers=config.num_workers, rank=self.rank, world_size=self.world_size,
         )
         if len(self.candidates) > 1:
-            self._set_precision(self._auto_precision())
+            self._set_precision(auto_precision(self))
         self.state.precision = self.candidate
         if self.is_main:
             for line in start_lines(config, self.device, self.precision, self.memory_format):
                 log.info("%s", line)
         return model, [*default_callbacks(config, cached), *self.user_callbacks]
-
-    def _auto_precision(self) -> str:
-        """``precision = "auto"``: the precision a resumed run began in (recorded in its
-        checkpoint), else the one :func:`measure_precision` times on this run; in a distributed
-        run every process takes the main process's choice."""
-        if self.state.precision in self.candidates:
-            log.info("precision auto: resuming in %s, the precision this run was timed and began in",
-                     self.state.precision)
-            return self.state.precision
-        if self.state.precision:
-            log.warning("precision auto: the checkpoint began in %s, which is not a candidate on this "
-                        "machine (%s); timing the candidates again", self.state.precision,
-                        ", ".join(self.candidates))
-        chosen = measure_precision(self)
-        if self.world_size > 1:
-            import torch.distributed as dist
-
-            shared = [chosen]
-            dist.broadcast_object_list(shared, src=0)
-            chosen = str(shared[0])
-        return chosen
 
     def _set_precision(self, candidate: str) -> None:
         """Autocast dtype and the weights' memory format of a precision candidate (``fp32``,

@@ -19,7 +19,7 @@ import torch
 from fashion import ConfigError
 from fashion.errors import BundleError
 from fashion.training import Trainer
-from fashion.training.runtime import pick_precision
+from fashion.training.step import pick_precision
 from tests.tiny_plugin import TINY_SPEC
 
 # a model of built-in components only (the `fashion` script in a subprocess has no test plugin)
@@ -109,9 +109,9 @@ def test_auto_precision_times_the_run_and_records_its_choice(tiny, train_config,
                                                              cl_seconds, bf16_seconds, expected):
     """On a (pretended) native-bf16 CPU, `auto` times fp32, fp32 with channels_last weights and
     bf16 on the real step; the stub timing decides; the timing leaves the weights as they were."""
-    import fashion.training.runtime as runtime
+    import fashion.training.step as step_module
 
-    monkeypatch.setattr(runtime, "cpu_bf16_native", lambda: True)
+    monkeypatch.setattr(step_module, "cpu_bf16_native", lambda: True)
     timings = iter([1.0, cl_seconds, bf16_seconds])
     ran = []
 
@@ -120,7 +120,7 @@ def test_auto_precision_times_the_run_and_records_its_choice(tiny, train_config,
         ran.append(True)
         return next(timings)
 
-    monkeypatch.setattr(runtime, "time_training_step", stub)
+    monkeypatch.setattr(step_module, "time_training_step", stub)
     config = train_config(epochs=1, max_steps=2, calibrate=False, precision="auto")
     with caplog.at_level(logging.INFO, logger="fashion.training"):
         trainer = Trainer(None, config)
@@ -141,9 +141,9 @@ def test_auto_precision_times_the_run_and_records_its_choice(tiny, train_config,
 def test_a_resumed_auto_run_keeps_the_precision_it_began_in(tiny, train_config, monkeypatch, caplog, tmp_path):
     """`auto` times the candidates once per run: a resume after a kill trains on in the
     precision the checkpoint recorded, even where a new timing would pick another."""
-    import fashion.training.runtime as runtime
+    import fashion.training.step as step_module
 
-    monkeypatch.setattr(runtime, "cpu_bf16_native", lambda: True)
+    monkeypatch.setattr(step_module, "cpu_bf16_native", lambda: True)
     timings = iter([1.0, 1.0, 0.25])  # the first run: bf16 4x faster
     timed = []
 
@@ -151,7 +151,7 @@ def test_a_resumed_auto_run_keeps_the_precision_it_began_in(tiny, train_config, 
         timed.append(True)
         return next(timings)
 
-    monkeypatch.setattr(runtime, "time_training_step", stub)
+    monkeypatch.setattr(step_module, "time_training_step", stub)
     config = train_config(epochs=3, checkpoint_every=4, calibrate=False, precision="auto",
                           output_dir=tmp_path / "killed")
 
@@ -176,7 +176,7 @@ def test_a_resumed_auto_run_keeps_the_precision_it_began_in(tiny, train_config, 
     timings = iter([1.0, 1.0, 0.25])
     with pytest.raises(KeyboardInterrupt):
         Trainer(None, killed_again, callbacks=[kill]).fit()
-    monkeypatch.setattr(runtime, "cpu_bf16_native", lambda: False)
+    monkeypatch.setattr(step_module, "cpu_bf16_native", lambda: False)
     timings = iter([1.0, 1.0])
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="fashion.training"):

@@ -10,7 +10,7 @@ import torch
 
 from fashion import ConfigError, FashionModel
 from fashion.training import DatasetConfig, FeatureCache, Trainer, load_dataset
-from fashion.training.runtime import precision_candidates, training_precision
+from fashion.training.step import precision_candidates, training_precision
 from tests.tiny_plugin import TINY_SPEC
 
 PARTIAL_SPEC = {
@@ -128,9 +128,9 @@ def test_partial_fine_tuning_changes_only_the_layers_above_the_cut(tiny, train_c
 
 
 def test_bf16_on_a_cpu_without_native_bf16_falls_back_with_a_clear_line(tiny, train_config, monkeypatch, caplog):
-    import fashion.training.runtime as runtime
+    import fashion.training.step as step_module
 
-    monkeypatch.setattr(runtime, "cpu_bf16_native", lambda: False)
+    monkeypatch.setattr(step_module, "cpu_bf16_native", lambda: False)
     cpu = torch.device("cpu")
     with caplog.at_level(logging.INFO, logger="fashion.training"):
         assert training_precision(train_config(precision="bf16"), cpu) == "fp32"
@@ -141,7 +141,7 @@ def test_bf16_on_a_cpu_without_native_bf16_falls_back_with_a_clear_line(tiny, tr
     convolutional = FashionModel(TINY_SPEC)
     assert precision_candidates(train_config(precision="auto"), cpu, convolutional) == ["fp32", "fp32+channels_last"]
     # native bf16: an explicit bf16 trains in it; auto times fp32, channels_last and bf16 (pick_precision)
-    monkeypatch.setattr(runtime, "cpu_bf16_native", lambda: True)
+    monkeypatch.setattr(step_module, "cpu_bf16_native", lambda: True)
     assert precision_candidates(train_config(precision="auto"), cpu) == ["fp32", "bf16"]
     assert precision_candidates(train_config(precision="auto"), cpu, convolutional) == [
         "fp32", "fp32+channels_last", "bf16"]
@@ -157,7 +157,7 @@ def test_cpu_bf16_autocast_runs_the_depthwise_convolutions_in_fp32():
     """Their bf16 backward is slow on the CPU (fp32_depthwise's docstring has the numbers): inside
     the trainer's CPU bf16 autocast they run in fp32, everything else in bf16, and the hooks go
     away with the context."""
-    from fashion.training.runtime import depthwise_convolutions, fp32_depthwise
+    from fashion.training.step import depthwise_convolutions, fp32_depthwise
 
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Conv2d(8, 8, 3, padding=1, groups=8), torch.nn.Conv2d(8, 4, 1))
