@@ -129,7 +129,7 @@ def training_precision(config: TrainConfig, device: torch.device) -> str:
     On the CPU, bf16 autocast training was measured at 0.65x the steps/s of fp32 on an
     AVX512-BF16 CPU (EfficientNet-Lite0 at 96 px, full fine-tuning, batch 32), although bf16 +
     channels_last *inference* of the same backbone ran ~2.6x fp32 there; with its depthwise
-    convolutions in fp32 (:func:`fp32_depthwise`) the step runs 1.86x, yet a head-only step is
+    convolutions in fp32 (:func:`fp32_depthwise`) the step runs 2.08x, yet a head-only step is
     still faster in fp32: which is faster depends on the model and batch, so ``auto`` times the
     candidates. A forced ``bf16`` trains with bf16
     autocast (channels_last convolutions) where the CPU has native bf16 (AVX512-BF16/AMX) and
@@ -170,8 +170,8 @@ def precision_candidates(config: TrainConfig, device: torch.device, model: nn.Mo
     has native bf16; one entry (the resolved precision) everywhere else.
 
     channels_last is a candidate because it goes both ways too: on an AVX512 CPU a fp32 training
-    step of EfficientNet-Lite0 (96 px, batch 32) ran 1.56x and ResNet50's (128 px) 1.33x faster
-    with channels_last weights than with the default layout."""
+    step of EfficientNet-Lite0 (96 px, batch 32) ran 1.62x and ResNet50's (128 px) 1.27x faster
+    with channels_last weights than with the default layout (``python -m benchmarks.train_paths``)."""
     if device.type == "cuda" or config.precision != "auto":
         return [training_precision(config, device)]
     out = ["fp32"]
@@ -256,10 +256,11 @@ def fp32_depthwise(convolutions: Sequence[nn.Conv2d], device_type: str = "cpu") 
     input cast up; the rest of the model stays bf16).
 
     oneDNN's bf16 depthwise convolution is slow to train on the CPU: on an AVX512-BF16 CPU
-    (EfficientNet-Lite0's 16 depthwise convolutions at 96 px, batch 32, channels_last, forward +
-    backward) 377 ms in bf16 against 66 ms in fp32, which made bf16 autocast training slower
-    than fp32 altogether; with them in fp32 the whole step ran 1.86x fp32 (NCHW) and 1.19x fp32
-    channels_last. The hooks live only inside this context."""
+    (``python -m benchmarks.train_paths``: EfficientNet-Lite0's 16 depthwise convolutions at
+    96 px, batch 32, channels_last, forward + backward) 316 ms in bf16 against 101 ms in fp32,
+    which made bf16 autocast training slower than fp32 channels_last (0.73x); with them in fp32
+    the whole step ran 2.08x fp32 and 1.28x fp32 channels_last. The hooks live only inside this
+    context."""
     active: set[int] = set()
 
     def before(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
