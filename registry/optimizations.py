@@ -108,11 +108,36 @@ class OnnxRecord(_Record):
         return self
 
 
+class BackboneErrorRecord(_Record):
+    """The int8 graph's error where an image backbone hands on (``sqnr_db`` None: no error)."""
+
+    tensor: str
+    sqnr_db: float | None
+
+
+class HeadSensitivityRecord(_Record):
+    """Predictions kept by the int8 graph, and by fp32 under random noise of its error's power."""
+
+    int8_agreement: float = Field(ge=0, le=1)
+    noise_agreement: float = Field(ge=0, le=1)
+
+
+class DiagnosisRecord(_Record):
+    """Where the asked int8-static recipe lost (:mod:`fashion.predict.sensitivity`)."""
+
+    products: int = Field(ge=0)
+    backbones: dict[str, BackboneErrorRecord]
+    heads: dict[str, HeadSensitivityRecord]
+    seed: int
+    reading: str
+
+
 class PathRecord(_Record):
     """One path's scores; ``cpu``: where it was validated, ``fix``: which standard fix of a
     refused int8-static path passed (``none``: the first recipe), ``attempts``: each recipe
     tried with its worst delta, ``calibration``: the fingerprint it was calibrated on,
-    ``products_per_s``: its speed measured at optimize time on ``cpu``."""
+    ``products_per_s``: its speed measured at optimize time on ``cpu``, ``diagnosis``: where
+    the asked recipe lost, when it did."""
 
     passed: bool
     agreement: dict[str, float]
@@ -123,6 +148,7 @@ class PathRecord(_Record):
     calibration: str | None = None
     attempts: dict[str, float] | None = None  # recipe -> worst macro-F1 delta (points)
     products_per_s: float | None = Field(default=None, gt=0)
+    diagnosis: DiagnosisRecord | None = None
 
 
 class GateReference(_Record):

@@ -34,10 +34,23 @@ class StaticResult:
     speeds: dict[str, float] = field(default_factory=dict)
     runtime: str | None = None
     calibration: dict[str, Any] = field(default_factory=dict)
+    diagnosis: dict[str, Any] | None = None  # why the asked recipe lost (fashion.predict.sensitivity)
 
     @property
     def report(self) -> Any:
         return self.attempts[-1][1]
+
+
+def diagnose(folder: Path, graph: dict[str, Any], rel: str, model: Any,
+             sources: Sequence[str | Path]) -> dict[str, Any]:
+    """:func:`fashion.predict.sensitivity.explain` of the int8 graph at ``rel`` on the first
+    ``SAMPLES`` products of the gate's data ``sources`` (the products the gate judged, not the
+    calibration's: a calibration set unlike them is one way int8 loses)."""
+    from fashion.predict.sensitivity import SAMPLES, explain
+
+    feeds = CalibrationData(model, graph, sources, products=SAMPLES).feeds
+    multilabel = {a: bool(getattr(model.task(a), "multilabel", False)) for a in model.attributes}
+    return explain(folder / graph["file"], folder / rel, graph, feeds, multilabel)
 
 
 def runtimes_here(runtime: str | None) -> list[str]:
@@ -154,10 +167,19 @@ def optimize_static(
             + ", ".join(f"{k} worst {v:+.2f} points" for k, v in worst.items()))
         if report.validated:
             break
+        if len(result.attempts) == 1:  # the asked recipe lost: say where before trying the fixes
+            try:
+                result.diagnosis = diagnose(folder, graph, rel, bundle.model,
+                                            list(data) if data else default_data(bundle.index))
+                log(f"diagnosis: {result.diagnosis['reading']}")
+            except ConfigError as exc:  # e.g. gate data without a readable image
+                log(f"diagnosis skipped: {exc}")
     report = result.report
     for score in report.paths:
         score.extra.update({"fix": result.attempts[-1][0], "calibration": cal.fingerprint,
                             "attempts": tried[score.key]})
+        if result.diagnosis is not None:
+            score.extra["diagnosis"] = result.diagnosis
     if report.validated:
         largest = max(cal.feeds, key=lambda f: next(v.shape[0] for k, v in f.items() if k.endswith(".pool")))
         result.speeds = measure(bundle, report.validated, largest)
@@ -173,7 +195,8 @@ def optimize_static(
     raise GateError(
         f"the accuracy gate refused int8-static on {', '.join(keys)} with every recipe ({named}): an "
         f"attribute lost more than {max_loss:g} macro-F1 points against fp32 eager. The verdict is "
-        f"recorded in {folder / 'fashion.json'} and the graph was removed; calibrate on more "
-        "representative data (--calibration) or keep fp32/int8.",
+        f"recorded in {folder / 'fashion.json'} and the graph was removed. Diagnosis of the asked "
+        f"recipe: {result.diagnosis['reading'] if result.diagnosis else 'none'}. Calibrate on more "
+        "representative data (--calibration) or keep fp32/int8/bf16.",
         report,
     )

@@ -110,6 +110,11 @@ def test_a_constant_image_calibration_loses_accuracy_and_the_gate_refuses_it(tin
     assert set(path["attempts"]) == {"none", "per-tensor weights", "percentile calibration",
                                      "entropy calibration"}  # every standard fix was tried
     assert all(worst < -0.5 for worst in path["attempts"].values())
+    # where the asked recipe lost is recorded and said (fashion.predict.sensitivity)
+    diagnosis = path["diagnosis"]
+    assert diagnosis["products"] > 0 and diagnosis["backbones"]["image"]["sqnr_db"] is not None
+    assert min(h["int8_agreement"] for h in diagnosis["heads"].values()) < 1.0
+    assert "diagnosis:" in result.output and diagnosis["reading"] in str(result.exception)
     # the tiny backbone's only convolution is its first: keeping it fp32 leaves nothing int8
     assert "'first conv and last block fp32' skipped" in " ".join(result.output.split())
 
