@@ -228,3 +228,22 @@ def test_fashion_serve_runs_the_validated_int8_static_path(validated, tmp_path):
         server.stop()
     local = Predictor.from_pretrained(bundle, precision="int8-static", runtime="onnxruntime")
     assert_close_predictions(reply.json()["predictions"], [r.to_dict() for r in local.predict(products)])
+
+
+def test_a_diagnosis_that_fails_does_not_stop_the_verdict(tiny_model, tmp_path, monkeypatch):
+    from fashion.predict import optimize as optimize_module
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the diagnosis broke")
+
+    monkeypatch.setattr(optimize_module, "diagnose", broken)
+    data = _labeled(tmp_path, tiny_model)
+    bundle = save_bundle(tiny_model, tmp_path / "bundle")
+    lines: list[str] = []
+    with pytest.raises(GateError, match="Diagnosis of the asked recipe: none"):
+        optimize_static(bundle, calibration=[_constant(tmp_path)], data=[data], runtime="onnxruntime",
+                        fixes_on_refusal=False, log=lines.append)
+    assert "diagnosis skipped: the diagnosis broke" in lines
+    path = read_index(bundle).optimizations["gate"]["paths"]["onnxruntime:int8-static"]
+    assert not path["passed"] and path.get("diagnosis") is None
+    assert "int8-static" not in read_index(bundle).optimizations["onnx"]
