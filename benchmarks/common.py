@@ -100,13 +100,12 @@ class Sizes:
     trust_seed_rows: int = 100
     trust_budget: int = 100
     tiny_text: bool = False  # a random 1-layer BERT instead of MiniLM
-    search_sizes: tuple[int, ...] = (10_000, 100_000, 1_000_000)  # random unit vectors
+    search_sizes: tuple[int, ...] = (10_000, 100_000, 1_000_000)  # structured unit vectors
+    search_random_size: int = 100_000  # random unit vectors: the worst case, at one size
     search_dimension: int = 128
-    search_queries: int = 200
-    search_noise: float = 0.03  # per-dimension noise of a query around an indexed vector
-    search_m: int = 32  # fashion.search's HNSW defaults
+    search_queries: int = 1000  # recall over 10,000 neighbours: +-0.3 points
+    search_m: int = 32  # fashion.search's HNSW defaults (efSearch: tuned by the index)
     search_ef_construction: int = 200
-    search_ef_search: int = 512
     search_ef_sweep: tuple[int, ...] = (32, 64, 128, 256, 512)  # HNSW recall/latency per efSearch
     retrieval_products: int | None = None  # test products whose photos are queries (None: all)
 
@@ -166,7 +165,8 @@ QUICK = Sizes(
     trust_seeds=3,
     trust_seed_rows=60,
     search_sizes=(10_000, 100_000),
-    search_queries=100,
+    search_random_size=10_000,
+    search_queries=500,
 )
 SMOKE = Sizes(
     profile="smoke",
@@ -212,6 +212,7 @@ SMOKE = Sizes(
     trust_budget=20,
     tiny_text=True,
     search_sizes=(500, 2_000),
+    search_random_size=1_500,
     search_queries=10,
     search_m=8,
     search_ef_construction=40,

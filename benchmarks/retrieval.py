@@ -120,6 +120,19 @@ def evaluate(vectors: np.ndarray, owner: np.ndarray, kinds: np.ndarray) -> dict[
     return {"same_product": product, "attribute": attribute}
 
 
+def _intrinsic(ctx: Context, fused: np.ndarray, raw: np.ndarray) -> dict[str, Any]:
+    """Local intrinsic dimension of the product vectors beside the search row's stand-ins
+    (same number of points, same estimator): how hard they are for a graph index."""
+    from .search import LID_K, intrinsic_dimension, structured, unit
+
+    rng = np.random.default_rng(ctx.seed)
+    n, d = len(fused), ctx.sizes.search_dimension
+    out = {"multi_task": intrinsic_dimension(fused, points=n), "imagenet": intrinsic_dimension(raw, points=n),
+           "search_stand_in": intrinsic_dimension(structured(rng, n, d), points=n),
+           "random_unit": intrinsic_dimension(unit(rng, n, d), points=n)}
+    return {k: round(v, 1) for k, v in out.items()} | {"points": n, "k": LID_K}
+
+
 def run(ctx: Context) -> dict[str, Any]:
     from fashion.predict.predictor import Predictor, l2_normalize
 
@@ -136,7 +149,8 @@ def run(ctx: Context) -> dict[str, Any]:
     inputs = pretrained.embed(products, batch_size=ctx.sizes.batch_size, per_input=True)
     (raw,) = (l2_normalize(v) for v in inputs.values())  # the image model's one input
     metrics = {"multi_task": evaluate(fused, owner, kinds),
-               "imagenet": evaluate(raw, owner, kinds)}
+               "imagenet": evaluate(raw, owner, kinds),
+               "intrinsic_dimension": _intrinsic(ctx, fused, raw)}
     mt, base = metrics["multi_task"], metrics["imagenet"]
     comparisons = [
         compare("same-product retrieval MRR (In-Shop protocol)", sdk=mt["same_product"]["mrr"],
@@ -163,5 +177,7 @@ def run(ctx: Context) -> dict[str, Any]:
         noise=f"P@1 over {queries} queries: about +-{100 * 0.5 / max(1, queries) ** 0.5:.1f} points "
               "(one standard error at p=0.5)",
         notes=["Metrics in points of 0-1; a delta row is multi-task minus ImageNet.",
+               "intrinsic_dimension: Levina-Bickel over the test photos' vectors, beside the "
+               "search row's stand-in and random unit vectors at as many points.",
                "Each photo is its own query; the query photo is never in its gallery."],
     )

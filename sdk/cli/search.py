@@ -67,10 +67,15 @@ def index_group() -> None:
 @click.option("--m", "m", default=32, show_default=True, type=click.IntRange(4, 256),
               help="HNSW: neighbours per node.")
 @click.option("--ef-construction", default=200, show_default=True, type=click.IntRange(min=8))
-@click.option("--ef-search", default=512, show_default=True, type=click.IntRange(min=1),
-              help="HNSW: candidates per query without a filter (filters raise it).")
+@click.option("--ef-search", default=None, type=click.IntRange(min=1),
+              help="HNSW: candidates per query without a filter (filters raise it). Default: "
+                   "the smallest that reaches --recall on the index's own products, measured "
+                   "at build.")
+@click.option("--recall", "recall", default=0.95, show_default=True,
+              type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="HNSW: the recall@10 against exact search that the measured efSearch reaches.")
 def index_build(vectors: tuple[Path, ...], out: Path, hnsw_threshold: int, m: int,
-                ef_construction: int, ef_search: int) -> None:
+                ef_construction: int, ef_search: int | None, recall: float) -> None:
     """Build an index from vectors files of one model revision.
 
     VECTORS: files of fashion embed, or the --out folder (or its part files) of fashion
@@ -80,7 +85,8 @@ def index_build(vectors: tuple[Path, ...], out: Path, hnsw_threshold: int, m: in
 
     check_output_paths(list(vectors), folders={"--out": out})
     index = Index.build(list(vectors), hnsw_threshold=hnsw_threshold,
-                        hnsw=HnswParams(m=m, ef_construction=ef_construction, ef_search=ef_search))
+                        hnsw=HnswParams(m=m, ef_construction=ef_construction, ef_search=ef_search,
+                                        recall_target=recall))
     index.save(out)
     click.echo(json.dumps(index.describe()))
 

@@ -2,7 +2,8 @@
 
 Below ``hnsw_threshold`` live rows the vectors sit in an exact inner-product index
 (``IndexFlatIP``); at or above it in an ``IndexHNSWFlat`` (``M`` and ``efConstruction``
-recorded). Vectors are L2-normalized, so inner product is cosine similarity.
+recorded; ``efSearch`` measured on the index's own products to reach a recall target, see
+:mod:`fashion.search.tune`, unless given). Vectors are L2-normalized, so inner product is cosine similarity.
 
 An index folder holds ``index.json`` (the model revision, dimension, attributes, the HNSW
 parameters, ids and the sha256 of every other file), ``vectors.faiss`` and ``rows.parquet``
@@ -18,6 +19,7 @@ Adding an id already present replaces it.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from collections.abc import Iterable, Sequence
@@ -32,17 +34,23 @@ from fashion._util.files import sha256_file
 from fashion.errors import ConfigError, DataError
 from fashion.search import backend
 from fashion.search.filters import Attributes
+from fashion.search.tune import MIN_QUERIES, TUNE_QUERIES, Tuning, tune_ef_search
 from fashion.search.vectors import VectorsInfo, iter_tables, label_column, read_info, score_column
 
 META, VECTORS, ROWS = "index.json", "vectors.faiss", "rows.parquet"
 INDEX_FORMAT = 1
 HNSW_THRESHOLD = 50_000  # live rows from which HNSW replaces exact search
+EF_FALLBACK = 512  # efSearch of an HNSW index that was neither tuned nor given one
+RETUNE_GROWTH = 1.25  # live rows grown by this factor since the last tuning: tune again
+
+logger = logging.getLogger("fashion.search")
 
 
 class HnswParams(StrictModel):
     m: int = Field(default=32, ge=4, le=256)
     ef_construction: int = Field(default=200, ge=8)
-    ef_search: int = Field(default=512, ge=1)
+    ef_search: int | None = Field(default=None, ge=1)  # None: tuned to recall_target
+    recall_target: float = Field(default=0.95, gt=0, lt=1)  # recall@10 the tuning must reach
 
 
 class IndexMeta(StrictModel):
@@ -53,6 +61,7 @@ class IndexMeta(StrictModel):
     hnsw_threshold: int = Field(default=HNSW_THRESHOLD, ge=1)
     rows: int = Field(ge=0)
     live: int = Field(ge=0)
+    tuning: Tuning | None = None  # how efSearch was chosen (None: given, or an exact index)
     files: dict[str, str]  # name -> sha256
 
 
@@ -71,6 +80,7 @@ class Index:
         self.live = np.zeros(0, bool)
         self.attributes = Attributes.empty(info)
         self.position: dict[str, int] = {}  # live id -> row
+        self.tuning: Tuning | None = None
 
     # ------------------------------------------------------------------ properties
 
@@ -83,6 +93,13 @@ class Index:
 
     def __contains__(self, product_id: object) -> bool:
         return product_id in self.position
+
+    @property
+    def ef_search(self) -> int:
+        """HNSW's ``efSearch`` without a filter: as given, else as tuned, else 512."""
+        if self.hnsw.ef_search is not None:
+            return self.hnsw.ef_search
+        return self.tuning.ef_search if self.tuning is not None else EF_FALLBACK
 
     @property
     def vectors(self) -> np.ndarray:
@@ -179,7 +196,14 @@ class Index:
             if old is not None:
                 self.live[old] = False
         start = len(self.ids)
-        self.faiss.add(np.ascontiguousarray(l2_normalize(vectors)))
+        unit = np.ascontiguousarray(l2_normalize(vectors))
+        if (self.kind == "hnsw" and self.hnsw.ef_search is None and len(ids) >= MIN_QUERIES
+                and len(self) > 0 and (self.tuning is None
+                                       or len(self) + len(ids) >= RETUNE_GROWTH * self.tuning.rows)):
+            sample = np.random.default_rng(len(self)).choice(len(ids), min(TUNE_QUERIES, len(ids)),
+                                                             replace=False)
+            self._tune(unit[np.sort(sample)], self.vectors, self.live)  # before they join the graph
+        self.faiss.add(unit)
         self.ids.extend(ids)
         self.images.extend(images)
         self.live = np.concatenate([self.live, np.ones(len(ids), bool)])
@@ -201,19 +225,43 @@ class Index:
         if self.kind == "flat" and len(self) >= self.hnsw_threshold:
             self.compact(force=True)
 
+    def _tune(self, queries: np.ndarray, vectors: np.ndarray, live: np.ndarray) -> None:
+        """Measure efSearch of the graph (its ``vectors`` and ``live`` rows) with ``queries``,
+        unit vectors of products not in it; log the pick, warn when the target is missed."""
+        t = tune_ef_search(self.faiss, vectors, live, queries, target=self.hnsw.recall_target)
+        self.tuning = t
+        logger.info("HNSW efSearch %d: recall@%d %.3f (lower bound %.3f) for %d new products "
+                    "among %d", t.ef_search, t.k, t.recall, t.lower, t.queries, t.rows)
+        if not t.reached:
+            logger.warning(
+                "HNSW reaches recall@%d %.3f at efSearch %d, below the target %.2f: these vectors "
+                "are hard for a graph index; raise --m / --ef-construction, or keep exact search "
+                "(--hnsw-threshold above the catalog's size).", t.k, t.recall, t.ef_search, t.target)
+
     def compact(self, *, force: bool = False) -> None:
         """Rebuild without dead rows (when they pass a quarter of the rows, or ``force``)."""
         dead = len(self.ids) - len(self)
         if not force and dead * 4 <= len(self.ids):
             return
         keep = np.flatnonzero(self.live)
+        graph = len(keep) >= self.hnsw_threshold
+        held = TUNE_QUERIES if graph and self.hnsw.ef_search is None and len(keep) > 4 * TUNE_QUERIES else 0
+        if held:  # products held out of the new graph to tune it, then added last
+            out = np.zeros(len(keep), bool)
+            out[np.random.default_rng(len(keep)).choice(len(keep), held, replace=False)] = True
+            keep = np.concatenate([keep[~out], keep[out]])
         vectors = np.array(self.vectors[keep])
-        if len(keep) >= self.hnsw_threshold:
-            fresh = backend.hnsw_index(self.info.dimension, self.hnsw.m, self.hnsw.ef_construction)
+        self.tuning = None
+        if graph:
+            self.faiss = backend.hnsw_index(self.info.dimension, self.hnsw.m, self.hnsw.ef_construction)
+            self.faiss.add(vectors[:len(keep) - held])
+            if held:
+                inside = vectors[:len(keep) - held]
+                self._tune(vectors[len(keep) - held:], inside, np.ones(len(inside), bool))
+                self.faiss.add(vectors[len(keep) - held:])
         else:
-            fresh = backend.flat_index(self.info.dimension)
-        fresh.add(vectors)
-        self.faiss = fresh
+            self.faiss = backend.flat_index(self.info.dimension)
+            self.faiss.add(vectors)
         self.ids = [self.ids[i] for i in keep]
         self.images = [self.images[i] for i in keep]
         self.live = np.ones(len(keep), bool)
@@ -246,6 +294,7 @@ class Index:
         pq.write_table(pa.table(columns), staging / ROWS)
         meta = IndexMeta(vectors=self.info, kind=self.kind, hnsw=self.hnsw,
                          hnsw_threshold=self.hnsw_threshold, rows=len(self.ids), live=len(self),
+                         tuning=self.tuning,
                          files={n: sha256_file(staging / n) for n in (VECTORS, ROWS)})
         (staging / META).write_text(meta.model_dump_json(indent=2) + "\n", encoding="utf-8")
         old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
@@ -277,6 +326,7 @@ class Index:
                                 "index is damaged. Build it again with `fashion index build`.")
         index = cls(meta.vectors, hnsw=meta.hnsw, hnsw_threshold=meta.hnsw_threshold)
         index.faiss = backend.faiss().read_index(str(folder / VECTORS))
+        index.tuning = meta.tuning
         table = pq.read_table(folder / ROWS)
         index.ids = table.column("id").to_pylist()
         index.images = table.column("image").to_pylist()
@@ -295,7 +345,9 @@ class Index:
         out = {"products": len(self), "rows": len(self.ids), "kind": self.kind,
                "dimension": self.info.dimension, "model_revision": self.info.model_revision}
         if self.kind == "hnsw":
-            out["hnsw"] = self.hnsw.model_dump()
+            out["hnsw"] = self.hnsw.model_dump() | {"ef_search_used": self.ef_search}
+            if self.tuning is not None:
+                out["tuning"] = self.tuning.model_dump()
         return out
 
     def __repr__(self) -> str:

@@ -83,7 +83,7 @@ def planned(index: Any, query: np.ndarray, k: int, mask: np.ndarray | None) -> t
         scores, rows = exact(vectors, query, k)
         return scores, rows, Plan("exact", count)
     if mask is None and count == total:
-        ef = max(index.hnsw.ef_search, k)
+        ef = max(index.ef_search, k)
         scores, rows = backend.hnsw_search(index.faiss, query[None, :], min(k, total), ef_search=ef)
         plan = Plan("index", count, ef)
         scores, rows = scores[0], rows[0]
@@ -91,7 +91,7 @@ def planned(index: Any, query: np.ndarray, k: int, mask: np.ndarray | None) -> t
         scores, rows = exact(vectors, query, k, np.flatnonzero(allowed))
         return scores, rows, Plan("exact", count)
     else:
-        ef = int(min(EF_CAP, max(index.hnsw.ef_search, k) * total / count))
+        ef = int(min(EF_CAP, max(index.ef_search, k) * total / count))
         scores, rows = backend.hnsw_search(index.faiss, query[None, :], k, ef_search=ef,
                                            allowed=allowed)
         plan = Plan("hnsw-filtered", count, ef)
