@@ -64,6 +64,9 @@ def intrinsic_dimension(vectors: np.ndarray, k: int = LID_K, points: int = LID_P
     rng = np.random.default_rng(seed)
     x = np.asarray(vectors, np.float64)
     x = x[rng.choice(len(x), min(points, len(x)), replace=False)]
+    k = min(k, len(x) - 1)  # a few points (smoke sizes): fewer neighbours
+    if k < 2:
+        return float("nan")
     sq = (x * x).sum(1)
     dist = np.sqrt(np.maximum(sq[:, None] + sq[None, :] - 2 * x @ x.T, 0.0))
     np.fill_diagonal(dist, np.inf)

@@ -71,3 +71,19 @@ def test_the_retrieval_row_runs_at_smoke_sizes(tmp_path: Path) -> None:
         assert 0.0 <= cells["same_product"]["mrr"] <= 1.0
         assert cells["attribute"]["queries"] == data["settings"]["photos"]
     assert [r["verdict"] in {"met", "missed"} for r in data["comparisons"]] == [True, True]
+    lid = data["metrics"]["intrinsic_dimension"]
+    assert lid["points"] == data["settings"]["photos"]
+    assert set(lid) == {"multi_task", "imagenet", "search_stand_in", "random_unit", "points", "k"}
+
+
+def test_intrinsic_dimension_recovers_a_known_dimension() -> None:
+    import numpy as np
+
+    from benchmarks.search import intrinsic_dimension
+
+    rng = np.random.default_rng(0)
+    flat = np.zeros((1500, 64))
+    flat[:, :4] = rng.standard_normal((1500, 4))  # a 4-dimensional Gaussian inside 64 dimensions
+    assert 3.3 < intrinsic_dimension(flat) < 4.7
+    assert intrinsic_dimension(rng.standard_normal((1500, 32))) > 2 * intrinsic_dimension(flat)
+    assert np.isnan(intrinsic_dimension(flat[:2]))  # too few points for any neighbours
