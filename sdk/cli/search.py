@@ -32,9 +32,15 @@ from fashion.search.index import HNSW_THRESHOLD
 @click.option("--runtime", type=click.Choice(RUNTIMES), default="auto", show_default=True,
               help="As for fashion predict (an ONNX runtime computes the heads; the vector "
                    "is then a second, eager encode).")
+@click.option("--emphasize", "emphasize", default="", metavar="ATTR[,ATTR...]",
+              help="Attributes the vector emphasizes: their heads join the fused vector, so "
+                   "neighbours share them (\"similar in category and pattern\"). Default: none.")
+@click.option("--emphasis", default=0.5, show_default=True,
+              type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="With --emphasize: the share of the vector given to those attributes.")
 def embed_command(model: str, input_path: Path, out: Path, rejects: Path | None, batch_size: int,
                   resume: bool, overwrite: bool, device: str | None, precision: str,
-                  runtime: str) -> None:
+                  runtime: str, emphasize: str, emphasis: float) -> None:
     """Write the product vector and predicted attributes of every row of a manifest.
 
     The contract of fashion predict: every row is embedded or rejected, --resume continues an
@@ -47,9 +53,12 @@ def embed_command(model: str, input_path: Path, out: Path, rejects: Path | None,
                                  "manifest", param_hint="INPUT")
     predictor = Predictor.from_pretrained(model, device=device or "auto", precision=precision,  # type: ignore[arg-type]
                                           runtime=runtime)  # type: ignore[arg-type]
+    names = [n.strip() for n in emphasize.split(",") if n.strip()]
+    predictor.set_embedding_space({"emphasize": names, "emphasis": emphasis} if names else None)
     summary = run_embed(predictor, input_path, out, rejects=rejects, batch_size=batch_size,
                         resume=resume, overwrite=overwrite)
     click.echo(predictor.describe())
+    click.echo(f"vectors: {predictor.embedding_space.describe()}, {predictor.embedding_dim} dimensions")
     click.echo(summary.line())
 
 

@@ -1,5 +1,6 @@
-"""Precision, once for training and prediction: whether this CPU computes bf16 natively, and
-the autocast dtype of a resolved precision (``fp32``, ``bf16``, ``fp16``, ``int8``)."""
+"""Precision and device, once for training and prediction: whether this CPU computes bf16
+natively, the autocast dtype of a resolved precision (``fp32``, ``bf16``, ``fp16``, ``int8``),
+and the device a name asks for."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import functools
 from pathlib import Path
 
 import torch
+
+from fashion.errors import ConfigError
 
 
 def _cpuinfo(*keys: str) -> str | None:
@@ -51,4 +54,33 @@ def autocast_dtype(precision: str) -> torch.dtype | None:
     return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
 
 
-__all__ = ["autocast_dtype", "cpu_bf16_native", "cpu_flags", "cpu_model"]
+def parse_device(device: str | torch.device) -> torch.device:
+    """``device`` as a :class:`torch.device` this machine has; a clear error otherwise."""
+    if isinstance(device, torch.device):
+        parsed = device
+    elif str(device).strip() == "auto":  # the default everywhere: train, evaluate, predict
+        parsed = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        try:
+            parsed = torch.device(str(device).strip())
+        except (RuntimeError, ValueError, TypeError):
+            raise ConfigError(
+                f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps."
+            ) from None
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError(f"device {device!r} asked for, but this machine has no usable CUDA "
+                              "GPU; use --device cpu.")
+        if parsed.index is not None and parsed.index >= count:
+            raise ConfigError(f"device {device!r} does not exist: this machine has {count} CUDA "
+                              f"GPU(s) (cuda:0..cuda:{count - 1}).")
+    elif parsed.type == "mps":
+        if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+            raise ConfigError(f"device {device!r} is not available on this machine; use cpu.")
+    elif parsed.type != "cpu":
+        raise ConfigError(f"device {device!r} is not supported; use cpu, cuda, cuda:N or mps.")
+    return parsed
+
+
+__all__ = ["autocast_dtype", "cpu_bf16_native", "cpu_flags", "cpu_model", "parse_device"]

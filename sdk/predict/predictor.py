@@ -23,7 +23,8 @@ from fashion.contract.components import AttributePrediction
 from fashion.errors import ConfigError, DataError
 from fashion.model.inputs import Batch, Product
 from fashion.model.network import FashionModel
-from fashion.model.precision import autocast_dtype
+from fashion.model.precision import autocast_dtype, parse_device
+from fashion.model.space import FUSED, EmbeddingSpace, check_space, compose, space_dimension
 from fashion.model.spec import InputName
 from fashion.predict.precision import PRECISIONS, RUNTIMES, select
 from fashion.predict.prefetch import prefetch
@@ -85,6 +86,7 @@ class Predictor:
         for message in self.fallbacks:  # a validated path this machine cannot run as validated
             warnings.warn(message, RuntimeWarning, stacklevel=2)
         self._forward: Any = self.model
+        self.embedding_space: EmbeddingSpace = FUSED  # set_embedding_space
         if self.runtime != "torch":
             from fashion.predict.runtime import open_runner
 
@@ -223,7 +225,7 @@ class Predictor:
                             enabled=dtype is not None):
             features, masks = model.encode(batch)
             logits = model.head_logits(features, masks)
-            fused = _fused(model, features, masks)
+            fused = compose(model, _fused(model, features, masks), logits, self.embedding_space)
         return {a: x.float() for a, x in logits.items()}, fused.float().cpu()
 
     @torch.inference_mode()
@@ -257,11 +259,21 @@ class Predictor:
 
     # ------------------------------------------------------------------ embed
 
+    def set_embedding_space(self, space: EmbeddingSpace | Mapping[str, Any] | None) -> EmbeddingSpace:
+        """The space of every vector this predictor computes (:mod:`fashion.model.space`):
+        None, the fused vector; ``{"emphasize": ["category", "pattern"], "emphasis": 0.5}``,
+        with those attributes emphasized. Checked against the model's attributes."""
+        self.embedding_space = check_space(self.model, space)
+        return self.embedding_space
+
     def embed(
         self, products: Iterable[Product | Mapping[str, Any]], *, batch_size: int = 32,
         normalize: bool = False, per_input: bool = False,
+        space: EmbeddingSpace | Mapping[str, Any] | None = None,
     ) -> Any:
-        """The fused product vector every head reads, one row per product: ``(N, D)`` float32.
+        """The product vector, one row per product: ``(N, D)`` float32. By default the fused
+        vector every head reads; ``space`` (default: :meth:`set_embedding_space`'s) can add the
+        heads of named attributes (:mod:`fashion.model.space`).
 
         Under an early fusion (concat, mean, gated) it is the fusion's output. Under a late
         fusion each head reads every input on its own, so the vector is the concatenation of
@@ -273,9 +285,10 @@ class Predictor:
         if batch_size < 1:
             raise ConfigError("batch_size must be at least 1")
         items = check_products(products)
-        chunks = [self.embed_batch(self.model.prepare(items[i:i + batch_size]), per_input=per_input)
-                  for i in range(0, len(items), batch_size)]
-        dims = self.model.input_dims if per_input else {"": self.embedding_dim}
+        space = self.embedding_space if space is None else check_space(self.model, space)
+        chunks = [self.embed_batch(self.model.prepare(items[i:i + batch_size]), per_input=per_input,
+                                   space=space) for i in range(0, len(items), batch_size)]
+        dims = self.model.input_dims if per_input else {"": self.dimension(space)}
         merged = {n: torch.cat([c[n] if per_input else c for c in chunks]) if chunks
                   else torch.zeros(0, d) for n, d in dims.items()}
         out = {n: l2_normalize(v) if normalize else v for n, v in merged.items()}
@@ -283,12 +296,18 @@ class Predictor:
 
     @property
     def embedding_dim(self) -> int:
-        """Length of the vectors :meth:`embed` returns."""
+        """Length of the vectors :meth:`embed` returns (in the predictor's space)."""
+        return self.dimension(self.embedding_space)
+
+    def dimension(self, space: EmbeddingSpace) -> int:
+        """Length of the vectors in ``space``."""
         fusion = self.model.fusion
-        return sum(self.model.input_dims.values()) if fusion.late else int(fusion.output_dim)
+        fused = sum(self.model.input_dims.values()) if fusion.late else int(fusion.output_dim)
+        return space_dimension(self.model, fused, space)
 
     @torch.inference_mode()
-    def embed_batch(self, batch: Batch, *, per_input: bool = False) -> Any:
+    def embed_batch(self, batch: Batch, *, per_input: bool = False,
+                    space: EmbeddingSpace | None = None) -> Any:
         """:meth:`embed` of one prepared batch (float32, on the CPU). The eager model runs it at
         the resolved precision (int8 and ONNX Runtime paths cover the heads, not this vector)."""
         self.model.eval()
@@ -300,6 +319,10 @@ class Predictor:
                 return {n: (features[n] * masks[n].unsqueeze(1).to(features[n].dtype)).float().cpu()
                         for n in self.model.input_dims}
             fused = _fused(self.model, features, masks)
+            space = self.embedding_space if space is None else space
+            if space.emphasize:
+                logits = self.model.head_logits(features, masks, space.emphasize)
+                fused = compose(self.model, fused, logits, space)
         return fused.float().cpu()
 
 
@@ -318,35 +341,6 @@ def l2_normalize(vectors: torch.Tensor | Any) -> Any:
     array = np.asarray(vectors, dtype=np.float32)
     norms = np.linalg.norm(array, axis=-1, keepdims=True)  # a zero row (no input) stays zero
     return np.divide(array, norms, out=np.zeros_like(array), where=norms > 0)
-
-
-def parse_device(device: str | torch.device) -> torch.device:
-    """``device`` as a :class:`torch.device` this machine has; a clear error otherwise."""
-    if isinstance(device, torch.device):
-        parsed = device
-    elif str(device).strip() == "auto":  # the default everywhere: train, evaluate, predict
-        parsed = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    else:
-        try:
-            parsed = torch.device(str(device).strip())
-        except (RuntimeError, ValueError, TypeError):
-            raise ConfigError(
-                f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps."
-            ) from None
-    if parsed.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            raise ConfigError(f"device {device!r} asked for, but this machine has no usable CUDA "
-                              "GPU; use --device cpu.")
-        if parsed.index is not None and parsed.index >= count:
-            raise ConfigError(f"device {device!r} does not exist: this machine has {count} CUDA "
-                              f"GPU(s) (cuda:0..cuda:{count - 1}).")
-    elif parsed.type == "mps":
-        if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-            raise ConfigError(f"device {device!r} is not available on this machine; use cpu.")
-    elif parsed.type != "cpu":
-        raise ConfigError(f"device {device!r} is not supported; use cpu, cuda, cuda:N or mps.")
-    return parsed
 
 
 def check_top_k(top_k: Any) -> int:

@@ -8,8 +8,10 @@ computed the vectors, the model's URI, the dimension and, per attribute, the lab
 is multilabel and the bundle's abstention threshold (the default ``--min-score`` of a filter).
 
 The model revision is the content hash of the components that compute the vector (croppers,
-backbones, fusion): a model whose heads were recalibrated or extended keeps it, a retrained
-or swapped backbone changes it.
+backbones, fusion, and the heads of the attributes its space emphasizes): a model whose other
+heads were recalibrated or extended keeps it, a retrained or swapped backbone changes it. The
+record also holds the vector's space (:mod:`fashion.model.space`; absent in files written
+before it existed: the fused vector).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 from pydantic import Field
 
 from fashion._util.config import StrictModel
+from fashion.model.space import FUSED, EmbeddingSpace
 
 VECTORS_META = b"fashion.vectors"
 VECTORS_FORMAT = 1
@@ -42,12 +45,16 @@ class VectorsInfo(StrictModel):
     model: str | None = None  # the model's URI or folder, for `fashion similar --image`
     dimension: int = Field(ge=1)
     attributes: dict[str, AttributeInfo] = Field(default_factory=dict)
+    space: EmbeddingSpace = Field(default_factory=EmbeddingSpace)
 
 
-def model_revision(model: Any) -> str:
-    """The content hash of the components that compute the vector (see the module docstring)."""
+def model_revision(model: Any, space: EmbeddingSpace = FUSED) -> str:
+    """The content hash of the components that compute the vector in ``space`` (see the module
+    docstring)."""
+    heads = tuple(f"heads/{name}" for name in space.emphasize)
     prints = model.component_fingerprints_of(
-        [p for p in model.component_modules() if p.startswith(("croppers/", "backbones/", "fusion"))])
+        [p for p in model.component_modules()
+         if p.startswith(("croppers/", "backbones/", "fusion")) or p in heads])
     return hashlib.sha256(json.dumps(prints, sort_keys=True).encode()).hexdigest()[:32]
 
 
@@ -64,8 +71,9 @@ def vectors_info(predictor: Any, *, model: str | None = None) -> VectorsInfo:
             min_score=spec.abstention.threshold if spec.abstention is not None else 0.0)
     if model is None and bundle is not None:
         model = bundle.uri or (str(Path(bundle.path).resolve()) if bundle.path else None)
-    return VectorsInfo(model_revision=model_revision(network), model=model,
-                       dimension=predictor.embedding_dim, attributes=attributes)
+    space = predictor.embedding_space
+    return VectorsInfo(model_revision=model_revision(network, space), model=model,
+                       dimension=predictor.embedding_dim, attributes=attributes, space=space)
 
 
 def label_column(attribute: str) -> str:

@@ -177,7 +177,12 @@ class Index:
         return len(ids)
 
     def check_info(self, info: VectorsInfo, what: str) -> None:
-        """Refuse vectors of another model revision, dimension or attribute set."""
+        """Refuse vectors of another space, model revision, dimension or attribute set."""
+        if info.space != self.info.space:
+            raise ConfigError(
+                f"{what} holds vectors in the space {info.space.describe()} but the index's are "
+                f"in {self.info.space.describe()}; embed with the same --emphasize and "
+                "--emphasis, or build a new index.")
         if info.model_revision != self.info.model_revision:
             raise ConfigError(
                 f"{what} holds vectors of model revision {info.model_revision} but the index is "
@@ -343,7 +348,8 @@ class Index:
 
     def describe(self) -> dict[str, Any]:
         out = {"products": len(self), "rows": len(self.ids), "kind": self.kind,
-               "dimension": self.info.dimension, "model_revision": self.info.model_revision}
+               "dimension": self.info.dimension, "model_revision": self.info.model_revision,
+               "space": self.info.space.describe()}
         if self.kind == "hnsw":
             out["hnsw"] = self.hnsw.model_dump() | {"ef_search_used": self.ef_search}
             if self.tuning is not None:

@@ -122,12 +122,13 @@ def query_vector(index: Any, query: Any, predictor: Any = None, revision: str | 
                               f"{index.info.model or 'the bundle that embedded the vectors'}).")
         from fashion.search.vectors import model_revision
 
-        got = model_revision(predictor.model)
+        space = index.info.space  # the product is embedded in the index's space
+        got = model_revision(predictor.model, space)
         if got != index.info.model_revision:
             raise ConfigError(f"the model is of revision {got} but the index is of revision "
                               f"{index.info.model_revision}; load the index's model "
                               f"({index.info.model or 'the bundle that embedded the vectors'}).")
-        return l2_normalize(predictor.embed([query]))[0], None
+        return l2_normalize(predictor.embed([query], space=space))[0], None
     vector = np.asarray(query, np.float32).reshape(-1)
     if vector.shape[0] != index.info.dimension or not np.isfinite(vector).all():
         raise ConfigError(f"the query vector must be {index.info.dimension} finite numbers (the "

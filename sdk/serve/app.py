@@ -165,11 +165,12 @@ def load_index(folder: str, predictor: Any) -> Any:
     from fashion.search import Index, model_revision
 
     index = Index.load(folder)
-    revision = model_revision(predictor.model)
+    revision = model_revision(predictor.model, index.info.space)
     if revision != index.info.model_revision:
         raise ConfigError(f"--index {folder} holds vectors of model revision "
                           f"{index.info.model_revision}, but the served model is of revision "
                           f"{revision}; serve the index's model or build the index from its vectors.")
+    predictor.set_embedding_space(index.info.space)  # queries are embedded as the index was
     return index
 
 

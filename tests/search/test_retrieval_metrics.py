@@ -65,15 +65,28 @@ def test_the_retrieval_row_runs_at_smoke_sizes(tmp_path: Path) -> None:
     ctx = Context(sizes=SMOKE, out=tmp_path, work=tmp_path, device=torch.device("cpu"), threads=1,
                   log=lambda _: None)
     data = run(ctx)
-    for vector in ("multi_task", "imagenet"):
+    for vector in ("multi_task", "emphasized", "imagenet"):
         cells = data["metrics"][vector]
         assert set(cells) == {"same_product", "attribute"}
         assert 0.0 <= cells["same_product"]["mrr"] <= 1.0
         assert cells["attribute"]["queries"] == data["settings"]["photos"]
-    assert [r["verdict"] in {"met", "missed"} for r in data["comparisons"]] == [True, True]
+    assert [r["verdict"] in {"met", "missed"} for r in data["comparisons"]] == [True] * 4
+    assert all("paired difference" in r["note"] for r in data["comparisons"])
+    assert "reciprocal" not in data["metrics"]["multi_task"]  # per-query arrays stay out
+    assert data["settings"]["emphasized"]["embedding_dim"] > data["settings"]["embedding_dim"]
     lid = data["metrics"]["intrinsic_dimension"]
     assert lid["points"] == data["settings"]["photos"]
     assert set(lid) == {"multi_task", "imagenet", "search_stand_in", "random_unit", "points", "k"}
+
+
+def test_paired_difference_and_its_standard_error() -> None:
+    import numpy as np
+
+    from benchmarks.retrieval import paired
+
+    a, b = np.array([1.0, 0.5, 0.0, 1.0]), np.array([0.5, 0.5, 0.0, 0.0])
+    delta, se = paired(a, b)
+    assert delta == 0.375 and abs(se - np.std([0.5, 0, 0, 1], ddof=1) / 2) < 1e-12
 
 
 def test_intrinsic_dimension_recovers_a_known_dimension() -> None:
