@@ -201,7 +201,8 @@ def _filtered(vectors: np.ndarray, queries: np.ndarray, index: Any,
         want = [exact_rows(vectors, q, K, rows)[1] for q in queries]
         got = [np.array([int(h.id) for h in a], dtype=np.int64) for a in answers]
         violations = sum(int((~mask[g]).sum()) for g in got)
-        out[name] = {"selectivity": p, "p50_ms": round(_ms(took, 50), 4),
+        out[name] = {"selectivity": p, "first_ms": round(took[0] * 1000, 4),  # the filter's rows found
+                     "p50_ms": round(_ms(took, 50), 4),
                      "p99_ms": round(_ms(took, 99), 4), "recall_at_10": round(_recall(got, want), 4),
                      "violations": violations, "plans": plans}
     return out
@@ -260,7 +261,9 @@ def run(ctx: Context) -> dict[str, Any]:
     comparisons.append(compare(
         "latency of a 1% filter vs unfiltered (p50)", sdk=one["p50_ms"],
         baseline=filtered["unfiltered"]["p50_ms"], unit="ms", sdk_label="1% filter",
-        baseline_label="unfiltered", kind="max_ratio", target=2.0))
+        baseline_label="unfiltered", kind="max_ratio", target=2.0,
+        note=f"the filter's first query {one['first_ms']:.1f} ms (its rows found, then kept by "
+             "the index for the next queries)"))
     return result(
         NAME, TITLE, ctx,
         settings={"sizes": list(s.search_sizes), "random_size": s.search_random_size,
@@ -280,5 +283,6 @@ def run(ctx: Context) -> dict[str, Any]:
                "multi-task vectors'.",
                "Queries are new vectors of the indexed distribution (not indexed themselves).",
                "Filtered rows use fashion.search's planner: exact over few matching rows, "
-               "HNSW with an IDSelectorBitmap and raised efSearch over many."],
+               "HNSW with an IDSelectorBitmap and raised efSearch over many; p50/p99 are over "
+               "queries that reuse the filter's rows, first_ms is the query that found them."],
     )

@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import shutil
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,8 @@ from fashion._util.config import StrictModel
 from fashion._util.files import sha256_file
 from fashion.errors import ConfigError, DataError
 from fashion.search import backend
-from fashion.search.filters import Attributes
+from fashion.search.filters import Attributes, Conditions
+from fashion.search.plan import SELECTION_BYTES, SELECTION_CACHE, Selection, select
 from fashion.search.tune import MIN_QUERIES, TUNE_QUERIES, Tuning, tune_ef_search
 from fashion.search.vectors import VectorsInfo, iter_tables, label_column, read_info, score_column
 
@@ -81,6 +83,8 @@ class Index:
         self.attributes = Attributes.empty(info)
         self.position: dict[str, int] = {}  # live id -> row
         self.tuning: Tuning | None = None
+        self._selections: OrderedDict[tuple[Any, ...], Selection] = OrderedDict()
+        self._version = 0  # bumped by every change: cached selections are of one version
 
     # ------------------------------------------------------------------ properties
 
@@ -105,6 +109,29 @@ class Index:
     def vectors(self) -> np.ndarray:
         """Every row's vector (dead rows too), a read-only view of faiss's storage."""
         return backend.matrix(self.faiss)
+
+    def selection(self, conditions: Conditions, min_score: float | None = None) -> Selection:
+        """The live rows that meet ``conditions`` (:class:`fashion.search.plan.Selection`), kept
+        for the next queries with the same filter until the index changes (the last
+        ``SELECTION_CACHE`` filters, at most ``SELECTION_BYTES`` of contiguous vectors)."""
+        key = (self._version, json.dumps(conditions, sort_keys=True), min_score)
+        found = self._selections.get(key)
+        if found is not None:
+            self._selections.move_to_end(key)
+            return found
+        chosen = select(self, self.attributes.mask(conditions, min_score))
+        if chosen.rows is not None and len(chosen.rows) * self.info.dimension * 4 <= SELECTION_BYTES:
+            chosen.matrix = np.take(self.vectors, chosen.rows, axis=0)
+        self._selections[key] = chosen
+        while len(self._selections) > SELECTION_CACHE or (
+                len(self._selections) > 1
+                and sum(c.nbytes for c in self._selections.values()) > SELECTION_BYTES):
+            self._selections.popitem(last=False)
+        return chosen
+
+    def _changed(self) -> None:
+        self._version += 1
+        self._selections.clear()
 
     def vector(self, product_id: str) -> np.ndarray:
         if product_id not in self.position:
@@ -200,6 +227,7 @@ class Index:
             old = self.position.pop(product_id, None)
             if old is not None:
                 self.live[old] = False
+        self._changed()
         start = len(self.ids)
         unit = np.ascontiguousarray(l2_normalize(vectors))
         if (self.kind == "hnsw" and self.hnsw.ef_search is None and len(ids) >= MIN_QUERIES
@@ -223,6 +251,8 @@ class Index:
             if row is not None:
                 self.live[row] = False
                 removed += 1
+        if removed:
+            self._changed()
         return removed
 
     def _grow(self) -> None:
@@ -248,6 +278,7 @@ class Index:
         dead = len(self.ids) - len(self)
         if not force and dead * 4 <= len(self.ids):
             return
+        self._changed()
         keep = np.flatnonzero(self.live)
         graph = len(keep) >= self.hnsw_threshold
         held = TUNE_QUERIES if graph and self.hnsw.ef_search is None and len(keep) > 4 * TUNE_QUERIES else 0

@@ -11,6 +11,12 @@
 Every answer is checked against the filter before it is returned: a row that does not match
 is never returned, whatever the graph did.
 
+The rows a filter keeps (:class:`Selection`: the bitmap, and for an exact plan the row numbers
+and their vectors copied contiguous) are computed once and kept by the index for the next
+queries with the same filter (``SELECTION_CACHE`` filters, at most ``SELECTION_BYTES`` of
+vectors), until the index changes: a filter's first query scans every row's labels and gathers
+its rows' vectors; the following ones only score them.
+
 ``change`` ("this, but in black"): the rows must match the change too, and they are ranked by
 ``(1 + similarity) / 2 * mean score of the changed attributes`` over the ``4k`` most similar.
 """
@@ -30,6 +36,8 @@ from fashion.search.filters import parse_conditions
 EXACT_ROWS = 20_000
 EXACT_SELECTIVITY = 0.02
 EF_CAP = 4096
+SELECTION_CACHE = 8  # filters whose rows an index keeps for the next queries
+SELECTION_BYTES = 256 * 2**20  # at most this many bytes of their vectors
 
 
 @dataclass
@@ -70,25 +78,51 @@ def exact(vectors: np.ndarray, query: np.ndarray, k: int,
     return scores[top], rows[top]
 
 
-def planned(index: Any, query: np.ndarray, k: int, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, Plan]:
-    """The ``k`` best rows among ``mask & live`` (``mask`` None: every live row)."""
+@dataclass
+class Selection:
+    """The live rows a filter keeps: ``allowed`` None when that is every row of the index."""
+
+    allowed: np.ndarray | None
+    count: int
+    rows: np.ndarray | None = None  # the kept rows, when the plan is exact
+    matrix: np.ndarray | None = None  # their vectors, contiguous (when the index keeps them)
+
+    @property
+    def nbytes(self) -> int:
+        return 0 if self.matrix is None else int(self.matrix.nbytes)
+
+
+def select(index: Any, mask: np.ndarray | None) -> Selection:
+    """The :class:`Selection` of ``mask & live`` (``mask`` None: every live row)."""
     live = index.live
     allowed = live if mask is None else (live & mask)
-    count = int(allowed.sum())
-    total = len(live)
+    count, total = int(allowed.sum()), len(live)
+    if mask is None and count == total:
+        return Selection(None, count)
+    if index.kind == "flat" or count <= EXACT_ROWS or count <= EXACT_SELECTIVITY * total:
+        return Selection(allowed, count, np.flatnonzero(allowed))
+    return Selection(allowed, count)
+
+
+def planned(index: Any, query: np.ndarray, k: int, selection: Selection) -> tuple[np.ndarray, np.ndarray, Plan]:
+    """The ``k`` best rows of ``selection``."""
+    allowed, count, total = selection.allowed, selection.count, len(index.live)
     if count == 0 or k < 1:
         return np.zeros(0, np.float32), np.zeros(0, np.int64), Plan("exact", count)
     vectors = index.vectors
-    if mask is None and count == total and index.kind == "flat":  # nothing to leave out
+    if allowed is None and index.kind == "flat":  # nothing to leave out
         scores, rows = exact(vectors, query, k)
         return scores, rows, Plan("exact", count)
-    if mask is None and count == total:
+    if allowed is None:
         ef = max(index.ef_search, k)
         scores, rows = backend.hnsw_search(index.faiss, query[None, :], min(k, total), ef_search=ef)
         plan = Plan("index", count, ef)
         scores, rows = scores[0], rows[0]
-    elif index.kind == "flat" or count <= EXACT_ROWS or count <= EXACT_SELECTIVITY * total:
-        scores, rows = exact(vectors, query, k, np.flatnonzero(allowed))
+    elif selection.rows is not None:
+        if selection.matrix is not None:  # kept contiguous by the index: no gather
+            scores, top = exact(selection.matrix, query, k)
+            return scores, selection.rows[top], Plan("exact", count)
+        scores, rows = exact(vectors, query, k, selection.rows)
         return scores, rows, Plan("exact", count)
     else:
         ef = int(min(EF_CAP, max(index.ef_search, k) * total / count))
@@ -98,10 +132,10 @@ def planned(index: Any, query: np.ndarray, k: int, mask: np.ndarray | None) -> t
         scores, rows = scores[0], rows[0]
     keep = rows >= 0
     scores, rows = scores[keep], rows[keep]
-    keep = allowed[rows]  # never a row the filter (or a removal) leaves out
+    keep = (index.live if allowed is None else allowed)[rows]  # never a row left out
     scores, rows = scores[keep], rows[keep]
     if len(rows) < min(k, count):
-        scores, rows = exact(vectors, query, k, np.flatnonzero(allowed))
+        scores, rows = exact(vectors, query, k, np.flatnonzero(index.live if allowed is None else allowed))
         plan.strategy += "+exact"
     return scores, rows, plan
 
@@ -156,12 +190,12 @@ def search(index: Any, query: Any, k: int = 10, *, where: Any = None, change: An
     for name, values in changes.items():
         conditions[name] = values  # the change replaces a condition on the same attribute
     vector, own = query_vector(index, query, predictor, revision)
-    mask = index.attributes.mask(conditions, min_score)
-    if own is not None:
-        mask = (np.ones(len(index.live), bool) if mask is None else mask.copy())
-        mask[index.position[own]] = False
+    selection = index.selection(conditions, min_score)
     wanted = 4 * k if changes else k
-    scores, rows, plan = planned(index, vector, wanted, mask)
+    scores, rows, plan = planned(index, vector, wanted + (own is not None), selection)
+    if own is not None:  # the product asked about is not its own neighbour
+        keep = rows != index.position[own]
+        scores, rows = scores[keep][:wanted], rows[keep][:wanted]
     hits = [Hit(index.ids[r], float(s), index.attributes.row(int(r)), image=index.images[r])
             for s, r in zip(scores, rows, strict=True)]
     if changes:
@@ -174,4 +208,5 @@ def search(index: Any, query: Any, k: int = 10, *, where: Any = None, change: An
     return hits[:k]
 
 
-__all__ = ["EF_CAP", "EXACT_ROWS", "EXACT_SELECTIVITY", "Hit", "Plan", "exact", "planned", "search"]
+__all__ = ["EF_CAP", "EXACT_ROWS", "EXACT_SELECTIVITY", "SELECTION_BYTES", "SELECTION_CACHE", "Hit",
+           "Plan", "Selection", "exact", "planned", "search", "select"]

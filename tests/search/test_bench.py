@@ -30,5 +30,5 @@ def test_search_bench_row_at_smoke_sizes(tmp_path: Path) -> None:
     assert data["metrics"]["random"]["vectors"] == SMOKE.search_random_size
     filtered = data["metrics"]["filtered"]
     assert {c["selectivity"] for k, c in filtered.items() if k != "unfiltered"} == {0.01, 0.1, 0.5}
-    assert all(c["violations"] == 0 for k, c in filtered.items() if k != "unfiltered")
+    assert all(c["violations"] == 0 and c["first_ms"] > 0 for k, c in filtered.items() if k != "unfiltered")
     assert all(r["verdict"] in {"met", "missed", "info"} for r in data["comparisons"])

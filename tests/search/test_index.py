@@ -161,3 +161,50 @@ def test_damaged_index_is_refused(tmp_path: Path) -> None:
 
         pq.write_table(pa.table({"id": ["x"]}), tmp_path / "plain.parquet")
         Index.build([tmp_path / "plain.parquet"])
+
+
+@pytest.mark.parametrize("hnsw", [False, True])
+def test_a_filter_is_computed_once_and_forgotten_when_the_index_changes(
+        tmp_path: Path, hnsw: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    index = Index.build([random_vectors(tmp_path / "a.parquet", 300)],
+                        hnsw_threshold=100 if hnsw else 10_000)
+    where = {"color": ["black"]}
+    import fashion.search.index as index_module
+
+    calls: list[int] = []
+    select = index_module.select
+    monkeypatch.setattr(index_module, "select", lambda *a: calls.append(1) or select(*a))
+    query = index.vector("v7")
+    first = index.search("v7", 5, where=where)
+    again = index.search(query, 5, where=where)
+    assert len(calls) == 1  # the second query reused the first one's rows
+    selection = index.selection(parse(where))
+    assert selection.matrix is not None and selection.matrix.flags.c_contiguous
+    np.testing.assert_array_equal(selection.matrix, index.vectors[selection.rows])
+    assert [h.id for h in first] == _brute(index, query, 5, where, exclude="v7")
+    assert [h.id for h in again] == _brute(index, query, 5, where)
+    gone = first[0].id
+    index.remove([gone])  # a change: the cached rows are dropped
+    after = index.search("v7", 5, where=where)
+    assert len(calls) == 2 and gone not in {h.id for h in after}
+    assert [h.id for h in after] == _brute(index, query, 5, where, exclude="v7")
+    index.add([random_vectors(tmp_path / "b.parquet", 20, seed=3, start=300)])
+    assert [h.id for h in index.search("v7", 5, where=where)] == _brute(index, query, 5, where, exclude="v7")
+    assert len(calls) == 3
+    for i in range(plan_module.SELECTION_CACHE + 3):  # a bounded number of filters is kept
+        index.search(query, 1, where=where, min_score=i / 100)
+    assert len(index._selections) == plan_module.SELECTION_CACHE
+
+
+def test_a_product_searched_by_id_is_never_its_own_neighbour(tmp_path: Path) -> None:
+    index = Index.build([random_vectors(tmp_path / "a.parquet", 200)], hnsw_threshold=100)
+    for where in (None, {"color": ["red"]}):
+        hits = index.search("v3", 10, where=where)
+        assert len(hits) == 10 and "v3" not in {h.id for h in hits}
+        assert [h.id for h in hits] == _brute(index, index.vector("v3"), 10, where or {}, exclude="v3")
+
+
+def parse(where: dict[str, list[str]]) -> Any:
+    from fashion.search.filters import parse_conditions
+
+    return parse_conditions(where)

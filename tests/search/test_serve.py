@@ -17,7 +17,9 @@ def test_similar_over_http(bundle: Path, tiny: object, tmp_path: Path,  # noqa: 
     from fashion.search import Index, run_embed
 
     manifest = photo_manifest(tmp_path / "photos", n=12)
-    run_embed(Predictor.from_pretrained(bundle, device="cpu"), manifest, tmp_path / "v.parquet")
+    predictor = Predictor.from_pretrained(bundle, device="cpu")
+    predictor.set_embedding_space({"emphasize": ["color"]})  # the server embeds queries alike
+    run_embed(predictor, manifest, tmp_path / "v.parquet")
     Index.build([tmp_path / "v.parquet"]).save(tmp_path / "ix")
     server = start(bundle, tmp_path_factory, "--index", str(tmp_path / "ix"), "--api-key-env",
                    "SEARCH_KEY", env={"SEARCH_KEY": "s3cret"})
