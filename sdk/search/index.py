@@ -3,7 +3,8 @@
 Below ``hnsw_threshold`` live rows the vectors sit in an exact inner-product index
 (``IndexFlatIP``); at or above it in an ``IndexHNSWFlat`` (``M`` and ``efConstruction``
 recorded; ``efSearch`` measured on the index's own products to reach a recall target, see
-:mod:`fashion.search.tune`, unless given). Vectors are L2-normalized, so inner product is cosine similarity.
+:mod:`fashion.search.tune`, unless given). Vectors are L2-normalized, so inner product is
+cosine similarity.
 
 An index folder holds ``index.json`` (the model revision, dimension, attributes, the HNSW
 parameters, ids and the sha256 of every other file), ``vectors.faiss`` and ``rows.parquet``
@@ -22,6 +23,7 @@ import json
 import logging
 import os
 import shutil
+import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -35,7 +37,7 @@ from fashion._util.files import sha256_file
 from fashion.errors import ConfigError, DataError
 from fashion.search import backend
 from fashion.search.filters import Attributes, Conditions
-from fashion.search.plan import SELECTION_BYTES, SELECTION_CACHE, Selection, select
+from fashion.search.plan import SELECTION_BYTES, SELECTION_CACHE, Selection, select_rows
 from fashion.search.tune import MIN_QUERIES, TUNE_QUERIES, Tuning, tune_ef_search
 from fashion.search.vectors import VectorsInfo, iter_tables, label_column, read_info, score_column
 
@@ -84,6 +86,7 @@ class Index:
         self.position: dict[str, int] = {}  # live id -> row
         self.tuning: Tuning | None = None
         self._selections: OrderedDict[tuple[Any, ...], Selection] = OrderedDict()
+        self._lock = threading.Lock()  # the selections of a served index, from many threads
         self._version = 0  # bumped by every change: cached selections are of one version
 
     # ------------------------------------------------------------------ properties
@@ -115,23 +118,28 @@ class Index:
         for the next queries with the same filter until the index changes (the last
         ``SELECTION_CACHE`` filters, at most ``SELECTION_BYTES`` of contiguous vectors)."""
         key = (self._version, json.dumps(conditions, sort_keys=True), min_score)
-        found = self._selections.get(key)
-        if found is not None:
-            self._selections.move_to_end(key)
-            return found
-        chosen = select(self, self.attributes.mask(conditions, min_score))
+        with self._lock:
+            found = self._selections.get(key)
+            if found is not None:
+                self._selections.move_to_end(key)
+                return found
+        chosen = select_rows(self, self.attributes.mask(conditions, min_score))
         if chosen.rows is not None and len(chosen.rows) * self.info.dimension * 4 <= SELECTION_BYTES:
             chosen.matrix = np.take(self.vectors, chosen.rows, axis=0)
-        self._selections[key] = chosen
-        while len(self._selections) > SELECTION_CACHE or (
-                len(self._selections) > 1
-                and sum(c.nbytes for c in self._selections.values()) > SELECTION_BYTES):
-            self._selections.popitem(last=False)
+        with self._lock:
+            if key[0] != self._version:  # the index changed meanwhile: do not keep it
+                return chosen
+            self._selections[key] = chosen
+            while len(self._selections) > SELECTION_CACHE or (
+                    len(self._selections) > 1
+                    and sum(c.nbytes for c in self._selections.values()) > SELECTION_BYTES):
+                self._selections.popitem(last=False)
         return chosen
 
     def _changed(self) -> None:
-        self._version += 1
-        self._selections.clear()
+        with self._lock:
+            self._version += 1
+            self._selections.clear()
 
     def vector(self, product_id: str) -> np.ndarray:
         if product_id not in self.position:

@@ -92,7 +92,7 @@ class Selection:
         return 0 if self.matrix is None else int(self.matrix.nbytes)
 
 
-def select(index: Any, mask: np.ndarray | None) -> Selection:
+def select_rows(index: Any, mask: np.ndarray | None) -> Selection:
     """The :class:`Selection` of ``mask & live`` (``mask`` None: every live row)."""
     live = index.live
     allowed = live if mask is None else (live & mask)
@@ -209,4 +209,4 @@ def search(index: Any, query: Any, k: int = 10, *, where: Any = None, change: An
 
 
 __all__ = ["EF_CAP", "EXACT_ROWS", "EXACT_SELECTIVITY", "SELECTION_BYTES", "SELECTION_CACHE", "Hit",
-           "Plan", "Selection", "exact", "planned", "search", "select"]
+           "Plan", "Selection", "exact", "planned", "search", "select_rows"]

@@ -172,8 +172,8 @@ def test_a_filter_is_computed_once_and_forgotten_when_the_index_changes(
     import fashion.search.index as index_module
 
     calls: list[int] = []
-    select = index_module.select
-    monkeypatch.setattr(index_module, "select", lambda *a: calls.append(1) or select(*a))
+    select = index_module.select_rows
+    monkeypatch.setattr(index_module, "select_rows", lambda *a: calls.append(1) or select(*a))
     query = index.vector("v7")
     first = index.search("v7", 5, where=where)
     again = index.search(query, 5, where=where)
