@@ -58,7 +58,12 @@ from fashion.predict.predictor import Predictor
 @click.option("--num-gpus-per-worker", default=0.0, show_default=True,
               type=click.FloatRange(min=0), help="--engine ray: GPUs per worker (e.g. 1 or 0.5).")
 @click.option("--embeddings", is_flag=True,
-              help="--engine ray: also write the fused product vector (column 'embedding').")
+              help="--engine ray: also write the product vector (column 'embedding').")
+@click.option("--emphasize", default="", metavar="ATTR[,ATTR...]",
+              help="--embeddings: attributes the vector emphasizes, as for fashion embed.")
+@click.option("--emphasis", default=0.5, show_default=True,
+              type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="--emphasize: the share of the vector given to those attributes.")
 def predict_command(
     model: str,
     input_path: Path,
@@ -76,6 +81,8 @@ def predict_command(
     concurrency: int | None,
     num_gpus_per_worker: float,
     embeddings: bool,
+    emphasize: str,
+    emphasis: float,
     runtime: str,
     abstain: bool,
 ) -> None:
@@ -83,6 +90,10 @@ def predict_command(
 
     MODEL is a bundle folder, hf://org/name[@revision] or local://name[@revision].
     """
+    names = [n.strip() for n in emphasize.split(",") if n.strip()]
+    if names and not embeddings:
+        raise click.UsageError("--emphasize shapes the product vector: it needs --engine ray "
+                               "--embeddings (or use fashion embed)")
     if engine == "ray":
         from fashion.predict.ray.cluster import Interrupted
         from fashion.predict.ray.engine import run_ray_predict
@@ -97,6 +108,7 @@ def predict_command(
             summary = run_ray_predict(
                 model, input_path, out, address=address, concurrency=concurrency,
                 num_gpus_per_worker=num_gpus_per_worker, embeddings=embeddings,
+                embedding_space={"emphasize": names, "emphasis": emphasis} if names else None,
                 batch_size=batch_size, top_k=top_k, precision=precision, runtime=runtime,
                 overwrite=overwrite,
             )

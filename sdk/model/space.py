@@ -20,7 +20,7 @@ are never compared) and is computed from the same forward as the attributes.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
@@ -46,8 +46,9 @@ class EmbeddingSpace(StrictModel):
 FUSED = EmbeddingSpace()
 
 
-def check_space(model: Any, space: EmbeddingSpace | Mapping[str, Any] | None) -> EmbeddingSpace:
-    """``space`` validated against ``model``: every emphasized attribute is one of its heads."""
+def check_space(attributes: Iterable[str], space: EmbeddingSpace | Mapping[str, Any] | None) -> EmbeddingSpace:
+    """``space`` validated against a model's ``attributes`` (its heads): each emphasized one is
+    among them, once."""
     if space is None:
         return FUSED
     if not isinstance(space, EmbeddingSpace):
@@ -55,7 +56,7 @@ def check_space(model: Any, space: EmbeddingSpace | Mapping[str, Any] | None) ->
             space = EmbeddingSpace.model_validate(dict(space))
         except ValueError as exc:
             raise ConfigError(f"embedding space: {str(exc).splitlines()[-1].strip()}") from None
-    known = list(model.heads)
+    known = list(attributes)
     unknown = [a for a in space.emphasize if a not in known]
     if unknown or len(set(space.emphasize)) != len(space.emphasize):
         raise ConfigError(f"cannot emphasize {', '.join(unknown) or 'an attribute twice'}: the "

@@ -263,7 +263,7 @@ class Predictor:
         """The space of every vector this predictor computes (:mod:`fashion.model.space`):
         None, the fused vector; ``{"emphasize": ["category", "pattern"], "emphasis": 0.5}``,
         with those attributes emphasized. Checked against the model's attributes."""
-        self.embedding_space = check_space(self.model, space)
+        self.embedding_space = check_space(self.model.heads, space)
         return self.embedding_space
 
     def embed(
@@ -285,7 +285,7 @@ class Predictor:
         if batch_size < 1:
             raise ConfigError("batch_size must be at least 1")
         items = check_products(products)
-        space = self.embedding_space if space is None else check_space(self.model, space)
+        space = self.embedding_space if space is None else check_space(self.model.heads, space)
         chunks = [self.embed_batch(self.model.prepare(items[i:i + batch_size]), per_input=per_input,
                                    space=space) for i in range(0, len(items), batch_size)]
         dims = self.model.input_dims if per_input else {"": self.dimension(space)}

@@ -493,3 +493,43 @@ def test_ray_embeddings_are_indexed_by_fashion_index_build(
         main(["index", "build", str(plain), "--out", str(tmp_path / "ix2")])
     err = capsys.readouterr().err
     assert info.value.code == 1 and "--embeddings" in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_ray_embeddings_in_an_emphasized_space(
+        tiny: object, ray_cluster: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--engine ray --embeddings --emphasize`: the vectors `fashion embed --emphasize` writes,
+    the space recorded for `fashion index build`; an unknown attribute is refused on the driver."""
+    import numpy as np
+
+    pytest.importorskip("faiss")
+    from fashion.search import Index, run_embed
+
+    _images(tmp_path / "images")
+    rows = [{"id": f"p{i}", "images": str(tmp_path / "images" / f"{['red', 'blue', 'navy'][i % 3]}.png"),
+             "title": f"{['red dress', 'blue shirt', 'wide trousers'][i % 3]} {i}"} for i in range(6)]
+    with open(tmp_path / "in.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    bundle = save_bundle(make_model(0), tmp_path / "bundle")
+    space = {"emphasize": ["category"], "emphasis": 0.4}
+    with pytest.raises(ConfigError, match="cannot emphasize sleeve"):
+        run_ray_predict(bundle, tmp_path / "in.csv", tmp_path / "bad", concurrency=1,
+                        embeddings=True, embedding_space={"emphasize": ["sleeve"]})
+    summary = run_ray_predict(bundle, tmp_path / "in.csv", tmp_path / "out", concurrency=1,
+                              batch_size=4, embeddings=True, embedding_space=space)
+    assert summary.predicted == 6
+    index = Index.build([tmp_path / "out"])
+    assert index.info.space.model_dump() == space
+    predictor = Predictor.from_pretrained(bundle)
+    predictor.set_embedding_space(space)
+    run_embed(predictor, tmp_path / "in.csv", tmp_path / "v.parquet")
+    embedded = Index.build([tmp_path / "v.parquet"])
+    assert embedded.info == index.info.model_copy(update={"model": embedded.info.model})
+    for pid in index.ids:
+        np.testing.assert_allclose(index.vector(pid), embedded.vector(pid), atol=1e-5)
+    with pytest.raises(SystemExit) as info:
+        main(["predict", str(bundle), str(tmp_path / "in.csv"), "--out", str(tmp_path / "x.jsonl"),
+              "--emphasize", "category"])
+    assert info.value.code == 2 and "--emphasize shapes the product vector" in capsys.readouterr().err

@@ -25,7 +25,7 @@ import json
 import math
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -51,6 +51,7 @@ from fashion.predict.ray.worker import (
     ModelRef,
     PredictBatches,
     check_model_runs,
+    check_space_of,
     prediction_columns,
     resolve_model,
     runtime_plugins,
@@ -122,6 +123,7 @@ def predict_dataset(
     runtime: str = "torch",
     top_k: int = 3,
     embeddings: bool = False,
+    embedding_space: Mapping[str, Any] | None = None,
     base_dir: str | Path | None = None,
 ) -> ray.data.Dataset:
     """Predict every product row of ``ds`` with ``model_uri`` on a pool of Ray actors.
@@ -132,7 +134,8 @@ def predict_dataset(
     ``status`` (``predicted``/``rejected``), ``reason`` (why a row was rejected), per attribute
     ``<a>_label``, ``<a>_score``, ``<a>_top_k`` (list of ``{label, score}``) and
     ``<a>_abstained``, ``missing`` and ``notes`` (as in ``fashion predict``), and with
-    ``embeddings=True`` the fused product vector ``embedding`` (see :meth:`Predictor.embed`).
+    ``embeddings=True`` the product vector ``embedding`` (see :meth:`Predictor.embed`; the
+    fused vector, or with ``embedding_space`` attributes emphasized, :mod:`fashion.model.space`).
 
     ``concurrency`` actors (default: one per CPU but one, or one per ``num_gpus`` share of the
     cluster's GPUs) each load the bundle once; ``num_cpus`` per actor defaults to a share that
@@ -168,11 +171,12 @@ def predict_dataset(
         ref = resolve_model(model_uri, ship=len(alive) > 1)
     device = "cuda" if num_gpus > 0 else "cpu"
     check_model_runs(ref, precision=precision, runtime=runtime, device=device)
+    space = check_space_of(ref, embedding_space, embeddings=embeddings)
     return ds.map_batches(
         PredictBatches,
         fn_constructor_kwargs={
             "ref": ref, "precision": precision, "runtime": runtime, "device": device,
-            "top_k": top_k, "embeddings": embeddings, "plugins": runtime_plugins(),
+            "top_k": top_k, "embeddings": embeddings, "space": space, "plugins": runtime_plugins(),
             "threads": max(1, math.floor(cpus)),
             "base_dir": str(Path(base_dir).resolve()) if base_dir else None,
             "batch_size": batch_size,
@@ -279,6 +283,7 @@ def run_ray_predict(
     num_gpus_per_worker: float = 0,
     num_cpus_per_worker: float | None = None,
     embeddings: bool = False,
+    embedding_space: Mapping[str, Any] | None = None,
     batch_size: int = 32,
     top_k: int = 3,
     precision: str = "fp32",
@@ -342,7 +347,7 @@ def run_ray_predict(
             predicted = predict_dataset(
                 ds, ref, batch_size=batch_size, concurrency=workers, num_cpus=num_cpus_per_worker,
                 num_gpus=num_gpus_per_worker, precision=precision, runtime=runtime, top_k=top_k,
-                embeddings=embeddings,
+                embeddings=embeddings, embedding_space=embedding_space,
             )
             _collect(predicted, out, ref.key, todo, summary, attributes)
         summary.seconds = time.perf_counter() - t0

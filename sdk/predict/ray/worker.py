@@ -14,7 +14,7 @@ import importlib
 import json
 import os
 import types
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -151,6 +151,7 @@ class PredictBatches:
         device: str = "cpu",
         top_k: int = 3,
         embeddings: bool = False,
+        space: dict[str, Any] | None = None,
         plugins: Sequence[tuple[str, str]] = (),
         threads: int = 1,
         base_dir: str | None = None,
@@ -166,6 +167,7 @@ class PredictBatches:
             _bundle_folder(ref), device=device, precision=precision,  # type: ignore[arg-type]
             runtime=runtime,  # type: ignore[arg-type]
         )
+        self.predictor.set_embedding_space(space)  # before the schema: it sets the vector's width
         self.top_k, self.embeddings, self.batch_size = top_k, embeddings, max(1, batch_size)
         self.base = Path(base_dir or os.getcwd())
         self.schema = output_fields(self.predictor, embeddings=embeddings)
@@ -273,6 +275,20 @@ def _result_columns(attributes: Sequence[str], results: Sequence[tuple[str, Any,
     return columns
 
 
+def check_space_of(ref: ModelRef, space: Mapping[str, Any] | None, *,
+                   embeddings: bool) -> dict[str, Any] | None:
+    """The embedding space the actors set, checked on the driver against the bundle's
+    attributes (None: the fused vector)."""
+    if not space:
+        return None
+    from fashion.model.space import check_space
+    from fashion.registry.bundle import read_index
+
+    if not embeddings:
+        raise ConfigError("an embedding space applies to the vectors: pass --embeddings too.")
+    return check_space(read_index(Path(ref.folder)).attributes, space).model_dump()
+
+
 def check_model_runs(ref: ModelRef, *, precision: str, runtime: str, device: str) -> str:
     """Refuse on the driver, as one clear error, what every actor's :class:`fashion.Predictor`
     would refuse (an error in an actor's constructor reaches the driver as a Ray traceback):
@@ -301,6 +317,7 @@ __all__ = [
     "ModelRef",
     "PredictBatches",
     "check_model_runs",
+    "check_space_of",
     "output_fields",
     "prediction_columns",
     "resolve_model",
