@@ -122,7 +122,10 @@ FULL = Sizes()
 # one row refused MinMax; the quick profile now gates MinMax only (fast_static_fixes). Measured
 # whole since, at e766be2 on that CPU from an empty work folder (catalogs generated, the ResNet50
 # trained): 1,177 s = 19.6 min (fast_inference 390 s, budget 226, trust 109, add_attribute 83,
-# inference 82); 33 met, 13 missed, 6 not measurable, 0 errors.
+# inference 82); 33 met, 13 missed, 6 not measurable, 0 errors. With the search and retrieval
+# rows grown (c9c60ff): 1,208 s = 20.1 min, over by 13 s; then the near-chance quick ResNet50 no
+# longer int8-gated (fast_inference 417 -> 305 s), at 4a481f2 from an empty work folder: 1,105 s
+# = 18.4 min; 37 met, 11 missed, 6 not measurable, 0 errors.
 QUICK = Sizes(
     profile="quick",
     catalog_products=1000,

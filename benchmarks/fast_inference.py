@@ -245,8 +245,7 @@ def train_heads(ctx: Context, model: Any, image: str) -> dict[str, float]:
 
 def quantize_static(ctx: Context, folder: Any, calibration: Sequence[Any]) -> dict[str, Any]:
     """``fashion optimize --precision int8-static`` on the bundle, calibrated on the validation
-    manifests: what it recorded (recipe, fix, calibration, speeds) or that every recipe was
-    refused."""
+    manifests: what it recorded (recipe, fix, calibration, speeds) or that it was refused."""
     from fashion.errors import GateError
     from fashion.predict.optimize import optimize_static
 
@@ -298,13 +297,12 @@ def measure_config(ctx: Context, image: str, settings: dict[str, Any]) -> dict[s
     save_bundle(model, folder)
     _export(folder, ["fp32", *(["int8"] if "sdk ort int8" in paths else [])])
     val = manifests(ctx.catalog(), "val")
-    if _mean(head_f1) >= LEARNED_F1:
+    static = {"validated": [], "refused": "not gated: the model predicts near chance"}
+    if _mean(head_f1) >= LEARNED_F1:  # a gate on a near-chance model says nothing about int8
         static = quantize_static(ctx, folder, val[:2])
-    else:  # a gate on a near-chance model says nothing about int8 error (quick's short training)
-        ctx.log(f"    int8-static not gated: mean validation macro-F1 {_mean(head_f1):.2f} < "
-                f"{LEARNED_F1}, the model predicts near chance")
-        static = {"validated": [], "refused": "not gated: the model predicts near chance"}
-    if not static["validated"]:  # refused with every recipe (the graph left the bundle), or not gated
+    else:
+        ctx.log(f"    int8-static not gated: {static['refused']} (quick's short training)")
+    if not static["validated"]:  # refused (the graph left the bundle) or not gated
         paths = {k: v for k, v in paths.items() if v[0] != "int8-static"}
     bundle = load_bundle(folder)
     n = 2 * batch
@@ -427,9 +425,8 @@ def run(ctx: Context) -> dict[str, Any]:
             "sdk bf16 is not timed or gated: without native bf16 it is emulated (slower than fp32, "
             "over an hour for this run at 224 px) and precision='auto' never picks it here."]),
         "The target applies to the fastest validated path of each configuration.",
-        f"A configuration whose model predicts near chance (mean validation macro-F1 < "
-        f"{LEARNED_F1}, the quick profile's short ResNet50 training) is not int8-gated: such a gate "
-        "says nothing about int8 error, so its int8-static path is left out.",
+        f"A model that predicts near chance (mean validation macro-F1 < {LEARNED_F1}: quick's "
+        "ResNet50) is not int8-gated (such a gate says nothing); its int8-static path is left out.",
         *([] if cpu_record()["flags"] and set(cpu_record()["flags"]) & {"avx512_vnni", "avx_vnni", "amx_int8"} else [
             "This CPU has no VNNI: int8 convolutions run on AVX2 (vpmaddubsw, 7-bit weights), which "
             "gains less over fp32 than VNNI does; the int8-static/ORT-fp32 ratio in each row's note "
