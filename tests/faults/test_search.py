@@ -216,3 +216,43 @@ def test_bad_ray_output_folders(folder: Path, vectors: Path) -> None:
     part.write_bytes(part.read_bytes()[: part.stat().st_size // 2])
     check_error(AREA, "a truncated Ray part", lambda: Index.build([folder / "ray-trunc"]),
                 "not a readable Parquet file")
+
+
+def test_bad_spaces_and_tuning(tiny: object, folder: Path, vectors: Path) -> None:
+    """The inputs of attribute emphasis and efSearch tuning: unknown or repeated attributes, an
+    emphasis out of range, vectors of another space, a damaged tuning record, bad flags."""
+    from fashion import Predictor
+    from fashion.cli import main
+    from fashion.model.space import EmbeddingSpace
+    from fashion.search.vectors import VectorsInfo
+    from tests.tiny_model import make_model
+
+    predictor = Predictor(make_model(0))
+    check_error(AREA, "emphasize an attribute the model lacks",
+                lambda: predictor.set_embedding_space({"emphasize": ["sleeve"]}), "cannot emphasize sleeve")
+    check_error(AREA, "emphasize an attribute twice",
+                lambda: predictor.set_embedding_space({"emphasize": ["color", "color"]}), "twice")
+    check_error(AREA, "emphasis above 1",
+                lambda: predictor.set_embedding_space({"emphasize": ["color"], "emphasis": 1.5}),
+                "embedding space")
+    check_error(AREA, "embed in a space with an unknown attribute",
+                lambda: predictor.embed([{"id": "a", "title": "red dress"}], space={"emphasize": ["x"]}),
+                "cannot emphasize x")
+    info = read_info(vectors)
+    emphasized = Index(VectorsInfo(**{**info.model_dump(), "space": EmbeddingSpace(emphasize=["color"])}))
+    check_error(AREA, "vectors of another space added", lambda: emphasized.add([vectors]),
+                "space fused but the index's are in fused + color")
+    ix = _saved(folder, vectors, "bad-tuning")
+    meta = json.loads((ix / "index.json").read_text())
+    meta["tuning"] = {"ef_search": -3, "target": 0.95}
+    (ix / "index.json").write_text(json.dumps(meta))
+    check_error(AREA, "index.json with a damaged tuning record", lambda: Index.load(ix), "damaged")
+    check_error(AREA, "index build --recall above 1",
+                lambda: main(["index", "build", str(vectors), "--out", str(folder / "r"), "--recall", "1.5"]),
+                "")
+    check_error(AREA, "index build --ef-search 0",
+                lambda: main(["index", "build", str(vectors), "--out", str(folder / "e"), "--ef-search", "0"]),
+                "")
+    check_error(AREA, "predict --emphasize without --embeddings",
+                lambda: main(["predict", str(folder), str(vectors), "--out", str(folder / "p.jsonl"),
+                              "--emphasize", "color"]), "")

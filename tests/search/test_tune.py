@@ -13,6 +13,7 @@ pytest.importorskip("faiss")
 
 from fashion.search import Index  # noqa: E402
 from fashion.search import tune as tune_module  # noqa: E402
+from fashion.search.backend import hnsw_search  # noqa: E402
 from fashion.search.index import HnswParams  # noqa: E402
 from fashion.search.plan import exact  # noqa: E402
 from fashion.search.tune import exact_neighbours, recall_per_query  # noqa: E402
@@ -59,7 +60,7 @@ def test_a_new_graph_is_tuned_on_products_held_out_of_it(tmp_path: Path) -> None
     inside[-256:] = False
     assert t.ef_search > tune_module.EF_STEPS[0]  # else the check below says nothing
     lower_step = tune_module.EF_STEPS[tune_module.EF_STEPS.index(t.ef_search) - 1]
-    _, got = index.faiss.search(held, 10, params=_params(lower_step, inside))
+    _, got = hnsw_search(index.faiss, held, 10, ef_search=lower_step, allowed=inside)
     per = recall_per_query(got, exact_neighbours(index.vectors, inside, held, 10))
     assert per.mean() - 2 * per.std(ddof=1) / np.sqrt(len(per)) < 0.95
     index.save(tmp_path / "ix")
@@ -68,17 +69,6 @@ def test_a_new_graph_is_tuned_on_products_held_out_of_it(tmp_path: Path) -> None
     loaded = Index.load(tmp_path / "ix")
     assert loaded.tuning == t and loaded.ef_search == t.ef_search
     assert loaded.describe()["hnsw"]["ef_search_used"] == t.ef_search
-
-
-def _params(ef: int, allowed: np.ndarray) -> object:
-    import faiss
-
-    params = faiss.SearchParametersHNSW()
-    params.efSearch = ef
-    bits = np.packbits(allowed, bitorder="little")
-    params.sel = faiss.IDSelectorBitmap(len(allowed), faiss.swig_ptr(bits))
-    params._bits = bits  # kept alive with the parameters
-    return params
 
 
 def test_a_given_ef_search_is_used_as_given() -> None:
