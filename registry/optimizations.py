@@ -74,7 +74,8 @@ class QuantizationRecord(_Record):
     weight_type: Literal["int8"]
     backbones: list[str]
     quantized_nodes: int = Field(ge=0)
-    excluded: list[str]
+    excluded: list[str]  # left out by the quantizer (the edges fix)
+    fp32_nodes: list[str] = []  # quantized, then reverted to fp32 (the most sensitive convolutions)
     fix: str
     text: Literal["fp32", "int8"]
     calibration: CalibrationRecord

@@ -22,16 +22,19 @@ from fashion import (
 
 class TinyImageOptions(ImageBackboneOptions):
     width: int = 8
+    layers: int = 1  # convolutions (each followed by a ReLU)
 
 
 class TinyImage(ImageBackbone[TinyImageOptions]):
-    """Conv -> global average pool."""
+    """Conv -> ReLU (``layers`` times) -> global average pool."""
 
     name = "tiny_image"
 
     def __init__(self, options=None, *, assets=None, pretrained=True):
         super().__init__(options)
-        self.net = nn.Sequential(nn.Conv2d(3, self.options.width, 3, stride=2), nn.ReLU())
+        width = self.options.width
+        more = [m for _ in range(self.options.layers - 1) for m in (nn.Conv2d(width, width, 3, padding=1), nn.ReLU())]
+        self.net = nn.Sequential(nn.Conv2d(3, width, 3, stride=2), nn.ReLU(), *more)
         self.output_dim = self.options.width
 
     def forward(self, pixels):

@@ -12,14 +12,17 @@ which ``precision="auto"`` picks the fastest runtime.
 from __future__ import annotations
 
 import importlib.util
+import shutil
 import statistics
+import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from fashion.errors import ConfigError, GateError
+from fashion.predict.export import require
 from fashion.predict.static import MAX_PRODUCTS, CalibrationData, NothingToQuantize, fixes, quantize
 
 ONNX_RUNTIMES = ("onnxruntime", "openvino")
@@ -51,6 +54,46 @@ def diagnose(folder: Path, graph: dict[str, Any], rel: str, model: Any,
     feeds = CalibrationData(model, graph, sources, products=SAMPLES).feeds
     multilabel = {a: bool(getattr(model.task(a), "multilabel", False)) for a in model.attributes}
     return explain(folder / graph["file"], folder / rel, graph, feeds, multilabel)
+
+
+SENSITIVE_STEPS = (1, 2, 3, 4, 6, 8, 12, 16, 24)
+"""How many of the most sensitive convolutions the last fix keeps fp32, tried in this order."""
+MAX_FP32_SHARE = 0.25
+"""The last fix keeps at most this share of the quantized convolutions fp32: past it the graph
+gives up most of what int8 is for."""
+
+
+def keep_sensitive_fp32(base: Any, attempt: Any, pre: Path, asked: Path, graph: dict[str, Any],
+                        model: Any, sources: Sequence[str | Path], *, log: Any = print) -> None:
+    """The last fix, accuracy-aware mixed precision (as OpenVINO's accuracy-aware quantization
+    and NNCF's ``quantize_with_accuracy_control`` do): every quantized convolution of the asked
+    recipe's graph ``asked`` is reverted to fp32 alone and ranked by how close the logits then
+    come to fp32 on the first products of the gate's data
+    (:func:`fashion.predict.sensitivity.rank_nodes`); then the ``k`` most costly are kept fp32
+    for ``k`` in :data:`SENSITIVE_STEPS`, each graph gated by ``attempt``, until one is validated
+    or :data:`MAX_FP32_SHARE` of them would be."""
+    from fashion.predict.sensitivity import SAMPLES, rank_nodes
+
+    onnx = require("onnx")
+    backbones = tuple(f"/{n.split(':')[0]}/" for n, m, _ in graph["layout"] if m == "image")
+    nodes = [n.name for n in onnx.load(str(asked)).graph.node
+             if n.op_type in ("Conv", "ConvTranspose", "Gemm", "MatMul") and n.name.startswith(backbones)]
+    cap = min(len(nodes) - 1, max(1, int(len(nodes) * MAX_FP32_SHARE)))
+    if cap < 1:
+        log("recipe 'most sensitive convolutions fp32' skipped: the image backbones have one "
+            "quantized convolution; keeping it fp32 leaves nothing int8")
+        return
+    start = time.perf_counter()
+    feeds = CalibrationData(model, graph, sources, products=SAMPLES).feeds
+    ranked = rank_nodes(pre, asked, graph, feeds, nodes, log=log)
+    log(f"ranked {len(nodes)} quantized convolutions by their cost to the logits in "
+        f"{time.perf_counter() - start:.0f} s; most costly: "
+        + ", ".join(f"{n} ({e:.2g})" for n, e in ranked[:3]))
+    for k in [k for k in SENSITIVE_STEPS if k < cap] + [cap]:
+        names = tuple(n for n, _ in ranked[:k])
+        report = attempt(replace(base, keep_fp32=names, fix=f"{k} most sensitive convolutions fp32"))
+        if report.validated:
+            return
 
 
 def runtimes_here(runtime: str | None) -> list[str]:
@@ -122,8 +165,6 @@ def optimize_static(
     :class:`GateError` when every recipe is refused (the graph then leaves the bundle).
     ``fixes_on_refusal=False``: gate the asked recipe only (``method``, per-channel, nothing
     kept fp32); a refusal raises at once."""
-    from dataclasses import replace
-
     from fashion.predict.artifacts import onnx_file, update_bundle
     from fashion.predict.gate import default_data, run_gate
     from fashion.registry.bundle import load_bundle
@@ -143,20 +184,16 @@ def optimize_static(
     keys = [f"{r}:int8-static" for r in runtimes]
     rel = onnx_file("int8-static")
     tried: dict[str, dict[str, float]] = {}  # per path: recipe -> worst macro-F1 delta (points)
-    for config in recipes:
+    gate_data = list(data) if data else None
+
+    def attempt(config: Any) -> Any:
         if reduce_range is not None:
             config = replace(config, reduce_range=reduce_range)
-        try:
-            record = quantize(folder / graph["file"], folder / rel, bundle.model, graph, cal, config)
-        except NothingToQuantize as exc:
-            if not result.attempts:  # the model's image backbones have nothing int8 can run
-                raise
-            log(f"recipe {config.fix!r} skipped: {exc}")
-            continue
+        record = quantize(folder / graph["file"], folder / rel, bundle.model, graph, cal, config,
+                          cache=Path(tmp))
         update_bundle(folder, onnx={"int8-static": {**graph, "file": rel, "precision": "int8-static",
                                                     "quantization": record}})
-        bundle = load_bundle(folder)
-        report = run_gate(bundle, keys, data=list(data) if data else None, max_loss=max_loss,
+        report = run_gate(load_bundle(folder), keys, data=gate_data, max_loss=max_loss,
                           batch_size=batch_size, limit=limit)
         result.attempts.append((config.fix, report))
         worst = {p.key: min(p.delta.values(), default=0.0) for p in report.paths}
@@ -165,15 +202,32 @@ def optimize_static(
         log(f"recipe {config.fix!r} ({config.method}, {'per-channel' if config.per_channel else 'per-tensor'}"
             f", {record['quantized_nodes']} nodes int8): "
             + ", ".join(f"{k} worst {v:+.2f} points" for k, v in worst.items()))
-        if report.validated:
-            break
-        if len(result.attempts) == 1:  # the asked recipe lost: say where before trying the fixes
+        return report
+
+    with tempfile.TemporaryDirectory(prefix="fashion-optimize-") as tmp:
+        asked = Path(tmp) / "asked.onnx"
+        for config in recipes:
             try:
-                result.diagnosis = diagnose(folder, graph, rel, bundle.model,
-                                            list(data) if data else default_data(bundle.index))
-                log(f"diagnosis: {result.diagnosis['reading']}")
-            except Exception as exc:  # noqa: BLE001 - a diagnosis never stops the fixes or the verdict
-                log(f"diagnosis skipped: {exc}")
+                report = attempt(config)
+            except NothingToQuantize as exc:
+                if not result.attempts:  # the model's image backbones have nothing int8 can run
+                    raise
+                log(f"recipe {config.fix!r} skipped: {exc}")
+                continue
+            if report.validated:
+                break
+            if len(result.attempts) == 1:  # the asked recipe lost: say where before trying the fixes
+                shutil.copyfile(folder / rel, asked)
+                try:
+                    result.diagnosis = diagnose(folder, graph, rel, bundle.model,
+                                                gate_data or default_data(bundle.index))
+                    log(f"diagnosis: {result.diagnosis['reading']}")
+                except Exception as exc:  # noqa: BLE001 - a diagnosis never stops the fixes or the verdict
+                    log(f"diagnosis skipped: {exc}")
+        if fixes_on_refusal and not result.report.validated and asked.is_file():
+            keep_sensitive_fp32(recipes[0], attempt, Path(tmp) / "pre.onnx", asked, graph, bundle.model,
+                                gate_data or default_data(bundle.index), log=log)
+    bundle = load_bundle(folder)
     report = result.report
     for score in report.paths:
         score.extra.update({"fix": result.attempts[-1][0], "calibration": cal.fingerprint,

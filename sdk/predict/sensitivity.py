@@ -32,6 +32,9 @@ from fashion.predict.export import require
 STRUCTURED_MARGIN = 0.05
 """``noise_agreement`` above ``int8_agreement`` by more than this, and by more than two standard
 errors of the difference on the products compared, reads as a structured error."""
+LOW_SQNR_DB = 10.0
+"""Below this SQNR at a backbone output the int8 error is not the usual rounding (ResNet50's
+graph keeps 16-33 dB): a layer has lost most of its signal, whatever the heads' margins."""
 SAMPLES = 64
 """Calibration products the diagnosis runs (three forward passes each)."""
 
@@ -162,6 +165,12 @@ def reading(outputs: dict[str, Any], heads: dict[str, Any], *, products: int = 0
                       for b, o in outputs.items())
     if h["int8_agreement"] >= 1.0:
         return f"int8 kept every prediction on these products (SQNR at the backbone output: {where})"
+    low = [o["sqnr_db"] for o in outputs.values() if o["sqnr_db"] is not None and o["sqnr_db"] < LOW_SQNR_DB]
+    if low:
+        return (f"large error: the int8 graph keeps {min(low):g} dB SQNR at the backbone output (int8 "
+                f"normally keeps {LOW_SQNR_DB:g} dB or more), so some layer loses most of its signal "
+                f"({h['int8_agreement']:.0%} of {worst} predictions kept); keeping the most sensitive "
+                "convolutions fp32 can help")
     a, b = h["int8_agreement"], h["noise_agreement"]
     error = 2 * math.sqrt((a * (1 - a) + b * (1 - b)) / products) if products else 0.0
     if b - a > max(STRUCTURED_MARGIN, error):
@@ -170,5 +179,95 @@ def reading(outputs: dict[str, Any], heads: dict[str, Any], *, products: int = 0
                 f"output: {where}); another recipe (calibration method, layers kept fp32) can help")
     return (f"fragile heads: random noise of the int8 error's power (SQNR at the backbone output: "
             f"{where}) changes as many {worst} predictions as int8 does ({h['noise_agreement']:.0%} vs "
-            f"{h['int8_agreement']:.0%} kept); no quantization recipe fixes that; train the model to wider "
-            "margins (more epochs or data, pretrained weights) or keep a wider precision (bf16, fp32)")
+            f"{h['int8_agreement']:.0%} kept); no calibration recipe fixes that (keeping the most "
+            "sensitive convolutions fp32, tried last, may); train the model to wider margins (more "
+            "epochs or data, pretrained weights) or keep a wider precision (bf16, fp32)")
+
+
+def revert(int8_model: Any, fp32_model: Any, names: Sequence[str]) -> Any:
+    """A copy of the QDQ graph ``int8_model`` in which the nodes ``names`` compute in fp32 again:
+    each reads its fp32 weights and bias (copied from ``fp32_model``, the graph that was
+    quantized) and the float tensors the fp32 graph gave it instead of dequantized int8 ones;
+    what it writes is quantized for the nodes after it as before. The quantizer folds a ReLU
+    (or Clip) that follows a convolution into the QuantizeLinear after it (unsigned int8 clips
+    at zero) and gives the convolution the ReLU's output name; a reverted node reading such a
+    tensor gets the ReLU back in front of it."""
+    import copy
+
+    model = copy.deepcopy(int8_model)
+    reference = {n.name: n for n in fp32_model.graph.node}
+    produced_fp32 = {o: n for n in fp32_model.graph.node for o in n.output}
+    produced = {o: n for n in model.graph.node for o in n.output}
+    initializers = {i.name: i for i in fp32_model.graph.initializer}
+    present = {i.name for i in model.graph.initializer} | {i.name for i in model.graph.input}
+    missing = sorted(set(names) - (set(reference) & {n.name for n in model.graph.node}))
+    if missing:
+        raise ValueError(f"cannot revert {', '.join(map(repr, missing))}: not a node of both graphs")
+    added: dict[str, str] = {}  # fp32 tensor -> its name in the reverted graph
+    restored: list[Any] = []
+    for node in model.graph.node:
+        if node.name not in names:
+            continue
+        inputs = []
+        for tensor in reference[node.name].input:
+            if not tensor or tensor in added or (tensor in present and tensor not in produced):
+                inputs.append(added.get(tensor, tensor))
+                continue
+            if tensor in initializers:  # the int8 graph has a node writing that name: rename
+                name = tensor if tensor not in produced else f"{tensor}.fp32"
+                model.graph.initializer.append(copy.deepcopy(initializers[tensor]))
+                model.graph.initializer[-1].name = name
+            else:
+                before, now = produced_fp32.get(tensor), produced.get(tensor)
+                if before is None or now is None:
+                    raise ValueError(f"cannot revert {node.name!r}: its input {tensor!r} is gone from the int8 graph")
+                name = tensor
+                if now.op_type != before.op_type:
+                    if before.op_type not in ("Relu", "Clip"):
+                        raise ValueError(f"cannot revert {node.name!r}: {tensor!r} is written by a "
+                                         f"{now.op_type} in the int8 graph, a {before.op_type} in fp32")
+                    name = f"{tensor}.fp32"
+                    relu = copy.deepcopy(before)
+                    relu.name, relu.input[0], relu.output[0] = f"{before.name}.fp32", tensor, name
+                    restored.append(relu)
+            added[tensor] = name
+            inputs.append(name)
+        del node.input[:]
+        node.input.extend(inputs)
+    for relu in restored:  # right after the node that writes its input: the graph stays sorted
+        at = next(i for i, n in enumerate(model.graph.node) if relu.input[0] in n.output)
+        model.graph.node.insert(at + 1, relu)
+    return model
+
+
+def rank_nodes(fp32: str | Path, int8: str | Path, graph: dict[str, Any], feeds: Sequence[dict[str, Any]],
+               nodes: Sequence[str], *, log: Any = None) -> list[tuple[str, float]]:
+    """Each of ``nodes`` (quantized nodes of the int8 graph) reverted to fp32 alone
+    (:func:`revert`), scored by the logits' error against the fp32 graph on ``feeds``: per
+    attribute the squared error over the logits' spread across products, averaged over
+    attributes (the normalized MSE accuracy-aware quantization ranks layers by when the metric
+    is not per product). Returns ``(node, error)`` best first: the node whose revert leaves the
+    smallest error is the one int8 costs most."""
+    onnx = require("onnx")
+    reference = onnx.load(str(fp32))
+    quantized = onnx.load(str(int8))
+    logits = [o for o in graph["outputs"] if o.startswith("logits.")]
+
+    def outputs(model: Any) -> dict[str, np.ndarray]:
+        session = _session(model, [])
+        runs = [session.run(logits, batch) for batch in feeds]
+        return {n: np.concatenate([r[i] for r in runs]).astype(np.float64) for i, n in enumerate(logits)}
+
+    target = outputs(reference)
+    spread = {n: float(((v - v.mean(axis=0)) ** 2).sum()) or 1.0 for n, v in target.items()}
+
+    def error(model: Any) -> float:
+        out = outputs(model)
+        return float(np.mean([((out[n] - target[n]) ** 2).sum() / spread[n] for n in logits]))
+
+    scores = []
+    for i, name in enumerate(nodes):
+        scores.append((name, error(revert(quantized, reference, [name]))))
+        if log is not None and (i + 1) % 10 == 0:
+            log(f"  ranked {i + 1} of {len(nodes)} nodes")
+    return sorted(scores, key=lambda s: s[1])

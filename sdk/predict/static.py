@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -36,11 +37,15 @@ MAX_PRODUCTS = 256
 @dataclass(frozen=True)
 class StaticConfig:
     """One quantization recipe. ``exclude_edges``: the first convolution and the last block of
-    each image backbone stay fp32."""
+    each image backbone stay fp32 (left out by the quantizer); ``keep_fp32``: these nodes are
+    quantized with the rest, then reverted to compute in fp32 on fp32 inputs
+    (:func:`fashion.predict.sensitivity.revert`; the quantizer's own exclusion would keep their
+    weights fp32 but still feed them int8 activations where other nodes read the same tensor)."""
 
     method: str = "minmax"
     per_channel: bool = True
     exclude_edges: bool = False
+    keep_fp32: tuple[str, ...] = ()
     reduce_range: bool | None = None  # None: 7-bit weights where this CPU has no VNNI
     fix: str = "none"
 
@@ -205,8 +210,13 @@ def save_ranges(ranges: Any, path: Path) -> None:
 
 
 def quantize(fp32: str | Path, out: str | Path, model: FashionModel, graph: dict[str, Any],
-             calibration: CalibrationData, config: StaticConfig) -> dict[str, Any]:
-    """Write the QDQ int8-static graph of ``fp32`` to ``out``; returns its quantization record."""
+             calibration: CalibrationData, config: StaticConfig, *,
+             cache: Path | None = None) -> dict[str, Any]:
+    """Write the QDQ int8-static graph of ``fp32`` to ``out``; returns its quantization record.
+    ``cache``: a folder where the recipes of one optimization share their work: the
+    pre-processed fp32 graph (``pre.onnx``, whose node names the int8 graph keeps) and, per
+    calibration method, the activation ranges of a recipe that excludes nothing (every later
+    recipe of that method reads the ranges of the tensors it quantizes from them)."""
     ort = require("onnxruntime")
     onnx = require("onnx")
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -222,25 +232,32 @@ def quantize(fp32: str | Path, out: str | Path, model: FashionModel, graph: dict
     reduce_range = config.reduce_range if config.reduce_range is not None else not (cpu_flags() & VNNI)
     out = Path(out)
     with tempfile.TemporaryDirectory(prefix="fashion-quant-") as tmp:
-        pre = Path(tmp) / "pre.onnx"
-        ort.set_default_logger_severity(3)  # its notes on subgraph names are not for users
-        try:  # shape inference + graph optimization, as the quantizer asks
-            quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
-        except Exception:  # noqa: BLE001 - a graph the optimizer cannot take is quantized as exported
-            pre = Path(fp32)
-        finally:
-            ort.set_default_logger_severity(2)
+        pre = (cache or Path(tmp)) / "pre.onnx"
+        if not pre.is_file():
+            ort.set_default_logger_severity(3)  # its notes on subgraph names are not for users
+            try:  # shape inference + graph optimization, as the quantizer asks
+                quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
+            except Exception:  # noqa: BLE001 - a graph the optimizer cannot take is quantized as exported
+                shutil.copyfile(fp32, pre)
+            finally:
+                ort.set_default_logger_severity(2)
         loaded = onnx.load(str(pre))
         nodes = image_nodes(loaded, backbones)
         excluded = sorted({e for b in backbones for e in edge_nodes(loaded, b)}) if config.exclude_edges else []
         quantized = [n for n in nodes if n not in set(excluded)]
         ops = {n.name: n.op_type for n in loaded.graph.node}
         weighted = [n for n in quantized if ops[n] in ("Conv", "ConvTranspose", "MatMul", "Gemm")]
+        weighted = [n for n in weighted if n not in set(config.keep_fp32)]
         if not weighted:
             raise NothingToQuantize(f"the recipe {config.fix!r} leaves no convolution of "
                                     f"{', '.join(backbones)} to quantize")
-        ranges = Path(tmp) / "ranges.json"
-        save_ranges(calibrate(pre, loaded, set(quantized), calibration, config.method, Path(tmp)), ranges)
+        ranges = (cache or Path(tmp)) / f"ranges-{config.method}.json"
+        if not ranges.is_file() or cache is None:
+            computed = Path(tmp) / "ranges.json"
+            save_ranges(calibrate(pre, loaded, set(quantized), calibration, config.method, Path(tmp)), computed)
+            if not excluded:  # every tensor a later recipe can quantize
+                shutil.copyfile(computed, ranges)
+            ranges = computed
         method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                   "entropy": CalibrationMethod.Entropy}[config.method]
         logger = logging.getLogger()
@@ -256,10 +273,15 @@ def quantize(fp32: str | Path, out: str | Path, model: FashionModel, graph: dict
             )
         finally:
             logger.setLevel(level)
+        if config.keep_fp32:
+            from fashion.predict.sensitivity import revert
+
+            onnx.save(revert(onnx.load(str(out)), loaded, config.keep_fp32), str(out))
     return {
         "scheme": "qdq", "method": config.method, "per_channel": config.per_channel,
         "reduce_range": bool(reduce_range), "activation_type": "uint8", "weight_type": "int8",
         "backbones": backbones, "quantized_nodes": len(weighted), "excluded": excluded,
+        "fp32_nodes": list(config.keep_fp32),
         "fix": config.fix, "text": "fp32", "calibration": calibration.record(), "cpu": cpu_record(),
     }
 

@@ -116,7 +116,111 @@ def test_the_reading_names_the_fragile_part():
     structured = reading(where, {"color": {"int8_agreement": 0.57, "noise_agreement": 0.95}})
     assert structured.startswith("structured error") and "95%" in structured
     assert reading(where, {"color": {"int8_agreement": 1.0, "noise_agreement": 1.0}}).startswith("int8 kept")
+    # far below what int8 keeps, whatever random noise of that power does: a layer lost its signal
+    large = reading({"image": {"sqnr_db": -2.2}}, {"color": {"int8_agreement": 0.75, "noise_agreement": 0.8}})
+    assert large.startswith("large error") and "-2.2 dB" in large and "most sensitive" in large
     # a gap inside the sampling error of the products compared is not read as structured
     gap = {"color": {"int8_agreement": 0.57, "noise_agreement": 0.77}}
     assert reading(where, gap, products=20).startswith("fragile heads")
     assert reading(where, gap, products=400).startswith("structured error")
+
+
+def _conv_stack(tmp_path):
+    """A three-convolution image backbone ``/image/...`` (Conv -> Relu, thrice, then global
+    pooling) with one head, its fp32 graph quantized by ONNX Runtime (QDQ, per-channel int8
+    weights, uint8 activations calibrated on random images)."""
+    from onnx import TensorProto, helper, numpy_helper
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    rng = np.random.default_rng(0)
+    nodes, inits, channels, x = [], [], 3, "pixels"
+    for i in range(3):
+        w = rng.standard_normal((8, channels, 3, 3)).astype(np.float32) * 0.3
+        inits += [numpy_helper.from_array(w, f"w{i}"), numpy_helper.from_array(np.full(8, 0.1, np.float32), f"b{i}")]
+        nodes += [helper.make_node("Conv", [x, f"w{i}", f"b{i}"], [f"c{i}"], name=f"/image/conv{i}/Conv", pads=[1] * 4),
+                  helper.make_node("Relu", [f"c{i}"], [f"r{i}"], name=f"/image/relu{i}/Relu")]
+        x, channels = f"r{i}", 8
+    inits += [numpy_helper.from_array(rng.standard_normal((8, 4)).astype(np.float32), "head_w")]
+    nodes += [helper.make_node("GlobalAveragePool", [x], ["pooled"], name="/image/pool/GlobalAveragePool"),
+              helper.make_node("Flatten", ["pooled"], ["features"], name="/image/flatten/Flatten"),
+              helper.make_node("MatMul", ["features", "head_w"], ["logits.color"], name="/head/MatMul")]
+    graph = helper.make_graph(nodes, "stack", [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, [None, 3, 16, 16])],
+                              [helper.make_tensor_value_info("logits.color", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    fp32, int8 = tmp_path / "fp32.onnx", tmp_path / "int8.onnx"
+    onnx.save(model, str(fp32))
+    feeds = [{"pixels": rng.random((8, 3, 16, 16)).astype(np.float32)} for _ in range(3)]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.items = iter(feeds)
+
+        def get_next(self):
+            return next(self.items, None)
+
+    quantize_static(str(fp32), str(int8), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    nodes_to_quantize=[n.name for n in nodes if n.name.startswith("/image/")])
+    return fp32, int8, feeds, {"outputs": ["logits.color"]}
+
+
+def _run(model, feeds):
+    return np.concatenate([_session(model, []).run(["logits.color"], f)[0] for f in feeds])
+
+
+def test_a_reverted_node_reads_its_fp32_inputs_and_the_graph_still_runs(tmp_path):
+    from fashion.predict.sensitivity import revert
+
+    fp32, int8, feeds, _ = _conv_stack(tmp_path)
+    reference, quantized = onnx.load(str(fp32)), onnx.load(str(int8))
+    convs = [n.name for n in reference.graph.node if n.op_type == "Conv"]
+    int8_inputs = {n.name: list(n.input) for n in quantized.graph.node if n.name in convs}
+    assert all(inputs != list(next(n for n in reference.graph.node if n.name == c).input)
+               for c, inputs in int8_inputs.items())  # the quantizer rewired every convolution
+    both = revert(quantized, reference, convs[1:])
+    onnx.checker.check_model(both)
+    nodes = {n.name: n for n in both.graph.node}
+    fp32_inputs = {n.name: list(n.input) for n in reference.graph.node}
+    for conv in convs[1:]:  # weights, bias and activation are the fp32 graph's (renamed where taken)
+        assert [t.removesuffix(".fp32") for t in nodes[conv].input] == fp32_inputs[conv]
+    assert list(nodes[convs[0]].input) == int8_inputs[convs[0]]  # not asked: still int8
+    # the quantizer folds each ReLU into the QuantizeLinear after it (the convolution writes the
+    # ReLU's output name): a reverted convolution gets its ReLU back in front of it
+    relus = [n for n in both.graph.node if n.op_type == "Relu"]
+    assert not any(n.op_type == "Relu" for n in quantized.graph.node)
+    assert sorted(n.output[0] for n in relus) == ["r0.fp32", "r1.fp32"]
+    assert [nodes[c].input[0] for c in convs[1:]] == ["r0.fp32", "r1.fp32"]
+    expected = _run(reference, feeds)
+    error = {name: float(((_run(m, feeds) - expected) ** 2).mean())
+             for name, m in {"int8": quantized, "two reverted": both,
+                             "all reverted": revert(quantized, reference, convs)}.items()}
+    assert error["all reverted"] < 0.5 * error["int8"] and error["two reverted"] < 0.5 * error["int8"]
+    with pytest.raises(ValueError, match="not a node of both graphs"):
+        revert(quantized, reference, ["/image/nowhere/Conv"])
+
+
+def test_ranking_finds_the_convolution_int8_breaks(tmp_path):
+    """One convolution's int8 weights are negated in the quantized graph: reverting it alone
+    brings the logits back closest to fp32, so it ranks first, far ahead of the others."""
+    from fashion.predict.sensitivity import rank_nodes
+
+    fp32, int8, feeds, graph = _conv_stack(tmp_path)
+    quantized = onnx.load(str(int8))
+    conv = next(n for n in quantized.graph.node if n.name == "/image/conv1/Conv")
+    weight = next(n for n in quantized.graph.node if n.output[0] == conv.input[1]).input[0]
+    tensor = next(i for i in quantized.graph.initializer if i.name == weight)
+    values = onnx.numpy_helper.to_array(tensor)
+    tensor.CopyFrom(onnx.numpy_helper.from_array((-values.astype(np.int16)).clip(-127, 127).astype(values.dtype), weight))
+    broken = tmp_path / "broken.onnx"
+    onnx.save(quantized, str(broken))
+    convs = [f"/image/conv{i}/Conv" for i in range(3)]
+    ranked = rank_nodes(fp32, broken, graph, feeds, convs)
+    assert [n for n, _ in ranked][0] == "/image/conv1/Conv"
+    assert ranked[0][1] < 0.1 * ranked[1][1]
+    plain = dict(rank_nodes(fp32, int8, graph, feeds, convs))
+    assert all(v < ranked[1][1] for v in plain.values())  # the unbroken graph is far closer everywhere

@@ -247,3 +247,58 @@ def test_a_diagnosis_that_fails_does_not_stop_the_verdict(tiny_model, tmp_path, 
     path = read_index(bundle).optimizations["gate"]["paths"]["onnxruntime:int8-static"]
     assert not path["passed"] and path.get("diagnosis") is None
     assert "int8-static" not in read_index(bundle).optimizations["onnx"]
+
+
+def _image_only(tmp_path: Path, model) -> Path:
+    """A labeled manifest of eight one-colour photos without text, labeled with the fp32 model's
+    own predictions."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    colors = ["red", "blue", (20, 20, 90), (200, 120, 40), (10, 160, 30), (240, 240, 240),
+              (90, 10, 90), (128, 128, 128)]
+    for i, color in enumerate(colors):
+        image(color).save(folder / f"{i}.png")
+    predicted = model.predict([{"images": [folder / f"{i}.png"]} for i in range(len(colors))])
+    path = tmp_path / "photos.csv"
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["id", "images", "color", "category"])
+        writer.writerows([(f"p{i}", f"photos/{i}.png", p["color"].label, p["category"].label)
+                          for i, p in enumerate(predicted)])
+    return path
+
+
+def test_the_last_fix_keeps_the_convolution_int8_breaks_fp32(tiny, tmp_path):
+    """A four-convolution backbone whose second convolution writes one channel thousands of
+    times larger than the others, which the third reads with zero weights: fp32 ignores it, but
+    the uint8 range of that tensor is set by it, so int8 rounds the other channels away. No
+    standard fix helps (the edges, per-tensor weights and the calibration methods all keep that
+    range); the ranking finds the third convolution, and keeping it fp32 passes the gate."""
+    import copy
+
+    from tests.tiny_model import make_model
+    from tests.tiny_plugin import TINY_SPEC
+
+    spec = copy.deepcopy(TINY_SPEC)
+    spec["backbones"]["image"]["options"] = {"layers": 4}
+    model = make_model(0, spec)
+    net = model.backbones["image"].net
+    with torch.no_grad():
+        net[2].bias[0] = 5000.0  # the second convolution's outlier channel
+        net[4].weight[:, 0] = 0.0  # which the third convolution does not read
+        net[6].weight *= 300.0  # photos of different colours get different categories
+    data = _image_only(tmp_path, model)
+    bundle = save_bundle(model, tmp_path / "bundle")
+    lines: list[str] = []
+    result = optimize_static(bundle, calibration=[data], data=[data], runtime="onnxruntime", log=lines.append)
+    fixes = [fix for fix, _ in result.attempts]
+    assert fixes[-1] == "1 most sensitive convolutions fp32", lines
+    assert all(not report.validated for _, report in result.attempts[:-1])
+    assert fixes[:-1] == ["none", "per-tensor weights", "percentile calibration", "entropy calibration"]
+    assert result.report.validated == ["onnxruntime:int8-static"]
+    record = read_index(bundle).optimizations["onnx"]["int8-static"]["quantization"]
+    assert record["excluded"] == [] and record["fp32_nodes"] == ["/image/net/net.4/Conv"]
+    assert record["fix"] == fixes[-1] and record["quantized_nodes"] == 3
+    assert any(line.startswith("ranked 4 quantized convolutions") for line in lines)
+    gate = read_index(bundle).optimizations["gate"]["paths"]["onnxruntime:int8-static"]
+    assert gate["passed"] and gate["fix"] == fixes[-1] and gate["attempts"]["none"] < -0.5
