@@ -131,16 +131,20 @@ def export_command(model: str, fmt: str, precision: str, data: tuple[Path, ...],
 @click.option("--runtime", type=click.Choice(["onnxruntime", "openvino"]), default=None,
               help="int8-static: gate this runtime only (default: every one installed; the "
                    "fastest validated one is recorded for precision auto).")
+@click.option("--fixes/--no-fixes", default=True, show_default=True,
+              help="int8-static: after a refusal, try the standard fixes (--no-fixes: gate the asked "
+                   "recipe only).")
 @_gate_options
 def optimize_command(model: str, precision: str, with_onnx: bool | None, calibration: tuple[Path, ...],
-                     calibration_method: str, calibration_rows: int, runtime: str | None,
+                     calibration_method: str, calibration_rows: int, runtime: str | None, fixes: bool,
                      data: tuple[Path, ...], max_loss: float, batch_size: int, limit: int | None) -> None:
     """Validate every optimized path of a bundle folder against fp32 eager and record it.
 
     Paths: torch:bf16, torch:int8 and (with ONNX) onnxruntime:fp32 and onnxruntime:int8; with
     --precision int8-static, onnxruntime:int8-static and openvino:int8-static (extra
     fashion-sdk[openvino]). A refused int8-static graph is retried with the standard fixes
-    (first conv and last block fp32, per-tensor weights, other calibration methods). The
+    (first conv and last block fp32, per-tensor weights, other calibration methods, then the
+    most sensitive convolutions kept fp32, at most a quarter of them). The
     verdict lands in fashion.json, where `Predictor(precision="auto")` and `fashion show` read
     it. Exits 1 with the table when any path loses more than --max-loss points on an attribute.
     """
@@ -154,7 +158,7 @@ def optimize_command(model: str, precision: str, with_onnx: bool | None, calibra
         result = optimize_static(folder, calibration=list(calibration) or None,
                                  method=calibration_method, runtime=runtime, data=list(data) or None,
                                  max_loss=max_loss, batch_size=batch_size, limit=limit,
-                                 products=calibration_rows, log=console.print)
+                                 products=calibration_rows, fixes_on_refusal=fixes, log=console.print)
         console.print(result.report.table())
         speeds = ", ".join(f"{k} {v:g} products/s" for k, v in result.speeds.items())
         console.print(f"validated: {', '.join(result.report.validated)} (fix: {result.attempts[-1][0]}); "

@@ -61,17 +61,20 @@ SENSITIVE_STEPS = (1, 2, 3, 4, 6, 8, 12, 16, 24)
 MAX_FP32_SHARE = 0.25
 """The last fix keeps at most this share of the quantized convolutions fp32: past it the graph
 gives up most of what int8 is for."""
+PATIENCE = 3
+"""The last fix stops after this many steps in a row that do not improve the worst delta."""
 
 
-def keep_sensitive_fp32(base: Any, attempt: Any, pre: Path, asked: Path, graph: dict[str, Any],
+def keep_sensitive_fp32(base: Any, attempt: Any, first: Any, pre: Path, asked: Path, graph: dict[str, Any],
                         model: Any, sources: Sequence[str | Path], *, log: Any = print) -> None:
     """The last fix, accuracy-aware mixed precision (as OpenVINO's accuracy-aware quantization
     and NNCF's ``quantize_with_accuracy_control`` do): every quantized convolution of the asked
     recipe's graph ``asked`` is reverted to fp32 alone and ranked by how close the logits then
     come to fp32 on the first products of the gate's data
     (:func:`fashion.predict.sensitivity.rank_nodes`); then the ``k`` most costly are kept fp32
-    for ``k`` in :data:`SENSITIVE_STEPS`, each graph gated by ``attempt``, until one is validated
-    or :data:`MAX_FP32_SHARE` of them would be."""
+    for ``k`` in :data:`SENSITIVE_STEPS`, each graph gated by ``attempt``, until one is validated,
+    :data:`MAX_FP32_SHARE` of them would be, or :data:`PATIENCE` steps in a row gain nothing on
+    the asked recipe's report ``first``."""
     from fashion.predict.sensitivity import SAMPLES, rank_nodes
 
     onnx = require("onnx")
@@ -87,13 +90,33 @@ def keep_sensitive_fp32(base: Any, attempt: Any, pre: Path, asked: Path, graph: 
     feeds = CalibrationData(model, graph, sources, products=SAMPLES).feeds
     ranked = rank_nodes(pre, asked, graph, feeds, nodes, log=log)
     log(f"ranked {len(nodes)} quantized convolutions by their cost to the logits in "
-        f"{time.perf_counter() - start:.0f} s; most costly: "
-        + ", ".join(f"{n} ({e:.2g})" for n, e in ranked[:3]))
+        f"{time.perf_counter() - start:.0f} s; most costly (the error left with it alone fp32): "
+        + ", ".join(f"{n} ({e:.3g})" for n, e in ranked[:3]))
+    revert_in_order(base, [n for n, _ in ranked], cap, attempt, first, log=log)
+
+
+def revert_in_order(base: Any, ranked: Sequence[str], cap: int, attempt: Any, first: Any, *,
+                    log: Any = print) -> None:
+    """Gate ``base`` with the first ``k`` of ``ranked`` kept fp32, for ``k`` in
+    :data:`SENSITIVE_STEPS` below ``cap`` and then ``cap``; stop at the first validated graph or
+    after :data:`PATIENCE` steps in a row whose worst delta is no better than the best so far
+    (starting from the asked recipe's report ``first``)."""
+    best, stale = worst_delta(first), 0
     for k in [k for k in SENSITIVE_STEPS if k < cap] + [cap]:
-        names = tuple(n for n, _ in ranked[:k])
-        report = attempt(replace(base, keep_fp32=names, fix=f"{k} most sensitive convolutions fp32"))
+        report = attempt(replace(base, keep_fp32=tuple(ranked[:k]), fix=f"{k} most sensitive convolutions fp32"))
         if report.validated:
             return
+        stale = 0 if worst_delta(report) > best + 1e-6 else stale + 1
+        best = max(best, worst_delta(report))
+        if stale == PATIENCE:
+            log(f"stopped after {k} convolutions fp32: {PATIENCE} steps in a row did not improve the "
+                f"worst delta ({best:+.2f} points at best); the error is spread over the layers")
+            return
+
+
+def worst_delta(report: Any) -> float:
+    """The best path's worst macro-F1 delta in points (0 when nothing was judged)."""
+    return max((min(p.delta.values(), default=0.0) for p in report.paths), default=0.0)
 
 
 def runtimes_here(runtime: str | None) -> list[str]:
@@ -225,8 +248,12 @@ def optimize_static(
                 except Exception as exc:  # noqa: BLE001 - a diagnosis never stops the fixes or the verdict
                     log(f"diagnosis skipped: {exc}")
         if fixes_on_refusal and not result.report.validated and asked.is_file():
-            keep_sensitive_fp32(recipes[0], attempt, Path(tmp) / "pre.onnx", asked, graph, bundle.model,
-                                gate_data or default_data(bundle.index), log=log)
+            try:
+                keep_sensitive_fp32(recipes[0], attempt, result.attempts[0][1], Path(tmp) / "pre.onnx",
+                                    asked, graph, bundle.model, gate_data or default_data(bundle.index),
+                                    log=log)
+            except Exception as exc:  # noqa: BLE001 - a fix that fails leaves the gated recipes' verdict
+                log(f"recipe 'most sensitive convolutions fp32' skipped: {exc}")
     bundle = load_bundle(folder)
     report = result.report
     for score in report.paths:

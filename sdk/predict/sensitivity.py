@@ -205,31 +205,51 @@ def revert(int8_model: Any, fp32_model: Any, names: Sequence[str]) -> Any:
         raise ValueError(f"cannot revert {', '.join(map(repr, missing))}: not a node of both graphs")
     added: dict[str, str] = {}  # fp32 tensor -> its name in the reverted graph
     restored: list[Any] = []
+    constants: list[Any] = []
+
+    def fixed(tensor: str, node: str) -> str:
+        """A weight, bias or constant the fp32 graph gave ``node``, under a name free here."""
+        if tensor in added:
+            return added[tensor]
+        name = tensor if tensor not in produced else f"{tensor}.fp32"
+        if tensor in initializers:
+            model.graph.initializer.append(copy.deepcopy(initializers[tensor]))
+            model.graph.initializer[-1].name = name
+        elif tensor in produced_fp32 and produced_fp32[tensor].op_type == "Constant":
+            constant = copy.deepcopy(produced_fp32[tensor])
+            constant.name, constant.output[0] = f"{constant.name}.fp32", name
+            constants.append(constant)
+        else:
+            raise ValueError(f"cannot revert {node!r}: its input {tensor!r} is gone from the int8 graph")
+        added[tensor] = name
+        return name
+
     for node in model.graph.node:
         if node.name not in names:
             continue
         inputs = []
         for tensor in reference[node.name].input:
-            if not tensor or tensor in added or (tensor in present and tensor not in produced):
-                inputs.append(added.get(tensor, tensor))
+            if not tensor or (tensor in present and tensor not in produced):
+                inputs.append(tensor)
                 continue
-            if tensor in initializers:  # the int8 graph has a node writing that name: rename
-                name = tensor if tensor not in produced else f"{tensor}.fp32"
-                model.graph.initializer.append(copy.deepcopy(initializers[tensor]))
-                model.graph.initializer[-1].name = name
-            else:
-                before, now = produced_fp32.get(tensor), produced.get(tensor)
-                if before is None or now is None:
-                    raise ValueError(f"cannot revert {node.name!r}: its input {tensor!r} is gone from the int8 graph")
-                name = tensor
-                if now.op_type != before.op_type:
-                    if before.op_type not in ("Relu", "Clip"):
-                        raise ValueError(f"cannot revert {node.name!r}: {tensor!r} is written by a "
-                                         f"{now.op_type} in the int8 graph, a {before.op_type} in fp32")
-                    name = f"{tensor}.fp32"
-                    relu = copy.deepcopy(before)
-                    relu.name, relu.input[0], relu.output[0] = f"{before.name}.fp32", tensor, name
-                    restored.append(relu)
+            before, now = produced_fp32.get(tensor), produced.get(tensor)
+            if tensor in added or before is None or before.op_type == "Constant":
+                inputs.append(fixed(tensor, node.name))
+                continue
+            name = tensor
+            if now is None or now.op_type != before.op_type:
+                if now is None or before.op_type not in ("Relu", "Clip"):
+                    raise ValueError(f"cannot revert {node.name!r}: its input {tensor!r} is written by "
+                                     f"{now.op_type if now else 'no node'} in the int8 graph, a "
+                                     f"{before.op_type} in fp32")
+                name = f"{tensor}.fp32"  # the activation the quantizer folded, put back
+                relu = copy.deepcopy(before)
+                relu.name, relu.output[0] = f"{before.name}.fp32", name
+                relu.input[0] = tensor
+                for i in range(1, len(relu.input)):  # a Clip's bounds
+                    if relu.input[i] and not (relu.input[i] in present or relu.input[i] in produced):
+                        relu.input[i] = fixed(relu.input[i], node.name)
+                restored.append(relu)
             added[tensor] = name
             inputs.append(name)
         del node.input[:]
@@ -237,6 +257,8 @@ def revert(int8_model: Any, fp32_model: Any, names: Sequence[str]) -> Any:
     for relu in restored:  # right after the node that writes its input: the graph stays sorted
         at = next(i for i, n in enumerate(model.graph.node) if relu.input[0] in n.output)
         model.graph.node.insert(at + 1, relu)
+    for i, constant in enumerate(constants):
+        model.graph.node.insert(i, constant)
     return model
 
 
@@ -265,6 +287,8 @@ def rank_nodes(fp32: str | Path, int8: str | Path, graph: dict[str, Any], feeds:
         out = outputs(model)
         return float(np.mean([((out[n] - target[n]) ** 2).sum() / spread[n] for n in logits]))
 
+    if log is not None:
+        log(f"  the int8 graph's error: {error(quantized):.3g}")
     scores = []
     for i, name in enumerate(nodes):
         scores.append((name, error(revert(quantized, reference, [name]))))

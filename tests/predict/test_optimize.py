@@ -280,3 +280,43 @@ def test_int8_and_precision_errors(tiny_model):
         Predictor(tiny_model, runtime="onnxruntime")
     with pytest.raises(ConfigError, match="unknown runtime"):
         Predictor(tiny_model, runtime="tensorrt")  # type: ignore[arg-type]
+
+
+def test_the_most_sensitive_convolutions_are_kept_fp32_in_steps_until_the_gate_passes_or_stalls():
+    """The last int8-static fix's schedule: the first k of the ranking for k = 1, 2, 3, 4, 6, 8,
+    ... below the cap and the cap; it stops at a validated graph, or after three steps in a row
+    that do not improve the worst delta."""
+    from dataclasses import dataclass
+
+    from fashion.predict.optimize import PATIENCE, revert_in_order
+    from fashion.predict.static import StaticConfig
+
+    @dataclass
+    class Report:
+        delta: float
+        validated: bool = False
+
+        @property
+        def paths(self):
+            return [type("Path", (), {"delta": {"color": self.delta}})()]
+
+    ranked = [f"conv{i}" for i in range(40)]
+
+    def run(deltas, cap=10):
+        seen, lines = [], []
+
+        def attempt(config):
+            seen.append(config.keep_fp32)
+            delta = deltas[len(seen) - 1]
+            return Report(delta, validated=delta >= -0.5)
+
+        revert_in_order(StaticConfig(), ranked, cap, attempt, Report(-3.0), log=lines.append)
+        return [len(k) for k in seen], seen, lines
+
+    counts, seen, lines = run([-2.5, -1.0, -0.2, -9.0])
+    assert counts == [1, 2, 3] and seen[-1] == ("conv0", "conv1", "conv2") and not lines  # validated at 3
+    counts, _, lines = run([-3.0, -3.5, -3.0, -1.0])
+    assert counts == [1, 2, 3] == list(range(1, PATIENCE + 1))  # no gain on -3.0 three times: stop
+    assert "stopped after 3 convolutions fp32" in lines[0] and "-3.00 points at best" in lines[0]
+    counts, _, lines = run([-2.9, -2.8, -2.7, -2.6, -2.5, -2.4, -2.3], cap=10)
+    assert counts == [1, 2, 3, 4, 6, 8, 10] and not lines  # each step gains: up to the cap

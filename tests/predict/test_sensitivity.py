@@ -125,8 +125,9 @@ def test_the_reading_names_the_fragile_part():
     assert reading(where, gap, products=400).startswith("structured error")
 
 
-def _conv_stack(tmp_path):
-    """A three-convolution image backbone ``/image/...`` (Conv -> Relu, thrice, then global
+def _conv_stack(tmp_path, activation="Relu"):
+    """A three-convolution image backbone ``/image/...`` (Conv -> Relu, or Conv -> Clip to [0, 6]
+    with its bounds from Constant nodes as the exporter writes ReLU6, thrice, then global
     pooling) with one head, its fp32 graph quantized by ONNX Runtime (QDQ, per-channel int8
     weights, uint8 activations calibrated on random images)."""
     from onnx import TensorProto, helper, numpy_helper
@@ -142,8 +143,16 @@ def _conv_stack(tmp_path):
     for i in range(3):
         w = rng.standard_normal((8, channels, 3, 3)).astype(np.float32) * 0.3
         inits += [numpy_helper.from_array(w, f"w{i}"), numpy_helper.from_array(np.full(8, 0.1, np.float32), f"b{i}")]
-        nodes += [helper.make_node("Conv", [x, f"w{i}", f"b{i}"], [f"c{i}"], name=f"/image/conv{i}/Conv", pads=[1] * 4),
-                  helper.make_node("Relu", [f"c{i}"], [f"r{i}"], name=f"/image/relu{i}/Relu")]
+        nodes.append(helper.make_node("Conv", [x, f"w{i}", f"b{i}"], [f"c{i}"], name=f"/image/conv{i}/Conv",
+                                      pads=[1] * 4))
+        if activation == "Relu":
+            nodes.append(helper.make_node("Relu", [f"c{i}"], [f"r{i}"], name=f"/image/relu{i}/Relu"))
+        else:
+            nodes += [helper.make_node("Constant", [], [f"lo{i}"], name=f"/image/act{i}/Constant",
+                                       value=numpy_helper.from_array(np.array(0.0, np.float32))),
+                      helper.make_node("Constant", [], [f"hi{i}"], name=f"/image/act{i}/Constant_1",
+                                       value=numpy_helper.from_array(np.array(6.0, np.float32))),
+                      helper.make_node("Clip", [f"c{i}", f"lo{i}", f"hi{i}"], [f"r{i}"], name=f"/image/act{i}/Clip")]
         x, channels = f"r{i}", 8
     inits += [numpy_helper.from_array(rng.standard_normal((8, 4)).astype(np.float32), "head_w")]
     nodes += [helper.make_node("GlobalAveragePool", [x], ["pooled"], name="/image/pool/GlobalAveragePool"),
@@ -173,10 +182,11 @@ def _run(model, feeds):
     return np.concatenate([_session(model, []).run(["logits.color"], f)[0] for f in feeds])
 
 
-def test_a_reverted_node_reads_its_fp32_inputs_and_the_graph_still_runs(tmp_path):
+@pytest.mark.parametrize("activation", ["Relu", "Clip"])
+def test_a_reverted_node_reads_its_fp32_inputs_and_the_graph_still_runs(tmp_path, activation):
     from fashion.predict.sensitivity import revert
 
-    fp32, int8, feeds, _ = _conv_stack(tmp_path)
+    fp32, int8, feeds, _ = _conv_stack(tmp_path, activation)
     reference, quantized = onnx.load(str(fp32)), onnx.load(str(int8))
     convs = [n.name for n in reference.graph.node if n.op_type == "Conv"]
     int8_inputs = {n.name: list(n.input) for n in quantized.graph.node if n.name in convs}
@@ -189,11 +199,12 @@ def test_a_reverted_node_reads_its_fp32_inputs_and_the_graph_still_runs(tmp_path
     for conv in convs[1:]:  # weights, bias and activation are the fp32 graph's (renamed where taken)
         assert [t.removesuffix(".fp32") for t in nodes[conv].input] == fp32_inputs[conv]
     assert list(nodes[convs[0]].input) == int8_inputs[convs[0]]  # not asked: still int8
-    # the quantizer folds each ReLU into the QuantizeLinear after it (the convolution writes the
-    # ReLU's output name): a reverted convolution gets its ReLU back in front of it
-    relus = [n for n in both.graph.node if n.op_type == "Relu"]
-    assert not any(n.op_type == "Relu" for n in quantized.graph.node)
-    assert sorted(n.output[0] for n in relus) == ["r0.fp32", "r1.fp32"]
+    # the quantizer folds each activation into the QuantizeLinear after it (the convolution
+    # writes the activation's output name): a reverted convolution gets it back in front of it,
+    # a Clip with its bounds
+    assert not any(n.op_type == activation for n in quantized.graph.node)
+    put_back = [n for n in both.graph.node if n.op_type == activation]
+    assert sorted(n.output[0] for n in put_back) == ["r0.fp32", "r1.fp32"]
     assert [nodes[c].input[0] for c in convs[1:]] == ["r0.fp32", "r1.fp32"]
     expected = _run(reference, feeds)
     error = {name: float(((_run(m, feeds) - expected) ** 2).mean())

@@ -117,12 +117,14 @@ def test_a_constant_image_calibration_loses_accuracy_and_the_gate_refuses_it(tin
     assert "diagnosis:" in result.output and diagnosis["reading"] in str(result.exception)
     # the tiny backbone's only convolution is its first: keeping it fp32 leaves nothing int8
     assert "'first conv and last block fp32' skipped" in " ".join(result.output.split())
+    assert "'most sensitive convolutions fp32' skipped" in " ".join(result.output.split())
 
     # without the fixes only the asked recipe is gated, and its refusal is final
     ensure_fp32(bundle)
-    with pytest.raises(GateError, match="with every recipe \\(none: refused\\)"):
-        optimize_static(bundle, calibration=[black], data=[data], runtime="onnxruntime",
-                        fixes_on_refusal=False, log=lambda _: None)
+    result = CliRunner().invoke(optimize_cli.optimize_command, [
+        str(bundle), "--precision", "int8-static", "--calibration", str(black), "--data", str(data),
+        "--runtime", "onnxruntime", "--no-fixes"])
+    assert result.exit_code == 1 and "with every recipe (none: refused)" in " ".join(str(result.exception).split())
     path = read_index(bundle).optimizations["gate"]["paths"]["onnxruntime:int8-static"]
     assert set(path["attempts"]) == {"none"} and not path["passed"]
 
@@ -268,12 +270,10 @@ def _image_only(tmp_path: Path, model) -> Path:
     return path
 
 
-def test_the_last_fix_keeps_the_convolution_int8_breaks_fp32(tiny, tmp_path):
+def _outlier_bundle(tmp_path: Path) -> tuple[Path, Path]:
     """A four-convolution backbone whose second convolution writes one channel thousands of
     times larger than the others, which the third reads with zero weights: fp32 ignores it, but
-    the uint8 range of that tensor is set by it, so int8 rounds the other channels away. No
-    standard fix helps (the edges, per-tensor weights and the calibration methods all keep that
-    range); the ranking finds the third convolution, and keeping it fp32 passes the gate."""
+    the uint8 range of that tensor is set by it, so int8 rounds the other channels away."""
     import copy
 
     from tests.tiny_model import make_model
@@ -288,7 +288,14 @@ def test_the_last_fix_keeps_the_convolution_int8_breaks_fp32(tiny, tmp_path):
         net[4].weight[:, 0] = 0.0  # which the third convolution does not read
         net[6].weight *= 300.0  # photos of different colours get different categories
     data = _image_only(tmp_path, model)
-    bundle = save_bundle(model, tmp_path / "bundle")
+    return save_bundle(model, tmp_path / "bundle"), data
+
+
+def test_the_last_fix_keeps_the_convolution_int8_breaks_fp32(tiny, tmp_path):
+    """No standard fix helps the outlier backbone (the edges, per-tensor weights and the
+    calibration methods all keep that range); the ranking finds the third convolution, and
+    keeping it fp32 passes the gate."""
+    bundle, data = _outlier_bundle(tmp_path)
     lines: list[str] = []
     result = optimize_static(bundle, calibration=[data], data=[data], runtime="onnxruntime", log=lines.append)
     fixes = [fix for fix, _ in result.attempts]
@@ -302,3 +309,20 @@ def test_the_last_fix_keeps_the_convolution_int8_breaks_fp32(tiny, tmp_path):
     assert any(line.startswith("ranked 4 quantized convolutions") for line in lines)
     gate = read_index(bundle).optimizations["gate"]["paths"]["onnxruntime:int8-static"]
     assert gate["passed"] and gate["fix"] == fixes[-1] and gate["attempts"]["none"] < -0.5
+
+
+def test_a_last_fix_that_fails_leaves_the_verdict_of_the_recipes_gated(tiny, tmp_path, monkeypatch):
+    from fashion.predict import sensitivity
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("ranking broke")
+
+    monkeypatch.setattr(sensitivity, "rank_nodes", broken)
+    bundle, data = _outlier_bundle(tmp_path)
+    lines: list[str] = []
+    with pytest.raises(GateError, match="entropy calibration: refused\\)"):
+        optimize_static(bundle, calibration=[data], data=[data], runtime="onnxruntime", log=lines.append)
+    assert "recipe 'most sensitive convolutions fp32' skipped: ranking broke" in lines
+    gate = read_index(bundle).optimizations["gate"]
+    assert gate["refused"] == ["onnxruntime:int8-static"]  # recorded, and the graph removed
+    assert "int8-static" not in read_index(bundle).optimizations["onnx"]
