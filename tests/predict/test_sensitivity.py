@@ -116,7 +116,7 @@ def test_the_reading_names_the_fragile_part():
     structured = reading(where, {"color": {"int8_agreement": 0.57, "noise_agreement": 0.95}})
     assert structured.startswith("structured error") and "95%" in structured
     assert reading(where, {"color": {"int8_agreement": 1.0, "noise_agreement": 1.0}}).startswith("int8 kept")
-    # far below what int8 keeps, whatever random noise of that power does: a layer lost its signal
+    # an error about as large as the signal, whatever random noise of that power does
     large = reading({"image": {"sqnr_db": -2.2}}, {"color": {"int8_agreement": 0.75, "noise_agreement": 0.8}})
     assert large.startswith("large error") and "-2.2 dB" in large and "most sensitive" in large
     # a gap inside the sampling error of the products compared is not read as structured
