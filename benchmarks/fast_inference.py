@@ -283,10 +283,13 @@ def measure_config(ctx: Context, image: str, settings: dict[str, Any]) -> dict[s
     # else random; the text backbone always loads its encoder (MiniLM, or quick's tiny BERT)
     spec["backbones"]["image"]["options"] = {"pretrained": settings["pretrained"] and s.fast_pretrained}
     model = build_model(spec)
-    if settings["train_backbone"]:
+    if settings["train_backbone"] and s.fast_backbone_epochs:
         ctx.log(f"  training {image} end to end at {s.train_crop} px (text frozen) so the int8 gate "
                 "sees realistic activations ...")
         head_f1 = train_backbone(ctx, model, image)
+    elif settings["train_backbone"]:
+        ctx.log(f"  {image} not trained in this profile (fast_backbone_epochs = 0): speed only")
+        head_f1 = {}
     else:
         ctx.log("  training the heads (head-only, cached features) so the gate scores trained ones ...")
         head_f1 = train_heads(ctx, model, image)
@@ -369,7 +372,10 @@ def run(ctx: Context) -> dict[str, Any]:
         uninformative = (
             f"the model predicts near chance (mean validation macro-F1 {mean_f1:.2f} "
             f"< {LEARNED_F1} after this profile's short training), so agreement with fp32 says little "
-            "about int8 error; the full profile trains it longer")
+            "about int8 error; the full profile trains it longer") if m["head_val_macro_f1"] else (
+            "the model is not trained in this profile (two epochs left it near chance, mean "
+            "validation macro-F1 0.12 on both CPUs measured, and such a gate says nothing about int8 "
+            "error); the full profile trains it 4 epochs and gates it")
         for key in m["paths"]:
             gate = m["gate"].get(GATE_KEY.get(key, ""), {})
             worst = min(gate.get("f1_delta_points", {}).values(), default=0.0)
@@ -407,11 +413,14 @@ def run(ctx: Context) -> dict[str, Any]:
     notes = [
         f"CPU computes bf16 natively: {cpu_bf16_native()} (without it bf16 is emulated and slow; "
         "Predictor(precision='auto') then stays fp32).",
-        f"ResNet50 (no ResNet50 weights are installable here) is trained end to end for "
-        f"{ctx.sizes.fast_backbone_epochs} epochs at {s.train_crop} px on the catalog (text "
-        "frozen) before it is quantized and gated, so its activation ranges and BatchNorm "
-        "statistics are a trained network's; EfficientNet-Lite0 and MiniLM are pretrained and its "
-        "heads are trained head-only. Teams with real weights pass weights_path.",
+        (f"ResNet50 (no ResNet50 weights are installable here) is trained end to end for "
+         f"{ctx.sizes.fast_backbone_epochs} epochs at {s.train_crop} px on the catalog (text "
+         "frozen) before it is quantized and gated, so its activation ranges and BatchNorm "
+         "statistics are a trained network's; " if s.fast_backbone_epochs else
+         "ResNet50 is not trained in this profile (random weights: its speed rows only; the full "
+         "profile trains and gates it); ")
+        + "EfficientNet-Lite0 and MiniLM are pretrained and its heads are trained head-only. Teams "
+        "with real weights pass weights_path.",
         f"int8-static: QDQ, per-channel int8 weights, uint8 activations calibrated on "
         f"{CALIBRATION_PRODUCTS.get(ctx.profile, 256)} validation products through the real "
         "croppers; 7-bit weights (reduce_range) where the CPU has no VNNI; "
