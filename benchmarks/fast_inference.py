@@ -300,11 +300,12 @@ def measure_config(ctx: Context, image: str, settings: dict[str, Any]) -> dict[s
     save_bundle(model, folder)
     _export(folder, ["fp32", *(["int8"] if "sdk ort int8" in paths else [])])
     val = manifests(ctx.catalog(), "val")
-    static = {"validated": [], "refused": "not gated: the model predicts near chance"}
+    why = "the model predicts near chance" if head_f1 else "the model is not trained in this profile"
+    static = {"validated": [], "refused": f"not gated: {why}"}
     if _mean(head_f1) >= LEARNED_F1:  # a gate on a near-chance model says nothing about int8
         static = quantize_static(ctx, folder, val[:2])
     else:
-        ctx.log(f"    int8-static not gated: {static['refused']} (quick's short training)")
+        ctx.log(f"    int8-static {static['refused']}")
     if not static["validated"]:  # refused (the graph left the bundle) or not gated
         paths = {k: v for k, v in paths.items() if v[0] != "int8-static"}
     bundle = load_bundle(folder)
