@@ -51,7 +51,7 @@ test: links browser
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# `make bench`: the quick profile, every row in about 21 minutes on 2 cores (about 19 on a rerun) (results in
+# `make bench`: the quick profile, every row in about 18 minutes on 2 cores (measured on AVX2 and VNNI CPUs) (results in
 # benchmarks/results/quick/); `make bench-full`: the published sizes (benchmarks/results/, the
 # numbers `make docs` renders into docs/performance.md). BENCH_ARGS: e.g. `--only trust`.
 bench: links

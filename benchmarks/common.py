@@ -43,8 +43,8 @@ class Sizes:
 
     ``full``: the sizes docs/performance.md publishes (about 100 minutes on 2 cores). ``quick``
     (the default of ``make bench``): every row at reduced sizes chosen so its ratios still mean
-    something, budgeted to 20 minutes on 2 cores (measured 21.0 on an AVX2 CPU, and 19.6 on an
-    AVX512-VNNI/BF16 one from an empty work folder; see QUICK). ``smoke``: tiny sizes that
+    something, budgeted to 20 minutes on 2 cores (measured 18.1 on an AVX2 CPU and 18.4 on an
+    AVX512-VNNI/BF16 one, from an empty work folder; see QUICK). ``smoke``: tiny sizes that
     only exercise the code paths (CI's smoke test); its numbers mean nothing.
     """
 
@@ -125,7 +125,11 @@ FULL = Sizes()
 # inference 82); 33 met, 13 missed, 6 not measurable, 0 errors. With the search and retrieval
 # rows grown (c9c60ff): 1,208 s = 20.1 min, over by 13 s; then the near-chance quick ResNet50 no
 # longer int8-gated (fast_inference 417 -> 305 s), at 4a481f2 from an empty work folder: 1,105 s
-# = 18.4 min; 37 met, 11 missed, 6 not measurable, 0 errors.
+# = 18.4 min; 37 met, 11 missed, 6 not measurable, 0 errors. On a 2-core avx2 EPYC (no VNNI, no
+# bf16) the same tree ran 1,308 s = 21.8 min (fast_inference 402 s, 111 s of it training the quick
+# ResNet50 that is never gated); with that training cut (fast_backbone_epochs = 0), at d0621cf
+# from an empty work folder: 1,085 s = 18.1 min (fast_inference 220, budget 162, trust 138,
+# add_attribute 113); 36 met, 10 missed, 8 not measurable, 0 errors.
 QUICK = Sizes(
     profile="quick",
     catalog_products=1000,
