@@ -426,7 +426,8 @@ def run(ctx: Context) -> dict[str, Any]:
         f"{CALIBRATION_PRODUCTS.get(ctx.profile, 256)} validation products through the real "
         "croppers; 7-bit weights (reduce_range) where the CPU has no VNNI; "
         + ("after a refusal the standard fixes are tried (first conv and last block fp32, "
-           "per-tensor weights, percentile and entropy calibration). " if s.fast_static_fixes else
+           "per-tensor weights, percentile and entropy calibration, then the most sensitive "
+           "convolutions kept fp32). " if s.fast_static_fixes else
            "MinMax only (this profile skips the fixes: at its gate size one row moves a delta by "
            "about a point, and the full profile tries them). ")
         + "CPU flags: "
