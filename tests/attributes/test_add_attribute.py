@@ -247,6 +247,9 @@ def test_partial_trains_the_top_block_keeps_the_rest_bit_identical_and_learns_th
 ):
     from fashion.training import Trainer
 
+    # the base trains to convergence (category and color macro-F1 1.0 on 72 validation rows on
+    # AVX2 and AVX512 kernels alike): at 12 epochs an AVX2 CPU left category at 0.82 and
+    # retraining layer4 moved one row (-1.4 points), which the 0.01 gate rightly refused
     torch.manual_seed(0)
     train = make_catalog(tmp_path / "train", n_colors=30, n_categories=30, seed=0)
     val = make_catalog(tmp_path / "val", n_colors=72, n_categories=72, seed=1)
@@ -256,7 +259,7 @@ def test_partial_trains_the_top_block_keeps_the_rest_bit_identical_and_learns_th
                      {"name": "categories", "path": train["categories"]}],
         "validation": [{"name": "colors-val", "path": val["colors"]},
                        {"name": "categories-val", "path": val["categories"]}],
-        "epochs": 12, "batch_size": 8, "device": "cpu", "precision": "fp32", "progress": False, "pretrained": False,
+        "epochs": 20, "batch_size": 8, "device": "cpu", "precision": "fp32", "progress": False, "pretrained": False,
         "optimizer": {"lr_backbone": 0.01, "lr_head": 0.03, "weight_decay": 0.0},
         "output_dir": tmp_path / "run",
     }).fit()
