@@ -27,7 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fashion.errors import DataError, FashionError
 from fashion.serve.batching import Batcher, QueueFull
-from fashion.serve.config import CONFIG_ENV, ServeConfig
+from fashion.serve.config import ServeConfig
 from fashion.serve.explain import cropper_views
 from fashion.serve.metrics import Metrics
 from fashion.serve.requests import (
@@ -332,43 +332,3 @@ def create_app(config: ServeConfig, predictor: Any | None = None) -> Any:
         return HTMLResponse(page)
 
     return Guard(app, max_body_bytes=config.max_body_bytes, metrics=state.metrics)
-
-
-def exit_with_parent(*, poll_s: float = 0.5, grace_s: float = 10.0) -> None:
-    """Stop this worker when the ``fashion serve`` process that started it is gone.
-
-    uvicorn stops its workers when ``fashion serve`` gets SIGTERM or Ctrl-C, but a SIGKILL (the
-    OOM killer, ``kill -9``, a container runtime) leaves them orphaned, still bound to the port and
-    answering with a model nobody manages. A daemon thread watches the parent pid: once it
-    changes, the worker sends itself SIGTERM (uvicorn's graceful shutdown: requests in flight
-    finish) and exits hard after ``grace_s`` if that did not end it."""
-    import signal
-    import threading
-    import time
-
-    parent = os.getppid()
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(poll_s)
-        log.warning("fashion serve (pid %s) is gone: this worker (pid %s) stops", parent, os.getpid())
-        os.kill(os.getpid(), signal.SIGTERM)
-        time.sleep(grace_s)
-        os._exit(0)
-
-    threading.Thread(target=watch, name="fashion-serve-parent-watch", daemon=True).start()
-
-
-def app_from_environment() -> Any:
-    """The app of one uvicorn worker, built from ``FASHION_SERVE_CONFIG`` (``--workers N``); the
-    worker stops when ``fashion serve`` is gone (:func:`exit_with_parent`)."""
-
-    from fashion.serve.protocol import TimedH11Protocol
-
-    raw = os.environ.get(CONFIG_ENV)
-    if not raw:
-        raise RuntimeError(f"{CONFIG_ENV} is not set; start workers with `fashion serve`")
-    exit_with_parent()
-    config = ServeConfig.model_validate_json(raw)
-    TimedH11Protocol.header_timeout_s = config.header_timeout_s
-    return create_app(config)

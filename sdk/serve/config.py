@@ -1,7 +1,7 @@
 """The settings of ``fashion serve``: one pydantic model, shared by the CLI, the app and workers.
 
 Several uvicorn workers each build their own app from the same settings, handed over as JSON in
-the ``FASHION_SERVE_CONFIG`` environment variable (:func:`fashion.serve.app.app_from_environment`).
+the ``FASHION_SERVE_CONFIG`` environment variable (:func:`fashion.serve.server.app_from_environment`).
 """
 
 from __future__ import annotations

@@ -20,6 +20,8 @@ from fashion.errors import FashionError
 from fashion.serve.config import CONFIG_ENV, ServeConfig, require_serve_extras
 
 PROTOCOL = "fashion.serve.protocol:TimedH11Protocol"
+PARENT_ENV = "FASHION_SERVE_PARENT"
+"""The pid of the ``fashion serve`` process that started the workers (set before they spawn)."""
 
 
 class ServeStopped(FashionError, RuntimeError):
@@ -80,7 +82,8 @@ def run_server(config: ServeConfig, *, log_level: str = "info") -> None:
         return
     del predictor  # checked; each worker loads its own copy
     os.environ[CONFIG_ENV] = json.dumps(config.model_dump(mode="json"))
-    settings = uvicorn.Config("fashion.serve.app:app_from_environment", factory=True,
+    os.environ[PARENT_ENV] = str(os.getpid())
+    settings = uvicorn.Config("fashion.serve.server:app_from_environment", factory=True,
                               workers=config.workers, **options)
     supervisor = _supervisor_class()(settings, sockets=[settings.bind_socket()])
     supervisor.run()
@@ -92,4 +95,51 @@ def run_server(config: ServeConfig, *, log_level: str = "info") -> None:
         )
 
 
-__all__ = ["ServeStopped", "run_server"]
+def exit_with_parent(parent: int, *, poll_s: float = 0.5, grace_s: float = 10.0) -> None:
+    """Stop this worker when ``parent``, the ``fashion serve`` process that started it, is gone.
+
+    uvicorn stops its workers when ``fashion serve`` gets SIGTERM or Ctrl-C, but a SIGKILL (the
+    OOM killer, ``kill -9``, a container runtime) leaves them orphaned, still bound to the port and
+    answering with a model nobody manages. A daemon thread watches the parent pid: once this
+    process's parent is no longer ``parent`` (it was reparented), the worker sends itself SIGTERM
+    (uvicorn's graceful shutdown: requests in flight finish) and exits hard after ``grace_s`` if
+    that did not end it. ``parent`` comes from the server, not from :func:`os.getppid` here: a
+    worker still starting when the server was killed is already reparented, and would otherwise
+    watch its new parent forever."""
+    import logging
+    import signal
+    import threading
+    import time
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        logging.getLogger("fashion.serve").warning(
+            "fashion serve (pid %s) is gone: this worker (pid %s) stops", parent, os.getpid())
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(grace_s)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="fashion-serve-parent-watch", daemon=True).start()
+
+
+def app_from_environment() -> Any:
+    """The app of one uvicorn worker, built from ``FASHION_SERVE_CONFIG`` (``--workers N``).
+
+    The worker watches ``fashion serve`` (:func:`exit_with_parent`) before it imports the app and
+    loads the model (seconds), so a server killed while its workers start does not leave them
+    behind."""
+    raw = os.environ.get(CONFIG_ENV)
+    parent = os.environ.get(PARENT_ENV)
+    if not raw or not parent:
+        raise RuntimeError(f"{CONFIG_ENV} is not set; start workers with `fashion serve`")
+    exit_with_parent(int(parent))
+    from fashion.serve.app import create_app
+    from fashion.serve.protocol import TimedH11Protocol
+
+    config = ServeConfig.model_validate_json(raw)
+    TimedH11Protocol.header_timeout_s = config.header_timeout_s
+    return create_app(config)
+
+
+__all__ = ["ServeStopped", "app_from_environment", "exit_with_parent", "run_server"]

@@ -62,6 +62,26 @@ def builtin_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_bundle(FashionModel(spec, pretrained=False), tmp_path_factory.mktemp("workers") / "bundle")
 
 
+def test_a_worker_whose_server_died_before_it_started_watching_stops() -> None:
+    """The worker is told which pid started it: one that is already reparented when it starts
+    watching (the server was SIGKILLed while the worker imported and loaded) stops at once,
+    instead of watching its new parent forever."""
+    code = ("import time; from fashion.serve.server import exit_with_parent; "
+            f"exit_with_parent({os.getpid()} + 1_000_000, poll_s=0.05, grace_s=5); time.sleep(60)")
+    started = time.monotonic()
+    worker = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert worker.returncode == -signal.SIGTERM, worker.stderr[-2000:]
+    assert "is gone: this worker" in worker.stderr
+    assert time.monotonic() - started < 30
+
+
+def test_a_worker_keeps_serving_while_its_server_lives() -> None:
+    code = ("import os, time; from fashion.serve.server import exit_with_parent; "
+            "exit_with_parent(os.getppid(), poll_s=0.05, grace_s=5); time.sleep(1); print('alive')")
+    worker = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert worker.returncode == 0 and worker.stdout.strip() == "alive", worker.stderr[-2000:]
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads worker pids from /proc (Linux)")
 def test_workers_serve_and_stop_when_the_server_is_killed(builtin_bundle: Path, tmp_path: Path) -> None:
