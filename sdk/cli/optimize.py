@@ -113,6 +113,28 @@ def export_command(model: str, fmt: str, precision: str, data: tuple[Path, ...],
     _gate(folder, [f"onnxruntime:{precision}"], data, max_loss, batch_size, limit, [precision])
 
 
+STATIC_ONLY = ("calibration", "calibration_method", "calibration_rows", "runtime", "fixes")
+
+
+def _check_options(precision: str) -> None:
+    """Options of one --precision given with the other are refused, never silently ignored."""
+    from click.core import ParameterSource
+
+    context = click.get_current_context()
+    given = [p for p in context.command.params
+             if context.get_parameter_source(p.name or "") not in (ParameterSource.DEFAULT, None)]
+    if precision == "all":
+        wrong = [p for p in given if p.name in STATIC_ONLY]
+        why = "to --precision int8-static only; add --precision int8-static or leave {} out"
+    else:
+        wrong = [p for p in given if p.name == "with_onnx"]
+        why = "to --precision all only (int8-static always quantizes the ONNX graph); leave {} out"
+    if wrong:
+        names = ", ".join("/".join(p.opts + p.secondary_opts) for p in wrong)
+        verb, pronoun = ("apply", "them") if len(wrong) > 1 else ("applies", "it")
+        raise click.UsageError(f"{names} {verb} {why.format(pronoun)}.")
+
+
 @click.command("optimize")
 @click.argument("model", metavar="BUNDLE")
 @click.option("--precision", type=click.Choice(["all", "int8-static"]), default="all", show_default=True,
@@ -150,6 +172,7 @@ def optimize_command(model: str, precision: str, with_onnx: bool | None, calibra
     """
     import importlib.util
 
+    _check_options(precision)
     folder = _bundle_folder(model)
     if precision == "int8-static":
         from fashion.predict.optimize import optimize_static

@@ -150,3 +150,26 @@ def test_a_damaged_int8_static_graph_is_never_predicted_with(kind: str, work: Pa
     ledger.record(AREA, kind, "error", observed)
     assert observed == "error", message
     assert "validated" in message or "fashion.json" in message or "model.int8-static.onnx" in message, message
+
+
+# kind -> argv: options of one --precision given with the other are refused before anything runs
+MISMATCHED: dict[str, list[str]] = {
+    "--calibration with --precision all": ["optimize", "bundle", "--calibration", "val.csv", "--data", "val.csv"],
+    "--runtime and --no-fixes with --precision all": ["optimize", "bundle", "--runtime", "openvino", "--no-fixes"],
+    "--calibration-method with --precision all": ["optimize", "bundle", "--calibration-method", "entropy"],
+    "--no-onnx with --precision int8-static": [*OPTIMIZE, "--no-onnx"],
+}
+
+
+@pytest.mark.parametrize("kind", list(MISMATCHED))
+def test_an_option_of_the_other_precision_is_refused_not_ignored(kind: str, work: Path) -> None:
+    index = (work / "bundle" / "fashion.json").read_bytes()
+    observed, message = _invoke(MISMATCHED[kind])
+    if observed == "ran" or (work / "bundle" / "fashion.json").read_bytes() != index \
+            or (work / "bundle" / "onnx").exists():
+        observed = "silent-wrong"  # the option was ignored and the bundle optimized without it
+    ledger.record(AREA, kind, "error", observed)
+    assert observed == "error", message
+    flags = [a for a in MISMATCHED[kind] if a.startswith("--") and a not in OPTIMIZE and a != "--data"]
+    assert all(f.lstrip("-").removeprefix("no-") in message for f in flags), message
+    assert "--precision" in message, message
