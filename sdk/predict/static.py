@@ -16,7 +16,9 @@ graph optimization) first, unsigned int8 activations, signed int8 weights, and 7
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import logging
 import shutil
 import tempfile
@@ -29,6 +31,7 @@ from fashion.errors import ConfigError
 from fashion.model.network import FashionModel
 from fashion.predict.export import graph_inputs, require, to_numpy
 
+log = logging.getLogger(__name__)
 METHODS = ("minmax", "percentile", "entropy")
 MAX_PRODUCTS = 256
 """At most this many calibration products (a few hundred images are enough for the ranges)."""
@@ -196,11 +199,18 @@ def calibrate(pre: Path, graph: Any, nodes: set[str], calibration: CalibrationDa
     calibrator.select_tensors_to_calibrate = only_wanted
     calibrator.augment_graph()
     calibrator.create_inference_session()
-    for start in range(len(calibration)):
-        calibration.set_range(start, start + 1)
-        calibrator.collect_data(calibration)
-    calibration.rewind()
-    return calibrator.compute_data()
+    # the histogram calibrators print their progress to stdout: kept out of the command's output
+    # (and of a pipe reading it), logged at debug level instead
+    chatter = io.StringIO()
+    with contextlib.redirect_stdout(chatter):
+        for start in range(len(calibration)):
+            calibration.set_range(start, start + 1)
+            calibrator.collect_data(calibration)
+        calibration.rewind()
+        ranges = calibrator.compute_data()
+    if chatter.getvalue().strip():
+        log.debug("ONNX Runtime's %s calibrator: %s", method, " | ".join(chatter.getvalue().split("\n")[:8]))
+    return ranges
 
 
 def save_ranges(ranges: Any, path: Path) -> None:

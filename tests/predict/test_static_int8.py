@@ -110,6 +110,8 @@ def test_a_constant_image_calibration_loses_accuracy_and_the_gate_refuses_it(tin
     assert set(path["attempts"]) == {"none", "per-tensor weights", "percentile calibration",
                                      "entropy calibration"}  # every standard fix was tried
     assert all(worst < -0.5 for worst in path["attempts"].values())
+    # the histogram calibrators' progress prints stay out of the command's output
+    assert "Collecting tensor data" not in result.output and "Number of tensors" not in result.output
     # where the asked recipe lost is recorded and said (fashion.predict.sensitivity)
     diagnosis = path["diagnosis"]
     assert diagnosis["products"] > 0 and diagnosis["backbones"]["image"]["sqnr_db"] is not None
