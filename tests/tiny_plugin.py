@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import math
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from fashion import (
     ComponentOptions,
@@ -23,6 +25,8 @@ from fashion import (
 class TinyImageOptions(ImageBackboneOptions):
     width: int = 8
     layers: int = 1  # convolutions (each followed by a ReLU)
+    same: bool = False  # TensorFlow "same" padding of the strided first convolution, computed from
+    # the input's shape at run time as timm's tf_ EfficientNets do (exported as shape arithmetic)
 
 
 class TinyImage(ImageBackbone[TinyImageOptions]):
@@ -38,7 +42,22 @@ class TinyImage(ImageBackbone[TinyImageOptions]):
         self.output_dim = self.options.width
 
     def forward(self, pixels):
+        if self.options.same:
+            pixels = _pad_same(pixels, kernel=3, stride=2)
         return self.net(pixels).mean(dim=(2, 3))
+
+
+def _same(size, kernel: int, stride: int):
+    """timm's ``get_same_padding``: a tensor while traced for ONNX, an int in eager mode."""
+    if isinstance(size, torch.Tensor):
+        return torch.clamp(((size / stride).ceil() - 1) * stride + kernel - size, min=0)
+    return max((math.ceil(size / stride) - 1) * stride + kernel - size, 0)
+
+
+def _pad_same(x, *, kernel: int, stride: int):
+    height, width = x.size()[-2:]
+    pad_h, pad_w = _same(height, kernel, stride), _same(width, kernel, stride)
+    return F.pad(x, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2))
 
 
 class TinyTextOptions(ComponentOptions):

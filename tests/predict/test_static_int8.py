@@ -331,3 +331,51 @@ def test_a_last_fix_that_fails_leaves_the_verdict_of_the_recipes_gated(tiny, tmp
     gate = read_index(bundle).optimizations["gate"]
     assert gate["refused"] == ["onnxruntime:int8-static"]  # recorded, and the graph removed
     assert "int8-static" not in read_index(bundle).optimizations["onnx"]
+
+
+def test_shape_arithmetic_is_never_quantized(tiny, tmp_path):
+    """A backbone with TensorFlow "same" padding exports the padding of its strided convolution
+    as float arithmetic on the input's shape. Quantized, those integers were rounded to the int8
+    grid (a padding of 1 became 0 and the feature maps shrank): int8-static leaves them float, so
+    every feature map keeps the fp32 graph's shape and values."""
+    import copy
+
+    import onnx
+    import onnxruntime as ort
+
+    from tests.tiny_model import make_model
+    from tests.tiny_plugin import TINY_SPEC
+
+    spec = copy.deepcopy(TINY_SPEC)
+    spec["backbones"]["image"]["options"] = {"same": True, "layers": 2}
+    model = make_model(0, spec)
+    data = _image_only(tmp_path, model)
+    bundle = save_bundle(model, tmp_path / "bundle")
+    optimize_static(bundle, calibration=[data], data=[data], runtime="onnxruntime", max_loss=100.0,
+                    fixes_on_refusal=False, log=lambda _: None)
+    graphs = {p: onnx.load(str(bundle / onnx_file(p))) for p in ("fp32", "int8-static")}
+    shape_ops = [n for n in graphs["fp32"].graph.node if n.op_type == "Shape" and n.name.startswith("/image/")]
+    assert shape_ops, "the tiny backbone no longer exports its padding as shape arithmetic"
+    fp32 = graphs["fp32"].graph
+    derived = {o for n in shape_ops for o in n.output}
+    constant = {t.name for t in fp32.initializer} | {o for n in fp32.node if n.op_type == "Constant" for o in n.output}
+    for node in fp32.node:  # the tensors computed from the input's shape alone
+        if any(i in derived for i in node.input) and all(not i or i in derived | constant for i in node.input):
+            derived.update(node.output)
+    quantized = {n.input[0] for n in graphs["int8-static"].graph.node if n.op_type == "QuantizeLinear"}
+    assert "image:full.pixels" in quantized and not quantized & derived, quantized & derived
+
+    conv = next(n for n in graphs["int8-static"].graph.node if n.op_type == "Conv")
+    outputs = {}
+    for precision, graph in graphs.items():  # the first convolution's feature map, both graphs
+        name = conv.output[0] + ("_DequantizeLinear_Output" if precision == "int8-static" else "")
+        if precision == "fp32":
+            name = next(n.output[0] for n in graph.graph.node if n.name == conv.name)
+        graph.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
+        session = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
+        feeds = CalibrationData(load_bundle(bundle).model, read_index(bundle).optimizations["onnx"]["fp32"],
+                                [data]).feeds[0]
+        outputs[precision] = session.run([name], feeds)[0]
+    assert outputs["int8-static"].shape == outputs["fp32"].shape
+    fp32 = outputs["fp32"].clip(min=0)  # the int8 graph folds the ReLU into the convolution
+    assert abs(outputs["int8-static"] - fp32).mean() < 0.05 * abs(fp32).mean() + 1e-6
