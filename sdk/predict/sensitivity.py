@@ -34,7 +34,7 @@ STRUCTURED_MARGIN = 0.05
 errors of the difference on the products compared, reads as a structured error."""
 LOW_SQNR_DB = 10.0
 """Below this SQNR at a backbone output the int8 error is about as large as the features'
-spread over products (ResNet50's graphs here keep 16-33 dB; EfficientNet-Lite0's 2.4 dB):
+spread over products (ResNet50's graphs here keep 16-33 dB; EfficientNet-Lite0's 6.5 dB):
 whatever the heads' margins, the error itself is the problem."""
 SAMPLES = 64
 """Calibration products the diagnosis runs (three forward passes each)."""
