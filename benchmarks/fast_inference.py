@@ -176,16 +176,31 @@ def train_backbone(ctx: Context, model: Any, image: str) -> dict[str, float]:
     return f1
 
 
-def _trained_key(ctx: Context, spec: dict[str, Any], model: Any) -> str:
-    """What the briefly trained backbone depends on: the SDK's sources (any change retrains), the
-    spec, the profile's sizes, the catalog, the seed and torch; a rerun of the same tree reuses
-    the weights (the training is a third of the quick row)."""
+UNTRAINED = ("cli", "demo", "serve", "attributes", "search", "predict")
+"""Packages above ``fashion.training`` that training never runs: a change there keeps the
+trained backbone (the layers contract guarantees training cannot import them)."""
+
+
+def trained_sources() -> list[tuple[str, Path]]:
+    """The SDK's sources the trained backbone depends on, by their name in the package. Read
+    from the installed package's layout, not resolved: an editable install links ``plugins/``,
+    ``heads/`` and ``registry/`` into it from their own folders."""
     import fashion
 
+    root = Path(fashion.__file__).parent
+    return sorted((path.relative_to(root).as_posix(), path) for path in root.rglob("*.py")
+                  if "__pycache__" not in path.parts and path.relative_to(root).parts[0] not in UNTRAINED)
+
+
+def _trained_key(ctx: Context, spec: dict[str, Any], model: Any) -> str:
+    """What the briefly trained backbone depends on: the sources of every package training can
+    run (the model, training, plugins, data... any change there retrains; :data:`UNTRAINED`
+    left out), the spec, the profile's sizes, the catalog, the seed and torch; a rerun after a
+    change to prediction alone reuses the weights (the training is a third of the quick row and
+    15 minutes of the full one)."""
     digest = hashlib.sha256()
-    root = Path(fashion.__file__).resolve().parent
-    for path in sorted(p for p in root.rglob("*.py") if "__pycache__" not in p.parts):
-        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    for name, path in trained_sources():
+        digest.update(name.encode() + b"\0" + path.read_bytes())
     digest.update(json.dumps({"spec": spec, "sizes": repr(ctx.sizes), "seed": ctx.seed,
                               "catalog": str(ctx.catalog().resolve()), "torch": torch.__version__,
                               "state": sorted(model.state_dict())}, sort_keys=True).encode())

@@ -158,3 +158,16 @@ def test_train_paths_times_every_layout_and_names_the_cpu(capsys: pytest.Capture
     assert [r.split(" | ")[0].removeprefix("| ") for r in rows] == expected
     assert all(r.count("x |") == 2 for r in rows)
     assert ("| depthwise | 16 |" in out) == cpu_bf16_native()
+
+
+def test_the_trained_backbone_is_keyed_by_every_source_training_runs_and_no_other() -> None:
+    """fast_inference reuses its briefly trained ResNet50 until a source it depends on changes:
+    the plugins and heads (linked into the package from their own folders) count, prediction
+    and serving do not."""
+    from benchmarks.fast_inference import trained_sources
+
+    names = {name for name, _ in trained_sources()}
+    for needed in ("plugins/resnet.py", "heads/linear.py", "registry/bundle.py", "training/trainer.py",
+                   "model/network.py", "contract/base.py", "data/images.py"):
+        assert needed in names, needed
+    assert not any(n.split("/")[0] in {"predict", "serve", "cli", "search", "attributes", "demo"} for n in names)

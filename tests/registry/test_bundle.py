@@ -59,7 +59,7 @@ def test_round_trip_layout_and_manifest(tiny_model, tmp_path):
     image = index.components["backbones/image"]
     imagenet = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
     assert (image.kind, image.name, image.options) == (
-        "backbone", "tiny_image", {"width": 8, "layers": 1, "preprocessing": imagenet}
+        "backbone", "tiny_image", {"width": 8, "layers": 1, "same": False, "preprocessing": imagenet}
     )  # the pixel normalization is part of the saved options
     assert image.weights == "backbones/image.safetensors" and index.components["fusion"].weights is None
     assert index.spec.views["full"].options == {"size": 16}  # defaults pinned in the spec
