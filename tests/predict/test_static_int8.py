@@ -366,6 +366,8 @@ def test_shape_arithmetic_is_never_quantized(tiny, tmp_path):
     assert "image:full.pixels" in quantized and not quantized & derived, quantized & derived
 
     conv = next(n for n in graphs["int8-static"].graph.node if n.op_type == "Conv")
+    feeds = CalibrationData(load_bundle(bundle).model, read_index(bundle).optimizations["onnx"]["fp32"],
+                            [data]).feeds[0]
     outputs = {}
     for precision, graph in graphs.items():  # the first convolution's feature map, both graphs
         name = conv.output[0] + ("_DequantizeLinear_Output" if precision == "int8-static" else "")
@@ -373,8 +375,6 @@ def test_shape_arithmetic_is_never_quantized(tiny, tmp_path):
             name = next(n.output[0] for n in graph.graph.node if n.name == conv.name)
         graph.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
         session = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
-        feeds = CalibrationData(load_bundle(bundle).model, read_index(bundle).optimizations["onnx"]["fp32"],
-                                [data]).feeds[0]
         outputs[precision] = session.run([name], feeds)[0]
     assert outputs["int8-static"].shape == outputs["fp32"].shape
     fp32 = outputs["fp32"].clip(min=0)  # the int8 graph folds the ReLU into the convolution
