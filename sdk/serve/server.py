@@ -132,7 +132,8 @@ def app_from_environment() -> Any:
     raw = os.environ.get(CONFIG_ENV)
     parent = os.environ.get(PARENT_ENV)
     if not raw or not parent:
-        raise RuntimeError(f"{CONFIG_ENV} is not set; start workers with `fashion serve`")
+        missing = " and ".join(name for name, value in ((CONFIG_ENV, raw), (PARENT_ENV, parent)) if not value)
+        raise RuntimeError(f"{missing} not set; start workers with `fashion serve`")
     exit_with_parent(int(parent))
     from fashion.serve.app import create_app
     from fashion.serve.protocol import TimedH11Protocol
