@@ -19,7 +19,14 @@ SOURCES := find sdk plugins heads registry -type f -not -path '*/__pycache__/*' 
 
 install: links
 
+# A new venv takes about 7.2 GB (torch's CUDA build alone 5.5 GB): with less free, say so before
+# pip fails half-way with "No space left on device".
+NEED_GB := 7.5
+DISK_CHECK := import shutil, sys; free = shutil.disk_usage(".").free / 1e9; sys.exit(0 if free >= $(NEED_GB) else \
+	f"make: {free:.1f} GB free on this disk; a new .venv needs about $(NEED_GB) GB (torch with its CUDA libraries is 5.5 GB). Free some space (old clones, /tmp/pytest-of-*), then rerun.")
+
 $(STAMP): pyproject.toml requirements-dev.txt
+	@test -x $(PY) || $(PYTHON) -c '$(DISK_CHECK)'
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
 	$(PY) -m pip install -q -r requirements-dev.txt
