@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from fashion import Cropper, CropperOptions, View, hookimpl
 from fashion.contract.components import module_fingerprint
 from fashion.contract.hookspecs import Register
-from fashion.data.images import resize_square, to_rgb
+from fashion.data.images import augment_random, resize_square, to_rgb
 
 AUGMENTATIONS = ("crop", "flip", "rotate", "blur", "jpeg", "hue")
 """The augmentation names an attribute's ``changed_by`` can list."""
@@ -74,7 +74,7 @@ def augment_region(image: Image.Image, box: tuple[int, int, int, int], options: 
                    rng: random.Random | None = None) -> Image.Image:
     """The region ``box`` of ``image`` (RGB) with ``options``' augmentations applied; the caller
     resizes it to the view's size."""
-    rng = rng or random.Random(random.getrandbits(64))
+    rng = rng or augment_random()  # this image's own generator inside FashionModel.prepare
     if options.crop < 1.0:
         box = _random_box(box, options.crop, rng)
     region = image.crop(box)

@@ -7,12 +7,18 @@ Public API (built-in and third-party plugins use these, never each other's priva
 - :func:`to_8bit`, :func:`upright`, :func:`max_image_pixels`: the steps :func:`load_image` takes
   (high-bit-depth scaling, EXIF orientation, the pixel limit), for plugins that open images.
 - :func:`resize_square`: an ``S x S`` view, stretched (``squash``) or padded (``letterbox``).
+- :func:`augment_random`: the random source a cropper's train-time augmentation draws from, one
+  per image (:func:`augment_seed`), so a seeded run augments alike however its images are cut.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
+import random
 import struct
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -269,11 +275,43 @@ def resize_square(
     return canvas
 
 
+_AUGMENT = threading.local()
+
+
+def augment_random() -> random.Random:
+    """The generator a cropper's train-time augmentation draws from for the image it is cutting.
+
+    ``FashionModel.prepare`` cuts a batch's images in a few threads; draws from the shared global
+    :mod:`random` would then depend on which thread got there first, and a seeded run (a cache of
+    augmented variants, a fine-tuning run) would augment differently each time. So prepare draws
+    one seed per image from the global :mod:`random`, in the batch's order, and cuts each image
+    inside :func:`augment_seed`: this returns that image's generator. Outside it (a cropper called
+    directly) it returns a fresh generator seeded from the global :mod:`random`."""
+    rng = getattr(_AUGMENT, "rng", None)
+    return rng if rng is not None else random.Random(random.getrandbits(64))
+
+
+@contextlib.contextmanager
+def augment_seed(seed: int | None) -> Iterator[None]:
+    """Within this block (in this thread), :func:`augment_random` is ``random.Random(seed)``;
+    ``None`` leaves it as it is."""
+    if seed is None:
+        yield
+        return
+    _AUGMENT.rng = random.Random(seed)
+    try:
+        yield
+    finally:
+        _AUGMENT.rng = None
+
+
 __all__ = [
     "DEFAULT_MAX_IMAGE_PIXELS",
     "RGB",
     "Resample",
     "ResizeMode",
+    "augment_random",
+    "augment_seed",
     "load_image",
     "max_image_pixels",
     "resize_square",

@@ -10,6 +10,7 @@ image backbone, the view it reads).
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from fashion.data.images import load_image
+from fashion.data.images import augment_seed, load_image
 from fashion.data.manifest import IMAGE_SEPARATOR, TEXT_FIELDS, ManifestRow
 from fashion.errors import ConfigError, DataError
 from fashion.model.spec import InputName, ModelSpec
@@ -156,19 +157,26 @@ def prepare_batch(
     owners: dict[str, list[int]] = {view: [] for view in croppers}
     jobs = [(row, k, source) for row, product in enumerate(items) for k, source in enumerate(product.images)]
 
-    def cut(job: tuple[int, int, Any]) -> tuple[int, list[tuple[str, Any]]]:
-        row, k, source = job
+    # Augmenting croppers draw from one generator per image, seeded here in the batch's order:
+    # the threads below then cut the same augmentations as one thread would (a seed reproduces).
+    augmenting = any(c.training and getattr(c, "augmentations", list)() for c in croppers.values())
+    seeds = [random.getrandbits(64) for _ in jobs] if augmenting else [None] * len(jobs)
+
+    def cut(job: tuple[int, int, Any, int | None]) -> tuple[int, list[tuple[str, Any]]]:
+        row, k, source, seed = job
         product = items[row]
         try:
             image = load_image(source, where=f"product {product.id or row} image {k}")
         except DataError as exc:
             raise ProductError(str(exc), row, product.id) from None
-        return row, [(view, c) for view, cropper in croppers.items() for c in cropper.crop(image)]
+        with augment_seed(seed):
+            return row, [(view, c) for view, cropper in croppers.items() for c in cropper.crop(image)]
 
     # Decoding and resizing release the GIL: a batch's images are cut in a few threads.
     # Results come back in order, so the first bad image raises, as in a plain loop.
     pool = crop_pool() if len(jobs) > 1 else None
-    for row, cuts in (pool.map(cut, jobs) if pool is not None else map(cut, jobs)):
+    seeded = [(*job, seed) for job, seed in zip(jobs, seeds, strict=True)]
+    for row, cuts in (pool.map(cut, seeded) if pool is not None else map(cut, seeded)):
         for view, c in cuts:
             views[view].append(c.image)
             owners[view].append(row)
