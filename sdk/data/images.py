@@ -294,15 +294,16 @@ def augment_random() -> random.Random:
 @contextlib.contextmanager
 def augment_seed(seed: int | None) -> Iterator[None]:
     """Within this block (in this thread), :func:`augment_random` is ``random.Random(seed)``;
-    ``None`` leaves it as it is."""
+    ``None`` leaves it as it is. Blocks nest: the outer generator is back after an inner one."""
     if seed is None:
         yield
         return
+    outer = getattr(_AUGMENT, "rng", None)
     _AUGMENT.rng = random.Random(seed)
     try:
         yield
     finally:
-        _AUGMENT.rng = None
+        _AUGMENT.rng = outer
 
 
 __all__ = [

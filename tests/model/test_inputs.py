@@ -68,3 +68,21 @@ def test_augmented_views_do_not_depend_on_how_many_threads_cut_them(tiny, tmp_pa
     random.seed(1)
     assert not torch.equal(model.prepare([{**p, "images": [paths[i]]} for i, p in enumerate(products)])
                            .inputs["image:full"][0], one)  # another seed, other augmentations
+
+
+def test_augment_seed_gives_one_generator_per_block_and_nests():
+    import random
+
+    from fashion.data.images import augment_random, augment_seed
+
+    with augment_seed(7):
+        first = augment_random().random()
+        with augment_seed(8):
+            inner = augment_random()
+        assert augment_random() is not inner  # the outer generator is back
+    with augment_seed(7):
+        assert augment_random().random() == first
+    random.seed(3)
+    loose = augment_random().random()  # outside a block: seeded from the global random
+    random.seed(3)
+    assert augment_random().random() == loose
