@@ -162,8 +162,8 @@ class TrainConfig(_Config):
     """Folder of the feature cache; default `output_dir/feature-cache`. Point several runs at one folder to share it."""
     feature_cache: bool = True
     """Cache the outputs of frozen backbones (or of the frozen part below a cut point) and train on them."""
-    cache_variants: int = Field(4, ge=1, le=64)
-    """With augmentation (a view's `augment` options) and cached activations: how many augmented variants of each image the cache stores; each epoch trains on one of them (epoch e reads variant e mod K). The cache's size on disk is logged before it fills. Without augmentation the cache holds the plain view once."""
+    cache_variants: int = Field(2, ge=1, le=64)
+    """With augmentation (a view's `augment` options) and cached activations: how many augmented variants of each image the cache stores; each epoch trains on one of them (epoch e reads variant e mod K). The cache's size on disk is logged before it fills. Without augmentation the cache holds the plain view once. The default, 2, is measured: on real photos two flipped variants gained most of what four did at about 60% of their wall time (docs/training.md)."""
     on_unknown_label: Literal["error", "skip"] = "error"
     """A label no taxonomy knows: `error` stops the run naming file:line and value; `skip` reports it and leaves the cell unlabeled."""
     on_bad_row: Literal["error", "skip"] = "skip"
