@@ -28,6 +28,8 @@ import torch
 from torch import Tensor
 
 from fashion._util.progress import format_seconds
+from fashion.errors import ConfigError
+from fashion.model.quantization import Simulation, simulate
 from fashion.training.state import load_tensors, save_checkpoint, save_tensors
 
 if TYPE_CHECKING:
@@ -271,9 +273,38 @@ def early_stopping_patience(config: TrainConfig, cached: bool) -> int | None:
     return patience
 
 
+class QuantizationAware(Callback):
+    """The trainer's callback for ``quantization_aware = true``: simulation on every image
+    backbone from the first step, removed when the loop ends (before the final evaluation and
+    the bundle)."""
+
+    def __init__(self, weight_bits: int = 7) -> None:
+        self.weight_bits = weight_bits
+        self.simulations: list[Simulation] = []
+
+    def on_fit_start(self, trainer: Any) -> None:
+        if trainer.train_features is not None:
+            raise ConfigError(
+                "quantization_aware = true simulates int8 inside the image backbones, which "
+                "training on cached features skips; set feature_cache = false (the frozen part "
+                "then runs, simulated, every step) or train the backbones (strategy = \"full\")."
+            )
+        images = [b for b in trainer.model.backbones.values() if getattr(b, "modality", None) == "image"]
+        if not images:
+            raise ConfigError("quantization_aware = true needs an image backbone: int8-static "
+                              "quantizes the image backbones only.")
+        self.simulations = [simulate(b, weight_bits=self.weight_bits) for b in images]
+
+    def on_fit_end(self, trainer: Any, completed: bool) -> None:
+        for simulation in self.simulations:
+            simulation.remove()
+        self.simulations = []
+
+
 def default_callbacks(config: TrainConfig, cached: bool) -> list[Callback]:
     """The trainer's own callbacks: best weights, early stopping, checkpoints, the progress report."""
-    callbacks: list[Callback] = [BestWeights()]
+    callbacks: list[Callback] = [QuantizationAware()] if config.quantization_aware else []
+    callbacks.append(BestWeights())
     patience = early_stopping_patience(config, cached)
     if patience is not None:
         callbacks.append(EarlyStopping(patience))
@@ -282,4 +313,4 @@ def default_callbacks(config: TrainConfig, cached: bool) -> list[Callback]:
     return callbacks
 
 
-__all__ = ["BestWeights", "Callback", "Checkpointing", "EarlyStopping", "ProgressBar", "StepFunction", "StepInfo", "default_callbacks", "early_stopping_patience"]
+__all__ = ["BestWeights", "Callback", "Checkpointing", "EarlyStopping", "ProgressBar", "QuantizationAware", "StepFunction", "StepInfo", "default_callbacks", "early_stopping_patience"]

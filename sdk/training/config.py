@@ -164,6 +164,8 @@ class TrainConfig(_Config):
     """Cache the outputs of frozen backbones (or of the frozen part below a cut point) and train on them."""
     cache_variants: int = Field(2, ge=1, le=64)
     """With augmentation (a view's `augment` options) and cached activations: how many augmented variants of each image the cache stores; each epoch trains on one of them (epoch e reads variant e mod K). The cache's size on disk is logged before it fills. Without augmentation the cache holds the plain view once. The default, 2, is measured: on real photos two flipped variants gained most of what four did at about 60% of their wall time (docs/training.md)."""
+    quantization_aware: bool = False
+    """Train with int8 simulated in every image backbone (inputs of each convolution rounded to 8 bits per tensor, weights to 7 bits per channel after folding their BatchNorm; `fashion.model.quantization`), so that `fashion optimize --precision int8-static` of the bundle passes the accuracy gate where the error of quantizing after training is spread over the layers. Fine-tune a trained model a few epochs with it (low learning rate). Needs the image backbones to run every step: not with cached features (`feature_cache = false` with a frozen backbone). The bundle still predicts in fp32."""
     on_unknown_label: Literal["error", "skip"] = "error"
     """A label no taxonomy knows: `error` stops the run naming file:line and value; `skip` reports it and leaves the cell unlabeled."""
     on_bad_row: Literal["error", "skip"] = "skip"
@@ -208,6 +210,12 @@ class TrainConfig(_Config):
         check_compatible(config.sampler, config.loss)
         if config.model is not None:
             check_cuts(config.model, config.frozen_groups())
+        if config.quantization_aware and config.feature_cache and config.strategy != "full":
+            raise ConfigError(
+                f"{source}: quantization_aware = true simulates int8 inside the image backbones, which "
+                f"strategy = {config.strategy!r} skips by training on cached features; set "
+                "feature_cache = false (the frozen part then runs, simulated, every step) or strategy = \"full\"."
+            )
         return config
 
     def frozen_groups(self) -> list[str]:
