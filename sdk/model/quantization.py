@@ -6,9 +6,11 @@ the accuracy gate refuses every recipe because the error is spread over the laye
 the bench's ResNet50: keeping a quarter of its convolutions fp32 did not help), the field's next
 step is to let training see that error: every convolution of every image backbone computes with
 
-- its **input** rounded to unsigned 8-bit over a per-tensor range, a moving average of each
-  training batch's min/max (momentum :data:`MOMENTUM`; validation reads the averaged range), as
-  the static graph's QuantizeLinear before each convolution does; and
+- its **input** rounded to unsigned 8-bit over a per-tensor range, the running min/max of every
+  training batch so far (MinMax, the calibration method the static recipe asks first; validation
+  reads the range as it stands), as the static graph's QuantizeLinear before each convolution
+  does; likewise the output of a convolution's BatchNorm that no ``nn.ReLU`` module reads (a
+  residual branch before its addition), which the graph quantizes too; and
 - its **weight** rounded per output channel, symmetric, to ``weight_bits`` (7 by default: the
   7-bit weights the static recipe uses on CPUs without VNNI; 8-bit deployment is finer still),
   *after* folding the BatchNorm that follows it: the exported graph folds Conv+BatchNorm before
@@ -38,31 +40,25 @@ from fashion.errors import ConfigError
 
 log = logging.getLogger("fashion.training")  # its lines belong to the run that simulates
 
-MOMENTUM = 0.01
-"""Weight of each training batch's min/max in the activation ranges' moving average."""
 CONVOLUTIONS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
 class ActivationRange(nn.Module):
-    """A per-tensor unsigned 8-bit fake quantizer with a moving-average min/max (0 always inside
-    the range, as ONNX Runtime's calibration keeps it)."""
+    """A per-tensor unsigned 8-bit fake quantizer over the running min/max of the tensors it saw
+    in training (0 always inside the range, as ONNX Runtime's calibration keeps it); in eval mode
+    the range holds (set from the first tensor when none was seen)."""
 
-    def __init__(self, momentum: float = MOMENTUM) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.momentum = momentum
         self.low: float | None = None
         self.high: float | None = None
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.training or self.low is None:
+        if self.training or self.low is None or self.high is None:
             low, high = (float(v) for v in torch.aminmax(x.detach().float()))
-            low, high = min(low, 0.0), max(high, 0.0)
-            if self.low is None or self.high is None:
-                self.low, self.high = low, high
-            else:
-                self.low += self.momentum * (low - self.low)
-                self.high += self.momentum * (high - self.high)
+            self.low = min(low, 0.0, self.low if self.low is not None else 0.0)
+            self.high = max(high, 0.0, self.high if self.high is not None else 0.0)
         span = self.high - self.low  # type: ignore[operator]
         if span <= 0:
             return x
@@ -103,6 +99,7 @@ class Simulation:
         self.convs: list[nn.Module] = []
         self.ranges: dict[nn.Module, ActivationRange] = {}
         self.paired: dict[nn.Module, nn.Module] = {}
+        self.outputs: dict[nn.Module, ActivationRange] = {}  # BatchNorms whose output is quantized
         self._pairing = False
         self.handles.append(backbone.register_forward_pre_hook(self._first_call))
 
@@ -111,14 +108,32 @@ class Simulation:
         (no gradients, running statistics untouched), then attach the simulation."""
         if self._pairing or self.convs:
             return
-        outputs: dict[int, nn.Module] = {}
+        outputs: dict[int, tuple[nn.Module, Tensor]] = {}  # the tensors kept alive: ids stay unique
+        normed: dict[int, tuple[nn.Module, Tensor, int]] = {}
+        into_relu: set[nn.Module] = set()
+
+        def conv_out(m: nn.Module, i: Any, o: Tensor) -> None:
+            outputs[id(o)] = (m, o)
+
+        def norm_in(m: nn.Module, i: tuple[Any, ...]) -> None:
+            if id(i[0]) in outputs:
+                self.paired[outputs[id(i[0])][0]] = m
+
+        def norm_out(m: nn.Module, i: Any, o: Tensor) -> None:
+            normed[id(o)] = (m, o, o._version)  # an in-place add after it bumps the version
+
+        def relu_in(m: nn.Module, i: tuple[Any, ...]) -> None:
+            if id(i[0]) in normed and normed[id(i[0])][2] == i[0]._version:
+                into_relu.add(normed[id(i[0])][0])
+
         hooks = []
         for sub in module.modules():
             if isinstance(sub, CONVOLUTIONS):
-                hooks.append(sub.register_forward_hook(lambda m, i, o: outputs.__setitem__(id(o), m)))
+                hooks.append(sub.register_forward_hook(conv_out))
             elif isinstance(sub, NORMS):
-                hooks.append(sub.register_forward_pre_hook(
-                    lambda m, i: self.paired.__setitem__(outputs[id(i[0])], m) if id(i[0]) in outputs else None))
+                hooks += [sub.register_forward_pre_hook(norm_in), sub.register_forward_hook(norm_out)]
+            elif isinstance(sub, (nn.ReLU, nn.ReLU6)):
+                hooks.append(sub.register_forward_pre_hook(relu_in))
         training = module.training
         self._pairing = True
         try:
@@ -134,9 +149,14 @@ class Simulation:
             self._attach(conv)
         for norm in self.paired.values():
             self.handles.append(norm.register_forward_pre_hook(_freeze_statistics))
+            if norm not in into_relu:  # the graph quantizes this output (a ReLU's would be the next input's)
+                self.outputs[norm] = rng = ActivationRange()
+                self.handles.append(norm.register_forward_hook(
+                    lambda m, i, o, rng=rng: rng.train(self.backbone.training)(o)))
         log.info("quantization-aware: %d convolutions of %s simulate int8 (%d-bit weights per channel, "
-                 "%d folded with their BatchNorm; 8-bit activations per tensor)", len(self.convs),
-                 type(module).__name__, self.weight_bits, len(self.paired))
+                 "%d folded with their BatchNorm; 8-bit inputs per tensor, and %d BatchNorm outputs no "
+                 "ReLU reads)", len(self.convs), type(module).__name__, self.weight_bits, len(self.paired),
+                 len(self.outputs))
 
     def _attach(self, conv: nn.Module) -> None:
         rng = ActivationRange()

@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 from fashion import ConfigError
+from fashion.model.quantization import ActivationRange, simulate
 from fashion.training import Trainer
 from fashion.training.callbacks import Callback
-from fashion.model.quantization import ActivationRange, simulate
 from tests.training.test_follow_and_strategy import SMALL_SPEC
 
 
@@ -32,6 +32,7 @@ def test_the_simulation_rounds_the_folded_weights_and_the_inputs_as_the_int8_gra
     statistics = block[1].running_var.clone()
     block(x).sum().backward()  # first call: pairs Conv -> BatchNorm, then trains simulated
     assert simulation.paired == {block[0]: block[1]} and len(simulation.convs) == 2
+    assert not simulation.outputs  # the BatchNorm's output goes to a ReLU
     assert torch.equal(block[1].running_var, statistics)  # the fold's statistics stay fixed
     assert block[0].weight.grad is not None and block[0].weight.grad.abs().sum() > 0  # straight through
 
@@ -56,16 +57,31 @@ def test_the_simulation_rounds_the_folded_weights_and_the_inputs_as_the_int8_gra
     torch.testing.assert_close(block(x), reference, atol=0, rtol=0)
 
 
-def test_activation_ranges_follow_a_moving_average_in_training_and_hold_in_eval():
-    rng = ActivationRange(momentum=0.5)
-    rng(torch.tensor([0.0, 2.0]))
-    assert (rng.low, rng.high) == (0.0, 2.0)
-    rng(torch.tensor([-1.0, 4.0]))
-    assert (rng.low, rng.high) == (-0.5, 3.0)
+def test_activation_ranges_are_the_running_min_max_in_training_and_hold_in_eval():
+    rng = ActivationRange()
+    rng(torch.tensor([0.5, 2.0]))
+    assert (rng.low, rng.high) == (0.0, 2.0)  # 0 always inside, as the calibration keeps it
+    rng(torch.tensor([-1.0, 1.0]))
+    assert (rng.low, rng.high) == (-1.0, 2.0)  # MinMax over every batch so far
     rng.eval()
     out = rng(torch.tensor([10.0, -10.0]))  # clipped to the held range, which does not move
-    assert (rng.low, rng.high) == (-0.5, 3.0)
-    torch.testing.assert_close(out, torch.tensor([3.0, -0.5]), atol=0.02, rtol=0)
+    assert (rng.low, rng.high) == (-1.0, 2.0)
+    torch.testing.assert_close(out, torch.tensor([2.0, -1.0]), atol=0.02, rtol=0)
+
+
+def test_residual_branches_are_quantized_before_their_addition_as_the_graph_does():
+    """In a ResNet the BatchNorm outputs that meet the shortcut (an in-place add, then the ReLU)
+    are quantized; those a ReLU reads directly are not (the next convolution's input is)."""
+    import torchvision
+
+    net = torchvision.models.resnet18()
+    simulation = simulate(net)
+    net(torch.randn(2, 3, 32, 32))
+    names = {module: name for name, module in net.named_modules()}
+    assert len(simulation.convs) == len(simulation.paired) == 20
+    assert sorted(names[n] for n in simulation.outputs) == sorted(
+        [f"layer{i}.{j}.bn2" for i in range(1, 5) for j in range(2)]
+        + [f"layer{i}.0.downsample.1" for i in range(2, 5)])
 
 
 def test_a_cached_strategy_is_refused_at_config_load_naming_the_way_out(train_config):
