@@ -31,6 +31,7 @@ follows. The bundle records ``quantization_aware`` with the run's config.
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import torch
@@ -57,10 +58,12 @@ class ActivationRange(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if self.training or self.low is None or self.high is None:
             low, high = (float(v) for v in torch.aminmax(x.detach().float()))
+            if not (math.isfinite(low) and math.isfinite(high)):
+                return x  # a diverged step: its loss says so; the range keeps what it had
             self.low = min(low, 0.0, self.low if self.low is not None else 0.0)
             self.high = max(high, 0.0, self.high if self.high is not None else 0.0)
         span = self.high - self.low  # type: ignore[operator]
-        if span <= 0:
+        if not span > 0:
             return x
         scale = span / 255.0
         zero = int(round(-self.low / scale))  # type: ignore[operator]

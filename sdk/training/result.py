@@ -58,9 +58,11 @@ def finish_run(trainer: Run) -> TrainResult:
     evaluation: EvaluationReport | None = None
     if trainer.val_sets:
         # The restored best weights were scored at their epoch: reuse those metrics. Only a
-        # resumed run whose best epoch ran in an earlier process scores them again.
+        # resumed run whose best epoch ran in an earlier process scores them again, and a
+        # quantization-aware run, whose epochs scored the int8 simulation (the bundle is fp32).
         recorded = trainer.best_scores
-        if recorded is not None and recorded[0] == state.best_epoch and recorded[1] is not None:
+        if (recorded is not None and recorded[0] == state.best_epoch and recorded[1] is not None
+                and not config.quantization_aware):
             attributes, per_dataset = recorded[1]
         else:
             trainer.final_validation_passes += 1

@@ -98,11 +98,14 @@ def test_a_quantization_aware_run_trains_simulated_and_leaves_a_plain_fp32_bundl
             convs = [m for m in trainer.model.backbones["image"].modules() if isinstance(m, nn.Conv2d)]
             seen.append((step.global_step, all("_conv_forward" in c.__dict__ for c in convs)))
 
-    config = train_config(model=SMALL_SPEC, pretrained=False, epochs=1, max_steps=3, quantization_aware=True,
+    config = train_config(model=SMALL_SPEC, pretrained=False, epochs=1, quantization_aware=True,
                           save_bundle=True, calibrate=False)
     trainer = Trainer(None, config, callbacks=[Watch()])
     result = trainer.fit()
-    assert seen == [(1, True), (2, True), (3, True)]  # every step ran simulated
+    assert seen == [(n, True) for n in range(1, trainer.steps_per_epoch + 1)]  # every step ran simulated
+    # the epoch's validation scored the simulation; the final evaluation scores the fp32 weights
+    assert trainer.best_scores is not None and trainer.best_scores[0] == 1
+    assert trainer.final_validation_passes == 1
     image = trainer.model.backbones["image"]
     assert not any("_conv_forward" in m.__dict__ for m in image.modules())  # removed at the end
     assert not image._forward_pre_hooks
