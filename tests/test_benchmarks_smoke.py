@@ -171,3 +171,22 @@ def test_the_trained_backbone_is_keyed_by_every_source_training_runs_and_no_othe
                    "model/network.py", "contract/base.py", "data/images.py"):
         assert needed in names, needed
     assert not any(n.split("/")[0] in {"predict", "serve", "cli", "search", "attributes", "demo"} for n in names)
+
+
+@pytest.mark.slow
+def test_quantization_aware_benchmark_gates_base_plain_and_simulated_fine_tuning(tmp_path, capsys) -> None:
+    """`python -m benchmarks.quantization_aware` at the smoke profile's sizes: three models, each
+    gated on a separate catalog, one table row each."""
+    pytest.importorskip("onnxruntime")
+    from benchmarks.quantization_aware import main
+
+    payload = main(["--profile", "smoke", "--image", "resnet18", "--epochs", "1", "--gate-products", "40",
+                    "--work", str(tmp_path), "--threads", "1"])
+    out = capsys.readouterr().out
+    assert list(payload["results"]) == ["base", "plain", "quantization-aware"]
+    for name, r in payload["results"].items():
+        assert r["rows"] > 0 and set(r["delta"]) == {"category", "color", "pattern"}, name
+        assert f"| {name} |" in out
+    assert payload["results"]["base"]["epoch_seconds"] == []
+    assert len(payload["results"]["quantization-aware"]["epoch_seconds"]) == 1
+    assert (tmp_path / "quantization_aware.json").is_file() and "CPU flags: " in out

@@ -149,7 +149,9 @@ class ProgressBar(Callback):
     def __init__(self, live: bool = False, every: int | None = 50) -> None:
         self.live, self.every = live, every
         self.bar: Any = None
-        self.smoothed: dict[str, float] = {}
+        self.sums: dict[str, Tensor] = {}  # per attribute, on the device: no sync per step
+        self.counts: dict[str, int] = {}
+        self.shown: dict[str, float] = {}  # the last mean shown per attribute
 
     @staticmethod
     def wanted(enabled: bool | None) -> bool:
@@ -216,18 +218,23 @@ class ProgressBar(Callback):
         self.train_seconds += now - self.last_step
         self.last_step = now
         self._global = step.global_step
+        for name, value in step.losses.items():  # every step's, not only the shown step's: an
+            # attribute's batches may never fall on a logged step (MDMT batches one dataset each)
+            value = value.detach().float()
+            self.sums[name] = self.sums[name] + value if name in self.sums else value
+            self.counts[name] = self.counts.get(name, 0) + 1
         line_due = not self.live and self.every and step.global_step % self.every == 0
         bar_due = self.bar is not None and (step.step % 10 == 0 or step.step == step.steps_per_epoch)
         if not (line_due or bar_due):
             return
-        if step.losses:
-            values = torch.stack(list(step.losses.values())).float().tolist()
-            for name, value in zip(step.losses, values, strict=True):
-                old = self.smoothed.get(name)
-                self.smoothed[name] = value if old is None else 0.9 * old + 0.1 * value
+        if self.sums:  # the mean of each attribute's losses since the last line or redraw
+            values = torch.stack(list(self.sums.values())).tolist()
+            for name, value in zip(self.sums, values, strict=True):
+                self.shown[name] = value / self.counts[name]
+            self.sums, self.counts = {}, {}
         etas = self.etas(step.steps_per_epoch - step.step, step.global_step, step.steps_per_epoch)
         eta = "" if etas is None else f"ETA epoch {format_seconds(etas[0])}, run {format_seconds(etas[1])}"
-        losses = " ".join(f"{k} {v:.3f}" for k, v in self.smoothed.items())
+        losses = " ".join(f"{k} {v:.3f}" for k, v in self.shown.items())
         if bar_due:
             self.bar.update(self.task, completed=step.step, total=step.steps_per_epoch,
                             epoch=step.epoch + 1, eta=eta, losses=losses)

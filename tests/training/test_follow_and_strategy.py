@@ -295,3 +295,26 @@ def test_the_etas_count_the_steps_and_validation_passes_left():
     assert bar.etas(0, 20, 20) == pytest.approx((0.0, 80 + 4 * 2))  # at an epoch's end
     bar._global = bar.first_step = 20  # a resumed run before its first step: no estimate yet
     assert bar.etas(20, 20, 20) is None
+
+
+def test_step_lines_show_each_attributes_mean_loss_over_the_steps_since_the_last_line(caplog):
+    """MDMT batches label one dataset each: with colour batches on odd steps and category
+    batches on even ones, a line every 2 steps still shows both, averaged over their own batches."""
+    from types import SimpleNamespace
+
+    from fashion.training.callbacks import ProgressBar, StepInfo
+
+    bar = ProgressBar(live=False, every=2)
+    config = SimpleNamespace(epochs=1, max_steps=None, batch_size=4)
+    trainer = SimpleNamespace(is_main=True, config=config, steps_per_epoch=8,
+                              state=SimpleNamespace(global_step=0, step_in_epoch=0))
+    bar.on_fit_start(trainer)
+    losses = {1: {"color": 1.0}, 2: {"category": 3.0}, 3: {"color": 2.0}, 4: {"category": 5.0}}
+    with caplog.at_level(logging.INFO, logger="fashion.training"):
+        for n, values in losses.items():
+            bar.on_step_end(trainer, StepInfo(epoch=0, step=n, global_step=n, steps_per_epoch=8,
+                                              losses={k: torch.tensor(v) for k, v in values.items()}))
+    lines = [r.getMessage() for r in caplog.records if "step " in r.getMessage()]
+    assert len(lines) == 2
+    assert "loss color 1.000 category 3.000" in lines[0]
+    assert "loss color 2.000 category 5.000" in lines[1]  # each line: the steps since the last one

@@ -1,0 +1,178 @@
+"""Quantization-aware fine-tuning against plain fine-tuning, judged by the int8-static gate.
+
+``python -m benchmarks.quantization_aware`` (not part of ``make bench``: about an hour on 2
+cores in the full profile). The fast_inference benchmark's ResNet50 (trained by
+:func:`benchmarks.fast_inference.train_backbone` at the profile's sizes; reused when an earlier
+run trained it from the same sources) is fine-tuned ``--epochs`` more two ways, plainly and
+with ``quantization_aware = true``; each of the three models is then quantized by
+``optimize_static`` (MinMax, per-channel, no fixes, ONNX Runtime; calibrated on the catalog's
+validation products) and gated on every split of a **separate** catalog of ``--gate-products``
+products (another seed of the same generator), so one row moves a macro-F1 by a fraction of a
+point instead of the 1-2 points of the bench's own gate. Prints, per model and attribute, the
+fp32 and int8 macro-F1, the gate's delta (int8 against the same bundle's fp32), the label
+agreement and the int8 model against the base model's fp32, with the CPU it ran on; writes the
+numbers as JSON (``--out``). docs/training.md publishes the full profile's table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .common import (
+    PROFILES,
+    Context,
+    build_model,
+    dataset_config,
+    make_or_reuse_catalog,
+    manifests,
+    model_spec,
+)
+
+VARIANTS = ("base", "plain", "quantization-aware")
+
+
+def fine_tune(ctx: Context, model: Any, *, epochs: int, lr: float, quantization_aware: bool,
+              out: Path) -> list[float]:
+    """``epochs`` more of the base model's training (text frozen), the image backbone's learning
+    rate ``lr`` and the heads' twice that; returns the seconds of each epoch."""
+    from fashion.training import OptimizerConfig, TrainConfig, Trainer
+
+    from .fast_inference import HEAD_DATASETS, _train_datasets
+
+    catalog = ctx.catalog()
+    shutil.rmtree(out, ignore_errors=True)
+    config = TrainConfig(
+        datasets=_train_datasets(ctx, catalog),
+        validation=[dataset_config(catalog, d, "val", name=f"{d}-val") for d in HEAD_DATASETS],
+        epochs=epochs, batch_size=16, freeze=["text-backbone"],
+        optimizer=OptimizerConfig(lr_head=2 * lr, lr_backbone=lr), output_dir=out,
+        save_bundle=False, progress=False, device="cpu", precision="fp32", seed=ctx.seed,
+        verify_images=False, quantization_aware=quantization_aware,
+    )
+    result = Trainer(model, config).fit()
+    model.eval()
+    return [round(float(entry["seconds"]), 1) for entry in result.history]
+
+
+def gate(folder: Path, calibration: Sequence[Path], data: Sequence[Path], products: int,
+         log: Any) -> dict[str, Any]:
+    """int8-static of the bundle at ``folder`` (the asked recipe only) and the gate's scores."""
+    from fashion.errors import GateError
+    from fashion.predict.optimize import optimize_static
+
+    try:
+        report = optimize_static(folder, calibration=calibration, data=data, products=products,
+                                 fixes_on_refusal=False, runtime="onnxruntime", batch_size=32,
+                                 log=lambda m: log(f"    {m}")).report
+    except GateError as exc:
+        report = exc.report
+    path = report.paths[0]
+    return {"rows": report.rows, "passed": path.passed, "fp32": dict(report.reference),
+            "int8": dict(path.f1), "delta": dict(path.delta), "agreement": dict(path.agreement)}
+
+
+def _triple(values: dict[str, float], attrs: Sequence[str], fmt: str = "{:.3f}") -> str:
+    return " / ".join(fmt.format(values[a]) for a in attrs)
+
+
+def table(results: dict[str, dict[str, Any]], attrs: Sequence[str]) -> str:
+    """The markdown table docs/training.md publishes."""
+    base = results["base"]["fp32"]
+    lines = ["| model | fp32 | int8-static (ORT) | int8 - own fp32 (the gate) | label agreement | "
+             "int8 - base fp32 |", "|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        verdict = "passed" if r["passed"] else "refused"
+        against_base = {a: (r["int8"][a] - base[a]) * 100 for a in attrs}
+        lines.append(f"| {name} | {_triple(r['fp32'], attrs)} | {_triple(r['int8'], attrs)} | "
+                     f"{_triple(r['delta'], attrs, '{:+.2f}')}: {verdict} | {_triple(r['agreement'], attrs)} | "
+                     f"{_triple(against_base, attrs, '{:+.2f}')} |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.quantization_aware", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--profile", choices=sorted(PROFILES), default="full")
+    parser.add_argument("--image", default="resnet50", help="image backbone (default: the bench's ResNet50)")
+    parser.add_argument("--epochs", type=int, default=2, help="fine-tuning epochs of each variant")
+    parser.add_argument("--lr", type=float, default=1e-4, help="image backbone learning rate (heads: twice)")
+    parser.add_argument("--gate-products", type=int, default=2500, help="products of the separate gate catalog")
+    parser.add_argument("--gate-seed", type=int, default=7)
+    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "fashion-bench")
+    parser.add_argument("--out", type=Path, default=None, help="JSON results (default: WORK/quantization_aware.json)")
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args(argv)
+
+    from .common import quiet_libraries
+
+    quiet_libraries()
+    import torch
+
+    from fashion.cli.optimize import _export
+    from fashion.predict.precision import cpu_record
+    from fashion.registry import save_bundle
+    from fashion.registry.bundle import load_bundle
+
+    from .fast_inference import ATTRS, CALIBRATION_PRODUCTS, HEAD_DATASETS, train_backbone
+
+    threads = args.threads or len(os.sched_getaffinity(0))
+    torch.set_num_threads(threads)
+    started = time.perf_counter()
+
+    def log(message: str) -> None:
+        print(f"{time.perf_counter() - started:6.0f}s {message}", flush=True)
+
+    args.work.mkdir(parents=True, exist_ok=True)
+    ctx = Context(sizes=PROFILES[args.profile], out=args.work, work=args.work.resolve(),
+                  device=torch.device("cpu"), threads=threads, log=log)
+    s = ctx.sizes
+    cpu = cpu_record()
+    log(f"CPU: {cpu['model']}; flags: {' '.join(cpu['flags']) or 'none'}; {threads} threads")
+    spec = model_spec(crop=s.infer_crop, text_model=ctx.text_model(), attributes=ATTRS, image=args.image)
+    spec["backbones"]["image"]["options"] = {"pretrained": False}
+    base = build_model(spec)
+    log(f"base model: {args.image} trained {s.fast_backbone_epochs} epochs at {s.train_crop} px ...")
+    train_backbone(ctx, base, args.image)
+    gate_catalog = make_or_reuse_catalog(ctx.work, args.gate_products, s.catalog_image_size, args.gate_seed, log)
+    data = [m for split in ("train", "val", "test") for m in manifests(gate_catalog, split, HEAD_DATASETS)]
+    calibration = manifests(ctx.catalog(), "val", HEAD_DATASETS)
+    results: dict[str, dict[str, Any]] = {}
+    for variant in VARIANTS:
+        model = load_bundle(save_bundle(base, ctx.work / "qat-base")).model if variant != "base" else base
+        seconds: list[float] = []
+        if variant != "base":
+            log(f"{variant}: fine-tuning {args.epochs} epochs (lr {args.lr:g}) ...")
+            model.train()
+            seconds = fine_tune(ctx, model, epochs=args.epochs, lr=args.lr,
+                                quantization_aware=variant == "quantization-aware",
+                                out=ctx.work / "runs" / f"qat-{variant}")
+        folder = ctx.work / f"qat-{variant}"
+        shutil.rmtree(folder, ignore_errors=True)
+        save_bundle(model, folder)
+        _export(folder, ["fp32"])
+        log(f"{variant}: int8-static gate on {args.gate_products} separate products ...")
+        results[variant] = gate(folder, calibration, data, CALIBRATION_PRODUCTS.get(args.profile, 256),
+                                log) | {"epoch_seconds": seconds}
+        log(f"{variant}: {results[variant]}")
+    print()
+    print(f"{args.image}, {args.profile} profile, gate on {results['base']['rows']} rows of a separate "
+          f"{args.gate_products}-product catalog; macro-F1 per attribute ({' / '.join(ATTRS)}); CPU flags: "
+          f"{' '.join(cpu['flags']) or 'none'} ({cpu['model']})")
+    print(table(results, ATTRS))
+    out = args.out or ctx.work / "quantization_aware.json"
+    payload = {"image": args.image, "profile": args.profile, "epochs": args.epochs, "lr": args.lr,
+               "gate_products": args.gate_products, "cpu": cpu, "threads": threads, "results": results}
+    out.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    print(f"\nresults: {out}")
+    return payload
+
+
+if __name__ == "__main__":
+    main()
