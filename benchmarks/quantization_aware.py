@@ -1,10 +1,14 @@
 """Quantization-aware fine-tuning against plain fine-tuning, judged by the int8-static gate.
 
 ``python -m benchmarks.quantization_aware`` (not part of ``make bench``: about an hour on 2
-cores in the full profile). The fast_inference benchmark's ResNet50 (trained by
-:func:`benchmarks.fast_inference.train_backbone` at the profile's sizes; reused when an earlier
-run trained it from the same sources) is fine-tuned ``--epochs`` more two ways, plainly and
-with ``quantization_aware = true``; each of the three models is then quantized by
+cores in the full profile). The fast_inference benchmark's model, built as it builds it —
+ResNet50 trained by :func:`benchmarks.fast_inference.train_backbone` at the profile's sizes
+(reused when an earlier run trained it from the same sources), or ``--image
+efficientnet_lite0``: its ImageNet backbone with heads trained on cached features — is
+fine-tuned ``--epochs`` more three ways (text frozen, the whole image backbone training):
+plainly, plainly with ``batchnorm_statistics = "fixed"`` (quantization-aware training keeps the
+statistics of the BatchNorms it folds fixed too), and with ``quantization_aware = true``; each
+of the four models is then quantized by
 ``optimize_static`` (MinMax, per-channel, no fixes, ONNX Runtime; calibrated on the catalog's
 validation products) and gated on every split of a **separate** catalog of ``--gate-products``
 products (another seed of the same generator), so one row moves a macro-F1 by a fraction of a
@@ -36,13 +40,22 @@ from .common import (
     model_spec,
 )
 
-VARIANTS = ("base", "plain", "quantization-aware")
+VARIANTS = ("base", "plain", "plain, BatchNorm fixed", "quantization-aware")
+
+
+def _norm_statistics(model: Any) -> dict[str, Any]:
+    """The running statistics of the image backbones' BatchNorm layers (copies)."""
+    return {f"{n}.{k}": v.detach().clone() for n, b in model.backbones.items()
+            if getattr(b, "modality", None) == "image"
+            for k, v in b.named_buffers() if k.endswith(("running_mean", "running_var"))}
 
 
 def fine_tune(ctx: Context, model: Any, *, epochs: int, lr: float, quantization_aware: bool,
-              out: Path) -> list[float]:
+              out: Path, fixed_batchnorm: bool = False) -> list[float]:
     """``epochs`` more of the base model's training (text frozen), the image backbone's learning
-    rate ``lr`` and the heads' twice that; returns the seconds of each epoch."""
+    rate ``lr`` and the heads' twice that; returns the seconds of each epoch. ``fixed_batchnorm``:
+    ``batchnorm_statistics = "fixed"`` (the control that tells the int8 simulation's effect from
+    that of the statistics quantization-aware training keeps fixed)."""
     from fashion.training import OptimizerConfig, TrainConfig, Trainer
 
     from .fast_inference import HEAD_DATASETS, _train_datasets
@@ -56,6 +69,7 @@ def fine_tune(ctx: Context, model: Any, *, epochs: int, lr: float, quantization_
         optimizer=OptimizerConfig(lr_head=2 * lr, lr_backbone=lr), output_dir=out,
         save_bundle=False, progress=False, device="cpu", precision="fp32", seed=ctx.seed,
         verify_images=False, quantization_aware=quantization_aware,
+        batchnorm_statistics="fixed" if fixed_batchnorm else "update",
     )
     result = Trainer(model, config).fit()
     model.eval()
@@ -100,8 +114,12 @@ def table(results: dict[str, dict[str, Any]], attrs: Sequence[str]) -> str:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.quantization_aware", description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", choices=sorted(PROFILES), default="full")
-    parser.add_argument("--image", default="resnet50", help="image backbone (default: the bench's ResNet50)")
+    parser.add_argument("--image", default="resnet50",
+                        help="image backbone, built as fast_inference builds it: efficientnet_lite0 "
+                             "pretrained with heads trained, any other trained end to end (default: resnet50)")
     parser.add_argument("--epochs", type=int, default=2, help="fine-tuning epochs of each variant")
+    parser.add_argument("--variant", dest="variants", action="append", choices=VARIANTS[1:],
+                        help="fine-tune only this way (repeatable; default: both); the base model is always gated")
     parser.add_argument("--lr", type=float, default=1e-4, help="image backbone learning rate (heads: twice)")
     parser.add_argument("--gate-products", type=int, default=2500, help="products of the separate gate catalog")
     parser.add_argument("--gate-seed", type=int, default=7)
@@ -120,7 +138,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from fashion.registry import save_bundle
     from fashion.registry.bundle import load_bundle
 
-    from .fast_inference import ATTRS, CALIBRATION_PRODUCTS, HEAD_DATASETS, train_backbone
+    from .fast_inference import (
+        ATTRS,
+        CALIBRATION_PRODUCTS,
+        CONFIGS,
+        HEAD_DATASETS,
+        train_backbone,
+        train_heads,
+    )
 
     threads = args.threads or len(os.sched_getaffinity(0))
     torch.set_num_threads(threads)
@@ -136,30 +161,41 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     cpu = cpu_record()
     log(f"CPU: {cpu['model']}; flags: {' '.join(cpu['flags']) or 'none'}; {threads} threads")
     spec = model_spec(crop=s.infer_crop, text_model=ctx.text_model(), attributes=ATTRS, image=args.image)
-    spec["backbones"]["image"]["options"] = {"pretrained": False}
+    settings = CONFIGS.get(args.image, {"pretrained": False, "train_backbone": True})  # others: as ResNet50
+    spec["backbones"]["image"]["options"] = {"pretrained": settings["pretrained"] and s.fast_pretrained}
     base = build_model(spec)
-    log(f"base model: {args.image} trained {s.fast_backbone_epochs} epochs at {s.train_crop} px ...")
-    train_backbone(ctx, base, args.image)
+    if settings["train_backbone"]:
+        log(f"base model: {args.image} trained {s.fast_backbone_epochs} epochs at {s.train_crop} px ...")
+        train_backbone(ctx, base, args.image)
+    else:  # as fast_inference gates it: its (ImageNet) backbone as installed, heads trained
+        log(f"base model: {args.image}, heads trained on cached features ...")
+        train_heads(ctx, base, args.image)
     gate_catalog = make_or_reuse_catalog(ctx.work, args.gate_products, s.catalog_image_size, args.gate_seed, log)
     data = [m for split in ("train", "val", "test") for m in manifests(gate_catalog, split, HEAD_DATASETS)]
     calibration = manifests(ctx.catalog(), "val", HEAD_DATASETS)
     results: dict[str, dict[str, Any]] = {}
-    for variant in VARIANTS:
-        model = load_bundle(save_bundle(base, ctx.work / "qat-base")).model if variant != "base" else base
+    for variant in ("base", *(args.variants or VARIANTS[1:])):
+        slug = variant.replace(", BatchNorm fixed", "-fixed-bn")
+        model = load_bundle(save_bundle(base, ctx.work / f"qat-{args.image}-base-copy")).model if variant != "base" else base
         seconds: list[float] = []
+        norms_moved = False
         if variant != "base":
+            before = _norm_statistics(model)
             log(f"{variant}: fine-tuning {args.epochs} epochs (lr {args.lr:g}) ...")
             model.train()
             seconds = fine_tune(ctx, model, epochs=args.epochs, lr=args.lr,
                                 quantization_aware=variant == "quantization-aware",
-                                out=ctx.work / "runs" / f"qat-{variant}")
-        folder = ctx.work / f"qat-{variant}"
+                                fixed_batchnorm=variant == "plain, BatchNorm fixed",
+                                out=ctx.work / "runs" / f"qat-{args.image}-{slug}")
+            after = _norm_statistics(model)
+            norms_moved = any(not torch.equal(before[k], after[k]) for k in before)
+        folder = ctx.work / f"qat-{args.image}-{slug}"
         shutil.rmtree(folder, ignore_errors=True)
         save_bundle(model, folder)
         _export(folder, ["fp32"])
         log(f"{variant}: int8-static gate on {args.gate_products} separate products ...")
         results[variant] = gate(folder, calibration, data, CALIBRATION_PRODUCTS.get(args.profile, 256),
-                                log) | {"epoch_seconds": seconds}
+                                log) | {"epoch_seconds": seconds, "norm_statistics_moved": norms_moved}
         log(f"{variant}: {results[variant]}")
     print()
     print(f"{args.image}, {args.profile} profile, gate on {results['base']['rows']} rows of a separate "
@@ -168,6 +204,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print(table(results, ATTRS))
     out = args.out or ctx.work / "quantization_aware.json"
     payload = {"image": args.image, "profile": args.profile, "epochs": args.epochs, "lr": args.lr,
+               "variants": list(results),
                "gate_products": args.gate_products, "cpu": cpu, "threads": threads, "results": results}
     out.write_text(json.dumps(payload, indent=2, default=str) + "\n")
     print(f"\nresults: {out}")

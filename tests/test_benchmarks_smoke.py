@@ -175,15 +175,18 @@ def test_the_trained_backbone_is_keyed_by_every_source_training_runs_and_no_othe
 
 @pytest.mark.slow
 def test_quantization_aware_benchmark_gates_base_plain_and_simulated_fine_tuning(tmp_path, capsys) -> None:
-    """`python -m benchmarks.quantization_aware` at the smoke profile's sizes: three models, each
-    gated on a separate catalog, one table row each."""
+    """`python -m benchmarks.quantization_aware` at the smoke profile's sizes: four models, each
+    gated on a separate catalog, one table row each; plain fine-tuning moves the BatchNorm
+    statistics, its control with fixed statistics and quantization-aware fine-tuning do not."""
     pytest.importorskip("onnxruntime")
     from benchmarks.quantization_aware import main
 
     payload = main(["--profile", "smoke", "--image", "resnet18", "--epochs", "1", "--gate-products", "40",
                     "--work", str(tmp_path), "--threads", "1"])
     out = capsys.readouterr().out
-    assert list(payload["results"]) == ["base", "plain", "quantization-aware"]
+    results = payload["results"]
+    assert list(results) == ["base", "plain", "plain, BatchNorm fixed", "quantization-aware"]
+    assert [r["norm_statistics_moved"] for r in results.values()] == [False, True, False, False]
     for name, r in payload["results"].items():
         assert r["rows"] > 0 and set(r["delta"]) == {"category", "color", "pattern"}, name
         assert f"| {name} |" in out

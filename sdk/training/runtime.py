@@ -54,14 +54,16 @@ def resolve_device(name: str, local_rank: int) -> torch.device:
     return device
 
 
-def start_lines(config: TrainConfig, device: torch.device, precision: str, memory_format: str = "contiguous") -> list[str]:
+def start_lines(config: TrainConfig, device: torch.device, precision: str, memory_format: str = "contiguous",
+                model: FashionModel | None = None) -> list[str]:
     """What a run logs before its first step: the precision asked and used, the threads, the
-    CPU and the instruction sets that decide which precision is fast."""
+    CPU and the instruction sets that decide which precision is fast; with
+    ``batchnorm_statistics = "fixed"``, how many BatchNorm layers that fixes."""
     wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile", "avx_vnni")
     flags = [f for f in wanted if f in cpu_flags()]
     threads = f"{torch.get_num_threads()} torch intra-op threads" + (
         f" (threads = {config.threads})" if config.threads else " (torch's default; set `threads` or --threads)")
-    return [
+    lines = [
         f"precision: asked {config.precision}, training in {precision} on {device}"
         + (", channels_last weights" if memory_format == "channels_last" else ""),
         f"{threads}, {os.cpu_count()} CPUs visible",
@@ -69,6 +71,12 @@ def start_lines(config: TrainConfig, device: torch.device, precision: str, memor
         f"torch capability {torch.backends.cpu.get_cpu_capability()}; native bf16: "
         f"{'yes' if cpu_bf16_native() else 'no'}",
     ]
+    if config.batchnorm_statistics == "fixed" and model is not None:
+        n = len(batchnorm_layers(model))
+        lines.append(f"batchnorm_statistics = fixed: {n} BatchNorm layers of the backbones normalize with "
+                     "their running statistics, which stay" if n else
+                     "batchnorm_statistics = fixed: the backbones have no BatchNorm layer; nothing to fix")
+    return lines
 
 
 def config_fingerprint(config: TrainConfig) -> str:
@@ -306,9 +314,10 @@ def check_augmentations(model: FashionModel) -> dict[str, list[str]]:
     return views
 
 
-def set_train_mode(model: FashionModel) -> None:
-    """Train mode, except croppers without train-time augmentation (they run in prepare) and
-    fully frozen components."""
+def set_train_mode(model: FashionModel, *, fixed_batchnorm: bool = False) -> None:
+    """Train mode, except croppers without train-time augmentation (they run in prepare),
+    fully frozen components and, with ``fixed_batchnorm`` (``batchnorm_statistics = "fixed"``),
+    the backbones' BatchNorm layers (they normalize with their running statistics, which stay)."""
     model.train()
     for cropper in model.croppers.values():
         cropper.train(bool(getattr(cropper, "augmentations", list)()))
@@ -316,6 +325,15 @@ def set_train_mode(model: FashionModel) -> None:
         params = list(module.parameters())
         if params and not any(p.requires_grad for p in params):
             module.eval()  # frozen: BatchNorm statistics and dropout stay fixed
+    if fixed_batchnorm:
+        for norm in batchnorm_layers(model):
+            norm.eval()
+
+
+def batchnorm_layers(model: FashionModel) -> list[torch.nn.Module]:
+    """The BatchNorm layers of the model's backbones (what ``batchnorm_statistics`` governs)."""
+    return [m for backbone in model.backbones.values() for m in backbone.modules()
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
 
 
 __all__ = [
@@ -323,6 +341,7 @@ __all__ = [
     "label_changing",
     "WarmupCosine",
     "apply_freeze",
+    "batchnorm_layers",
     "start_lines",
     "build_optimizer",
     "class_weights",

@@ -239,7 +239,7 @@ class Trainer:
             self._set_precision(auto_precision(self))
         self.state.precision = self.candidate
         if self.is_main:
-            for line in start_lines(config, self.device, self.precision, self.memory_format):
+            for line in start_lines(config, self.device, self.precision, self.memory_format, model):
                 log.info("%s", line)
         return model, [*default_callbacks(config, cached), *self.user_callbacks]
 
@@ -313,7 +313,7 @@ class Trainer:
             state.loss_sums.zero_()
             state.loss_counts.zero_()
         started = time.perf_counter()
-        set_train_mode(self.model)  # type: ignore[arg-type]
+        set_train_mode(self.model, fixed_batchnorm=self.config.batchnorm_statistics == "fixed")  # type: ignore[arg-type]
         if self.train_features is not None:  # augmented cache: epoch e trains on variant e mod K
             self.loader.features = self.train_variants[epoch % len(self.train_variants)]
         for parts in self.loader(schedule[first:]):

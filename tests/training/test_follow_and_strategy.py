@@ -318,3 +318,34 @@ def test_step_lines_show_each_attributes_mean_loss_over_the_steps_since_the_last
     assert len(lines) == 2
     assert "loss color 1.000 category 3.000" in lines[0]
     assert "loss color 2.000 category 5.000" in lines[1]  # each line: the steps since the last one
+
+
+@pytest.mark.parametrize("mode", ["update", "fixed"])
+def test_fixed_batchnorm_statistics_stay_while_the_backbone_trains(train_config, caplog, mode):
+    """`batchnorm_statistics = "fixed"`: the image backbone's BatchNorms normalize with their
+    running statistics, which do not move, while their scale and shift train with every other
+    weight; `update` (the default) moves them."""
+    from fashion.training.callbacks import Callback
+
+    seen: dict[str, dict[str, torch.Tensor]] = {}
+
+    class Watch(Callback):
+        def on_fit_start(self, trainer):
+            seen["before"] = {k: v.detach().clone() for k, v in trainer.model.backbones["image"].state_dict().items()}
+
+    config = train_config(model=SMALL_SPEC, pretrained=False, epochs=1, max_steps=2, calibrate=False,
+                          batchnorm_statistics=mode)
+    trainer = Trainer(None, config, callbacks=[Watch()])
+    with caplog.at_level(logging.INFO, logger="fashion.training"):
+        trainer.fit()
+    after = trainer.model.backbones["image"].state_dict()
+    moved = {k for k, v in seen["before"].items() if not torch.equal(v, after[k])}
+    statistics = {k for k in after if k.endswith(("running_mean", "running_var"))}
+    assert len(statistics) == 40  # resnet18: 20 BatchNorms
+    assert {f"body.{k}" for k in ("bn1.weight", "bn1.bias", "conv1.weight", "layer4.1.bn2.weight")} <= moved  # everything trains
+    if mode == "fixed":
+        assert not moved & statistics
+        assert "batchnorm_statistics = fixed: 20 BatchNorm layers of the backbones" in caplog.text
+    else:
+        assert statistics <= moved
+        assert "batchnorm_statistics" not in caplog.text
