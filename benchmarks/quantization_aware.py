@@ -119,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                              "pretrained with heads trained, any other trained end to end (default: resnet50)")
     parser.add_argument("--epochs", type=int, default=2, help="fine-tuning epochs of each variant")
     parser.add_argument("--variant", dest="variants", action="append", choices=VARIANTS[1:],
-                        help="fine-tune only this way (repeatable; default: both); the base model is always gated")
+                        help="fine-tune only this way (repeatable; default: all three); the base model is always gated")
     parser.add_argument("--lr", type=float, default=1e-4, help="image backbone learning rate (heads: twice)")
     parser.add_argument("--gate-products", type=int, default=2500, help="products of the separate gate catalog")
     parser.add_argument("--gate-seed", type=int, default=7)
