@@ -43,11 +43,11 @@ from .common import (
 VARIANTS = ("base", "plain", "plain, BatchNorm fixed", "quantization-aware")
 
 
-def _norm_statistics(model: Any) -> dict[str, Any]:
-    """The running statistics of the image backbones' BatchNorm layers (copies)."""
-    return {f"{n}.{k}": v.detach().clone() for n, b in model.backbones.items()
-            if getattr(b, "modality", None) == "image"
-            for k, v in b.named_buffers() if k.endswith(("running_mean", "running_var"))}
+def _norm_statistics(model: Any) -> list[Any]:
+    """Copies of the running statistics of the backbones' BatchNorm layers."""
+    from fashion.training.runtime import batchnorm_layers
+
+    return [s.detach().clone() for m in batchnorm_layers(model) for s in (m.running_mean, m.running_var)]
 
 
 def fine_tune(ctx: Context, model: Any, *, epochs: int, lr: float, quantization_aware: bool,
@@ -188,7 +188,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                                 fixed_batchnorm=variant == "plain, BatchNorm fixed",
                                 out=ctx.work / "runs" / f"qat-{args.image}-{slug}")
             after = _norm_statistics(model)
-            norms_moved = any(not torch.equal(before[k], after[k]) for k in before)
+            norms_moved = any(not torch.equal(b, a) for b, a in zip(before, after, strict=True))
         folder = ctx.work / f"qat-{args.image}-{slug}"
         shutil.rmtree(folder, ignore_errors=True)
         save_bundle(model, folder)

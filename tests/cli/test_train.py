@@ -170,6 +170,9 @@ def test_config_errors_name_the_table_and_use_config_file_words(tmp_path):
     assert "epochs" not in message  # the top-level keys are not the ones to choose from
     with pytest.raises(ConfigError, match=r"datasets: missing; add a \[\[datasets\]\] table"):
         TrainConfig.parse({"epochs": 1})
+    path.write_text('batchnorm_statistics = "frozen"\n' + CONFIG)
+    with pytest.raises(ConfigError, match=r"batchnorm_statistics: Input should be 'update' or 'fixed'"):
+        TrainConfig.load(path)
 
     path.write_text("\n".join(line for line in CONFIG.splitlines() if not line.startswith(("[model", "name = \"tiny", "views", "labels", "head"))))
     result = CliRunner().invoke(train_command, [str(path)])
