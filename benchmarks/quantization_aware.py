@@ -7,8 +7,9 @@ ResNet50 trained by :func:`benchmarks.fast_inference.train_backbone` at the prof
 efficientnet_lite0``: its ImageNet backbone with heads trained on cached features — is
 fine-tuned ``--epochs`` more three ways (text frozen, the whole image backbone training):
 plainly, plainly with ``batchnorm_statistics = "fixed"`` (quantization-aware training keeps the
-statistics of the BatchNorms it folds fixed too), and with ``quantization_aware = true``; each
-of the four models is then quantized by
+statistics of the BatchNorms it folds fixed too), with ``quantization_aware = true``, and
+``--epochs`` with fixed statistics followed by ``--epochs`` quantization-aware; each of the five
+models is then quantized by
 ``optimize_static`` (MinMax, per-channel, no fixes, ONNX Runtime; calibrated on the catalog's
 validation products) and gated on every split of a **separate** catalog of ``--gate-products``
 products (another seed of the same generator), so one row moves a macro-F1 by a fraction of a
@@ -40,7 +41,16 @@ from .common import (
     model_spec,
 )
 
-VARIANTS = ("base", "plain", "plain, BatchNorm fixed", "quantization-aware")
+VARIANTS = ("base", "plain", "plain, BatchNorm fixed", "quantization-aware",
+            "BatchNorm fixed, then quantization-aware")
+# each fine-tuned variant: its stages in turn, (batchnorm_statistics, quantization_aware) each
+# ``--epochs`` long; "plain" lets the statistics move (what `update` does) whatever the default
+STAGES = {
+    "plain": [("update", False)],
+    "plain, BatchNorm fixed": [("fixed", False)],
+    "quantization-aware": [("update", True)],
+    "BatchNorm fixed, then quantization-aware": [("fixed", False), ("update", True)],
+}
 
 
 def _norm_statistics(model: Any) -> list[Any]:
@@ -51,11 +61,11 @@ def _norm_statistics(model: Any) -> list[Any]:
 
 
 def fine_tune(ctx: Context, model: Any, *, epochs: int, lr: float, quantization_aware: bool,
-              out: Path, fixed_batchnorm: bool = False) -> list[float]:
+              out: Path, batchnorm: str = "update") -> list[float]:
     """``epochs`` more of the base model's training (text frozen), the image backbone's learning
-    rate ``lr`` and the heads' twice that; returns the seconds of each epoch. ``fixed_batchnorm``:
-    ``batchnorm_statistics = "fixed"`` (the control that tells the int8 simulation's effect from
-    that of the statistics quantization-aware training keeps fixed)."""
+    rate ``lr`` and the heads' twice that; returns the seconds of each epoch. ``batchnorm``:
+    its ``batchnorm_statistics`` (``fixed`` is the control that tells the int8 simulation's
+    effect from that of the statistics quantization-aware training keeps fixed)."""
     from fashion.training import OptimizerConfig, TrainConfig, Trainer
 
     from .fast_inference import HEAD_DATASETS, _train_datasets
@@ -69,7 +79,7 @@ def fine_tune(ctx: Context, model: Any, *, epochs: int, lr: float, quantization_
         optimizer=OptimizerConfig(lr_head=2 * lr, lr_backbone=lr), output_dir=out,
         save_bundle=False, progress=False, device="cpu", precision="fp32", seed=ctx.seed,
         verify_images=False, quantization_aware=quantization_aware,
-        batchnorm_statistics="fixed" if fixed_batchnorm else "update",
+        batchnorm_statistics=batchnorm,
     )
     result = Trainer(model, config).fit()
     model.eval()
@@ -119,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                              "pretrained with heads trained, any other trained end to end (default: resnet50)")
     parser.add_argument("--epochs", type=int, default=2, help="fine-tuning epochs of each variant")
     parser.add_argument("--variant", dest="variants", action="append", choices=VARIANTS[1:],
-                        help="fine-tune only this way (repeatable; default: all three); the base model is always gated")
+                        help="fine-tune only this way (repeatable; default: all four); the base model is always gated")
     parser.add_argument("--lr", type=float, default=1e-4, help="image backbone learning rate (heads: twice)")
     parser.add_argument("--gate-products", type=int, default=2500, help="products of the separate gate catalog")
     parser.add_argument("--gate-seed", type=int, default=7)
@@ -175,18 +185,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     calibration = manifests(ctx.catalog(), "val", HEAD_DATASETS)
     results: dict[str, dict[str, Any]] = {}
     for variant in ("base", *(args.variants or VARIANTS[1:])):
-        slug = variant.replace(", BatchNorm fixed", "-fixed-bn")
+        slug = variant.replace(", BatchNorm fixed", "-fixed-bn").replace(", then ", "-then-").replace(" ", "-")
         model = load_bundle(save_bundle(base, ctx.work / f"qat-{args.image}-base-copy")).model if variant != "base" else base
         seconds: list[float] = []
         norms_moved = False
         if variant != "base":
             before = _norm_statistics(model)
-            log(f"{variant}: fine-tuning {args.epochs} epochs (lr {args.lr:g}) ...")
-            model.train()
-            seconds = fine_tune(ctx, model, epochs=args.epochs, lr=args.lr,
-                                quantization_aware=variant == "quantization-aware",
-                                fixed_batchnorm=variant == "plain, BatchNorm fixed",
-                                out=ctx.work / "runs" / f"qat-{args.image}-{slug}")
+            for n, (batchnorm, simulated) in enumerate(STAGES[variant]):
+                log(f"{variant}: fine-tuning {args.epochs} epochs (lr {args.lr:g}, batchnorm_statistics "
+                    f"{batchnorm}, quantization_aware {simulated}) ...")
+                model.train()
+                seconds += fine_tune(ctx, model, epochs=args.epochs, lr=args.lr, quantization_aware=simulated,
+                                     batchnorm=batchnorm, out=ctx.work / "runs" / f"qat-{args.image}-{slug}-{n}")
             after = _norm_statistics(model)
             norms_moved = any(not torch.equal(b, a) for b, a in zip(before, after, strict=True))
         folder = ctx.work / f"qat-{args.image}-{slug}"

@@ -175,9 +175,10 @@ def test_the_trained_backbone_is_keyed_by_every_source_training_runs_and_no_othe
 
 @pytest.mark.slow
 def test_quantization_aware_benchmark_gates_base_plain_and_simulated_fine_tuning(tmp_path, capsys) -> None:
-    """`python -m benchmarks.quantization_aware` at the smoke profile's sizes: four models, each
+    """`python -m benchmarks.quantization_aware` at the smoke profile's sizes: five models, each
     gated on a separate catalog, one table row each; plain fine-tuning moves the BatchNorm
-    statistics, its control with fixed statistics and quantization-aware fine-tuning do not."""
+    statistics, its control with fixed statistics and quantization-aware fine-tuning (alone or
+    after the fixed control) do not."""
     pytest.importorskip("onnxruntime")
     from benchmarks.quantization_aware import main
 
@@ -185,11 +186,13 @@ def test_quantization_aware_benchmark_gates_base_plain_and_simulated_fine_tuning
                     "--work", str(tmp_path), "--threads", "1"])
     out = capsys.readouterr().out
     results = payload["results"]
-    assert list(results) == ["base", "plain", "plain, BatchNorm fixed", "quantization-aware"]
-    assert [r["norm_statistics_moved"] for r in results.values()] == [False, True, False, False]
+    assert list(results) == ["base", "plain", "plain, BatchNorm fixed", "quantization-aware",
+                             "BatchNorm fixed, then quantization-aware"]
+    assert [r["norm_statistics_moved"] for r in results.values()] == [False, True, False, False, False]
     for name, r in payload["results"].items():
         assert r["rows"] > 0 and set(r["delta"]) == {"category", "color", "pattern"}, name
         assert f"| {name} |" in out
     assert payload["results"]["base"]["epoch_seconds"] == []
     assert len(payload["results"]["quantization-aware"]["epoch_seconds"]) == 1
+    assert len(payload["results"]["BatchNorm fixed, then quantization-aware"]["epoch_seconds"]) == 2
     assert (tmp_path / "quantization_aware.json").is_file() and "CPU flags: " in out

@@ -126,6 +126,7 @@ def run_provenance(trainer: Run) -> dict[str, Any]:
         ],
         "seed": trainer.config.seed,
         "precision": trainer.precision,
+        "batchnorm_fixed": list(trainer.fixed_batchnorm),
         "cuts": dict(trainer.cuts),
         "world_size": trainer.world_size,
         "epochs_run": len(trainer.state.history),

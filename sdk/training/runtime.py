@@ -9,7 +9,7 @@ import logging
 import math
 import os
 import random
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import torch
@@ -55,10 +55,10 @@ def resolve_device(name: str, local_rank: int) -> torch.device:
 
 
 def start_lines(config: TrainConfig, device: torch.device, precision: str, memory_format: str = "contiguous",
-                model: FashionModel | None = None) -> list[str]:
+                model: FashionModel | None = None, fixed_batchnorm: Collection[str] = ()) -> list[str]:
     """What a run logs before its first step: the precision asked and used, the threads, the
-    CPU and the instruction sets that decide which precision is fast; with
-    ``batchnorm_statistics = "fixed"``, how many BatchNorm layers that fixes."""
+    CPU and the instruction sets that decide which precision is fast; for the backbones whose
+    BatchNorm layers train, whether their statistics update or stay fixed (and why)."""
     wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile", "avx_vnni")
     flags = [f for f in wanted if f in cpu_flags()]
     threads = f"{torch.get_num_threads()} torch intra-op threads" + (
@@ -71,11 +71,8 @@ def start_lines(config: TrainConfig, device: torch.device, precision: str, memor
         f"torch capability {torch.backends.cpu.get_cpu_capability()}; native bf16: "
         f"{'yes' if cpu_bf16_native() else 'no'}",
     ]
-    if config.batchnorm_statistics == "fixed" and model is not None:
-        n = len(batchnorm_layers(model))
-        lines.append(f"batchnorm_statistics = fixed: {n} BatchNorm layers of the backbones normalize with "
-                     "their running statistics, which stay" if n else
-                     "batchnorm_statistics = fixed: the backbones have no BatchNorm layer; nothing to fix")
+    if model is not None:
+        lines += batchnorm_lines(config.batchnorm_statistics, model, fixed_batchnorm)
     return lines
 
 
@@ -314,10 +311,10 @@ def check_augmentations(model: FashionModel) -> dict[str, list[str]]:
     return views
 
 
-def set_train_mode(model: FashionModel, *, fixed_batchnorm: bool = False) -> None:
+def set_train_mode(model: FashionModel, *, fixed_batchnorm: Collection[str] = ()) -> None:
     """Train mode, except croppers without train-time augmentation (they run in prepare),
-    fully frozen components and, with ``fixed_batchnorm`` (``batchnorm_statistics = "fixed"``),
-    the backbones' BatchNorm layers (they normalize with their running statistics, which stay)."""
+    fully frozen components and the BatchNorm layers of the backbones named in
+    ``fixed_batchnorm`` (they normalize with their running statistics, which stay)."""
     model.train()
     for cropper in model.croppers.values():
         cropper.train(bool(getattr(cropper, "augmentations", list)()))
@@ -325,15 +322,60 @@ def set_train_mode(model: FashionModel, *, fixed_batchnorm: bool = False) -> Non
         params = list(module.parameters())
         if params and not any(p.requires_grad for p in params):
             module.eval()  # frozen: BatchNorm statistics and dropout stay fixed
-    if fixed_batchnorm:
-        for norm in batchnorm_layers(model):
-            norm.eval()
+    for norm in batchnorm_layers(model, fixed_batchnorm):
+        norm.eval()
 
 
-def batchnorm_layers(model: FashionModel) -> list[torch.nn.Module]:
-    """The BatchNorm layers of the model's backbones (what ``batchnorm_statistics`` governs)."""
-    return [m for backbone in model.backbones.values() for m in backbone.modules()
-            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+def batchnorm_layers(model: FashionModel, backbones: Collection[str] | None = None) -> list[torch.nn.Module]:
+    """The BatchNorm layers of the model's backbones (of those named in ``backbones``, when given):
+    what ``batchnorm_statistics`` governs."""
+    return [m for key, backbone in model.backbones.items() if backbones is None or key in backbones
+            for m in backbone.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+
+
+def loaded_statistics(norm: torch.nn.Module) -> bool:
+    """Whether a BatchNorm layer holds statistics other than PyTorch's initial ones (mean 0,
+    variance 1): weights that were trained, by us or by whoever made the pretrained file."""
+    mean, var = getattr(norm, "running_mean", None), getattr(norm, "running_var", None)
+    if mean is None or var is None:
+        return False
+    return bool(mean.detach().abs().max() > 0 or (var.detach() - 1).abs().max() > 0)
+
+
+def batchnorm_fixed(setting: str, model: FashionModel) -> list[str]:
+    """The backbones (their keys) whose BatchNorm statistics stay fixed while they train, under
+    ``batchnorm_statistics = setting``: ``fixed`` every backbone with a BatchNorm layer,
+    ``update`` none, ``auto`` those whose BatchNorm layers carry loaded statistics (pretrained
+    weights, a ``weights_path``, a bundle), not those randomly initialised. Decided once, on the
+    model as built, before a checkpoint is restored (a resumed run decides as its start did)."""
+    if setting == "update":
+        return []
+    keys = [key for key in model.backbones if batchnorm_layers(model, [key])]
+    if setting == "fixed":
+        return keys
+    return [key for key in keys if any(loaded_statistics(n) for n in batchnorm_layers(model, [key]))]
+
+
+def batchnorm_lines(setting: str, model: FashionModel, fixed: Collection[str]) -> list[str]:
+    """Start lines: for each backbone with BatchNorm layers that train, whether their statistics
+    update or stay fixed under ``batchnorm_statistics = setting``, and why."""
+    lines = []
+    for key, backbone in model.backbones.items():
+        norms = [n for n in batchnorm_layers(model, [key]) if any(p.requires_grad for p in n.parameters())]
+        if not norms:
+            continue
+        if key in fixed:
+            why = "they were loaded trained" if setting == "auto" else "as asked"
+            lines.append(f"batchnorm_statistics = {setting}: {key} ({backbone.name}) keeps the statistics of its "
+                         f"{len(norms)} BatchNorm layers fixed ({why}): they normalize every batch with their "
+                         "running statistics, which stay")
+        else:
+            why = " (they are PyTorch's initial ones: randomly initialised)" if setting == "auto" else ""
+            lines.append(f"batchnorm_statistics = {setting}: {key} ({backbone.name}) updates the statistics of its "
+                         f"{len(norms)} BatchNorm layers from each batch{why}")
+    if setting == "fixed" and not batchnorm_layers(model):
+        lines.append("batchnorm_statistics = fixed: the backbones have no BatchNorm layer; nothing to fix")
+    return lines
 
 
 __all__ = [
@@ -341,7 +383,10 @@ __all__ = [
     "label_changing",
     "WarmupCosine",
     "apply_freeze",
+    "batchnorm_fixed",
     "batchnorm_layers",
+    "batchnorm_lines",
+    "loaded_statistics",
     "start_lines",
     "build_optimizer",
     "class_weights",

@@ -178,6 +178,7 @@ class Run(Protocol):
     steps_per_epoch: int
     checkpoint_dir: Path
     cuts: Mapping[str, Any]
+    fixed_batchnorm: list[str]
     train_sets: list[LabeledDataset]
     val_sets: list[LabeledDataset]
     val_features: list[Any] | None

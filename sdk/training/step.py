@@ -223,7 +223,7 @@ def measure_precision(run: Any) -> str:
     parts = next(iter(run.loader(schedule[:1])))
     saved = {k: v.detach().clone() for k, v in run.state.model_tensors().items()}
     rng = torch.get_rng_state()
-    set_train_mode(run.model, fixed_batchnorm=config.batchnorm_statistics == "fixed")
+    set_train_mode(run.model, fixed_batchnorm=run.fixed_batchnorm)
 
     def seconds(precision: str) -> float:
         run._set_precision(precision)

@@ -40,6 +40,7 @@ from fashion.training.result import TrainResult, finish_run, run_provenance
 from fashion.training.runtime import (
     WarmupCosine,
     apply_freeze,
+    batchnorm_fixed,
     build_optimizer,
     check_augmentations,
     class_weights,
@@ -175,6 +176,7 @@ class Trainer:
         groups = config.frozen_groups()
         self.cuts = apply_freeze(model, groups) if groups else {}
         check_augmentations(model)
+        self.fixed_batchnorm = batchnorm_fixed(config.batchnorm_statistics, model)  # before a restore
         self.candidates = precision_candidates(config, self.device, model)
         self._set_precision(self.candidates[0] if len(self.candidates) > 1 else training_precision(config, self.device))
         if self._amp_dtype == torch.float16 and get_loss_class(config.loss).gradient_surgery:
@@ -239,7 +241,7 @@ class Trainer:
             self._set_precision(auto_precision(self))
         self.state.precision = self.candidate
         if self.is_main:
-            for line in start_lines(config, self.device, self.precision, self.memory_format, model):
+            for line in start_lines(config, self.device, self.precision, self.memory_format, model, self.fixed_batchnorm):
                 log.info("%s", line)
         return model, [*default_callbacks(config, cached), *self.user_callbacks]
 
@@ -313,7 +315,7 @@ class Trainer:
             state.loss_sums.zero_()
             state.loss_counts.zero_()
         started = time.perf_counter()
-        set_train_mode(self.model, fixed_batchnorm=self.config.batchnorm_statistics == "fixed")  # type: ignore[arg-type]
+        set_train_mode(self.model, fixed_batchnorm=self.fixed_batchnorm)  # type: ignore[arg-type]
         if self.train_features is not None:  # augmented cache: epoch e trains on variant e mod K
             self.loader.features = self.train_variants[epoch % len(self.train_variants)]
         for parts in self.loader(schedule[first:]):

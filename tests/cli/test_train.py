@@ -171,7 +171,7 @@ def test_config_errors_name_the_table_and_use_config_file_words(tmp_path):
     with pytest.raises(ConfigError, match=r"datasets: missing; add a \[\[datasets\]\] table"):
         TrainConfig.parse({"epochs": 1})
     path.write_text('batchnorm_statistics = "frozen"\n' + CONFIG)
-    with pytest.raises(ConfigError, match=r"batchnorm_statistics: Input should be 'update' or 'fixed'"):
+    with pytest.raises(ConfigError, match=r"batchnorm_statistics: Input should be 'auto', 'update' or 'fixed'"):
         TrainConfig.load(path)
 
     path.write_text("\n".join(line for line in CONFIG.splitlines() if not line.startswith(("[model", "name = \"tiny", "views", "labels", "head"))))

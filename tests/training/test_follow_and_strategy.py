@@ -4,6 +4,7 @@ augmentation that knows the attributes."""
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import re
@@ -320,11 +321,30 @@ def test_step_lines_show_each_attributes_mean_loss_over_the_steps_since_the_last
     assert "loss color 2.000 category 5.000" in lines[1]  # each line: the steps since the last one
 
 
-@pytest.mark.parametrize("mode", ["update", "fixed"])
-def test_fixed_batchnorm_statistics_stay_while_the_backbone_trains(train_config, caplog, mode):
-    """`batchnorm_statistics = "fixed"`: the image backbone's BatchNorms normalize with their
-    running statistics, which do not move, while their scale and shift train with every other
-    weight; `update` (the default) moves them."""
+def _trained_resnet18(path: Path) -> Path:
+    """A resnet18 weights file whose BatchNorms carry statistics (as pretrained ones do)."""
+    from safetensors.torch import save_file
+    from torchvision.models import resnet18
+
+    net = resnet18(weights=None)
+    generator = torch.Generator().manual_seed(3)
+    for module in net.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.normal_(0.0, 0.1, generator=generator)
+            module.running_var.uniform_(0.5, 2.0, generator=generator)
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
+    return path
+
+
+@pytest.mark.parametrize(("mode", "loaded", "fixed"), [
+    ("update", True, False), ("fixed", False, True), ("auto", True, True), ("auto", False, False),
+])
+def test_batchnorm_statistics_stay_fixed_or_update_while_the_backbone_trains(train_config, caplog, tmp_path,
+                                                                              mode, loaded, fixed):
+    """Fixed: the image backbone's BatchNorms normalize with their running statistics, which do
+    not move, while their scale and shift train with every other weight; update moves them.
+    `auto` (the default) fixes them when the backbone was loaded with trained statistics (here a
+    `weights_path`) and updates them when it is randomly initialised; the start lines say which."""
     from fashion.training.callbacks import Callback
 
     seen: dict[str, dict[str, torch.Tensor]] = {}
@@ -333,7 +353,10 @@ def test_fixed_batchnorm_statistics_stay_while_the_backbone_trains(train_config,
         def on_fit_start(self, trainer):
             seen["before"] = {k: v.detach().clone() for k, v in trainer.model.backbones["image"].state_dict().items()}
 
-    config = train_config(model=SMALL_SPEC, pretrained=False, epochs=1, max_steps=2, calibrate=False,
+    spec = copy.deepcopy(SMALL_SPEC)
+    if loaded:
+        spec["backbones"]["image"]["options"] = {"weights_path": str(_trained_resnet18(tmp_path / "r18.safetensors"))}
+    config = train_config(model=spec, pretrained=loaded, epochs=1, max_steps=2, calibrate=False,
                           batchnorm_statistics=mode)
     trainer = Trainer(None, config, callbacks=[Watch()])
     with caplog.at_level(logging.INFO, logger="fashion.training"):
@@ -343,9 +366,40 @@ def test_fixed_batchnorm_statistics_stay_while_the_backbone_trains(train_config,
     statistics = {k for k in after if k.endswith(("running_mean", "running_var"))}
     assert len(statistics) == 40  # resnet18: 20 BatchNorms
     assert {f"body.{k}" for k in ("bn1.weight", "bn1.bias", "conv1.weight", "layer4.1.bn2.weight")} <= moved  # everything trains
-    if mode == "fixed":
+    assert trainer.fixed_batchnorm == (["image"] if fixed else [])
+    if fixed:
         assert not moved & statistics
-        assert "batchnorm_statistics = fixed: 20 BatchNorm layers of the backbones" in caplog.text
+        why = "they were loaded trained" if mode == "auto" else "as asked"
+        assert (f"batchnorm_statistics = {mode}: image (resnet18) keeps the statistics of its 20 BatchNorm "
+                f"layers fixed ({why})") in caplog.text
     else:
         assert statistics <= moved
-        assert "batchnorm_statistics" not in caplog.text
+        assert f"batchnorm_statistics = {mode}: image (resnet18) updates the statistics of its 20" in caplog.text
+        assert ("randomly initialised" in caplog.text) == (mode == "auto")
+
+
+def test_auto_batchnorm_statistics_are_decided_on_the_model_as_built_not_on_a_restored_checkpoint(train_config):
+    """A randomly initialised backbone updates its statistics under `auto`; after its first epoch
+    they are no longer PyTorch's initial ones, but the resumed run decides as its start did."""
+    config = train_config(model=SMALL_SPEC, pretrained=False, epochs=1, calibrate=False)
+    first = Trainer(None, config)
+    first.fit()
+    assert first.fixed_batchnorm == []
+    before = {k: v.clone() for k, v in first.model.backbones["image"].state_dict().items() if "running" in k}
+    from fashion.training.callbacks import Callback
+
+    restored: dict[str, torch.Tensor] = {}
+    trained: dict[str, torch.Tensor] = {}
+
+    class Watch(Callback):
+        def on_fit_start(self, trainer):
+            restored.update({k: v.clone() for k, v in trainer.model.backbones["image"].state_dict().items()})
+
+        def on_epoch_end(self, trainer, entry, improved):  # before the best epoch's weights come back
+            trained.update({k: v.clone() for k, v in trainer.model.backbones["image"].state_dict().items()})
+
+    resumed = Trainer(None, config.model_copy(update={"epochs": 2, "resume": True}), callbacks=[Watch()])
+    resumed.fit()
+    assert all(torch.equal(v, restored[k]) for k, v in before.items())  # the run went on from epoch 1
+    assert resumed.fixed_batchnorm == []
+    assert all(not torch.equal(v, trained[k]) for k, v in before.items())  # epoch 2 moved them again
