@@ -287,7 +287,7 @@ def train_attribute(
         progress=config.progress,
         pretrained=False,
         # what this pipeline and its gate were built with; `auto` would fix the base's statistics
-        # (measured on the partial test's catalog, 3 seeds: each way refused one seed the other passed)
+        # (partial test's catalog, 3 seeds: fixed refused one update passed, both refused one, by less fixed)
         batchnorm_statistics="update",
     )
     result = Trainer(model, train_config).fit()
