@@ -80,6 +80,9 @@ class Sizes:
     fast_head_epochs: int = 15
     fast_backbone_epochs: int = 4  # ResNet50 trained end to end (text frozen) before the int8 gate (0: not trained, not gated)
     fast_head_rows: int | None = None  # train rows per dataset for the heads (None: all)
+    # EfficientNet-Lite0 fine-tuned after its heads, per stage (BatchNorm fixed, then
+    # quantization-aware) before the int8 gate (0: heads only)
+    fast_tune_epochs: int = 2
     fast_repeats: int = 8
     fast_disk_repeats: int = 3
     fast_gate_test: bool = True  # the gate scores validation and test rows (False: validation)
@@ -156,6 +159,7 @@ QUICK = Sizes(
     fast_head_epochs=8,
     fast_backbone_epochs=0,  # two epochs left it near chance (never gated): its speed rows need no training
     fast_head_rows=128,
+    fast_tune_epochs=0,  # at 224 px the chain is 4 epochs of 7-12 minutes: full profile only
     fast_repeats=2,
     fast_disk_repeats=1,
     fast_gate_test=False,
@@ -203,6 +207,7 @@ SMOKE = Sizes(
     budget_rounds=1,
     fast_head_epochs=1,
     fast_backbone_epochs=1,
+    fast_tune_epochs=1,
     fast_repeats=2,
     fast_disk_repeats=1,
     fast_pretrained=False,

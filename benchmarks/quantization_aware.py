@@ -4,7 +4,8 @@
 cores in the full profile). The fast_inference benchmark's model, built as it builds it —
 ResNet50 trained by :func:`benchmarks.fast_inference.train_backbone` at the profile's sizes
 (reused when an earlier run trained it from the same sources), or ``--image
-efficientnet_lite0``: its ImageNet backbone with heads trained on cached features — is
+efficientnet_lite0``: its ImageNet backbone with heads trained on cached features, the model
+fast_inference then fine-tunes with the last chain below — is
 fine-tuned ``--epochs`` more three ways (text frozen, the whole image backbone training):
 plainly, plainly with ``batchnorm_statistics = "fixed"`` (quantization-aware training keeps the
 statistics of the BatchNorms it folds fixed too), with ``quantization_aware = true``, and
@@ -35,7 +36,6 @@ from .common import (
     PROFILES,
     Context,
     build_model,
-    dataset_config,
     make_or_reuse_catalog,
     manifests,
     model_spec,
@@ -58,32 +58,6 @@ def _norm_statistics(model: Any) -> list[Any]:
     from fashion.training.runtime import batchnorm_layers
 
     return [s.detach().clone() for m in batchnorm_layers(model) for s in (m.running_mean, m.running_var)]
-
-
-def fine_tune(ctx: Context, model: Any, *, epochs: int, lr: float, quantization_aware: bool,
-              out: Path, batchnorm: str = "update") -> list[float]:
-    """``epochs`` more of the base model's training (text frozen), the image backbone's learning
-    rate ``lr`` and the heads' twice that; returns the seconds of each epoch. ``batchnorm``:
-    its ``batchnorm_statistics`` (``fixed`` is the control that tells the int8 simulation's
-    effect from that of the statistics quantization-aware training keeps fixed)."""
-    from fashion.training import OptimizerConfig, TrainConfig, Trainer
-
-    from .fast_inference import HEAD_DATASETS, _train_datasets
-
-    catalog = ctx.catalog()
-    shutil.rmtree(out, ignore_errors=True)
-    config = TrainConfig(
-        datasets=_train_datasets(ctx, catalog),
-        validation=[dataset_config(catalog, d, "val", name=f"{d}-val") for d in HEAD_DATASETS],
-        epochs=epochs, batch_size=16, freeze=["text-backbone"],
-        optimizer=OptimizerConfig(lr_head=2 * lr, lr_backbone=lr), output_dir=out,
-        save_bundle=False, progress=False, device="cpu", precision="fp32", seed=ctx.seed,
-        verify_images=False, quantization_aware=quantization_aware,
-        batchnorm_statistics=batchnorm,
-    )
-    result = Trainer(model, config).fit()
-    model.eval()
-    return [round(float(entry["seconds"]), 1) for entry in result.history]
 
 
 def gate(folder: Path, calibration: Sequence[Path], data: Sequence[Path], products: int,
@@ -153,6 +127,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         CALIBRATION_PRODUCTS,
         CONFIGS,
         HEAD_DATASETS,
+        fine_tune,
         train_backbone,
         train_heads,
     )
@@ -196,7 +171,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                     f"{batchnorm}, quantization_aware {simulated}) ...")
                 model.train()
                 seconds += fine_tune(ctx, model, epochs=args.epochs, lr=args.lr, quantization_aware=simulated,
-                                     batchnorm=batchnorm, out=ctx.work / "runs" / f"qat-{args.image}-{slug}-{n}")
+                                     batchnorm=batchnorm, out=ctx.work / "runs" / f"qat-{args.image}-{slug}-{n}")[0]
             after = _norm_statistics(model)
             norms_moved = any(not torch.equal(b, a) for b, a in zip(before, after, strict=True))
         folder = ctx.work / f"qat-{args.image}-{slug}"
