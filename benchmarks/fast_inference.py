@@ -181,10 +181,7 @@ def tune_for_int8(ctx: Context, model: Any, image: str, spec: dict[str, Any]) ->
     epochs = ctx.sizes.fast_tune_epochs
 
     def train() -> dict[str, float]:
-        trainable = {n: p.requires_grad for n, p in model.named_parameters()}
-        train_heads(ctx, model, image)
-        for n, p in model.named_parameters():  # a fit leaves its freeze on the model it trained
-            p.requires_grad_(trainable[n])
+        train_heads(ctx, model, image)  # its freeze (backbones) holds for that fit only
         f1: dict[str, float] = {}
         for n, (batchnorm, simulated) in enumerate(TUNE_STAGES):
             ctx.log(f"    fine-tuning {epochs} epochs (batchnorm_statistics = {batchnorm}, "

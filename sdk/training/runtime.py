@@ -9,7 +9,8 @@ import logging
 import math
 import os
 import random
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -257,6 +258,20 @@ def frozen_components(model: FashionModel) -> dict[str, str]:
         for module in backbone.modules_below(cut):
             add(module)
     return frozen
+
+
+@contextmanager
+def freeze_for_one_fit(model: nn.Module | None) -> Iterator[None]:
+    """A fit's ``freeze`` holds for that fit: each parameter's ``requires_grad`` is put back as
+    the fit found it when it returns, so a second Trainer on the same model trains what its own
+    config leaves unfrozen (not also what the first froze), and a parameter a plugin froze stays
+    frozen."""
+    given = [(p, p.requires_grad) for p in model.parameters()] if model is not None else []
+    try:
+        yield
+    finally:
+        for parameter, flag in given:
+            parameter.requires_grad_(flag)
 
 
 def apply_freeze(model: FashionModel, entries: Sequence[str]) -> dict[str, str]:

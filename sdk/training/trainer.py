@@ -3,12 +3,10 @@
 ``Trainer(model, config).fit()`` trains one model on several datasets that each label some of
 its attributes. Every step reads a batch (or, with ``all_tasks``, one batch per dataset), runs
 only the heads of the attributes that batch labels, combines their losses, and takes one AdamW
-step. The parts around the loop live beside it: the step data loader (:mod:`.loader`), the
-training state and its checkpoint serialization (:mod:`.state`), the callbacks for best weights,
-early stopping, checkpoints and progress (:mod:`.callbacks`), the run's setup (:mod:`.runtime`)
-and its end: final evaluation, test scores, the bundle and :class:`TrainResult`
-(:mod:`.result`). See ``docs/training.md`` for samplers, losses, the feature cache and
-checkpoints.
+step. Around the loop: the step loader (:mod:`.loader`), the state and its checkpoints
+(:mod:`.state`), the callbacks for best weights, early stopping, checkpoints and progress
+(:mod:`.callbacks`), the run's setup (:mod:`.runtime`) and its end: final evaluation, test
+scores, the bundle, :class:`TrainResult` (:mod:`.result`). See ``docs/training.md``.
 """
 
 from __future__ import annotations
@@ -45,6 +43,7 @@ from fashion.training.runtime import (
     check_augmentations,
     class_weights,
     config_fingerprint,
+    freeze_for_one_fit,
     frozen_components,
     load_run_datasets,
     resolve_device,
@@ -186,10 +185,8 @@ class Trainer:
 
         frozen_backbones = not any(p.requires_grad for p in model.backbones.parameters())
         # every backbone fully frozen or frozen below a cut: train on cached features/activations
-        cacheable = all(
-            key in self.cuts or not any(p.requires_grad for p in b.parameters())
-            for key, b in model.backbones.items()
-        )
+        cacheable = all(key in self.cuts or not any(p.requires_grad for p in b.parameters())
+                        for key, b in model.backbones.items())
         cached = cacheable and config.feature_cache
         self.train_features: list[CachedFeatures] | None = None
         self.val_features: list[CachedFeatures] | None = None
@@ -274,10 +271,12 @@ class Trainer:
     # -------------------------------------------------------------- the loop
 
     def fit(self) -> TrainResult:
-        """Train; returns the history, best epoch and score, the final evaluation and bundle path."""
+        """Train; returns the history, best epoch and score, the final evaluation and bundle path.
+        The config's ``freeze`` holds for this fit: each parameter's ``requires_grad`` ends as it began."""
         self._setup_distributed()
         try:
-            return self._fit()
+            with freeze_for_one_fit(self.model):
+                return self._fit()
         finally:
             if self._owns_process_group:
                 import torch.distributed as dist

@@ -155,6 +155,27 @@ def test_freeze_keeps_a_backbone_fixed(tiny, train_config):
     assert not all(torch.equal(before[k], after[k]) for k in before if k.startswith("backbones.text."))
 
 
+def test_a_fits_freeze_holds_for_that_fit_only(tiny, train_config):
+    """Head-only first, then the image backbone: the second Trainer trains what its own config
+    leaves unfrozen, not also what the first froze; a parameter frozen before either fit (as a
+    plugin freezes its encoder) stays frozen through both."""
+    torch.manual_seed(0)
+    model = FashionModel(TINY_SPEC)
+    held = next(model.heads["color"].parameters())
+    held.requires_grad_(False)
+    given = {n: p.requires_grad for n, p in model.named_parameters()}
+    Trainer(model, train_config(epochs=1, freeze=["backbones"], val_fraction=0.0)).fit()
+    assert {n: p.requires_grad for n, p in model.named_parameters()} == given
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    Trainer(model, train_config(epochs=1, freeze=["text-backbone"], val_fraction=0.0,
+                                output_dir=train_config().output_dir.with_name("second"))).fit()
+    after = model.state_dict()
+    assert not all(torch.equal(before[k], after[k]) for k in before if k.startswith("backbones.image."))
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("backbones.text."))
+    assert torch.equal(held, before[next(n for n, p in model.named_parameters() if p is held)])
+    assert {n: p.requires_grad for n, p in model.named_parameters()} == given
+
+
 @pytest.mark.parametrize(
     "options",
     [
