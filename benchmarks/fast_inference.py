@@ -144,9 +144,6 @@ def train_backbone(ctx: Context, model: Any, image: str) -> dict[str, float]:
     the profile's train crop on the catalog's train split, then load the weights into ``model``
     (same spec at the inference crop: the backbone pools globally). Returns the validation
     macro-F1 per attribute."""
-    from fashion.training import OptimizerConfig, TrainConfig, Trainer
-
-    catalog = ctx.catalog()
     spec = model_spec(crop=ctx.sizes.train_crop, text_model=ctx.text_model(), attributes=ATTRS, image=image)
     spec["backbones"]["image"]["options"] = {"pretrained": False}
 
@@ -154,20 +151,10 @@ def train_backbone(ctx: Context, model: Any, image: str) -> dict[str, float]:
         torch.manual_seed(ctx.seed)
         trained = build_model(spec)
         trained.load_state_dict(model.state_dict())
-        out = ctx.work / "runs" / f"fast-backbone-{image}"
-        shutil.rmtree(out, ignore_errors=True)
-        config = TrainConfig(
-            datasets=_train_datasets(ctx, catalog),
-            validation=[dataset_config(catalog, d, "val", name=f"{d}-val") for d in HEAD_DATASETS],
-            epochs=ctx.sizes.fast_backbone_epochs, batch_size=16, freeze=["text-backbone"],
-            optimizer=OptimizerConfig(lr_head=2e-3, lr_backbone=1e-3), output_dir=out,
-            save_bundle=False, progress=False, device="cpu", precision="fp32", seed=ctx.seed,
-            verify_images=False,
-        )
-        result = Trainer(trained, config).fit()
+        _, f1 = fine_tune(ctx, trained, epochs=ctx.sizes.fast_backbone_epochs, lr=1e-3, quantization_aware=False,
+                          batchnorm="auto", out=ctx.work / "runs" / f"fast-backbone-{image}")
         model.load_state_dict(trained.state_dict())
-        evaluation = result.evaluation
-        return {a: round(m.macro_f1, 4) for a, m in (evaluation.attributes.items() if evaluation else ())}
+        return f1
 
     return _cached(ctx, _trained_key(ctx, spec, model), model, image, train)
 
